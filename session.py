@@ -1,0 +1,1156 @@
+"""express-session for Python: server-side sessions for any WSGI app, standard library only.
+
+Wrap a WSGI application and every request gets ``environ["session"]``, a dict
+that is saved to a store and found again through a signed cookie.  Options,
+semantics, cookies and store records follow Node's express-session 1.19, so an
+Express app given the same secret and the same store shares logged-in users::
+
+    from session import SessionMiddleware
+
+    def app(environ, start_response):
+        session = environ["session"]
+        session["views"] = session.get("views", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{session['views']} views".encode()]
+
+    app = SessionMiddleware(app, secret="keyboard cat", cookie={"max_age": 3600})
+
+The file is self-contained: copy it into a project to vendor it.  Sections, in
+order: errors, signing, Cookie, Session, Store and MemoryStore,
+SessionMiddleware, private helpers.
+"""
+from __future__ import annotations
+
+import binascii
+import hashlib
+import heapq
+import hmac
+import json
+import logging
+import math
+import re
+import secrets as _secrets
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from urllib.parse import quote, unquote
+
+__all__ = [
+    "SessionMiddleware", "Session", "Cookie", "Store", "MemoryStore", "SessionError",
+    "sign", "unsign", "encode_record", "decode_record", "expires_at",
+]
+__version__ = "0.1.0"
+
+log = logging.getLogger("session")
+
+Secret = Union[str, bytes]
+
+
+# ---------------------------------------------------------------- errors
+
+class SessionError(Exception):
+    """Misuse of a session: a reserved key, reloading a record that is gone."""
+
+
+# ---------------------------------------------------------------- signing
+
+def sign(value: str, secret: Secret) -> str:
+    """Sign ``value`` as the npm package cookie-signature does: ``value.base64(HMAC-SHA256)``."""
+    return f"{value}.{_mac(value, _key(secret))}"
+
+
+def unsign(signed: str, secrets: Union[Secret, Sequence[Secret]]) -> Optional[str]:
+    """Return the value inside ``signed`` if any of ``secrets`` signed it, else None.
+
+    Accepts one secret or a list: when rotating, list the new secret first and
+    keep the old ones so that cookies they signed still verify.  Signatures are
+    compared in constant time.
+    """
+    if not isinstance(signed, str):
+        raise TypeError("signed value must be a str")
+    dot = signed.rfind(".")
+    if dot < 0:
+        return None
+    value, given = signed[:dot], signed[dot + 1:].encode("utf-8", "surrogatepass")
+    keys = [secrets] if isinstance(secrets, (str, bytes)) else secrets
+    ok = False
+    for secret in keys:
+        # No early exit: every secret costs the same whether or not one matched.
+        ok |= hmac.compare_digest(_mac(value, _key(secret)).encode(), given)
+    return value if ok else None
+
+
+def _key(secret: Secret) -> bytes:
+    return secret.encode("utf-8") if isinstance(secret, str) else secret
+
+
+def _mac(value: str, key: bytes) -> str:
+    digest = hmac.digest(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return binascii.b2a_base64(digest, newline=False).decode("ascii").rstrip("=")
+
+
+# ---------------------------------------------------------------- Cookie
+
+class Cookie:
+    """The session cookie's settings and expiry, as express-session's Cookie (max_age in seconds).
+
+    ``max_age`` is the time left; setting it sets ``expires`` and
+    ``original_max_age`` too.  Times are kept as integer milliseconds since the
+    epoch, as JavaScript does, so records round-trip exactly.
+    """
+
+    __slots__ = ("_expires", "_original", "http_only", "secure", "path", "domain",
+                 "same_site", "partitioned", "priority")
+
+    def __init__(self, *, max_age: Union[float, timedelta, None] = None,
+                 expires: Optional[datetime] = None, http_only: bool = True,
+                 secure: Optional[bool] = None, path: str = "/", domain: Optional[str] = None,
+                 same_site: Union[str, bool, None] = None, partitioned: Optional[bool] = None,
+                 priority: Optional[str] = None) -> None:
+        self._expires: Optional[int] = None
+        self._original: Optional[float] = None
+        self.http_only = http_only
+        self.secure = secure
+        self.path = path
+        self.domain = domain
+        self.same_site = same_site
+        self.partitioned = partitioned
+        self.priority = priority
+        if max_age is not None:
+            self.max_age = max_age
+        elif expires is not None:
+            self.expires = expires
+
+    @property
+    def expires(self) -> Optional[datetime]:
+        """When the cookie expires (aware UTC), or None for a browser-session cookie."""
+        if self._expires is None:
+            return None
+        return datetime.fromtimestamp(self._expires / 1000, timezone.utc)
+
+    @expires.setter
+    def expires(self, value: Optional[datetime]) -> None:
+        if value is None:
+            self._expires = self._original = None
+            return
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise ValueError("cookie expires must be an aware datetime or None")
+        self._expires = _datetime_ms(value)
+        self._original = self._expires - _now_ms()
+
+    @property
+    def max_age(self) -> Optional[float]:
+        """Seconds until expiry (negative once expired), or None."""
+        if self._expires is None:
+            return None
+        return (self._expires - _now_ms()) / 1000
+
+    @max_age.setter
+    def max_age(self, seconds: Union[float, timedelta, None]) -> None:
+        ms = _max_age_ms(seconds, "max_age", allow_negative=True)
+        if ms is None:
+            self._expires = self._original = None
+        else:
+            self._expires = _now_ms() + int(ms)
+            self._original = ms
+
+    @property
+    def original_max_age(self) -> Optional[float]:
+        """The max_age the cookie was given, in seconds (express keeps it in ms)."""
+        return None if self._original is None else self._original / 1000
+
+    def touch(self) -> None:
+        """Restart the clock: max_age = original_max_age, as express's resetMaxAge."""
+        if self._original is not None:
+            self._expires = _now_ms() + int(self._original)
+
+    def to_record(self) -> dict:
+        """The cookie as express stores it: camelCase, express's key order, unset keys omitted."""
+        rec: dict = {"originalMaxAge": self._original}
+        if self.partitioned is not None:
+            rec["partitioned"] = self.partitioned
+        if self.priority is not None:
+            rec["priority"] = self.priority
+        rec["expires"] = None if self._expires is None else _iso_ms(self._expires)
+        if self.secure is not None:
+            rec["secure"] = self.secure
+        rec["httpOnly"] = self.http_only
+        if self.domain is not None:
+            rec["domain"] = self.domain
+        if self.path is not None:
+            rec["path"] = self.path
+        if self.same_site is not None:
+            rec["sameSite"] = self.same_site
+        return rec
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any]) -> "Cookie":
+        """Rebuild a Cookie from a stored record's ``cookie`` (what Express wrote reads the same)."""
+        c = cls.__new__(cls)
+        expires = rec.get("expires")
+        c._expires = None if expires is None else _expires_ms(expires)
+        original = rec.get("originalMaxAge")
+        if original is not None and (isinstance(original, bool)
+                                     or not isinstance(original, (int, float))):
+            raise ValueError("originalMaxAge is not a number")
+        c._original = original
+        c.http_only = rec.get("httpOnly", True) is not False
+        c.secure = rec.get("secure")
+        c.path = rec.get("path", "/")
+        c.domain = rec.get("domain")
+        c.same_site = rec.get("sameSite")
+        c.partitioned = rec.get("partitioned")
+        c.priority = rec.get("priority")
+        for attr in (c.path, c.domain):
+            if attr is not None:
+                _check_attr(attr, "cookie path/domain in the stored record")
+        return c
+
+    def serialize(self, name: str, value: str) -> str:
+        """The Set-Cookie header value, attributes in the order the npm package cookie writes them."""
+        parts = [name, "=", value]
+        if self.domain:
+            parts += ("; Domain=", self.domain)
+        if self.path:
+            parts += ("; Path=", self.path)
+        if self._expires is not None:
+            parts += ("; Expires=", _http_date(self._expires // 1000))
+        if self.http_only:
+            parts.append("; HttpOnly")
+        if self.secure:
+            parts.append("; Secure")
+        if self.partitioned:
+            parts.append("; Partitioned")
+        if self.priority:
+            parts += ("; Priority=", self.priority.capitalize())
+        same_site = self.same_site
+        if same_site is not None and same_site is not False:
+            same_site = _SAME_SITE_ATTR.get(same_site if same_site is True else str(same_site).lower())
+        if same_site:
+            parts += ("; SameSite=", same_site)
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Cookie({self.to_record()!r})"
+
+
+_SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
+
+
+# ---------------------------------------------------------------- Session
+
+def _reads(method):
+    """Wrap a dict method so calling it marks the session as read (for Vary and change tracking)."""
+    base = getattr(dict, method)
+
+    def wrapper(self, *args, **kwargs):
+        self._use()
+        return base(self, *args, **kwargs)
+    wrapper.__name__ = method
+    wrapper.__doc__ = base.__doc__
+    return wrapper
+
+
+class Session(dict):
+    """The user's session data (a dict of JSON values) plus its ID, cookie and store actions.
+
+    Changes are found by comparing the data's JSON with what was loaded, so
+    ``session["cart"].append(x)`` is saved with no flag to set.  The key
+    ``"cookie"`` is reserved: the cookie is the ``.cookie`` attribute.
+    """
+
+    __slots__ = ("_mw", "_environ", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
+                 "_snapshot", "_saved", "_cookie_pos", "_cookie_id", "_touched", "_destroyed")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """A detached session (for tests): data only; store actions need the middleware."""
+        dict.__init__(self)
+        self._mw = self._environ = self._sid = self._cookie = self._cookie_id = None
+        self._loaded = self._regenerated = self._read = self._touched = self._destroyed = False
+        self._snapshot, self._saved, self._cookie_pos = "{}", None, 0
+        self.update(*args, **kwargs)
+
+    @classmethod
+    def _create(cls, mw: "SessionMiddleware", environ: dict, cookie_id: Optional[str],
+                record: Optional[dict]) -> "Session":
+        """A session for one request: loaded from ``record``, or new (its ID made when first needed)."""
+        self = dict.__new__(cls)
+        self._mw = mw
+        self._environ = environ
+        self._cookie_id = cookie_id
+        self._read = False
+        self._regenerated = False
+        self._touched = False
+        self._destroyed = False
+        if record is None:
+            self._sid = None
+            self._cookie = None
+            self._loaded = False
+            self._snapshot = "{}"
+            self._saved = None
+            self._cookie_pos = 0
+        else:
+            self._sid = cookie_id
+            self._loaded = True
+            self._snapshot = None  # taken on first use: untouched data needs no JSON work
+            self._fill(record)
+            self._saved = None if mw.resave else (cookie_id, None)
+        return self
+
+    def _fill(self, record: dict) -> None:
+        cookie = record["cookie"]
+        self._cookie = Cookie.from_record(cookie)
+        pos = 0
+        for key in record:
+            if key == "cookie":
+                break
+            pos += 1
+        self._cookie_pos = pos
+        dict.clear(self)
+        dict.update(self, record)
+        dict.__delitem__(self, "cookie")
+
+    # -- identity and cookie
+
+    @property
+    def id(self) -> str:
+        """The session ID (read-only; ``regenerate()`` replaces it)."""
+        self._read = True
+        return self._ensure_id()
+
+    @property
+    def cookie(self) -> Cookie:
+        """The session cookie: its expiry and attributes, settable per session."""
+        self._read = True
+        return self._ensure_cookie()
+
+    def _ensure_id(self) -> str:
+        if self._sid is None:
+            self._sid = self._middleware()._generate_id(self._environ)
+        return self._sid
+
+    def _ensure_cookie(self) -> Cookie:
+        if self._cookie is None:
+            self._cookie = self._middleware()._new_cookie(self._environ)
+        return self._cookie
+
+    def _middleware(self) -> "SessionMiddleware":
+        if self._mw is None:
+            raise SessionError("this session is not attached to a request's SessionMiddleware")
+        return self._mw
+
+    # -- store actions
+
+    def regenerate(self) -> None:
+        """Destroy the stored record and continue, in place, as a new empty session with a new ID.
+
+        Call it at login: an ID an attacker planted before login is worth nothing after.
+        """
+        self._use()
+        if self._sid is not None:
+            self._middleware().store.destroy(self._sid)
+        dict.clear(self)
+        self._sid = self._middleware()._generate_id(self._environ)
+        self._cookie = None
+        self._loaded = False
+        self._regenerated = True
+        self._cookie_pos = 0
+
+    def destroy(self) -> None:
+        """Delete the stored record; ``environ[key]`` becomes None and the response expires the cookie."""
+        mw = self._middleware()
+        self._read = True
+        if self._sid is not None:
+            mw.store.destroy(self._sid)
+        self._destroyed = True
+        if self._environ.get(mw.environ_key) is self:
+            self._environ[mw.environ_key] = None
+
+    def reload(self) -> None:
+        """Replace the data with what the store holds now; SessionError if the record is gone."""
+        self._use()
+        record = self._middleware().store.get(self._ensure_id())
+        if record is None:
+            raise SessionError(f"session {self._sid[:6]}... is no longer in the store")
+        self._fill(record)
+
+    def save(self) -> None:
+        """Write the session to the store now; if unchanged after, it is not written again at the end."""
+        self._use()
+        data = self._dump()
+        self._middleware().store.set(self._ensure_id(), self._record(data))
+        self._saved = (self._sid, data)
+
+    def touch(self) -> None:
+        """Reset ``cookie.max_age`` to ``cookie.original_max_age``."""
+        self._ensure_cookie().touch()
+
+    # -- change tracking
+
+    def _use(self) -> None:
+        self._read = True
+        if self._snapshot is None:
+            self._snapshot = ""   # guards the re-entry from _dump() -> items()
+            self._snapshot = self._dump()
+
+    def _dump(self) -> str:
+        """The data as JSON (without the cookie); TypeError names the key JSON cannot encode."""
+        try:
+            return _encode(self)
+        except (TypeError, ValueError) as exc:
+            for key, value in dict.items(self):
+                try:
+                    _encode({key: value})
+                except (TypeError, ValueError):
+                    raise TypeError(f"session[{key!r}] cannot be stored as JSON: {exc}") from None
+            raise TypeError(f"session cannot be stored as JSON: {exc}") from None
+
+    def _current(self) -> Optional[str]:
+        """JSON of the data now, or None when it was never used, so cannot have changed."""
+        return self._dump() if self._read and self._snapshot is not None else None
+
+    def _data_json(self, current: Optional[str]) -> str:
+        if current is not None:
+            return current
+        return self._snapshot if self._snapshot else self._dump()
+
+    def _record(self, data: Optional[str] = None) -> "_Record":
+        """The store record: the cookie at its stored position, then the data.
+
+        Given the data's JSON, the record's JSON is built from it, so the
+        store does not encode the same data a second time.
+        """
+        cookie = self._ensure_cookie().to_record()
+        rec = _Record()
+        if self._cookie_pos == 0:
+            rec["cookie"] = cookie
+            rec.update(dict.items(self))
+            if data is not None:
+                rec.text = '{"cookie":' + _encode(cookie) + ("}" if data == "{}" else "," + data[1:])
+            return rec
+        for i, (key, value) in enumerate(dict.items(self)):
+            if i == self._cookie_pos:
+                rec["cookie"] = cookie
+            rec[key] = value
+        rec.setdefault("cookie", cookie)
+        return rec
+
+    def __repr__(self) -> str:
+        return f"Session({dict.__repr__(self)})"
+
+    # -- reserved key and reads that count as using the session
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "cookie":
+            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
+        self._use()
+        dict.__setitem__(self, key, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key == "cookie":
+            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
+        self._use()
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        other = dict(*args, **kwargs)
+        if "cookie" in other:
+            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
+        self._use()
+        dict.update(self, other)
+
+    def __ior__(self, other: Any) -> "Session":
+        self.update(other)
+        return self
+
+    def copy(self) -> dict:
+        self._use()
+        return dict(dict.items(self))
+
+
+for _name in ("__getitem__", "get", "__contains__", "__len__", "__iter__", "keys", "values",
+              "items", "pop", "popitem", "__delitem__", "clear", "__eq__", "__ne__",
+              "__reversed__", "__or__", "__ror__"):
+    setattr(Session, _name, _reads(_name))
+del _name
+
+
+class _Record(dict):
+    """A store record that carries its JSON, so stores do not encode it again."""
+
+    __slots__ = ("text",)
+
+
+# ---------------------------------------------------------------- stores
+
+def encode_record(record: Mapping[str, Any]) -> str:
+    """The record's JSON exactly as express writes it: compact, UTF-8, no NaN."""
+    if type(record) is _Record:
+        return record.text if hasattr(record, "text") else _encode(record)
+    return _encode(record)
+
+
+def decode_record(text: Union[str, bytes]) -> dict:
+    """Parse a stored record; ValueError unless it is a JSON object with a ``cookie`` object."""
+    record = json.loads(text)
+    if not isinstance(record, dict) or not isinstance(record.get("cookie"), dict):
+        raise ValueError("not a session record: a JSON object with a 'cookie' object")
+    return record
+
+
+def expires_at(record: Mapping[str, Any]) -> Optional[float]:
+    """Epoch seconds of ``record["cookie"]["expires"]`` (ISO string or datetime), or None."""
+    cookie = record.get("cookie")
+    expires = cookie.get("expires") if isinstance(cookie, dict) else None
+    return None if expires is None else _expires_ms(expires) / 1000
+
+
+class Store:
+    """Where sessions live between requests: the base every store implements.
+
+    Records are dicts in express-session's format (see ``encode_record``).  A
+    record expires at its ``cookie.expires``, or ``ttl`` seconds after its last
+    write when it has none; an expired record is never returned.  Every store
+    must be safe to share between the threads of one process.
+    """
+
+    ttl: float = 86400
+
+    def get(self, sid: str) -> Optional[dict]:
+        """The live record for ``sid``, or None if it is missing or expired."""
+        raise NotImplementedError
+
+    def set(self, sid: str, record: dict) -> None:
+        """Create or replace the record, with its expiry."""
+        raise NotImplementedError
+
+    def destroy(self, sid: str) -> None:
+        """Delete the record; deleting a missing one is not an error."""
+        raise NotImplementedError
+
+    def touch(self, sid: str, record: dict) -> None:
+        """Move the expiry to the one ``record`` gives, without rewriting data; no-op if gone."""
+        raise NotImplementedError
+
+    def all(self) -> dict:
+        """Every live record, by ID."""
+        raise NotImplementedError
+
+    def ids(self) -> list:
+        """The IDs of the live records."""
+        return list(self.all())
+
+    def length(self) -> int:
+        """How many live records there are."""
+        return len(self.all())
+
+    def clear(self) -> None:
+        """Delete every record."""
+        raise NotImplementedError
+
+    def prune(self) -> int:
+        """Delete expired records now and return how many; stores whose backend expires
+        records by itself return 0."""
+        return 0
+
+    def close(self) -> None:
+        """Release connections and files the store opened (never a client it was given)."""
+
+    def expiry_time(self, record: Mapping[str, Any], now: Optional[float] = None) -> float:
+        """Epoch seconds when ``record`` expires: its cookie's expiry, else ``ttl`` from now."""
+        at = expires_at(record)
+        if at is not None:
+            return at
+        return (time.time() if now is None else now) + self.ttl
+
+
+class MemoryStore(Store):
+    """Sessions in this process's memory: for development, tests and single-process apps.
+
+    Records are kept as JSON strings, so the app can never change stored state
+    through a reference.  Expired records are found through a heap ordered by
+    expiry, so removing them never scans the whole store (express's
+    MemoryStore only drops an expired record when it is asked for it again).
+    """
+
+    def __init__(self, *, ttl: float = 86400) -> None:
+        _check_ttl(ttl)
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        # sid -> [expiry, record JSON, cookie as last touched or None]
+        self._data: dict = {}
+        self._heap: list = []  # (expiry, sid); stale pairs are skipped when popped
+
+    def get(self, sid: str) -> Optional[dict]:
+        now = time.time()
+        with self._lock:
+            entry = self._data.get(sid)
+            if entry is None:
+                return None
+            if entry[0] <= now:
+                del self._data[sid]
+                return None
+            _, text, cookie = entry
+        return self._decode(text, cookie)
+
+    def set(self, sid: str, record: dict) -> None:
+        text = encode_record(record)
+        now = time.time()
+        expiry = self.expiry_time(record, now)
+        with self._lock:
+            self._expire(now)
+            if expiry <= now:
+                self._data.pop(sid, None)
+                return
+            self._data[sid] = [expiry, text, None]
+            self._schedule(expiry, sid)
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            self._data.pop(sid, None)
+
+    def touch(self, sid: str, record: dict) -> None:
+        cookie = dict(record["cookie"])
+        now = time.time()
+        expiry = self.expiry_time(record, now)
+        with self._lock:
+            entry = self._data.get(sid)
+            if entry is None or entry[0] <= now:
+                return
+            entry[0] = expiry
+            entry[2] = cookie
+            self._schedule(expiry, sid)
+
+    def all(self) -> dict:
+        now = time.time()
+        with self._lock:
+            live = [(sid, e[1], e[2]) for sid, e in self._data.items() if e[0] > now]
+        return {sid: self._decode(text, cookie) for sid, text, cookie in live}
+
+    def length(self) -> int:
+        with self._lock:
+            self._expire(time.time())
+            return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._heap.clear()
+
+    def prune(self) -> int:
+        with self._lock:
+            return self._expire(time.time())
+
+    def close(self) -> None:
+        self.clear()
+
+    @staticmethod
+    def _decode(text: str, cookie: Optional[dict]) -> dict:
+        record = json.loads(text)
+        if cookie is not None:
+            record["cookie"] = dict(cookie)
+        return record
+
+    def _schedule(self, expiry: float, sid: str) -> None:
+        heap = self._heap
+        heapq.heappush(heap, (expiry, sid))
+        if len(heap) > 2 * len(self._data) + 64:
+            # Touches leave stale heap entries behind; rebuilding from the live
+            # entries now and then keeps the heap proportional to the store.
+            self._heap = [(e[0], s) for s, e in self._data.items()]
+            heapq.heapify(self._heap)
+
+    def _expire(self, now: float) -> int:
+        heap, data, removed = self._heap, self._data, 0
+        while heap and heap[0][0] <= now:
+            _, sid = heapq.heappop(heap)
+            entry = data.get(sid)
+            if entry is not None and entry[0] <= now:
+                del data[sid]
+                removed += 1
+        return removed
+
+
+# ---------------------------------------------------------------- middleware
+
+_COOKIE_OPTIONS = ("max_age", "expires", "http_only", "secure", "same_site", "domain", "path",
+                   "partitioned", "priority")
+
+
+class SessionMiddleware:
+    """WSGI middleware that gives each request a session, as express-session does for Express.
+
+    ``secret`` signs the cookie: a str/bytes, or a list whose first entry signs
+    and every entry verifies, so secrets rotate without logging anyone out.
+    Options are validated here, at construction; see the README for each.
+    """
+
+    def __init__(self, app: Callable, *, secret: Union[Secret, Sequence[Secret], None] = None,
+                 store: Optional[Store] = None, name: str = "connect.sid",
+                 cookie: Union[Mapping[str, Any], Callable[[dict], Mapping[str, Any]], None] = None,
+                 genid: Optional[Callable[[dict], str]] = None, proxy: Optional[bool] = None,
+                 resave: bool = False, save_uninitialized: bool = False, rolling: bool = False,
+                 unset: str = "keep", environ_key: str = "session") -> None:
+        if not callable(app):
+            raise TypeError("app must be a WSGI callable")
+        self.app = app
+        self.secrets = _check_secrets(secret)
+        self._signing_key = _key(self.secrets[0])
+        self._verify_keys = [_key(s) for s in self.secrets]
+        if store is None:
+            store = MemoryStore()
+        for method in ("get", "set", "destroy", "touch"):
+            if not callable(getattr(store, method, None)):
+                raise TypeError(f"store must be a session.Store (it has no {method}() method)")
+        self.store = store
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"name must be a cookie name (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
+        self.name = name
+        if cookie is None or isinstance(cookie, Mapping):
+            self._cookie_fn = None
+            self._options = _CookieOptions(cookie or {})
+            self._check_same_site_secure(self._options)
+        elif callable(cookie):
+            self._cookie_fn = cookie
+            self._options = None
+        else:
+            raise TypeError("cookie must be a dict of cookie options or a callable(environ) returning one")
+        if genid is not None and not callable(genid):
+            raise TypeError("genid must be a callable(environ) returning a session ID")
+        self.genid = genid
+        if proxy not in (None, True, False):
+            raise TypeError("proxy must be None, True or False")
+        self.proxy = bool(proxy)
+        for option, value in (("resave", resave), ("save_uninitialized", save_uninitialized),
+                              ("rolling", rolling)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{option} must be True or False, not {value!r}")
+        self.resave = resave
+        self.save_uninitialized = save_uninitialized
+        self.rolling = rolling
+        if unset not in ("keep", "destroy"):
+            raise ValueError(f'unset must be "keep" or "destroy", not {unset!r}')
+        self.unset_destroy = unset == "destroy"
+        if not isinstance(environ_key, str) or not environ_key:
+            raise TypeError("environ_key must be a non-empty str")
+        self.environ_key = environ_key
+        self._warned_insecure = False
+        self._warned_same_site = False
+
+    # -- the request
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        key = self.environ_key
+        if environ.get(key) is not None:
+            return self.app(environ, start_response)
+        options = self._options or self._request_options(environ)
+        if options.path != "/" and not _request_path(environ).startswith(options.path or "/"):
+            return self.app(environ, start_response)
+
+        header = environ.get("HTTP_COOKIE")
+        cookie_id = self._read_cookie(header) if header else None
+        record = self._load(cookie_id) if cookie_id else None
+        sess = Session._create(self, environ, cookie_id, record)
+        environ[key] = sess
+
+        def session_start_response(status, headers, exc_info=None):
+            return start_response(status, self._response_headers(sess, headers), exc_info)
+
+        result = self.app(environ, session_start_response)
+        if type(result) is list or type(result) is tuple:
+            self._finish(sess)
+            return result
+        return _HoldLastChunk(result, self._finish, sess)
+
+    def _load(self, sid: str) -> Optional[dict]:
+        record = self.store.get(sid)
+        if record is not None and not isinstance(record.get("cookie"), dict):
+            log.warning("session record %.6s... has no cookie; starting a new session", sid)
+            return None
+        return record
+
+    def _response_headers(self, sess: Session, headers: list) -> list:
+        """The app's headers plus our Set-Cookie (per shouldSetCookie) and Vary: Cookie."""
+        current = sess._environ.get(self.environ_key)
+        set_cookie = None
+        if current is None:
+            if (sess._destroyed or self.unset_destroy) and sess._cookie_id:
+                set_cookie = self._expired_cookie(sess)
+        elif self._should_set_cookie(sess):
+            cookie = sess._ensure_cookie()
+            if cookie.secure and not self._is_secure(sess._environ):
+                self._warn_insecure()
+            else:
+                if not sess._touched:
+                    cookie.touch()
+                    sess._touched = True
+                value = "s:" + sign(sess._ensure_id(), self.secrets[0])
+                set_cookie = cookie.serialize(self.name, quote(value, safe=_URI_SAFE))
+        if set_cookie is None and not sess._read:
+            return headers
+        headers = list(headers)
+        if set_cookie is not None:
+            headers.append(("Set-Cookie", set_cookie))
+        _add_vary_cookie(headers)
+        return headers
+
+    def _finish(self, sess: Session) -> None:
+        """Save, touch or destroy the stored record, as express does when the response ends."""
+        if sess._environ.get(self.environ_key) is None:
+            if self.unset_destroy and sess._sid is not None and not sess._destroyed:
+                self.store.destroy(sess._sid)
+            return
+        current = sess._current()
+        if self._should_save(sess, current):
+            self._touch_once(sess)
+            self.store.set(sess._ensure_id(), sess._record(sess._data_json(current)))
+        elif self._should_touch(sess, current):
+            self._touch_once(sess)
+            self.store.touch(sess._sid, sess._record())
+
+    @staticmethod
+    def _touch_once(sess: Session) -> None:
+        if not sess._touched:
+            sess._ensure_cookie().touch()
+            sess._touched = True
+
+    # -- express-session's four decisions
+
+    def _should_set_cookie(self, sess: Session) -> bool:
+        if not sess._loaded:
+            return self.save_uninitialized or self._is_modified(sess, sess._current())
+        return self.rolling or (sess._ensure_cookie()._expires is not None
+                                and self._is_modified(sess, sess._current()))
+
+    def _should_save(self, sess: Session, current: Optional[str]) -> bool:
+        if not self.save_uninitialized and sess._saved is None and not sess._loaded:
+            return self._is_modified(sess, current)
+        return not self._is_saved(sess, current)
+
+    def _should_touch(self, sess: Session, current: Optional[str]) -> bool:
+        return sess._loaded and not self._should_save(sess, current)
+
+    @staticmethod
+    def _is_modified(sess: Session, current: Optional[str]) -> bool:
+        return sess._regenerated or (current is not None and current != sess._snapshot)
+
+    @staticmethod
+    def _is_saved(sess: Session, current: Optional[str]) -> bool:
+        if sess._saved is None:
+            return False
+        saved_id, saved_data = sess._saved
+        if saved_id != sess._sid:
+            return False
+        if saved_data is None:  # loaded and not yet changed: the store holds the snapshot
+            return current is None or current == sess._snapshot
+        return (current or sess._snapshot) == saved_data
+
+    # -- helpers for the above
+
+    def _generate_id(self, environ: dict) -> str:
+        if self.genid is None:
+            return _secrets.token_urlsafe(24)
+        sid = self.genid(environ)
+        if not isinstance(sid, str) or not sid:
+            raise TypeError(f"genid must return a non-empty str, not {sid!r}")
+        return sid
+
+    def _new_cookie(self, environ: dict) -> Cookie:
+        options = self._options or self._request_options(environ)
+        return options.new_cookie(lambda: self._is_secure(environ))
+
+    def _request_options(self, environ: dict) -> "_CookieOptions":
+        options = self._cookie_fn(environ)
+        if not isinstance(options, Mapping):
+            raise TypeError("the cookie callable must return a dict of cookie options")
+        options = _CookieOptions(options)
+        self._check_same_site_secure(options)
+        return options
+
+    def _read_cookie(self, header: str) -> Optional[str]:
+        """The session ID from our signed cookie in ``header``, or None (never raises)."""
+        value = _find_cookie(header, self.name)
+        if value is None or not value.startswith("s:"):
+            return None
+        return _unsign_with(value[2:], self._verify_keys) or None
+
+    def _is_secure(self, environ: dict) -> bool:
+        if environ.get("wsgi.url_scheme") == "https":
+            return True
+        if not self.proxy:
+            return False
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", "")
+        return proto.split(",", 1)[0].strip().lower() == "https"
+
+    def _expired_cookie(self, sess: Session) -> str:
+        cookie = sess._cookie or self._new_cookie(sess._environ)
+        gone = Cookie.__new__(Cookie)
+        for attr in Cookie.__slots__:
+            setattr(gone, attr, getattr(cookie, attr))
+        gone._expires = 0
+        return gone.serialize(self.name, "")
+
+    def _warn_insecure(self) -> None:
+        if not self._warned_insecure:
+            self._warned_insecure = True
+            log.warning("session cookie is secure but the request is not HTTPS, so no cookie was "
+                        "sent; behind a TLS-terminating proxy, pass proxy=True to trust "
+                        "X-Forwarded-Proto")
+
+    def _check_same_site_secure(self, options: "_CookieOptions") -> None:
+        if (options.same_site == "none" and not options.secure
+                and not self._warned_same_site):
+            self._warned_same_site = True
+            log.warning('cookie same_site="none" without secure: browsers reject such cookies; '
+                        'set secure=True (or "auto")')
+
+
+# ---------------------------------------------------------------- private helpers
+
+_URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_ATTR = re.compile(r"[;\x00-\x1f\x7f]")
+_PERCENT_OK = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class _CookieOptions:
+    """Cookie options checked once: what every new session's cookie starts from."""
+
+    __slots__ = _COOKIE_OPTIONS + ("max_age_ms",)
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(_COOKIE_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown cookie option(s): {', '.join(map(repr, unknown))} "
+                            f"(known: {', '.join(_COOKIE_OPTIONS)})")
+        get = options.get
+        self.max_age_ms = _max_age_ms(get("max_age"), "cookie max_age", allow_negative=False)
+        self.max_age = get("max_age")
+        expires = get("expires")
+        if expires is not None and (not isinstance(expires, datetime) or expires.tzinfo is None):
+            raise ValueError("cookie expires must be an aware datetime or None")
+        self.expires = expires
+        self.http_only = get("http_only", True)
+        if not isinstance(self.http_only, bool):
+            raise TypeError("cookie http_only must be True or False")
+        self.secure = get("secure")
+        if self.secure not in (None, True, False, "auto"):
+            raise ValueError(f'cookie secure must be True, False or "auto", not {self.secure!r}')
+        same_site = get("same_site")
+        if isinstance(same_site, str):
+            same_site = same_site.lower()
+        if same_site is False:
+            same_site = None
+        if same_site not in (None, True, "lax", "strict", "none", "auto"):
+            raise ValueError('cookie same_site must be None, True, "lax", "strict", "none" or '
+                             f'"auto", not {get("same_site")!r}')
+        self.same_site = same_site
+        self.domain = get("domain")
+        if self.domain is not None:
+            _check_attr(self.domain, "cookie domain")
+        self.path = get("path", "/")
+        _check_attr(self.path, "cookie path")
+        self.partitioned = get("partitioned")
+        if self.partitioned not in (None, True, False):
+            raise TypeError("cookie partitioned must be True or False")
+        priority = get("priority")
+        if priority is not None:
+            if not isinstance(priority, str) or priority.lower() not in ("low", "medium", "high"):
+                raise ValueError(f'cookie priority must be "low", "medium" or "high", not {priority!r}')
+            priority = priority.lower()
+        self.priority = priority
+
+    def new_cookie(self, is_secure: Callable[[], bool]) -> Cookie:
+        c = Cookie.__new__(Cookie)
+        if self.max_age_ms is not None:
+            c._original = self.max_age_ms
+            c._expires = _now_ms() + int(self.max_age_ms)
+        elif self.expires is not None:
+            c._expires = _datetime_ms(self.expires)
+            c._original = c._expires - _now_ms()
+        else:
+            c._expires = c._original = None
+        c.http_only = self.http_only
+        c.secure = is_secure() if self.secure == "auto" else self.secure
+        c.path = self.path
+        c.domain = self.domain
+        if self.same_site == "auto":
+            c.same_site = "none" if is_secure() else "lax"
+        else:
+            c.same_site = self.same_site
+        c.partitioned = self.partitioned
+        c.priority = self.priority
+        return c
+
+
+class _HoldLastChunk:
+    """Iterates the app's body one chunk behind, so the store write ends before the last chunk is sent."""
+
+    __slots__ = ("_body", "_finish", "_sess")
+
+    def __init__(self, body: Iterable[bytes], finish: Callable[[Session], None], sess: Session):
+        self._body, self._finish, self._sess = body, finish, sess
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._body)
+        previous = None
+        for chunk in chunks:
+            if previous is not None:
+                yield previous
+            previous = chunk
+        self._finish(self._sess)
+        if previous is not None:
+            yield previous
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+
+
+def _find_cookie(header: str, name: str) -> Optional[str]:
+    """The first value of cookie ``name`` in a Cookie header, parsed as the npm package cookie does."""
+    if name not in header:
+        return None
+    for pair in header.split(";"):
+        key, eq, value = pair.partition("=")
+        if eq and key.strip(" \t") == name:
+            value = value.strip(" \t")
+            if value[:1] == '"' and value[-1:] == '"':
+                value = value[1:-1]
+            if "%" in value:
+                value = _decode_uri_component(value)
+            return value
+    return None
+
+
+def _decode_uri_component(value: str) -> str:
+    """JavaScript's decodeURIComponent, keeping the raw value where it would throw (as express does)."""
+    if not _PERCENT_OK.fullmatch(value):
+        return value
+    try:
+        return unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        return value
+
+
+def _unsign_with(signed: str, keys: Sequence[bytes]) -> Optional[str]:
+    dot = signed.rfind(".")
+    if dot < 0:
+        return None
+    value = signed[:dot]
+    given = signed[dot + 1:].encode("utf-8", "surrogatepass")
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(_mac(value, key).encode(), given)
+    return value if ok else None
+
+
+def _request_path(environ: dict) -> str:
+    return (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
+
+
+def _add_vary_cookie(headers: list) -> None:
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == "vary":
+            fields = [f.strip().lower() for f in value.split(",")]
+            if "cookie" not in fields and "*" not in fields:
+                headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
+            return
+    headers.append(("Vary", "Cookie"))
+
+
+def _check_secrets(secret: Any) -> list:
+    if secret is None:
+        raise ValueError("secret is required: a str or bytes, or a list of them (the first signs)")
+    listed = [secret] if isinstance(secret, (str, bytes)) else secret
+    if not isinstance(listed, (list, tuple)):
+        raise TypeError("secret must be a str or bytes, or a list of them")
+    if not listed:
+        raise ValueError("secret must not be an empty list")
+    for s in listed:
+        if not isinstance(s, (str, bytes)):
+            raise TypeError(f"secret entries must be str or bytes, not {type(s).__name__}")
+        if not s:
+            raise ValueError("secret must not be empty")
+    return list(listed)
+
+
+def _check_attr(value: Any, what: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if _BAD_ATTR.search(value):
+        raise ValueError(f"{what} contains ';' or a control character: {value!r}")
+
+
+def _check_ttl(ttl: Any) -> None:
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl >= 0:
+        raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
+
+
+def _max_age_ms(seconds: Any, what: str, allow_negative: bool) -> Optional[float]:
+    if seconds is None:
+        return None
+    if isinstance(seconds, timedelta):
+        seconds = seconds.total_seconds()
+    elif isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, a timedelta or None, not {seconds!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{what} must be finite")
+    if seconds < 0 and not allow_negative:
+        raise ValueError(f"{what} must not be negative: {seconds!r}")
+    ms = seconds * 1000
+    return int(ms) if ms == int(ms) else ms
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _datetime_ms(value: datetime) -> int:
+    return round(value.timestamp() * 1000)
+
+
+def _expires_ms(value: Any) -> int:
+    """Milliseconds since the epoch of a stored ``expires``: an ISO-8601 string or a datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:  # BSON dates come back naive, in UTC
+            value = value.replace(tzinfo=timezone.utc)
+        return _datetime_ms(value)
+    if not isinstance(value, str):
+        raise ValueError(f"cookie expires is not a date: {value!r}")
+    if len(value) == 24 and value[4] == "-" and value[10] == "T" and value[23] == "Z":
+        try:
+            seconds = _timegm(int(value[0:4]), int(value[5:7]), int(value[8:10]),
+                              int(value[11:13]), int(value[14:16]), int(value[17:19]))
+            return seconds * 1000 + int(value[20:23])
+        except ValueError:
+            pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"cookie expires is not an ISO-8601 date: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return _datetime_ms(parsed)
+
+
+def _timegm(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc).timestamp())
+
+
+def _iso_ms(ms: int) -> str:
+    seconds, millis = divmod(int(ms), 1000)
+    t = time.gmtime(seconds)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z")
+
+
+def _http_date(seconds: int) -> str:
+    t = time.gmtime(seconds)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
