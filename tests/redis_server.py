@@ -32,8 +32,10 @@ def redis_server_available() -> bool:
 class RedisServer:
     """One redis-server process on 127.0.0.1:<port>; stopped on exit, on ``stop()`` and at interpreter exit."""
 
-    def __init__(self, port: int | None = None, *, startup_timeout: float = 10.0) -> None:
+    def __init__(self, port: int | None = None, *, args: tuple = (),
+                 startup_timeout: float = 10.0) -> None:
         self.port = port or free_port()
+        self.args = tuple(args)  # extra redis-server options, e.g. ("--rename-command", "KEYS", "")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen | None = None
@@ -57,6 +59,7 @@ class RedisServer:
             "--dir", self._dir,
             "--daemonize", "no",
             "--logfile", self._log_path,
+            *self.args,
         ]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
