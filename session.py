@@ -753,15 +753,14 @@ class SessionMiddleware:
         record = self._load(cookie_id) if cookie_id else None
         sess = Session._create(self, environ, cookie_id, record)
         environ[key] = sess
-
-        def session_start_response(status, headers, exc_info=None):
-            return start_response(status, self._response_headers(sess, headers), exc_info)
-
-        result = self.app(environ, session_start_response)
+        exchange = _Exchange(self, sess, start_response)
+        result = self.app(environ, exchange.start_response)
         if type(result) is list or type(result) is tuple:
+            exchange.send_headers()
             self._finish(sess)
             return result
-        return _HoldLastChunk(result, self._finish, sess)
+        exchange.body = result
+        return exchange
 
     def _load(self, sid: str) -> Optional[dict]:
         record = self.store.get(sid)
@@ -987,29 +986,56 @@ class _CookieOptions:
         return c
 
 
-class _HoldLastChunk:
-    """Iterates the app's body one chunk behind, so the store write ends before the last chunk is sent."""
+class _Exchange:
+    """One request's response: holds the app's headers and its last body chunk back.
 
-    __slots__ = ("_body", "_finish", "_sess")
+    Like express, which decides Set-Cookie when the response head is written,
+    the headers are decided when the first body chunk is about to go out (or
+    the app calls write()), so session changes made after start_response
+    still count.  The last chunk waits until the store write has finished.
+    """
 
-    def __init__(self, body: Iterable[bytes], finish: Callable[[Session], None], sess: Session):
-        self._body, self._finish, self._sess = body, finish, sess
+    __slots__ = ("_mw", "_sess", "_start_response", "_status", "_headers", "_exc_info",
+                 "_write", "body")
+
+    def __init__(self, mw: SessionMiddleware, sess: Session, start_response: Callable) -> None:
+        self._mw, self._sess, self._start_response = mw, sess, start_response
+        self._status = self._write = None
+
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
+        if exc_info is not None and self._write is not None:
+            return self._start_response(status, headers, exc_info)  # the server re-raises
+        self._status, self._headers, self._exc_info = status, headers, exc_info
+        return self.write
+
+    def send_headers(self) -> None:
+        if self._write is None and self._status is not None:
+            headers = self._mw._response_headers(self._sess, self._headers)
+            self._write = self._start_response(self._status, headers, self._exc_info)
+
+    def write(self, data: bytes) -> None:
+        self.send_headers()
+        self._write(data)
 
     def __iter__(self) -> Iterator[bytes]:
-        chunks = iter(self._body)
-        previous = None
-        for chunk in chunks:
-            if previous is not None:
-                yield previous
-            previous = chunk
-        self._finish(self._sess)
-        if previous is not None:
-            yield previous
+        held = _NOTHING
+        for chunk in self.body:
+            if held is not _NOTHING:
+                self.send_headers()
+                yield held
+            held = chunk
+        self.send_headers()
+        self._mw._finish(self._sess)
+        if held is not _NOTHING:
+            yield held
 
     def close(self) -> None:
-        close = getattr(self._body, "close", None)
+        close = getattr(self.body, "close", None)
         if close is not None:
             close()
+
+
+_NOTHING = object()
 
 
 def _find_cookie(header: str, name: str) -> Optional[str]:
