@@ -1,0 +1,101 @@
+'use strict';
+// The Express side of tests/interop and of bench/http_load.py: the same routes as wsgi_app.py.
+//
+// Options come from the environment, so the Python suite can start one process per configuration:
+//   PORT            port to listen on (127.0.0.1 only)
+//   SESSION_STORE   "redis" (connect-redis, default), "memory" (express-session's MemoryStore)
+//                   or "none" (bare Express: /incr counts in a global, for the benchmark baseline)
+//   REDIS_URL       redis://127.0.0.1:<port>/0 for SESSION_STORE=redis
+//   SECRETS         JSON list of secrets; the first signs, all verify (express-session's `secret`)
+//   MAX_AGE         cookie.maxAge in milliseconds; unset or empty = browser-session cookie
+//   ROLLING         "1" for rolling: true
+// Prints "listening <port>" on stdout when ready.
+const express = require('express');
+const session = require('express-session');
+
+const env = process.env;
+const port = Number(env.PORT || 3000);
+const mode = env.SESSION_STORE || 'redis';
+const secrets = JSON.parse(env.SECRETS || '["keyboard cat"]');
+const maxAge = env.MAX_AGE ? Number(env.MAX_AGE) : null;
+
+function typeName(value) {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (typeof value === 'number') return Number.isInteger(value) ? 'integer' : 'float';
+  return typeof value;
+}
+
+async function main() {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  let client = null;
+
+  if (mode === 'none') {
+    let views = 0;
+    app.get('/incr', (req, res) => res.json({ views: ++views }));
+  } else {
+    let store;
+    if (mode === 'redis') {
+      const { createClient } = require('redis');
+      const { RedisStore } = require('connect-redis');
+      client = createClient({ url: env.REDIS_URL });
+      client.on('error', (err) => console.error('redis:', err.message));
+      await client.connect();
+      store = new RedisStore({ client });
+    } else if (mode !== 'memory') {
+      throw new Error('SESSION_STORE must be redis, memory or none');
+    }
+    app.use(session({
+      secret: secrets,
+      store,
+      resave: false,
+      saveUninitialized: false,
+      rolling: env.ROLLING === '1',
+      cookie: maxAge == null ? {} : { maxAge },
+    }));
+
+    app.get('/login', (req, res, next) => {
+      req.session.regenerate((err) => {
+        if (err) return next(err);
+        req.session.user = String(req.query.user);
+        res.json({ user: req.session.user, id: req.sessionID });
+      });
+    });
+    app.get('/whoami', (req, res) => {
+      res.json({ user: req.session.user === undefined ? null : req.session.user, id: req.sessionID });
+    });
+    app.get('/incr', (req, res) => {
+      req.session.views = (req.session.views || 0) + 1;
+      res.json({ views: req.session.views });
+    });
+    app.get('/put', (req, res) => {
+      Object.assign(req.session, JSON.parse(req.query.data));
+      res.json({ id: req.sessionID });
+    });
+    app.get('/raw', (req, res) => {
+      const session = JSON.parse(JSON.stringify(req.session));
+      const types = {};
+      for (const key of Object.keys(session)) if (key !== 'cookie') types[key] = typeName(session[key]);
+      res.json({ id: req.sessionID, session, types });
+    });
+    app.get('/logout', (req, res, next) => {
+      req.session.destroy((err) => (err ? next(err) : res.json({ ok: true })));
+    });
+  }
+
+  const server = app.listen(port, '127.0.0.1', () => console.log(`listening ${port}`));
+  const stop = () => {
+    server.close();
+    server.closeAllConnections && server.closeAllConnections();
+    Promise.resolve(client && client.quit()).catch(() => {}).finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
