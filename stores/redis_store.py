@@ -152,5 +152,6 @@ def _import_redis():
     try:
         import redis
     except ImportError as exc:
-        raise ImportError("RedisStore needs the redis package: pip install redis") from exc
+        raise ImportError("RedisStore needs the redis package: pip install redis "
+                          "(or pip install 'express-session-py[redis]')") from exc
     return redis

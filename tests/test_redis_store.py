@@ -17,6 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import session
 from tests.redis_server import RedisServer, redis_server_available
+from tests.store_contract import StoreContract
 from tests.support import has_module, requires
 
 HAVE_REDIS = redis_server_available() and has_module("redis")
@@ -64,6 +65,29 @@ class RedisTestCase(unittest.TestCase):
         store = RedisStore(url=_server.url, **kwargs)
         self.addCleanup(store.close)
         return store
+
+
+@requires(HAVE_REDIS, REASON)
+class TestRedisStoreContract(StoreContract, unittest.TestCase):
+    """The conformance suite every store passes."""
+
+    expiry_slack = 1.0     # EX is whole seconds, rounded up
+    prune_counts = False   # Redis expires keys itself
+
+    def make_store(self):
+        return self.ttl_store(86400)
+
+    def ttl_store(self, ttl):
+        store = RedisStore(url=_server.url, ttl=ttl)
+        store.client.flushdb()
+        return store
+
+    def reopen(self, store):
+        return RedisStore(url=_server.url, prefix=store.prefix, ttl=store.ttl)
+
+    def raw_bytes(self, store, sid):
+        with redis.Redis.from_url(_server.url) as client:
+            return client.get(store.prefix + sid)
 
 
 @requires(HAVE_REDIS, REASON)
