@@ -1,0 +1,371 @@
+"""The store conformance suite: every rule a session store must keep, run over every store.
+
+Adding a store is one small class (Django's session-backend tests work the same way)::
+
+    class TestSQLiteStore(StoreContract, unittest.TestCase):
+        def make_store(self):
+            return SQLiteStore(":memory:")
+
+Hooks a subclass provides (only ``make_store`` is required; a missing hook
+skips the tests that need it, with the reason):
+
+``make_store(self) -> Store``
+    A new, empty store.  The suite closes it after the test.
+``ttl_store(self, ttl: int) -> Store``
+    A new, empty store whose ``ttl`` is ``ttl`` seconds (a whole number, 1 or 2).
+``reopen(self, store) -> Store``
+    A new store over the same backing data as ``store`` (same file, server,
+    prefix...).  The suite has closed ``store`` before calling it.
+``raw_bytes(self, store, sid) -> bytes``
+    The bytes the backend holds for ``sid``'s record, read with the backend's
+    own client (sqlite3, dbm, redis-py, pymongo), not through the store.  It may
+    close ``store`` first (dbm cannot be opened twice); the suite does not use
+    ``store`` afterwards.
+
+Class attributes:
+
+``expiry_slack: float = 0``
+    Seconds a backend may keep a record beyond its ``cookie.expires`` (Redis
+    rounds EX up to whole seconds: 1).  Expiry tests wait this much longer.
+``prune_counts: bool = True``
+    False when the backend deletes expired records by itself, so ``prune()``
+    may return 0; the suite then checks only what is left.
+
+The expiry tests sleep about 4 s per store in total (plus ``expiry_slack``
+each); everything else runs in a few seconds at most.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import unittest
+from datetime import datetime, timezone
+
+import session
+
+__all__ = ["StoreContract", "make_record", "iso_in"]
+
+SHORT = 0.6  # seconds: the lifetime of records that the expiry tests watch expire
+
+
+def iso_in(seconds: float) -> str:
+    """express's ``cookie.expires`` for ``seconds`` from now: ISO-8601 UTC, milliseconds, Z."""
+    moment = datetime.fromtimestamp(time.time() + seconds, timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def make_record(expires_in: float | None = 3600, **data) -> dict:
+    """A record as express-session writes it; ``expires_in=None`` is a browser-session cookie."""
+    if expires_in is None:
+        cookie = {"originalMaxAge": None, "expires": None, "httpOnly": True, "path": "/"}
+    else:
+        cookie = {"originalMaxAge": int(expires_in * 1000), "expires": iso_in(expires_in),
+                  "httpOnly": True, "path": "/"}
+    return {"cookie": cookie, **data}
+
+
+def user_data(record: dict | None) -> dict | None:
+    """The record without its cookie: what touch must never change."""
+    return None if record is None else {k: v for k, v in record.items() if k != "cookie"}
+
+
+class StoreContract:
+    """Mixin of store conformance tests; see the module docstring for the hooks."""
+
+    expiry_slack: float = 0.0
+    prune_counts: bool = True
+
+    # -- hooks -------------------------------------------------------------
+    def make_store(self) -> session.Store:
+        raise NotImplementedError("a StoreContract subclass must define make_store()")
+
+    def ttl_store(self, ttl: int) -> session.Store:
+        self.skipTest("this store's test class has no ttl_store(ttl) hook")
+
+    def reopen(self, store: session.Store) -> session.Store:
+        self.skipTest("this store's test class has no reopen(store) hook")
+
+    def raw_bytes(self, store: session.Store, sid: str) -> bytes:
+        self.skipTest("this store's test class has no raw_bytes(store, sid) hook")
+
+    # -- plumbing ----------------------------------------------------------
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = self._closing(self.make_store())
+
+    def _closing(self, store: session.Store) -> session.Store:
+        self.addCleanup(store.close)
+        return store
+
+    def _store_with_ttl(self, ttl: int) -> session.Store:
+        return self._closing(self.ttl_store(ttl))
+
+    def _wait_past(self, seconds: float) -> None:
+        time.sleep(seconds + self.expiry_slack + 0.1)
+
+    # -- one record --------------------------------------------------------
+    def test_get_of_unknown_id_returns_none(self):
+        self.assertIsNone(self.store.get("no-such-id"))
+
+    def test_set_then_get_returns_the_record(self):
+        record = make_record(user="ada", views=3)
+        self.store.set("s1", record)
+        self.assertEqual(self.store.get("s1"), record)
+
+    def test_record_round_trips_as_the_same_json_with_key_order(self):
+        record = make_record(zebra=1, apple={"y": 1, "x": [1, 2, {"b": None, "a": True}]})
+        self.store.set("s1", record)
+        got = self.store.get("s1")
+        self.assertEqual(session.encode_record(got), session.encode_record(record))
+        self.assertEqual(list(got), ["cookie", "zebra", "apple"])
+
+    def test_json_values_of_every_kind_round_trip(self):
+        record = make_record(n=None, t=True, f=False, i=-(2 ** 53), x=0.1, big=10 ** 30,
+                             s="", l=[], d={}, nested=[[{"k": [1.5e300]}]])
+        self.store.set("s1", record)
+        self.assertEqual(self.store.get("s1"), record)
+
+    def test_get_returns_a_fresh_copy_each_time(self):
+        self.store.set("s1", make_record(cart=["apple"]))
+        first = self.store.get("s1")
+        first["cart"].append("pear")
+        first["cookie"]["path"] = "/changed"
+        self.assertEqual(self.store.get("s1")["cart"], ["apple"])
+        self.assertEqual(self.store.get("s1")["cookie"]["path"], "/")
+
+    def test_set_replaces_the_whole_record(self):
+        self.store.set("s1", make_record(a=1, b=2))
+        self.store.set("s1", make_record(c=3))
+        self.assertEqual(user_data(self.store.get("s1")), {"c": 3})
+
+    def test_destroy_removes_the_record(self):
+        self.store.set("s1", make_record(a=1))
+        self.store.set("s2", make_record(a=2))
+        self.store.destroy("s1")
+        self.assertIsNone(self.store.get("s1"))
+        self.assertEqual(user_data(self.store.get("s2")), {"a": 2})
+
+    def test_destroy_of_unknown_id_is_not_an_error(self):
+        self.store.destroy("no-such-id")
+        self.assertEqual(self.store.length(), 0)
+
+    # -- the whole store ---------------------------------------------------
+    def test_all_returns_every_live_record_by_id(self):
+        records = {f"s{i}": make_record(i=i) for i in range(5)}
+        for sid, record in records.items():
+            self.store.set(sid, record)
+        self.assertEqual(self.store.all(), records)
+
+    def test_ids_lists_every_live_id(self):
+        for i in range(5):
+            self.store.set(f"s{i}", make_record(i=i))
+        self.assertEqual(sorted(self.store.ids()), [f"s{i}" for i in range(5)])
+
+    def test_length_counts_records(self):
+        self.assertEqual(self.store.length(), 0)
+        for i in range(3):
+            self.store.set(f"s{i}", make_record(i=i))
+        self.store.set("s0", make_record(i=9))
+        self.assertEqual(self.store.length(), 3)
+
+    def test_clear_deletes_every_record(self):
+        for i in range(5):
+            self.store.set(f"s{i}", make_record(i=i))
+        self.store.clear()
+        self.assertEqual(self.store.length(), 0)
+        self.assertEqual(self.store.all(), {})
+        self.assertIsNone(self.store.get("s0"))
+        self.store.set("s0", make_record(i=0))
+        self.assertEqual(self.store.length(), 1)
+
+    def test_close_can_be_called_twice(self):
+        self.store.set("s1", make_record())
+        self.store.close()
+        self.store.close()
+
+    def test_records_survive_close_and_reopen(self):
+        self.store.set("s1", make_record(user="ada"))
+        self.store.close()
+        reopened = self._closing(self.reopen(self.store))
+        self.assertEqual(user_data(reopened.get("s1")), {"user": "ada"})
+
+    # -- expiry ------------------------------------------------------------
+    def test_record_whose_cookie_has_expired_is_never_returned(self):
+        self.store.set("live", make_record(user="ada"))
+        self.store.set("old", make_record(-5, user="bob"))
+        self.assertIsNone(self.store.get("old"))
+        self.assertEqual(list(self.store.all()), ["live"])
+        self.assertEqual(self.store.ids(), ["live"])
+        self.assertEqual(self.store.length(), 1)
+
+    def test_set_with_an_expiry_in_the_past_deletes_the_record(self):
+        self.store.set("s1", make_record(user="ada"))
+        self.store.set("s1", make_record(-1, user="ada"))
+        self.assertIsNone(self.store.get("s1"))
+        self.assertEqual(self.store.length(), 0)
+
+    def test_record_expires_at_its_cookie_expires(self):
+        self.store.set("soon", make_record(SHORT, user="ada"))
+        self.store.set("later", make_record(3600, user="bob"))
+        self.assertEqual(user_data(self.store.get("soon")), {"user": "ada"})
+        self._wait_past(SHORT)
+        self.assertIsNone(self.store.get("soon"))
+        self.assertEqual(list(self.store.all()), ["later"])
+        self.assertEqual(self.store.length(), 1)
+
+    def test_record_without_expires_lives_ttl_seconds_from_its_last_write(self):
+        store = self._store_with_ttl(1)
+        store.set("s1", make_record(None, user="ada"))
+        self.assertEqual(user_data(store.get("s1")), {"user": "ada"})
+        time.sleep(0.6)
+        store.set("s1", make_record(None, user="ada", again=True))  # restarts the ttl
+        time.sleep(0.6)
+        self.assertEqual(user_data(store.get("s1")), {"user": "ada", "again": True})
+        self._wait_past(0.4)
+        self.assertIsNone(store.get("s1"))
+        self.assertEqual(store.length(), 0)
+
+    def test_touch_extends_expiry(self):
+        self.store.set("s1", make_record(SHORT, user="ada"))
+        self.store.touch("s1", make_record(3600, user="ada"))
+        self._wait_past(SHORT)
+        self.assertEqual(user_data(self.store.get("s1")), {"user": "ada"})
+        self.assertEqual(self.store.length(), 1)
+
+    def test_touch_never_rewrites_data(self):
+        self.store.set("s1", make_record(user="ada", views=1))
+        self.store.touch("s1", make_record(7200, user="mallory", views=99))
+        self.assertEqual(user_data(self.store.get("s1")), {"user": "ada", "views": 1})
+
+    def test_touch_of_a_vanished_record_is_a_no_op(self):
+        self.store.touch("never-set", make_record(user="ada"))
+        self.store.set("s1", make_record(user="ada"))
+        self.store.destroy("s1")
+        self.store.touch("s1", make_record(user="ada"))
+        self.assertIsNone(self.store.get("never-set"))
+        self.assertIsNone(self.store.get("s1"))
+        self.assertEqual(self.store.length(), 0)
+
+    def test_touch_does_not_revive_an_expired_record(self):
+        self.store.set("s1", make_record(SHORT, user="ada"))
+        self._wait_past(SHORT)
+        self.store.touch("s1", make_record(3600, user="ada"))
+        self.assertIsNone(self.store.get("s1"))
+
+    def test_prune_deletes_expired_records_and_returns_how_many(self):
+        for i in range(3):
+            self.store.set(f"old{i}", make_record(SHORT, i=i))
+        self.store.set("live", make_record(3600, user="ada"))
+        self.store.set("live-ttl", make_record(None, user="bob"))
+        self._wait_past(SHORT)
+        removed = self.store.prune()
+        if self.prune_counts:
+            self.assertEqual(removed, 3)
+        else:
+            self.assertIn(removed, (0, 3))
+        self.assertEqual(sorted(self.store.all()), ["live", "live-ttl"])
+        self.assertEqual(self.store.length(), 2)
+        self.assertEqual(self.store.prune(), 0)
+
+    def test_prune_with_nothing_expired_returns_zero_and_keeps_everything(self):
+        self.store.set("s1", make_record(user="ada"))
+        self.assertEqual(self.store.prune(), 0)
+        self.assertEqual(self.store.length(), 1)
+
+    # -- data --------------------------------------------------------------
+    def test_unicode_keys_and_values_round_trip(self):
+        record = make_record(**{"名前": "Ада Лавлейс", "emoji": "😀👩‍💻", "rtl": "שלום",
+                                "escapes": "quote\" backslash\\ nul\u0000 tab\t nl\n",
+                                "é": ["ü", {"ß": "\u2028\u2029"}]})
+        self.store.set("s1", record)
+        self.assertEqual(self.store.get("s1"), record)
+
+    def test_unicode_session_id_round_trips(self):
+        sid = "sé-日本-😀"
+        self.store.set(sid, make_record(user="ada"))
+        self.assertEqual(user_data(self.store.get(sid)), {"user": "ada"})
+        self.assertEqual(list(self.store.all()), [sid])
+
+    def test_one_megabyte_record_round_trips(self):
+        big = ("0123456789abcdefghijklmnopqrstuvwxyz é😀 \"quoted\" \\ \n" * 21000)[: 1 << 20]
+        record = make_record(blob=big)
+        self.store.set("big", record)
+        self.assertEqual(self.store.get("big"), record)
+        self.store.set("big", make_record(blob="small"))
+        self.assertEqual(self.store.get("big")["blob"], "small")
+
+    def test_ten_thousand_records(self):
+        n = 10_000
+        record = make_record(user="ada", views=1)
+        for i in range(n):
+            self.store.set(f"sid-{i:05d}", record)
+        self.assertEqual(self.store.length(), n)
+        self.assertEqual(sorted(self.store.ids()), [f"sid-{i:05d}" for i in range(n)])
+        everything = self.store.all()
+        self.assertEqual(len(everything), n)
+        self.assertEqual(everything["sid-04321"], record)
+        for i in range(0, n, 997):
+            self.assertEqual(self.store.get(f"sid-{i:05d}"), record)
+        self.store.clear()
+        self.assertEqual(self.store.length(), 0)
+
+    def test_bytes_at_rest_are_json_not_pickle(self):
+        record = make_record(user="Ада", cart=["apple"], n=1)
+        self.store.set("s1", record)
+        raw = self.raw_bytes(self.store, "s1")
+        self.assertIsInstance(raw, bytes)
+        self.assertFalse(raw.startswith(b"\x80"), "looks like a pickle (PROTO opcode)")
+        json.loads(raw.decode("utf-8"))  # the whole value is JSON
+        self.assertIn(session.encode_record(record).encode("utf-8"), raw)
+
+    # -- threads -----------------------------------------------------------
+    def test_threads_share_the_store_without_lost_writes(self):
+        threads, ops, own_ids, shared_ids = 8, 500, 8, 4
+        errors: list = []
+        start = threading.Barrier(threads)
+
+        def worker(t: int) -> None:
+            rng = random.Random(t)
+            last: dict = {}
+            try:
+                start.wait()
+                for i in range(ops):
+                    roll = rng.random()
+                    mine = f"t{t}-{rng.randrange(own_ids)}"
+                    shared = f"shared-{rng.randrange(shared_ids)}"
+                    if roll < 0.30:
+                        self.store.set(mine, make_record(owner=t, n=i))
+                        last[mine] = i
+                    elif roll < 0.55:
+                        got = self.store.get(mine)
+                        want = last.get(mine)
+                        if (None if got is None else got["n"]) != want:
+                            errors.append(f"thread {t}: {mine} read {got!r}, wrote n={want}")
+                    elif roll < 0.70:
+                        self.store.set(shared, make_record(owner=t, n=i))
+                    elif roll < 0.82:
+                        got = self.store.get(shared)
+                        if got is not None and set(user_data(got)) != {"owner", "n"}:
+                            errors.append(f"thread {t}: {shared} read a torn record {got!r}")
+                    elif roll < 0.90:
+                        self.store.touch(rng.choice((mine, shared)), make_record(7200, owner=t, n=-1))
+                    elif roll < 0.97:
+                        self.store.destroy(shared)
+                    else:
+                        self.store.length()
+                for sid, n in last.items():
+                    got = self.store.get(sid)
+                    if got is None or got["n"] != n:
+                        errors.append(f"thread {t}: lost write to {sid}: read {got!r}, wrote n={n}")
+            except Exception as exc:  # collected, so the test reports every thread's failure
+                errors.append(f"thread {t}: {type(exc).__name__}: {exc}")
+
+        pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join(120)
+        self.assertFalse(any(thread.is_alive() for thread in pool), "a thread hung")
+        self.assertEqual(errors, [])
