@@ -22,6 +22,7 @@ SessionMiddleware, private helpers.
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import heapq
 import hmac
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 log = logging.getLogger("session")
 
 Secret = Union[str, bytes]
+_NOTHING: Any = object()  # "not given", where None is a meaningful value
 
 
 # ---------------------------------------------------------------- errors
@@ -86,8 +88,26 @@ def _key(secret: Secret) -> bytes:
 
 
 def _mac(value: str, key: bytes) -> str:
-    digest = hmac.digest(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
-    return binascii.b2a_base64(digest, newline=False).decode("ascii").rstrip("=")
+    """base64 HMAC-SHA256 of ``value`` without padding, from the key's precomputed pads."""
+    inner, outer = _pads(key)
+    inner, outer = inner.copy(), outer.copy()
+    inner.update(value.encode("utf-8", "surrogatepass"))
+    outer.update(inner.digest())
+    return binascii.b2a_base64(outer.digest(), newline=False).decode("ascii").rstrip("=")
+
+
+@functools.lru_cache(maxsize=64)
+def _pads(key: bytes) -> tuple:
+    # HMAC (RFC 2104) with the keyed inner and outer hashes computed once per
+    # secret: signing then costs two hash copies instead of a full key setup.
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return (hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD)))
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 # ---------------------------------------------------------------- Cookie
@@ -260,24 +280,25 @@ class Session(dict):
     ``"cookie"`` is reserved: the cookie is the ``.cookie`` attribute.
     """
 
-    __slots__ = ("_mw", "_environ", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
+    __slots__ = ("_mw", "_environ", "_opts", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
                  "_snapshot", "_saved", "_cookie_pos", "_cookie_id", "_touched", "_destroyed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
         dict.__init__(self)
-        self._mw = self._environ = self._sid = self._cookie = self._cookie_id = None
+        self._mw = self._environ = self._opts = self._sid = self._cookie = self._cookie_id = None
         self._loaded = self._regenerated = self._read = self._touched = self._destroyed = False
         self._snapshot, self._saved, self._cookie_pos = "{}", None, 0
         self.update(*args, **kwargs)
 
     @classmethod
-    def _create(cls, mw: "SessionMiddleware", environ: dict, cookie_id: Optional[str],
-                record: Optional[dict]) -> "Session":
+    def _create(cls, mw: "SessionMiddleware", environ: dict, options: "_CookieOptions",
+                cookie_id: Optional[str], record: Optional[dict]) -> "Session":
         """A session for one request: loaded from ``record``, or new (its ID made when first needed)."""
         self = dict.__new__(cls)
         self._mw = mw
         self._environ = environ
+        self._opts = options
         self._cookie_id = cookie_id
         self._read = False
         self._regenerated = False
@@ -332,7 +353,7 @@ class Session(dict):
 
     def _ensure_cookie(self) -> Cookie:
         if self._cookie is None:
-            self._cookie = self._middleware()._new_cookie(self._environ)
+            self._cookie = self._middleware()._new_cookie(self._environ, self._opts)
         return self._cookie
 
     def _middleware(self) -> "SessionMiddleware":
@@ -364,7 +385,7 @@ class Session(dict):
         if self._sid is not None:
             mw.store.destroy(self._sid)
         self._destroyed = True
-        if self._environ.get(mw.environ_key) is self:
+        if self._environ is not None and self._environ.get(mw.environ_key) is self:
             self._environ[mw.environ_key] = None
 
     def reload(self) -> None:
@@ -441,6 +462,26 @@ class Session(dict):
 
     # -- reserved key and reads that count as using the session
 
+    def __getitem__(self, key: str) -> Any:
+        if self._snapshot is None:
+            self._use()
+        self._read = True
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._snapshot is None:
+            self._use()
+        self._read = True
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self._read = True
+        return dict.__contains__(self, key)
+
+    def __len__(self) -> int:
+        self._read = True
+        return dict.__len__(self)
+
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "cookie":
             raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
@@ -469,7 +510,7 @@ class Session(dict):
         return dict(dict.items(self))
 
 
-for _name in ("__getitem__", "get", "__contains__", "__len__", "__iter__", "keys", "values",
+for _name in ("__iter__", "keys", "values",
               "items", "pop", "popitem", "__delitem__", "clear", "__eq__", "__ne__",
               "__reversed__", "__or__", "__ror__"):
     setattr(Session, _name, _reads(_name))
@@ -751,13 +792,16 @@ class SessionMiddleware:
         header = environ.get("HTTP_COOKIE")
         cookie_id = self._read_cookie(header) if header else None
         record = self._load(cookie_id) if cookie_id else None
-        sess = Session._create(self, environ, cookie_id, record)
+        sess = Session._create(self, environ, options, cookie_id, record)
         environ[key] = sess
         exchange = _Exchange(self, sess, start_response)
         result = self.app(environ, exchange.start_response)
         if type(result) is list or type(result) is tuple:
-            exchange.send_headers()
-            self._finish(sess)
+            # The body is complete: no app code runs between the two steps, so
+            # the data is encoded once for both.
+            current = sess._current()
+            exchange.send_headers(current)
+            self._finish(sess, current)
             return result
         exchange.body = result
         return exchange
@@ -769,14 +813,13 @@ class SessionMiddleware:
             return None
         return record
 
-    def _response_headers(self, sess: Session, headers: list) -> list:
+    def _response_headers(self, sess: Session, headers: list, current: Any = _NOTHING) -> list:
         """The app's headers plus our Set-Cookie (per shouldSetCookie) and Vary: Cookie."""
-        current = sess._environ.get(self.environ_key)
         set_cookie = None
-        if current is None:
+        if sess._environ.get(self.environ_key) is None:
             if (sess._destroyed or self.unset_destroy) and sess._cookie_id:
                 set_cookie = self._expired_cookie(sess)
-        elif self._should_set_cookie(sess):
+        elif self._should_set_cookie(sess, sess._current() if current is _NOTHING else current):
             cookie = sess._ensure_cookie()
             if cookie.secure and not self._is_secure(sess._environ):
                 self._warn_insecure()
@@ -794,19 +837,21 @@ class SessionMiddleware:
         _add_vary_cookie(headers)
         return headers
 
-    def _finish(self, sess: Session) -> None:
+    def _finish(self, sess: Session, current: Any = _NOTHING) -> None:
         """Save, touch or destroy the stored record, as express does when the response ends."""
         if sess._environ.get(self.environ_key) is None:
             if self.unset_destroy and sess._sid is not None and not sess._destroyed:
                 self.store.destroy(sess._sid)
-            return
-        current = sess._current()
-        if self._should_save(sess, current):
-            self._touch_once(sess)
-            self.store.set(sess._ensure_id(), sess._record(sess._data_json(current)))
-        elif self._should_touch(sess, current):
-            self._touch_once(sess)
-            self.store.touch(sess._sid, sess._record())
+        else:
+            if current is _NOTHING:
+                current = sess._current()
+            if self._should_save(sess, current):
+                self._touch_once(sess)
+                self.store.set(sess._ensure_id(), sess._record(sess._data_json(current)))
+            elif self._should_touch(sess, current):
+                self._touch_once(sess)
+                self.store.touch(sess._sid, sess._record())
+        sess._environ = None  # the request is over: drop the environ <-> session cycle
 
     @staticmethod
     def _touch_once(sess: Session) -> None:
@@ -816,11 +861,11 @@ class SessionMiddleware:
 
     # -- express-session's four decisions
 
-    def _should_set_cookie(self, sess: Session) -> bool:
+    def _should_set_cookie(self, sess: Session, current: Optional[str]) -> bool:
         if not sess._loaded:
-            return self.save_uninitialized or self._is_modified(sess, sess._current())
-        return self.rolling or (sess._ensure_cookie()._expires is not None
-                                and self._is_modified(sess, sess._current()))
+            return self.save_uninitialized or self._is_modified(sess, current)
+        return self.rolling or (sess._cookie._expires is not None
+                                and self._is_modified(sess, current))
 
     def _should_save(self, sess: Session, current: Optional[str]) -> bool:
         if not self.save_uninitialized and sess._saved is None and not sess._loaded:
@@ -855,8 +900,7 @@ class SessionMiddleware:
             raise TypeError(f"genid must return a non-empty str, not {sid!r}")
         return sid
 
-    def _new_cookie(self, environ: dict) -> Cookie:
-        options = self._options or self._request_options(environ)
+    def _new_cookie(self, environ: dict, options: "_CookieOptions") -> Cookie:
         return options.new_cookie(lambda: self._is_secure(environ))
 
     def _request_options(self, environ: dict) -> "_CookieOptions":
@@ -883,7 +927,7 @@ class SessionMiddleware:
         return proto.split(",", 1)[0].strip().lower() == "https"
 
     def _expired_cookie(self, sess: Session) -> str:
-        cookie = sess._cookie or self._new_cookie(sess._environ)
+        cookie = sess._cookie or self._new_cookie(sess._environ, sess._opts)
         gone = Cookie.__new__(Cookie)
         for attr in Cookie.__slots__:
             setattr(gone, attr, getattr(cookie, attr))
@@ -910,7 +954,7 @@ class SessionMiddleware:
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_ATTR = re.compile(r"[;\x00-\x1f\x7f]")
-_PERCENT_OK = re.compile(r"(?:[^%]|%[0-9A-Fa-f]{2})*")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -1008,9 +1052,9 @@ class _Exchange:
         self._status, self._headers, self._exc_info = status, headers, exc_info
         return self.write
 
-    def send_headers(self) -> None:
+    def send_headers(self, current: Any = _NOTHING) -> None:
         if self._write is None and self._status is not None:
-            headers = self._mw._response_headers(self._sess, self._headers)
+            headers = self._mw._response_headers(self._sess, self._headers, current)
             self._write = self._start_response(self._status, headers, self._exc_info)
 
     def write(self, data: bytes) -> None:
@@ -1035,9 +1079,6 @@ class _Exchange:
             close()
 
 
-_NOTHING = object()
-
-
 def _find_cookie(header: str, name: str) -> Optional[str]:
     """The first value of cookie ``name`` in a Cookie header, parsed as the npm package cookie does."""
     if name not in header:
@@ -1056,7 +1097,10 @@ def _find_cookie(header: str, name: str) -> Optional[str]:
 
 def _decode_uri_component(value: str) -> str:
     """JavaScript's decodeURIComponent, keeping the raw value where it would throw (as express does)."""
-    if not _PERCENT_OK.fullmatch(value):
+    fast = value.replace("%3A", ":").replace("%2B", "+").replace("%2F", "/")
+    if "%" not in fast:   # the escapes our own cookies carry; none can form a new one
+        return fast
+    if _BAD_PERCENT.search(value):
         return value
     try:
         return unquote(value, errors="strict")
@@ -1165,17 +1209,30 @@ def _expires_ms(value: Any) -> int:
     return _datetime_ms(parsed)
 
 
+@functools.lru_cache(maxsize=1024)
+def _epoch_day(year: int, month: int, day: int) -> int:
+    return int(datetime(year, month, day, tzinfo=timezone.utc).timestamp())
+
+
 def _timegm(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
-    return int(datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc).timestamp())
+    if not (0 <= hour < 24 and 0 <= minute < 60 and 0 <= second < 60):
+        raise ValueError("time out of range")
+    return _epoch_day(year, month, day) + hour * 3600 + minute * 60 + second
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_second(seconds: int) -> str:
+    t = time.gmtime(seconds)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.")
 
 
 def _iso_ms(ms: int) -> str:
     seconds, millis = divmod(int(ms), 1000)
-    t = time.gmtime(seconds)
-    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z")
+    return f"{_iso_second(seconds)}{millis:03d}Z"
 
 
+@functools.lru_cache(maxsize=256)
 def _http_date(seconds: int) -> str:
     t = time.gmtime(seconds)
     return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
