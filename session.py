@@ -391,7 +391,7 @@ class Session(dict):
     def reload(self) -> None:
         """Replace the data with what the store holds now; SessionError if the record is gone."""
         self._use()
-        record = self._middleware().store.get(self._ensure_id())
+        record = self._middleware()._load(self._ensure_id())
         if record is None:
             raise SessionError(f"session {self._sid[:6]}... is no longer in the store")
         self._fill(record)
@@ -827,8 +827,9 @@ class SessionMiddleware:
                 if not sess._touched:
                     cookie.touch()
                     sess._touched = True
-                value = "s:" + sign(sess._ensure_id(), self.secrets[0])
-                set_cookie = cookie.serialize(self.name, quote(value, safe=_URI_SAFE))
+                sid = sess._ensure_id()
+                value = quote(f"s:{sid}.{_mac(sid, self._signing_key)}", safe=_URI_SAFE)
+                set_cookie = cookie.serialize(self.name, value)
         if set_cookie is None and not sess._read:
             return headers
         headers = list(headers)
