@@ -736,6 +736,7 @@ class SessionMiddleware:
         if not callable(app):
             raise TypeError("app must be a WSGI callable")
         self.app = app
+        self._warned_insecure = self._warned_same_site = False
         self.secrets = _check_secrets(secret)
         self._signing_key = _key(self.secrets[0])
         self._verify_keys = [_key(s) for s in self.secrets]
@@ -776,8 +777,6 @@ class SessionMiddleware:
         if not isinstance(environ_key, str) or not environ_key:
             raise TypeError("environ_key must be a non-empty str")
         self.environ_key = environ_key
-        self._warned_insecure = False
-        self._warned_same_site = False
 
     # -- the request
 
