@@ -1,0 +1,342 @@
+"""http_demo.py over real HTTP: a subprocess on a free port, driven by urllib with a cookie jar."""
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import stat
+import subprocess
+import tempfile
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from tests.demo_process import DemoProcess, clean_env
+
+SECRET = "demo-test-secret"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # hand the 303 itself to the test
+
+
+class Client:
+    """A cookie-keeping HTTP client that shows redirects and error statuses instead of following or raising."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect)
+
+    def request(self, method: str, path: str, data: bytes | None = None, headers: dict | None = None):
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers or {})
+        try:
+            resp = self.opener.open(req, timeout=10)
+        except urllib.error.HTTPError as err:
+            resp = err
+        with resp:
+            return resp.status, resp.headers, resp.read().decode("utf-8")
+
+    def get(self, path: str):
+        return self.request("GET", path)
+
+    def post(self, path: str, fields: dict | None = None):
+        return self.request("POST", path, urllib.parse.urlencode(fields or {}).encode(),
+                            {"Content-Type": "application/x-www-form-urlencoded"})
+
+    def login(self, user: str):
+        return self.post("/login", {"user": user})
+
+    @property
+    def sid_cookie(self) -> str | None:
+        """The raw connect.sid cookie value, or None."""
+        return next((c.value for c in self.jar if c.name == "connect.sid"), None)
+
+    def set_sid_cookie(self, value: str) -> None:
+        self.jar.clear()
+        host = urllib.parse.urlsplit(self.base_url).hostname
+        self.jar.set_cookie(http.cookiejar.Cookie(
+            0, "connect.sid", value, None, False, host, False, False, "/", True, False, None, False,
+            None, None, {"HttpOnly": None}))
+
+
+def session_id(cookie_value: str) -> str:
+    """The session ID inside a signed cookie value (s%3A<id>.<signature>)."""
+    return urllib.parse.unquote(cookie_value)[2:].rsplit(".", 1)[0]
+
+
+def views(body: str) -> int:
+    return int(re.search(r'id="views">(\d+)<', body).group(1))
+
+
+class DemoTestCase(unittest.TestCase):
+    """Each test gets its own folder, SQLite file and demo process."""
+
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = tmp.name
+        self.db = os.path.join(self.dir, "sessions.sqlite3")
+        self.demo = self.start_demo()
+
+    def start_demo(self, *args: str, env: dict | None = None) -> DemoProcess:
+        args = args or ("--store", f"sqlite:{self.db}", "--secret", SECRET)
+        demo = DemoProcess(*args, env=env or clean_env(), cwd=self.dir).start()
+        self.addCleanup(demo.stop)
+        return demo
+
+    def client(self) -> Client:
+        return Client(self.demo.url)
+
+
+class TestDemoSessions(DemoTestCase):
+
+    def test_counter_counts_per_session(self):
+        ada = self.client()
+        status, headers, body = ada.get("/")
+        self.assertEqual(status, 200)
+        self.assertEqual(views(body), 1)
+        self.assertIn("new, sent with this page", body)
+        first_id = session_id(ada.sid_cookie)
+        self.assertEqual(views(ada.get("/")[2]), 2)
+        status, _, body = ada.get("/")
+        self.assertEqual(views(body), 3)
+        self.assertIn("sent by your browser", body)
+        self.assertIn(f"<code>{first_id[:8]}…</code>", body)
+        self.assertEqual(session_id(ada.sid_cookie), first_id)
+        self.assertEqual(views(self.client().get("/")[2]), 1, "another client has its own session")
+
+    def test_session_cookie_is_signed_http_only_and_same_site_lax(self):
+        _, headers, _ = self.client().get("/")
+        set_cookie = headers["Set-Cookie"]
+        self.assertRegex(set_cookie, r"^connect\.sid=s%3A[A-Za-z0-9_-]{32}\.[A-Za-z0-9%]+;")
+        self.assertIn("; HttpOnly", set_cookie)
+        self.assertIn("; SameSite=Lax", set_cookie)
+        self.assertNotIn("Secure", set_cookie, "secure='auto' on plain HTTP")
+        self.assertEqual(headers["Cache-Control"], "no-store")
+        self.assertIn("Cookie", headers["Vary"])
+
+    def test_login_form_alone_sends_no_cookie(self):
+        status, headers, body = self.client().get("/login")
+        self.assertEqual(status, 200)
+        self.assertIn('<form method="post" action="/login">', body)
+        self.assertIsNone(headers["Set-Cookie"], "save_uninitialized=False")
+
+    def test_login_regenerates_the_id_and_the_old_id_no_longer_works(self):
+        ada = self.client()
+        ada.get("/")
+        old_cookie = ada.sid_cookie
+        status, headers, _ = ada.login("ada")
+        self.assertEqual(status, 303)
+        self.assertEqual(headers["Location"], "/members")
+        new_cookie = ada.sid_cookie
+        self.assertNotEqual(session_id(new_cookie), session_id(old_cookie))
+
+        status, _, body = ada.get("/members")
+        self.assertEqual(status, 200)
+        self.assertIn('Welcome, <strong id="user">ada</strong>', body)
+        self.assertIn(f'<code id="id-before">{session_id(old_cookie)[:8]}…</code>', body)
+        self.assertIn(f'<code id="id-after">{session_id(new_cookie)[:8]}…</code>', body)
+        self.assertEqual(views(ada.get("/")[2]), 2, "the counter is copied into the new session")
+
+        attacker = self.client()
+        attacker.set_sid_cookie(old_cookie)
+        status, headers, _ = attacker.get("/members")
+        self.assertEqual((status, headers["Location"]), (303, "/login"))
+        status, headers, body = attacker.get("/")
+        self.assertEqual(views(body), 1)
+        self.assertNotEqual(session_id(attacker.sid_cookie), session_id(old_cookie))
+
+    def test_members_page_redirects_to_login_when_logged_out(self):
+        status, headers, _ = self.client().get("/members")
+        self.assertEqual((status, headers["Location"]), (303, "/login"))
+
+    def test_logout_destroys_the_record_and_clears_the_cookie(self):
+        ada = self.client()
+        ada.login("ada")
+        cookie = ada.sid_cookie
+        status, headers, _ = ada.post("/logout")
+        self.assertEqual((status, headers["Location"]), (303, "/"))
+        self.assertRegex(headers["Set-Cookie"], r"^connect\.sid=;.*Expires=Thu, 01 Jan 1970")
+        self.assertIsNone(ada.sid_cookie)
+        self.assertEqual(ada.get("/members")[0], 303)
+
+        replay = self.client()
+        replay.set_sid_cookie(cookie)
+        status, headers, _ = replay.get("/members")
+        self.assertEqual((status, headers["Location"]), (303, "/login"), "the record is gone from the store")
+
+    def test_tampered_cookie_gets_a_fresh_session(self):
+        ada = self.client()
+        ada.login("ada")
+        ada.get("/")
+        cookie = ada.sid_cookie
+        sid, signature = urllib.parse.unquote(cookie)[2:].rsplit(".", 1)
+        forged_signature = ("A" if signature[0] != "A" else "B") + signature[1:]
+        forged_id = ("A" if sid[0] != "A" else "B") + sid[1:]
+        for forged in (f"s:{sid}.{forged_signature}", f"s:{forged_id}.{signature}", sid, f"s:{sid}"):
+            with self.subTest(forged=forged):
+                mallory = self.client()
+                mallory.set_sid_cookie(urllib.parse.quote(forged, safe=""))
+                self.assertEqual(mallory.get("/members")[0], 303)
+                status, _, body = mallory.get("/")
+                self.assertEqual((status, views(body)), (200, 1))
+                self.assertIn("new, sent with this page", body)
+                self.assertNotEqual(session_id(mallory.sid_cookie), sid)
+        self.assertEqual(ada.get("/members")[0], 200, "the real cookie still works")
+
+    def test_restart_on_the_same_file_and_secret_keeps_users_logged_in(self):
+        ada = self.client()
+        ada.login("ada")
+        ada.get("/")
+        self.assertEqual(self.demo.stop(), 0)
+        self.assertIn("Stopped; store closed.", self.demo.stdout())
+
+        self.demo = self.start_demo("--store", f"sqlite:{self.db}", env=clean_env(SESSION_SECRET=SECRET))
+        self.assertIn("Secret: from SESSION_SECRET", self.demo.stdout())
+        self.assertIn("(1 live sessions)", self.demo.stdout())
+        ada.base_url = self.demo.url
+        status, _, body = ada.get("/members")
+        self.assertEqual(status, 200)
+        self.assertIn('Welcome, <strong id="user">ada</strong>', body)
+        self.assertEqual(views(ada.get("/")[2]), 2)
+
+    def test_generated_secret_is_kept_beside_the_store_with_mode_0600(self):
+        self.demo.stop()
+        self.demo = self.start_demo("--store", f"sqlite:{self.db}")
+        secret_file = self.db + ".secret"
+        self.assertIn(f"Secret: generated and saved in {secret_file} (mode 0600)", self.demo.stdout())
+        self.assertEqual(stat.S_IMODE(os.stat(secret_file).st_mode), 0o600)
+        ada = self.client()
+        ada.login("ada")
+        self.demo.stop()
+
+        self.demo = self.start_demo("--store", f"sqlite:{self.db}")
+        self.assertIn(f"Secret: read from {secret_file}", self.demo.stdout())
+        ada.base_url = self.demo.url
+        self.assertEqual(ada.get("/members")[0], 200)
+
+    def test_default_store_is_a_sqlite_file_in_the_working_directory(self):
+        default = DemoProcess(env=clean_env(), cwd=self.dir).start()  # only --port 0
+        self.addCleanup(default.stop)
+        path = os.path.join(os.path.realpath(self.dir), "http_demo.sqlite3")
+        self.assertIn(f"Store:  SQLiteStore, file {path} (0 live sessions)", default.stdout())
+        self.assertIn(f"Secret: generated and saved in {path}.secret", default.stdout())
+        self.assertEqual(Client(default.url).get("/")[0], 200)
+        self.assertTrue(os.path.exists(path))
+
+    def test_sigterm_stops_cleanly_and_closes_the_store(self):
+        self.client().get("/")
+        self.assertEqual(self.demo.stop(), 0)
+        self.assertIn("Stopping…\nStopped; store closed.\n", self.demo.stdout())
+        self.assertNotIn("Traceback", self.demo.stderr())
+
+
+class TestDemoRefusesBadRequests(DemoTestCase):
+
+    def assertRefused(self, response, status: int):
+        code, headers, body = response
+        self.assertEqual(code, status, body)
+        self.assertEqual(headers["Content-Type"], "text/html; charset=utf-8")
+        self.assertIsNone(headers["Set-Cookie"])
+        self.assertNotIn("Traceback", body)
+        return body
+
+    def test_unknown_path_is_404_with_the_path_escaped(self):
+        body = self.assertRefused(self.client().get("/%3Cscript%3Ealert(1)%3C/script%3E"), 404)
+        self.assertIn("&lt;script&gt;alert(1)&lt;/script&gt;", body)
+        self.assertNotIn("<script>", body)
+        self.assertRefused(self.client().get("/members/"), 404)
+
+    def test_wrong_method_is_405_with_allow(self):
+        client = self.client()
+        self.assertRefused(client.get("/logout"), 405)
+        self.assertEqual(client.get("/logout")[1]["Allow"], "POST")
+        self.assertEqual(client.request("DELETE", "/")[1]["Allow"], "GET, HEAD")
+        self.assertEqual(client.post("/members")[0], 405)
+        self.assertEqual(client.request("PUT", "/login", b"user=x")[1]["Allow"], "GET, POST, HEAD")
+
+    def test_head_is_get_without_a_body(self):
+        status, headers, body = self.client().request("HEAD", "/")
+        self.assertEqual((status, body), (200, ""))
+        self.assertEqual(headers["Content-Type"], "text/html; charset=utf-8")
+
+    def test_malformed_login_forms_are_400(self):
+        client = self.client()
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        cases = {
+            "not a form": client.request("POST", "/login", b'{"user": "ada"}', {"Content-Type": "application/json"}),
+            "bad percent-encoding": client.request("POST", "/login", b"user=%ff%fe", form),
+            "not key=value": client.request("POST", "/login", b"user&&", form),
+            "no user field": client.post("/login", {"name": "ada"}),
+            "empty name": client.post("/login", {"user": "   "}),
+            "name too long": client.post("/login", {"user": "a" * 41}),
+            "control character": client.post("/login", {"user": "a\x00b"}),
+            "too many fields": client.request("POST", "/login", b"&".join([b"a=1"] * 50), form),
+        }
+        for case, response in cases.items():
+            with self.subTest(case):
+                self.assertRefused(response, 400)
+        self.assertIsNone(client.sid_cookie)
+
+    def test_oversized_form_is_413(self):
+        body = self.assertRefused(self.client().post("/login", {"user": "a" * 100_000}), 413)
+        self.assertIn("at most 1024 bytes", body)
+
+    def test_html_in_a_user_name_is_escaped(self):
+        client = self.client()
+        name = '<img src=x onerror="alert(1)">&'
+        self.assertEqual(client.login(name)[0], 303)
+        for path in ("/members", "/", "/login"):
+            with self.subTest(path):
+                status, _, body = client.get(path)
+                self.assertEqual(status, 200)
+                self.assertIn("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;", body)
+                self.assertNotIn("<img", body)
+
+    def test_no_traceback_reaches_the_log(self):
+        client = self.client()
+        client.get("/nope")
+        client.request("POST", "/login", b"\xff" * 10, {"Content-Type": "application/x-www-form-urlencoded"})
+        client.request("POST", "/login", b"", {"Content-Type": "application/x-www-form-urlencoded",
+                                               "Content-Length": "-5"})
+        self.assertEqual(self.demo.stop(), 0)
+        self.assertNotIn("Traceback", self.demo.stderr())
+
+
+class TestDemoCommandLine(unittest.TestCase):
+
+    def run_demo(self, *args: str, prelude: str | None = None) -> subprocess.CompletedProcess:
+        demo = DemoProcess(*args, env=clean_env(), python_prelude=prelude)
+        with tempfile.TemporaryDirectory() as cwd:
+            return subprocess.run(demo.command(), capture_output=True, text=True, timeout=30, cwd=cwd)
+
+    def test_missing_driver_is_a_one_line_error_with_status_2(self):
+        for url, package in (("redis://127.0.0.1:1/0", "redis"), ("mongodb://127.0.0.1:1/demo", "pymongo")):
+            with self.subTest(package):
+                # sys.modules[name] = None makes the package unimportable, as if it were not installed.
+                result = self.run_demo("--store", url, prelude=f"import sys; sys.modules[{package!r}] = None")
+                self.assertEqual(result.returncode, 2, result.stderr)
+                self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+                self.assertIn(f"pip install {package}", result.stderr)
+                self.assertEqual(result.stdout, "")
+
+    def test_unknown_store_is_status_2(self):
+        result = self.run_demo("--store", "postgres://localhost/x")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("unknown --store", result.stderr)
+
+    def test_port_in_use_is_a_one_line_error(self):
+        import socket
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            result = self.run_demo("--store", "memory", "--port", str(busy.getsockname()[1]))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
