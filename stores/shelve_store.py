@@ -1,0 +1,274 @@
+"""ShelveStore: sessions in a dbm file, for one process (development, small single-process sites).
+
+Needs nothing but Python::
+
+    from stores.shelve_store import ShelveStore
+    store = ShelveStore("/var/lib/myapp/sessions")
+
+It is a shelf in spirit, but it uses ``dbm`` directly instead of ``shelve``:
+``shelve`` pickles every value, and unpickling a file that anyone else can
+write runs their code.  Each value is JSON::
+
+    {"expires":<epoch milliseconds>,"session":<the record's JSON, as express writes it>}
+
+Choices, and what they cost:
+
+- One process only.  The store holds an exclusive lock (``flock``) on
+  ``<path>.lock`` while it is open; a second ShelveStore on the same path, in
+  another process or in this one, is refused at construction with
+  ``RuntimeError``.  dbm files keep their index in memory and are not safe to
+  write from two processes; use SQLiteStore for several worker processes.
+- Thread-safe: every operation holds one ``threading.Lock``.
+- Backend: ``dbm.gnu`` when Python has it, else ``dbm.dumb`` (always there).
+  An existing file keeps the format it was created with.  ``dbm.dumb`` keeps
+  its index in a ``.dir`` file that it rewrites on every delete and saves on
+  ``close()``: fine for the thousands of sessions this store is meant for,
+  not for a busy site.  Neither format is crash-safe; SQLiteStore is.
+- Expiry: ``get`` ignores expired records.  ``prune()``, ``all()``, ``ids()``
+  and ``length()`` are full scans of the file.  Expired records are also
+  deleted in the background of writes: each ``set()`` checks a few keys of a
+  sweep that starts every ``sweep_interval`` seconds, so none pays for a scan.
+"""
+from __future__ import annotations
+
+import dbm
+import importlib
+import logging
+import os
+import threading
+import time
+from typing import Any, Optional, Union
+
+import session
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+__all__ = ["ShelveStore"]
+
+log = logging.getLogger(__name__)
+
+_HEAD = b'{"expires":'
+_SESSION = b',"session":'
+_FAR = 253402300799.0  # 9999-12-31: the latest expiry written (a ttl may be infinite)
+
+
+class ShelveStore(session.Store):
+    """Sessions in a dbm file owned by one process: thread-safe, JSON values, no pickle.
+
+    ``path`` names the dbm file (its directory must exist; dbm may add a
+    suffix such as ``.dat``); ``ttl`` is the lifetime in seconds of records
+    without ``cookie.expires``, counted from their last write.
+    """
+
+    sweep_interval = 300.0  # seconds between background sweeps for expired records
+    sweep_step = 20         # keys a set() checks while a sweep is running
+
+    def __init__(self, path: Union[str, os.PathLike], *, ttl: float = 86400) -> None:
+        path = os.fspath(path)
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"path must be a file name, not {path!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl >= 0:
+            raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"ShelveStore: directory {folder!r} does not exist")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"ShelveStore: {path!r} is a directory, not a dbm file")
+        self.path, self.ttl = path, ttl
+        self._lock = threading.Lock()
+        self._lockfile = _lock_exclusive(path + ".lock", path)
+        try:
+            self._backend = _backend_for(path)
+            self._db: Any = self._backend.open(path, "c")
+        except BaseException:
+            os.close(self._lockfile)
+            raise
+        self._sweep: list = []
+        self._next_sweep = time.time() + self.sweep_interval
+
+    def __repr__(self) -> str:
+        return f"ShelveStore({self.path!r}, ttl={self.ttl!r})"
+
+    # -- one session -------------------------------------------------------
+    def get(self, sid: str) -> Optional[dict]:
+        with self._lock:
+            raw = self._open().get(sid.encode())
+        if raw is None:
+            return None
+        expires, data = self._unpack(sid, raw)
+        if data is None or expires <= time.time():
+            return None
+        try:
+            return session.decode_record(data)
+        except ValueError as exc:
+            log.warning("ShelveStore %s: session %r is not a valid record, treated as missing: %s",
+                        self.path, sid, exc)
+            return None
+
+    def set(self, sid: str, record: dict) -> None:
+        data = session.encode_record(record).encode()
+        now = time.time()
+        expires = self.expiry_time(record, now)
+        if expires <= now:
+            self.destroy(sid)
+            return
+        with self._lock:
+            self._open()[sid.encode()] = _pack(expires, data)
+            self._sweep_some(now)
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            db = self._open()
+            key = sid.encode()
+            if key in db:
+                del db[key]
+
+    def touch(self, sid: str, record: dict) -> None:
+        """Rewrite only the expiry in the value; the record's bytes are kept as stored."""
+        now = time.time()
+        expires = self.expiry_time(record, now)
+        key = sid.encode()
+        with self._lock:
+            db = self._open()
+            raw = db.get(key)
+            if raw is None:
+                return
+            old, data = self._unpack(sid, raw)
+            if data is not None and old > now:
+                db[key] = _pack(expires, data)
+
+    # -- the whole store (full scans) --------------------------------------
+    def all(self) -> dict:
+        records = {}
+        for sid, data in self._live():
+            try:
+                records[sid] = session.decode_record(data)
+            except ValueError as exc:
+                log.warning("ShelveStore %s: session %r is not a valid record, skipped: %s",
+                            self.path, sid, exc)
+        return records
+
+    def ids(self) -> list:
+        return [sid for sid, _ in self._live()]
+
+    def length(self) -> int:
+        return len(self._live())
+
+    def clear(self) -> None:
+        """Start a new, empty file (which also gives back the space dbm.dumb never reuses)."""
+        with self._lock:
+            self._open().close()
+            self._db = self._backend.open(self.path, "n")
+            self._sweep = []
+
+    def prune(self) -> int:
+        """Delete expired records: a full scan of the file, holding the lock throughout."""
+        now, removed = time.time(), 0
+        with self._lock:
+            db = self._open()
+            for key in db.keys():
+                expires, data = self._unpack(key.decode(errors="replace"), db[key])
+                if data is not None and expires <= now:
+                    del db[key]
+                    removed += 1
+            self._sweep = []
+        return removed
+
+    def close(self) -> None:
+        """Save and close the file and release the process lock; closing twice is fine."""
+        with self._lock:
+            if self._db is None:
+                return
+            try:
+                self._db.close()
+            finally:
+                self._db = None
+                os.close(self._lockfile)
+
+    # -- private -----------------------------------------------------------
+    def _open(self) -> Any:
+        if self._db is None:
+            raise ValueError(f"{self!r} is closed")
+        return self._db
+
+    def _live(self) -> list:
+        """(sid, record bytes) of every unexpired record."""
+        now, live = time.time(), []
+        with self._lock:
+            db = self._open()
+            for key in db.keys():
+                sid = key.decode(errors="replace")
+                expires, data = self._unpack(sid, db[key])
+                if data is not None and expires > now:
+                    live.append((sid, data))
+        return live
+
+    def _sweep_some(self, now: float) -> None:
+        """Delete expired records among the next few keys of the running sweep (lock held)."""
+        if not self._sweep:
+            if now < self._next_sweep:
+                return
+            self._sweep = self._db.keys()
+            self._next_sweep = now + self.sweep_interval
+        db = self._db
+        for _ in range(min(self.sweep_step, len(self._sweep))):
+            key = self._sweep.pop()
+            raw = db.get(key)
+            if raw is not None:
+                expires, data = self._unpack(key.decode(errors="replace"), raw)
+                if data is not None and expires <= now:
+                    del db[key]
+
+    def _unpack(self, sid: str, raw: bytes) -> tuple:
+        """(expiry in epoch seconds, record bytes), or (0, None) for a value we did not write."""
+        if raw.startswith(_HEAD) and raw.endswith(b"}"):
+            comma = raw.find(_SESSION, len(_HEAD))
+            if comma > 0:
+                try:
+                    return int(raw[len(_HEAD):comma]) / 1000, raw[comma + len(_SESSION):-1]
+                except ValueError:
+                    pass
+        log.warning("ShelveStore %s: session %r is not a value this store wrote, treated as missing",
+                    self.path, sid)
+        return 0, None
+
+
+def _pack(expires: float, data: bytes) -> bytes:
+    return b"%s%d%s%s}" % (_HEAD, int(min(expires, _FAR) * 1000), _SESSION, data)
+
+
+def _backend_for(path: str) -> Any:
+    """The dbm module of an existing file, else dbm.gnu if this Python has it, else dbm.dumb."""
+    kind = dbm.whichdb(path)
+    if kind:  # None: unreadable; "": exists but unknown format
+        return importlib.import_module(kind)
+    if kind == "":
+        raise ValueError(f"ShelveStore: {path!r} exists but is not a dbm file")
+    try:
+        return importlib.import_module("dbm.gnu")
+    except ImportError:
+        return importlib.import_module("dbm.dumb")
+
+
+def _lock_exclusive(lock_path: str, path: str) -> int:
+    """Open and lock ``lock_path`` for this store's lifetime; refuse if someone holds it."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RuntimeError(
+            f"ShelveStore: {path!r} is already open (lock {lock_path!r} held by process {holder}); "
+            "a dbm file can have one ShelveStore at a time: use SQLiteStore for several processes"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd

@@ -1,0 +1,429 @@
+"""The stores that need nothing but Python: MemoryStore, SQLiteStore, ShelveStore.
+
+Each runs the whole conformance suite (tests/store_contract.py); below it are
+the rules only a file-backed store has: several processes, a SIGKILLed writer,
+records written by something else, read-only, full or locked files.
+"""
+from __future__ import annotations
+
+import dbm
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+
+import session
+from stores import ShelveStore, SQLiteStore
+from tests.store_contract import StoreContract, make_record
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code: str, *args: str, **kwargs) -> subprocess.Popen:
+    """Start ``python -c code args`` with the repository importable."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def make_read_only(test: unittest.TestCase, path: str) -> None:
+    """Make ``path`` read-only until the test ends; root, whom chmod does not stop, uses chattr +i."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o444)
+        test.addCleanup(os.chmod, path, 0o644)
+        return
+    done = subprocess.run(["chattr", "+i", path], capture_output=True, text=True)
+    if done.returncode != 0:
+        test.skipTest(f"root cannot make a file read-only here (chattr +i: {done.stderr.strip()})")
+    test.addCleanup(subprocess.run, ["chattr", "-i", path], check=True)
+
+
+class TempDir:
+    """setUp makes ``self.dir``, a fresh directory removed after the test."""
+
+    def setUp(self) -> None:
+        tmp = tempfile.TemporaryDirectory(prefix="stores-")
+        self.addCleanup(tmp.cleanup)
+        self.dir = tmp.name
+        super().setUp()
+
+
+# ---------------------------------------------------------------- the contract, per store
+
+class TestMemoryStore(StoreContract, unittest.TestCase):
+    def make_store(self):
+        return session.MemoryStore()
+
+    def ttl_store(self, ttl):
+        return session.MemoryStore(ttl=ttl)
+
+    def raw_bytes(self, store, sid):
+        # MemoryStore documents that it keeps records as JSON strings: look at them.
+        entry = getattr(store, "_data", {}).get(sid)
+        if entry is None or not isinstance(entry[1], str):
+            self.skipTest("MemoryStore's internal layout changed; nothing to read")
+        return entry[1].encode("utf-8")
+
+
+class TestSQLiteStore(TempDir, StoreContract, unittest.TestCase):
+    def make_store(self):
+        return SQLiteStore(os.path.join(self.dir, "sessions.db"))
+
+    def ttl_store(self, ttl):
+        return SQLiteStore(os.path.join(self.dir, f"ttl{ttl}.db"), ttl=ttl)
+
+    def reopen(self, store):
+        return SQLiteStore(store.path, table=store.table)
+
+    def raw_bytes(self, store, sid):
+        with sqlite3.connect(store.path) as conn:
+            return conn.execute(f'SELECT CAST(data AS BLOB) FROM "{store.table}" WHERE sid = ?',
+                                (sid,)).fetchone()[0]
+
+
+class TestSQLiteStoreInMemory(StoreContract, unittest.TestCase):
+    def make_store(self):
+        return SQLiteStore(":memory:")
+
+    def ttl_store(self, ttl):
+        return SQLiteStore(":memory:", ttl=ttl)
+
+    def raw_bytes(self, store, sid):
+        conn = store._take()  # the one connection to this private in-memory database
+        try:
+            return conn.execute("SELECT CAST(data AS BLOB) FROM sessions WHERE sid = ?",
+                                (sid,)).fetchone()[0]
+        finally:
+            store._give(conn)
+
+
+class TestShelveStore(TempDir, StoreContract, unittest.TestCase):
+    def make_store(self):
+        return ShelveStore(os.path.join(self.dir, "sessions"))
+
+    def ttl_store(self, ttl):
+        return ShelveStore(os.path.join(self.dir, f"ttl{ttl}"), ttl=ttl)
+
+    def reopen(self, store):
+        return ShelveStore(store.path)
+
+    def raw_bytes(self, store, sid):
+        store.close()  # a dbm file is opened by one reader/writer at a time
+        with dbm.open(store.path, "r") as db:
+            return db[sid.encode()]
+
+
+# ---------------------------------------------------------------- SQLiteStore only
+
+WRITER = """
+    import sys, time
+    from stores.sqlite_store import SQLiteStore
+    from tests.store_contract import make_record
+    path, name, count, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    time.sleep(max(0.0, start_at - time.time()))
+    store = SQLiteStore(path)
+    pad = "x" * 100_000
+    i = 0
+    while count < 0 or i < count:
+        store.set(f"{name}-{i}", make_record(i=i, pad=pad if i % 4 == 0 else ""))
+        print(i, flush=True)
+        i += 1
+    store.close()
+"""
+
+
+class TestSQLiteStoreFile(TempDir, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.path = os.path.join(self.dir, "sessions.db")
+
+    def store(self, cls=SQLiteStore, **kwargs) -> SQLiteStore:
+        store = cls(self.path, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def raw(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(conn.close)
+        return conn
+
+    def test_schema_is_one_table_with_an_expiry_index_in_wal_mode(self):
+        self.store()
+        conn = self.raw()
+        self.assertEqual(conn.execute("PRAGMA journal_mode").fetchone()[0], "wal")
+        columns = [(r[1], r[2], r[3], r[5]) for r in conn.execute("PRAGMA table_info(sessions)")]
+        self.assertEqual(columns, [("sid", "TEXT", 1, 1), ("expires", "REAL", 1, 0),
+                                   ("data", "TEXT", 1, 0)])
+        indexed = [r[2] for r in conn.execute("PRAGMA index_info(sessions_expires)")]
+        self.assertEqual(indexed, ["expires"])
+
+    def test_connections_use_synchronous_normal_and_a_busy_timeout(self):
+        store = self.store()
+        conn = store._take()
+        try:
+            self.assertEqual(conn.execute("PRAGMA synchronous").fetchone()[0], 1)  # NORMAL
+            self.assertEqual(conn.execute("PRAGMA busy_timeout").fetchone()[0], 5000)
+        finally:
+            store._give(conn)
+
+    def test_four_processes_setting_500_ids_each_lose_none(self):
+        start_at = str(time.time() + 1.0)  # all four construct and write at the same moment
+        procs = [run_python(WRITER, self.path, f"p{n}", "500", start_at) for n in range(4)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err)
+            self.assertNotIn("locked", err)
+            self.assertEqual(len(out.split()), 500)
+        store = self.store()
+        self.assertEqual(store.length(), 2000)
+        self.assertEqual(set(store.ids()), {f"p{n}-{i}" for n in range(4) for i in range(500)})
+
+    def test_writer_killed_with_sigkill_keeps_every_returned_set_and_an_intact_file(self):
+        confirmed = set()
+        for round_, kill_after in enumerate((150, 400)):
+            proc = run_python(WRITER, self.path, f"r{round_}", "-1", "0")
+            for line in proc.stdout:
+                confirmed.add(f"r{round_}-{line.strip()}")
+                if len(confirmed) >= kill_after:
+                    break
+            os.kill(proc.pid, signal.SIGKILL)
+            rest, _ = proc.communicate(timeout=30)
+            confirmed.update(f"r{round_}-{i}" for i in rest.split())
+            self.assertEqual(proc.returncode, -signal.SIGKILL)
+        with sqlite3.connect(self.path) as conn:
+            self.assertEqual(conn.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
+        store = self.store()
+        missing = sorted(sid for sid in confirmed if store.get(sid) is None)
+        self.assertEqual(missing, [])
+
+    def test_record_that_is_not_valid_json_is_missing_and_logged(self):
+        store = self.store()
+        store.set("good", make_record(user="ada"))
+        later = time.time() + 3600
+        bad = {"truncated": '{"cookie":{"expires":nu', "not-json": "<html>",
+               "no-cookie": '{"user":"ada"}', "array": "[1,2]"}
+        conn = self.raw()
+        for sid, data in bad.items():
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?)", (sid, later, data))
+        conn.execute("INSERT INTO sessions VALUES (?, ?, CAST(? AS TEXT))",
+                     ("bad-utf8", later, b'{"cookie":{},"x":"\xff\xfe"}'))
+        for sid in [*bad, "bad-utf8"]:
+            with self.assertLogs("stores.sqlite_store", "WARNING") as logs:
+                self.assertIsNone(store.get(sid))
+            self.assertIn(repr(sid), logs.output[0])
+        with self.assertLogs("stores.sqlite_store", "WARNING"):
+            self.assertEqual(list(store.all()), ["good"])
+
+    def test_constructor_rejects_a_directory_that_does_not_exist(self):
+        with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
+            SQLiteStore(os.path.join(self.dir, "nope", "sessions.db"))
+
+    def test_constructor_rejects_a_table_name_that_is_not_an_identifier(self):
+        for table in ("", "1st", "my-table", 'x"; DROP TABLE y; --', "a b", None):
+            with self.subTest(table=table), self.assertRaisesRegex(ValueError, "identifier"):
+                SQLiteStore(self.path, table=table)
+
+    def test_constructor_rejects_a_ttl_that_is_not_a_number_of_seconds(self):
+        for ttl in (-1, -0.5, float("nan"), "60", True, None):
+            with self.subTest(ttl=ttl), self.assertRaisesRegex(ValueError, "ttl"):
+                SQLiteStore(self.path, ttl=ttl)
+
+    def test_constructor_rejects_a_path_that_is_a_directory_or_not_a_database(self):
+        with self.assertRaises(IsADirectoryError):
+            SQLiteStore(self.dir)
+        with open(self.path, "wb") as f:
+            f.write(b"this is not a database" * 500)
+        with self.assertRaisesRegex(sqlite3.DatabaseError, "not a database.*sessions.db"):
+            SQLiteStore(self.path)
+
+    def test_locked_database_past_the_timeout_raises_and_keeps_records(self):
+        class Impatient(SQLiteStore):
+            busy_timeout = 0.2
+
+        store = self.store(Impatient)
+        store.set("s1", make_record(user="ada"))
+        other = self.raw()
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+        with self.assertRaisesRegex(sqlite3.OperationalError, "database is locked.*sessions.db"):
+            store.set("s2", make_record(user="bob"))
+        self.assertEqual(store.get("s1")["user"], "ada")  # WAL: reads go on meanwhile
+        other.execute("ROLLBACK")
+        store.set("s2", make_record(user="bob"))
+        self.assertEqual(sorted(store.ids()), ["s1", "s2"])
+
+    def test_full_disk_raises_and_keeps_records(self):
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        conn = store._take()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # the disk is "full" 2 pages on
+        store._give(conn)
+        with self.assertRaisesRegex(sqlite3.OperationalError, "full.*sessions.db"):
+            store.set("big", make_record(blob="x" * 100_000))
+        store.close()
+        self.assertEqual(SQLiteStore(self.path).get("s1")["user"], "ada")
+
+    def test_read_only_database_raises_a_clear_error_and_keeps_records(self):
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        store.close()
+        make_read_only(self, self.path)
+        with self.assertRaisesRegex(sqlite3.OperationalError, "readonly database.*sessions.db"):
+            SQLiteStore(self.path).set("s2", make_record(user="bob"))
+        with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as conn:
+            self.assertEqual(conn.execute("SELECT sid FROM sessions").fetchall(), [("s1",)])
+
+    def test_expired_rows_are_pruned_automatically_in_small_batches(self):
+        class SmallBatches(SQLiteStore):
+            prune_batch = 10
+
+        store = self.store(SmallBatches)
+        conn = self.raw()
+        past = time.time() - 10
+        conn.executemany("INSERT INTO sessions VALUES (?, ?, '{}')", [(f"old{i}", past) for i in range(35)])
+        expired = lambda: conn.execute("SELECT count(*) FROM sessions WHERE expires <= ?",
+                                       (time.time(),)).fetchone()[0]
+        for left in (25, 15, 5, 0):
+            store.set("live", make_record(user="ada"))
+            self.assertEqual(expired(), left)
+        conn.executemany("INSERT INTO sessions VALUES (?, ?, '{}')", [(f"new{i}", past) for i in range(3)])
+        store.set("live", make_record(user="ada"))  # the last batch was not full: wait prune_interval
+        self.assertEqual(expired(), 3)
+        self.assertEqual(store.prune(), 3)
+        self.assertEqual(store.length(), 1)
+
+    def test_prune_deletes_everything_expired_batch_by_batch(self):
+        class SmallBatches(SQLiteStore):
+            prune_batch = 10
+
+        store = self.store(SmallBatches)
+        conn = self.raw()
+        conn.executemany("INSERT INTO sessions VALUES (?, ?, '{}')",
+                         [(f"old{i}", time.time() - 10) for i in range(95)])
+        store.set("live", make_record(user="ada"))
+        self.assertEqual(store.prune(), 85)
+        self.assertEqual(store.ids(), ["live"])
+
+    def test_tables_in_one_file_are_independent(self):
+        a, b = self.store(table="a"), self.store(table="b")
+        a.set("s1", make_record(user="ada"))
+        self.assertIsNone(b.get("s1"))
+        b.clear()
+        self.assertEqual(a.length(), 1)
+
+    def test_each_memory_store_is_its_own_database(self):
+        a, b = SQLiteStore(":memory:"), SQLiteStore(":memory:")
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        a.set("s1", make_record(user="ada"))
+        self.assertIsNone(b.get("s1"))
+
+    def test_a_closed_store_refuses_to_work(self):
+        store = self.store()
+        store.close()
+        with self.assertRaisesRegex(sqlite3.ProgrammingError, "closed"):
+            store.get("s1")
+
+
+# ---------------------------------------------------------------- ShelveStore only
+
+class TestShelveStoreFile(TempDir, unittest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.path = os.path.join(self.dir, "sessions")
+
+    def store(self, cls=ShelveStore, **kwargs) -> ShelveStore:
+        store = cls(self.path, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def test_a_second_process_is_refused_with_a_clear_error(self):
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        code = """
+            import sys
+            from stores.shelve_store import ShelveStore
+            try:
+                print(ShelveStore(sys.argv[1]).get("s1")["user"])
+            except RuntimeError as exc:
+                print("refused:", exc)
+        """
+        out, err = run_python(code, self.path).communicate(timeout=60)
+        self.assertRegex(out, rf"refused: .*already open .*process {os.getpid()}.*SQLiteStore", err)
+        store.close()
+        out, err = run_python(code, self.path).communicate(timeout=60)
+        self.assertEqual(out.strip(), "ada", err)
+
+    def test_a_second_store_in_the_same_process_is_refused(self):
+        self.store()
+        with self.assertRaisesRegex(RuntimeError, "already open"):
+            ShelveStore(self.path)
+
+    def test_values_are_an_expiry_and_the_record_json(self):
+        store = self.store()
+        record = make_record(user="ada")
+        store.set("s1", record)
+        store.close()
+        with dbm.open(self.path, "r") as db:
+            value = json.loads(db[b"s1"])
+        self.assertEqual(list(value), ["expires", "session"])
+        self.assertEqual(value["session"], record)
+        self.assertAlmostEqual(value["expires"] / 1000, session.expires_at(record), delta=0.001)
+
+    def test_value_not_written_by_the_store_is_missing_and_logged(self):
+        self.store().close()
+        with dbm.open(self.path, "w") as db:
+            db[b"pickled"] = b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00\x8c\x01x\x94."
+            db[b"truncated"] = b'{"expires":99999999999999,"session":{"cookie":{'
+            db[b"no-cookie"] = b'{"expires":99999999999999,"session":{"user":"ada"}}'
+        store = self.store()
+        for sid in ("pickled", "truncated", "no-cookie"):
+            with self.assertLogs("stores.shelve_store", "WARNING") as logs:
+                self.assertIsNone(store.get(sid))
+            self.assertIn(repr(sid), logs.output[0])
+
+    def test_expired_records_are_swept_a_few_keys_per_write(self):
+        class EagerSweep(ShelveStore):
+            sweep_interval = 0
+            sweep_step = 10
+
+        self.store().close()
+        with dbm.open(self.path, "w") as db:
+            for i in range(25):
+                db[f"old{i}".encode()] = b'{"expires":1000,"session":{"cookie":{}}}'
+        store = self.store(EagerSweep)
+        keys = []
+        for _ in range(3):
+            store.set("live", make_record(user="ada"))
+            keys.append(len(store._db.keys()))
+        self.assertEqual(keys, [17, 7, 1])  # 26 keys, 10 checked per set; "live" is checked first
+        self.assertEqual(store.prune(), 0)
+
+    def test_constructor_rejects_a_directory_that_does_not_exist(self):
+        with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
+            ShelveStore(os.path.join(self.dir, "nope", "sessions"))
+
+    def test_constructor_rejects_a_ttl_that_is_not_a_number_of_seconds(self):
+        for ttl in (-1, float("nan"), "60", True, None):
+            with self.subTest(ttl=ttl), self.assertRaisesRegex(ValueError, "ttl"):
+                ShelveStore(self.path, ttl=ttl)
+
+    def test_constructor_rejects_a_path_that_is_a_directory(self):
+        with self.assertRaises(IsADirectoryError):
+            ShelveStore(self.dir)
+
+    def test_a_closed_store_refuses_to_work(self):
+        store = self.store()
+        store.close()
+        with self.assertRaisesRegex(ValueError, "closed"):
+            store.get("s1")
+
+
+if __name__ == "__main__":
+    unittest.main()
