@@ -171,11 +171,14 @@ def call_wsgi(app, environ, events=None) -> Response:
         events.append(("start_response",))
 
         def write(data):
-            raise AssertionError("the middleware should not need write()")
+            assert isinstance(data, bytes), type(data)
+            state["sent"] = True
+            chunks.append(data)
+            events.append(("chunk", data))
         return write
 
-    result = app(environ, start_response)
     chunks = []
+    result = app(environ, start_response)
     try:
         for chunk in result:
             assert isinstance(chunk, bytes), type(chunk)
@@ -530,6 +533,45 @@ class TestExpressPredicates(unittest.TestCase):
         (record,) = h.store.all().values()
         self.assertEqual(record["views"], 3)
 
+    def test_untouched_new_visitor_costs_no_id_and_no_store_call(self):
+        made = []
+        h = Harness(None, genid=lambda environ: made.append(1) or "id-%d" % len(made))
+        resp = h.request()
+        self.assertIsNone(resp.cookie())
+        self.assertEqual(made, [], "no ID is generated for a session nobody used")
+        self.assertEqual(h.store.calls, [])
+
+    def test_unset_destroy_on_new_session_sends_no_cookie(self):
+        def drop(environ):
+            sess(environ)["n"] = 1
+            environ["session"] = None
+        h = Harness(drop, unset="destroy")
+        resp = h.request()
+        self.assertIsNone(resp.cookie())
+        self.assertEqual(h.store.length(), 0)
+
+    def test_session_expired_in_store_gets_new_id(self):
+        def count(environ):
+            s = sess(environ)
+            s["n"] = s.get("n", 0) + 1
+        h = Harness(count, cookie={"max_age": 0.2})
+        first = h.request().cookie().sid
+        time.sleep(0.3)
+        second = h.request().cookie()
+        self.assertNotEqual(second.sid, first)
+        self.assertEqual(h.store.get(second.sid)["n"], 1)
+
+    def test_expires_is_computed_when_the_response_is_sent(self):
+        def slow(environ):
+            sess(environ)["u"] = 1
+            time.sleep(0.3)
+        h = Harness(slow, cookie={"max_age": HOUR})
+        sc = h.request().cookie()
+        done = time.time()
+        expires = parse_iso(h.store.get(sc.sid)["cookie"]["expires"])
+        self.assertGreater(expires, done + HOUR - 0.1)
+        self.assertLessEqual(expires, done + HOUR + 0.001)
+
     def test_unset_keep_leaves_record_untouched(self):
         def drop(environ):
             sess(environ)["n"] = 9
@@ -636,6 +678,13 @@ class TestCookieSecurity(unittest.TestCase):
         self.assertIsNot(h.seen[-1], MISSING)
         self.assertEqual(resp.cookie().attrs.get("path"), "/app")
 
+    def test_cookie_path_from_callable_options_scopes_the_session(self):
+        h = Harness(None, cookie=lambda environ: {"path": "/app"})
+        h.request(path="/other")
+        self.assertIs(h.seen[-1], MISSING)
+        h.request(path="/app/x")
+        self.assertIsNot(h.seen[-1], MISSING)
+
     def test_cookie_path_is_matched_against_script_name_plus_path_info(self):
         h = Harness(None, cookie={"path": "/app"})
         h.request(path="/page", script_name="/app")
@@ -665,6 +714,22 @@ class TestCookieSecurity(unittest.TestCase):
         h = Harness(lambda e: sess(e).__setitem__("u", 1), secret="sécret".encode())
         sc = h.request().cookie()
         self.assertEqual(sc.value, cookie_value(sc.sid, "sécret"))
+
+    def test_badly_signed_cookie_never_reaches_the_store(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1))
+        sid = h.seed({"u": 0})
+        h.request(cookie=f"{NAME}={cookie_value(sid, 'not our secret')}")
+        self.assertNotIn(sid, h.store.ids("get"))
+        self.assertEqual(h.store.get(sid)["u"], 0)
+
+    def test_genid_values_are_encoded_as_express_sends_them(self):
+        # Values from express-session's own test suite (secret "keyboard cat").
+        for sid, sent in (("apple", "s%3Aapple.D8Y%2BpkTAmeR0PobOhY4G97PRW%2Bj7bUnP%2F5m6%2FOn1MCU"),
+                          ("%", "s%3A%25.kzQ6x52kKVdF35Qh62AWk4ZekS28K5XYCXKa%2FOTZ01g"),
+                          ("/foo", "s%3A%2Ffoo.paEKBtAHbV5s1IB8B2zPnzAgYmmnRPIqObW4VRYj%2FMQ")):
+            with self.subTest(genid=sid):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), genid=lambda environ, sid=sid: sid)
+                self.assertEqual(h.request().cookie().value, sent)
 
     def test_apps_own_set_cookie_headers_are_kept(self):
         h = Harness(lambda e: sess(e).__setitem__("u", 1),
@@ -1016,6 +1081,11 @@ class TestSession(unittest.TestCase):
         self.assertAlmostEqual(out["after"], HOUR, delta=3)
         self.assertEqual(out["original"], HOUR)
 
+    def test_nested_cookie_key_is_ordinary_data(self):
+        h = Harness(lambda e: sess(e).__setitem__("user", {"cookie": 1, "name": "bob"}))
+        sc = h.request().cookie()
+        self.assertEqual(h.store.get(sc.sid)["user"], {"cookie": 1, "name": "bob"})
+
     def test_non_json_value_raises_type_error_naming_key_and_record_unchanged(self):
         for where in ("end", "save"):
             with self.subTest(where=where):
@@ -1171,6 +1241,20 @@ class TestCookie(unittest.TestCase):
         sc = h.request().cookie()
         self.assertNotIn("httponly", sc.attrs)
         self.assertIs(h.store.get(sc.sid)["cookie"]["httpOnly"], False)
+
+    def test_cookie_attributes_set_in_the_app_are_sent(self):
+        def act(environ):
+            c = sess(environ).cookie
+            c.http_only = False
+            c.secure = True
+            sess(environ)["u"] = 1
+        h = Harness(act, proxy=True, cookie={"priority": "low"})
+        sc = h.request(headers={"X-Forwarded-Proto": "https"}).cookie()
+        self.assertNotIn("httponly", sc.attrs)
+        self.assertIs(sc.attrs.get("secure"), True)
+        self.assertEqual(sc.attrs.get("priority"), "Low")
+        cookie = h.store.get(sc.sid)["cookie"]
+        self.assertEqual((cookie["httpOnly"], cookie["secure"]), (False, True))
 
     def test_header_injection_in_options_or_name_raises_value_error(self):
         cases = [
@@ -1493,6 +1577,21 @@ class TestBadInput(unittest.TestCase):
         store.armed = False
         self.assertEqual(store.get(sid)["u"], 1)
 
+    def test_store_touch_and_destroy_errors_propagate(self):
+        class Flaky(RecordingStore):
+            def touch(self, sid, record):
+                raise ConnectionError("touch failed")
+
+            def destroy(self, sid):
+                raise ConnectionError("destroy failed")
+        for label, action, kw in (("touch", None, {}),
+                                  ("destroy", lambda e: e.__setitem__("session", None), {"unset": "destroy"})):
+            with self.subTest(label):
+                h = Harness(action, store=Flaky(), **kw)
+                h.seed({"u": 1})
+                with self.assertRaises(ConnectionError):
+                    h.request()
+
     def test_app_raising_saves_nothing(self):
         def boom(environ):
             sess(environ)["u"] = 2
@@ -1572,6 +1671,32 @@ class TestStreaming(unittest.TestCase):
         kinds = [e[0] for e in events]
         last_chunk = max(i for i, k in enumerate(kinds) if k == "chunk")
         self.assertLess(kinds.index("touch-done"), last_chunk, events)
+
+    def test_legacy_write_callable_works(self):
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["u"] = 1
+            write = start_response("200 OK", [("Content-Type", "text/plain")])
+            write(b"hello, ")
+            return [b"world"]
+        resp = Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
+        self.assertEqual(resp.body, b"hello, world")
+        self.assertIsNotNone(resp.cookie())
+        self.assertEqual(store.get(resp.cookie().sid)["u"], 1)
+
+    def test_start_response_with_exc_info_passes_through(self):
+        def app(environ, start_response):
+            environ["session"]["u"] = 1
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            try:
+                raise ValueError("late failure")
+            except ValueError:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+            return [b"error page"]
+        resp = Client(session.SessionMiddleware(app, secret=SECRET)).request()
+        self.assertEqual(resp.status, "500 Internal Server Error")
+        self.assertEqual(resp.body, b"error page")
 
     def test_close_of_the_apps_iterable_is_called(self):
         closed = []
@@ -1668,6 +1793,11 @@ class TestRecordFormat(unittest.TestCase):
         self.assertEqual(text, '{"cookie":{"originalMaxAge":3600000,"expires":"%s","httpOnly":true,"path":"/",'
                                '"sameSite":"lax"},"user":"Ada Lovelace ü","views":3}' % expires)
 
+    def test_fractional_max_age_is_written_as_whole_milliseconds(self):
+        h = Harness(lambda e: sess(e).__setitem__("a", 1), cookie={"max_age": 90.5})
+        sc = h.request().cookie()
+        self.assertIn('"originalMaxAge":90500,', h.store.texts[sc.sid])
+
     def test_browser_session_cookie_record_keeps_nulls(self):
         h = Harness(lambda e: sess(e).__setitem__("a", 1))
         sc = h.request().cookie()
@@ -1693,6 +1823,12 @@ class TestRecordFormat(unittest.TestCase):
                          '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"n":"ü"}')
         with self.assertRaises(ValueError):
             session.encode_record({"cookie": {}, "n": float("nan")})
+
+    def test_store_expiry_time_is_cookie_expires_or_ttl_from_now(self):
+        store = session.MemoryStore(ttl=100)
+        self.assertEqual(store.expiry_time(make_record(max_age=None), now=1000.0), 1100.0)
+        ts = time.time() + 50
+        self.assertAlmostEqual(store.expiry_time({"cookie": {"expires": iso_ms(ts)}}, now=1000.0), ts, places=2)
 
     def test_expires_at_reads_iso_and_aware_datetime(self):
         ts = 1795872488.123
