@@ -86,18 +86,21 @@ class DemoApp:
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"
         method = environ["REQUEST_METHOD"]
-        allowed = self.routes.get(path)
+        handlers = self.routes.get(path, {})
+        if "GET" in handlers:
+            handlers = {**handlers, "HEAD": handlers["GET"]}  # HEAD is GET without the body
         try:
-            if allowed is None:
+            if not handlers:
                 raise ClientError("404 Not Found", f"There is no page at {path}.")
-            handler = allowed.get("GET" if method == "HEAD" else method)
-            if handler is None:
+            if method not in handlers:
                 raise ClientError("405 Method Not Allowed", f"{path} does not accept {method}.")
-            status, headers, body = getattr(self, handler)(environ)
+            if method == "POST" and not same_origin(environ):
+                raise ClientError("403 Forbidden", "Forms are only accepted from this site's own pages.")
+            status, headers, body = getattr(self, handlers[method])(environ)
         except ClientError as exc:
             status, headers, body = error_page(exc.status, exc.message, environ)
             if exc.status.startswith("405"):
-                headers.append(("Allow", ", ".join([*allowed, "HEAD"] if "GET" in allowed else allowed)))
+                headers.append(("Allow", ", ".join(handlers)))
         start_response(status, headers)
         return [b"" if method == "HEAD" else body]
 
@@ -117,15 +120,17 @@ class DemoApp:
                     "the record with that ID from the store. The counter changed, so the record was "
                     "written back and the cookie re-sent with a fresh expiry.")
         facts = [
-            ("Session ID", f"<code>{esc(sess.id[:8])}…</code> (only a prefix: the whole ID is as good as a password)"),
+            ("Session ID", f"<code>{esc(sess.id[:8])}…</code> "
+                           "(only a prefix: the whole ID is as good as a password)"),
             ("Cookie", "new, sent with this page" if is_new else "sent by your browser"),
             ("Expires", esc(format_expiry(sess.cookie.expires))),
             ("Store", esc(self.store_label)),
             ("Logged in as", esc(sess["user"]) if "user" in sess else "nobody"),
         ]
-        options = "".join(f"<dt><code>{esc(o)}</code></dt><dd>{esc(why)}</dd>" for o, why in OPTIONS_EXPLAINED)
+        options = "".join(f"<dt><code>{esc(option)}</code></dt><dd>{esc(why)}</dd>"
+                          for option, why in OPTIONS_EXPLAINED)
         main = f"""
-<p class="counter">You have seen this page <strong id="views">{sess["views"]}</strong>
+<p class="counter">You have seen this page <strong id="views">{esc(sess["views"])}</strong>
 {"time" if sess["views"] == 1 else "times"} in this session.</p>
 <p>Reload to count up. Open a private window to get a second, separate session.</p>
 <table>{"".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)}</table>
@@ -159,10 +164,10 @@ class DemoApp:
         if not name:
             return self.login_form(environ, "Please enter a name.", "400 Bad Request")
         if len(name) > MAX_NAME_CHARS or not name.isprintable():
-            return self.login_form(environ, f"A name is 1 to {MAX_NAME_CHARS} printable characters.",
-                                   "400 Bad Request")
+            error = f"A name is 1 to {MAX_NAME_CHARS} printable characters."
+            return self.login_form(environ, error, "400 Bad Request")
         views, old_id = sess.get("views", 0), sess.id
-        sess.regenerate()
+        sess.regenerate()  # a new ID and an empty session; the old record is deleted
         sess.update(user=name, views=views, created=time.time(), logged_in=time.time(),
                     id_before_login=old_id[:8], id_at_login=sess.id[:8])
         return redirect("/members")
@@ -175,9 +180,10 @@ class DemoApp:
         main = f"""
 <p class="counter">Welcome, <strong id="user">{esc(sess["user"])}</strong>!</p>
 <table>
-<tr><th>Logged in</th><td>{esc(format_time(sess["logged_in"]))}</td></tr>
-<tr><th>Session ID</th><td>replaced by regenerate() at login: <code id="id-before">{esc(sess["id_before_login"])}…</code>
-→ <code id="id-after">{esc(sess["id_at_login"])}…</code></td></tr>
+<tr><th>Logged in</th><td>{esc(format_time(sess.get("logged_in", 0)))}</td></tr>
+<tr><th>Session ID</th><td>replaced by regenerate() at login:
+<code id="id-before">{esc(sess.get("id_before_login", "?"))}…</code>
+→ <code id="id-after">{esc(sess.get("id_at_login", "?"))}…</code></td></tr>
 </table>
 <form method="post" action="/logout"><button type="submit">Log out</button></form>"""
         what = ("Your browser sent the cookie, the middleware verified its signature and found your "
@@ -189,14 +195,21 @@ class DemoApp:
 
     def logout(self, environ):
         """POST /logout: delete the record; the middleware expires the cookie."""
-        sess = environ["session"]
-        if sess is not None:
-            sess.destroy()
+        environ["session"].destroy()
         return redirect("/")
 
 
+def same_origin(environ) -> bool:
+    """False for a POST from another site's page (login CSRF), which SameSite=Lax alone allows.
+
+    Browsers send Origin with every POST; a client that sends none (curl) is not a browser.
+    """
+    origin = environ.get("HTTP_ORIGIN")
+    return origin is None or origin == f"{environ['wsgi.url_scheme']}://{environ.get('HTTP_HOST', '')}"
+
+
 def read_form(environ) -> dict[str, str]:
-    """The url-encoded form in the request body; ClientError when it is missing, too big or malformed."""
+    """The url-encoded form in the request body; ClientError if it is missing, too big or malformed."""
     content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise ClientError("400 Bad Request", "Expected a form (application/x-www-form-urlencoded).")
@@ -219,18 +232,26 @@ def read_form(environ) -> dict[str, str]:
 
 CSS = """
 body { font: 16px/1.5 system-ui, sans-serif; margin: 0; color: #222; background: #f6f6f3; }
-header { background: #234; color: #fff; height: 3rem; padding: 0 1.5rem; display: flex; gap: 1.2rem; align-items: center; }
-header a { color: #fff; } header .who { margin-left: auto; }
-header form { margin: 0; } header button { padding: .2rem .7rem; }
-.page { display: grid; grid-template-columns: minmax(0, 1fr) 19rem; gap: 2rem; max-width: 62rem; padding: 1rem 1.5rem; }
+header { display: flex; gap: 1.2rem; align-items: center; height: 3rem; padding: 0 1.5rem;
+         background: #234; color: #fff; }
+header a { color: #fff; }
+header .who { margin-left: auto; }
+header form { margin: 0; }
+.page { display: grid; grid-template-columns: minmax(0, 1fr) 19rem; gap: 2rem;
+        max-width: 62rem; padding: 1rem 1.5rem; }
 @media (max-width: 44rem) { .page { grid-template-columns: 1fr; } }
-aside { align-self: start; background: #fffbe6; border-left: 4px solid #e0b000; padding: .2rem 1rem; font-size: .93rem; }
-.counter { font-size: 1.4rem; } .error { color: #a00; font-weight: bold; }
-table { border-collapse: collapse; margin: 1rem 0; } th, td { text-align: left; padding: .3rem .8rem .3rem 0; vertical-align: top; }
+aside { align-self: start; padding: .2rem 1rem; font-size: .93rem;
+        background: #fffbe6; border-left: 4px solid #e0b000; }
+.counter { font-size: 1.4rem; }
+.error { color: #a00; font-weight: bold; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { text-align: left; vertical-align: top; padding: .3rem .8rem .3rem 0; }
 th { color: #555; font-weight: normal; white-space: nowrap; }
-dt { margin-top: .5rem; } dd { margin-left: 1rem; color: #444; }
-label { display: block; margin-bottom: .3rem; } input { font: inherit; padding: .3rem; width: 16rem; }
-button { font: inherit; padding: .3rem 1rem; cursor: pointer; }
+dt { margin-top: .5rem; }
+dd { margin-left: 1rem; color: #444; }
+label { display: block; margin-bottom: .3rem; }
+input { font: inherit; padding: .3rem; width: 16rem; }
+button { font: inherit; padding: .2rem .9rem; cursor: pointer; }
 """
 
 # Only this exact stylesheet may style the pages; no script may run at all.
@@ -245,17 +266,18 @@ SECURITY_HEADERS = [
 
 
 def html_page(title: str, sess, main: str, what: str, status: str = "200 OK"):
-    """A whole page: navigation, the content, and beside it what happened to the cookie and the store."""
+    """A whole page: navigation, the content (already HTML), and beside it what happened and why."""
     if sess is not None and "user" in sess:
-        account = (f'<span class="who">{esc(sess["user"])}</span>'
-                   '<form method="post" action="/logout"><button type="submit">Log out</button></form>')
+        account = (f'<span class="who">{esc(sess["user"])}</span><form method="post" '
+                   'action="/logout"><button type="submit">Log out</button></form>')
     else:
         account = '<a class="who" href="/login">Log in</a>'
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(title)} · session demo</title><style>{CSS}</style></head>
-<body><header><strong>session demo</strong><a href="/">Home</a><a href="/members">Members</a>{account}</header>
+<body><header><strong>session demo</strong>
+<a href="/">Home</a><a href="/members">Members</a>{account}</header>
 <div class="page"><main><h1>{esc(title)}</h1>{main}</main>
 <aside><h2>What happened</h2><p>{esc(what)}</p></aside></div></body></html>
 """
@@ -265,8 +287,10 @@ def html_page(title: str, sess, main: str, what: str, status: str = "200 OK"):
 
 def error_page(status: str, message: str, environ):
     """A page for a refused request, without a traceback or any unescaped input."""
-    what = "The app refused the request without changing the session: no cookie was sent and nothing was stored."
-    return html_page(status.split(" ", 1)[1], environ.get("session"), f"<p>{esc(message)}</p>", what, status)
+    what = ("The app refused the request without changing the session: "
+            "no cookie was sent and nothing was stored.")
+    title = status.split(" ", 1)[1]
+    return html_page(title, environ.get("session"), f"<p>{esc(message)}</p>", what, status)
 
 
 def redirect(location: str):
@@ -280,10 +304,12 @@ def esc(text) -> str:
 
 
 def format_time(epoch: float) -> str:
+    """Seconds since the epoch as a UTC date and time."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
 def format_expiry(expires) -> str:
+    """The cookie's expiry (an aware datetime, or None for a browser-session cookie) in words."""
     if expires is None:
         return "when the browser closes"
     return f"{expires:%Y-%m-%d %H:%M:%S} UTC (an hour after the cookie was last sent)"
@@ -312,11 +338,13 @@ def open_store(spec: str) -> tuple[session.Store, str, str | None]:
     if kind in DRIVERS:
         package = DRIVERS[kind]
         if importlib.util.find_spec(package) is None:
-            raise UsageError(f"--store {kind}://… needs the Python package {package!r}: pip install {package}")
+            raise UsageError(f"--store {kind}://… needs the Python package {package!r}: "
+                             f"pip install {package}")
         import stores
         store = stores.RedisStore(url=spec) if package == "redis" else stores.MongoStore(url=spec)
         return store, f"{type(store).__name__}, {redact(spec)}", os.path.abspath("http_demo.secret")
-    raise UsageError(f"unknown --store {spec!r}: use memory, sqlite:PATH, shelve:PATH, redis://… or mongodb://…")
+    raise UsageError(f"unknown --store {spec!r}: "
+                     "use memory, sqlite:PATH, shelve:PATH, redis://… or mongodb://…")
 
 
 def redact(url: str) -> str:
@@ -324,7 +352,8 @@ def redact(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
         return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_secret(given: str | None, secret_file: str | None) -> tuple[str, str]:
@@ -338,7 +367,7 @@ def load_secret(given: str | None, secret_file: str | None) -> tuple[str, str]:
     if os.environ.get("SESSION_SECRET"):
         return os.environ["SESSION_SECRET"], "from SESSION_SECRET"
     if secret_file is None:
-        return secrets.token_urlsafe(32), "generated for this run only (the sessions do not outlive it either)"
+        return secrets.token_urlsafe(32), "generated for this run only (so are the sessions)"
     try:
         with open(secret_file, encoding="utf-8") as f:
             secret = f.read().strip()
@@ -348,9 +377,10 @@ def load_secret(given: str | None, secret_file: str | None) -> tuple[str, str]:
         fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "w", encoding="utf-8") as f:
             f.write(secret + "\n")
-        return secret, f"generated and saved in {secret_file} (mode 0600), so a restart keeps everyone logged in"
+        return secret, (f"generated and saved in {secret_file} (mode 0600), "
+                        "so a restart keeps everyone logged in")
     if not secret:
-        raise UsageError(f"the secret file {secret_file} is empty: delete it to have a new one generated")
+        raise UsageError(f"the secret file {secret_file} is empty: delete it to get a new one")
     return secret, f"read from {secret_file}"
 
 
@@ -372,6 +402,7 @@ class RequestHandler(WSGIRequestHandler):
 
 
 def port_number(text: str) -> int:
+    """argparse type for --port."""
     port = int(text)
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
@@ -386,25 +417,28 @@ def stop(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sessions demo on wsgiref.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
+    parser.add_argument("--port", type=port_number, default=8000,
+                        help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--store", default=DEFAULT_STORE,
-                        help=f"memory, sqlite:PATH, shelve:PATH, redis://… or mongodb://… (default {DEFAULT_STORE})")
-    parser.add_argument("--secret", help="cookie signing secret (better: SESSION_SECRET, as arguments show in ps)")
+                        help="memory, sqlite:PATH, shelve:PATH, redis://… or mongodb://… "
+                             f"(default {DEFAULT_STORE})")
+    parser.add_argument("--secret", help="cookie signing secret (better: SESSION_SECRET, "
+                                         "since arguments show in ps)")
     args = parser.parse_args(argv)
 
+    store = None
     try:
         store, store_label, secret_file = open_store(args.store)
         secret, secret_source = load_secret(args.secret, secret_file)
-    except UsageError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    try:
         count = store.length()  # reach the store now rather than at the first request
         server = ThreadingWSGIServer((args.host, args.port), RequestHandler)
-    except Exception as exc:  # a store that is down, a port in use: one line, not a traceback
-        store.close()
+    except Exception as exc:  # a bad option, a store that is down, a port in use: one line
+        if store is not None:
+            store.close()
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
+    # From here on an exception in a request (a store that goes down) is wsgiref's to catch:
+    # it answers a bare 500 and logs the traceback on stderr, never in the page.
     server.set_app(session.SessionMiddleware(DemoApp(store_label), secret=secret, store=store,
                                              **SESSION_OPTIONS))
     signal.signal(signal.SIGTERM, stop)
@@ -417,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Stopping…", flush=True)
     finally:
-        server.server_close()
+        server.server_close()  # waits for the requests in flight
         store.close()
     print("Stopped; store closed.", flush=True)
     return 0

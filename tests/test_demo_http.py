@@ -281,6 +281,30 @@ class TestDemoRefusesBadRequests(DemoTestCase):
                 self.assertRefused(response, 400)
         self.assertIsNone(client.sid_cookie)
 
+    def test_post_from_another_site_is_403(self):
+        client = self.client()
+        for path in ("/login", "/logout"):
+            with self.subTest(path):
+                response = client.request("POST", path, b"user=mallory", {
+                    "Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"})
+                self.assertRefused(response, 403)
+        same_site = {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.demo.url}
+        self.assertEqual(client.request("POST", "/login", b"user=ada", same_site)[0], 303)
+
+    def test_a_failing_store_is_a_500_without_a_traceback_in_the_page(self):
+        client = self.client()
+        client.get("/")
+        for name in os.listdir(self.dir):  # the SQLite file and its -wal/-shm, overwritten with junk
+            if name.startswith("sessions.sqlite3"):
+                with open(os.path.join(self.dir, name), "wb") as f:
+                    f.write(b"not a database" * 512)
+        status, _, body = client.get("/")
+        self.assertEqual(status, 500)
+        self.assertNotIn("Traceback", body)
+        self.assertNotIn("sqlite", body.lower())
+        self.demo.stop()
+        self.assertIn("Traceback", self.demo.stderr(), "the traceback goes to the log instead")
+
     def test_oversized_form_is_413(self):
         body = self.assertRefused(self.client().post("/login", {"user": "a" * 100_000}), 413)
         self.assertIn("at most 1024 bytes", body)
