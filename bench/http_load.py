@@ -1,0 +1,281 @@
+"""End-to-end cost of a session over real HTTP on loopback: Express vs this project, measured with wrk.
+
+    python bench/http_load.py [--duration 3] [--rounds 5] [--threads 2] [--connections 16]
+
+Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
+script sends the cookie it was given and keeps any new one the server sets). Rows, each a
+server of its own on 127.0.0.1, run interleaved round after round so drift hits all alike:
+
+    express bare                  node tests/interop/app.js, SESSION_STORE=none (needs npm ci there)
+    express + express-session     the same app with express-session's MemoryStore
+    waitress bare                 a WSGI app counting in a global
+    waitress + SessionMiddleware  the same app behind session.SessionMiddleware (MemoryStore)
+    waitress + Beaker             the same app behind beaker.middleware.SessionMiddleware (memory), if installed
+
+The WSGI server is waitress (pip install waitress): one process with a thread pool, so an
+in-memory store is shared by every request the way express-session's MemoryStore is in
+Node's one process (gunicorn's workers are processes and would each have their own store),
+and it is the server the issue's reference figures for Beaker were taken on.
+Prints median req/s per row and, per language, the ratio with-session / bare.
+Needs wrk (apt-get install -y wrk), node, and pip install waitress [beaker].
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INTEROP = os.path.join(ROOT, "tests", "interop")
+SECRET = "bench secret"
+
+# wrk keeps one prebuilt request per thread and rebuilds it only when the server sets a new cookie.
+LUA = r"""
+local req
+function init(args)
+  if args[1] and args[1] ~= "" then wrk.headers["Cookie"] = args[1] end
+  req = wrk.format("GET", "/incr")
+end
+function request() return req end
+function response(status, headers, body)
+  for name, value in pairs(headers) do
+    if string.lower(name) == "set-cookie" then
+      wrk.headers["Cookie"] = string.match(value, "^[^;]+")
+      req = wrk.format("GET", "/incr")
+    end
+  end
+end
+"""
+
+
+# -- the WSGI apps (run in a server subprocess: python bench/http_load.py --serve KIND --port N) --
+
+def _json(start_response, views: int) -> list:
+    body = json.dumps({"views": views}).encode()
+    start_response("200 OK", [("Content-Type", "application/json; charset=utf-8"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def bare_app():
+    counter = itertools.count(1)
+
+    def app(environ, start_response):
+        return _json(start_response, next(counter))
+    return app
+
+
+def session_app():
+    import session
+
+    def app(environ, start_response):
+        sess = environ["session"]
+        sess["views"] = sess.get("views", 0) + 1
+        return _json(start_response, sess["views"])
+    return session.SessionMiddleware(app, secret=SECRET)
+
+
+def beaker_app():
+    from beaker.middleware import SessionMiddleware
+
+    def app(environ, start_response):
+        sess = environ["beaker.session"]
+        sess["views"] = sess.get("views", 0) + 1
+        sess.save()
+        return _json(start_response, sess["views"])
+    return SessionMiddleware(app, {"session.type": "memory", "session.key": "beaker.session.id",
+                                   "session.secret": SECRET})
+
+
+PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app}
+
+
+def serve(kind: str, port: int) -> None:
+    import logging
+    import waitress
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)   # "Task queue depth" on every burst
+    sys.path.insert(0, ROOT)
+    waitress.serve(PY_APPS[kind](), host="127.0.0.1", port=port, threads=4, _quiet=True)
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, label: str, language: str, role: str, cmd: list, env: dict | None = None,
+                 cwd: str | None = None) -> None:
+        self.label, self.language, self.role = label, language, role
+        self.port = _free_port()
+        env = dict(os.environ, PORT=str(self.port), **(env or {}))
+        env.pop("NODE_ENV", None)
+        cmd = [c.replace("{port}", str(self.port)) for c in cmd]
+        self.log = tempfile.TemporaryFile()   # a file, not a pipe nobody reads: a full pipe stalls the server
+        self.proc = subprocess.Popen(cmd, cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        _wait_port(self.port, self.proc, self.log)
+        self.results: list[float] = []    # req/s per run
+        self.cpu: list[float] = []        # server CPU seconds per request, per run
+        self.views_after: int | None = None
+
+    def get(self, cookie: str | None = None) -> tuple[int, str | None]:
+        """One GET /incr: (views, cookie to send next time)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/incr", headers={"Cookie": cookie} if cookie else {})
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            set_cookie = resp.getheader("Set-Cookie")
+            return body["views"], set_cookie.split(";", 1)[0] if set_cookie else cookie
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"server exited: {log.read().decode(errors='replace')[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(server: Server, script: str, args: argparse.Namespace, duration: float) -> tuple[float, float]:
+    """One bounded wrk run as a returning visitor: (req/s, server CPU seconds per request)."""
+    _, cookie = server.get()      # the visit that created the session (bare: just a request)
+    cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
+           "--timeout", "5s", "-s", script, f"http://127.0.0.1:{server.port}/incr", "--", cookie or ""]
+    cpu_before = _cpu_seconds(server.proc.pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    cpu = _cpu_seconds(server.proc.pid) - cpu_before
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise RuntimeError(f"{server.label}: {bad.group(1)} error responses\n{out}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
+    if not rate or not count:
+        raise RuntimeError(f"{server.label}: unexpected wrk output\n{out}")
+    server.views_after, _ = server.get(cookie)
+    return float(rate.group(1)), cpu / max(int(count.group(1)), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=3, help="seconds per wrk run (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve, args.port)
+
+    missing = [what for what, ok in (
+        ("wrk (apt-get install -y wrk)", shutil.which("wrk")),
+        ("waitress (pip install waitress)", _has("waitress")),
+    ) if not ok]
+    if missing:
+        sys.exit("missing: " + ", ".join(missing))
+    node_ok = shutil.which("node") and os.path.isdir(os.path.join(INTEROP, "node_modules", "express-session"))
+    if not node_ok:
+        print("express rows skipped: needs node and `cd tests/interop && npm ci`", file=sys.stderr)
+
+    py = [sys.executable, os.path.abspath(__file__), "--port", "{port}", "--serve"]
+    specs = []
+    if node_ok:
+        specs += [("express bare", "Node", "bare", ["node", "app.js"], {"SESSION_STORE": "none"}, INTEROP),
+                  ("express + express-session", "Node", "session", ["node", "app.js"],
+                   {"SESSION_STORE": "memory", "SECRETS": json.dumps([SECRET])}, INTEROP)]
+    specs += [("waitress bare", "Python", "bare", py + ["bare"], None, None),
+              ("waitress + SessionMiddleware", "Python", "session", py + ["session"], None, None)]
+    if _has("beaker"):
+        specs.append(("waitress + Beaker", "Python", "beaker", py + ["beaker"], None, None))
+    else:
+        print("Beaker row skipped: pip install beaker", file=sys.stderr)
+
+    servers: list[Server] = []
+    fd, script = tempfile.mkstemp(suffix=".lua")
+    with os.fdopen(fd, "w") as f:
+        f.write(LUA)
+    try:
+        for spec in specs:
+            servers.append(Server(*spec))
+        for server in servers:                      # warm-up (Node's JIT, Python's imports)
+            run_wrk(server, script, args, 1)
+        for round_no in range(args.rounds):
+            order = servers if round_no % 2 == 0 else servers[::-1]
+            for server in order:
+                rate, cpu = run_wrk(server, script, args, args.duration)
+                server.results.append(rate)
+                server.cpu.append(cpu)
+    finally:
+        for server in servers:
+            server.stop()
+        os.unlink(script)
+    report(servers, args)
+
+
+def report(servers: list[Server], args: argparse.Namespace) -> None:
+    print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
+          f"{args.duration:g} s, GET /incr as a returning visitor (medians)")
+    print(f"{'server':30} {'req/s':>7} {'ratio':>6} {'CPU us/req':>11} {'ratio':>6}  {'views':>6}  req/s per run")
+    bare = {s.language: s for s in servers if s.role == "bare"}
+    for s in servers:
+        rate, cpu = statistics.median(s.results), statistics.median(s.cpu)
+        base = bare.get(s.language)
+        same = s is base or base is None
+        rate_ratio = "" if same else f"{rate / statistics.median(base.results):.2f}"
+        cpu_ratio = "" if same else f"{statistics.median(base.cpu) / cpu:.2f}"
+        views = "-" if s.role == "bare" else str(s.views_after)
+        runs = " ".join(f"{r:.0f}" for r in s.results)
+        print(f"{s.label:30} {rate:7.0f} {rate_ratio:>6} {cpu * 1e6:11.0f} {cpu_ratio:>6}  {views:>6}  {runs}")
+    print("ratio = with-session / bare of the same language: req/s, and bare/with-session server CPU per request\n"
+          "(the CPU ratio is the throughput ratio a CPU-bound server would show, and much less disturbed by other\n"
+          "load on the machine). views = the counter the kept cookie reads after the last run (the session persisted;\n"
+          "fewer views than requests means concurrent requests of one session overwrote each other's increments).")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    main()
