@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                                              **SESSION_OPTIONS))
     signal.signal(signal.SIGTERM, stop)
 
-    print(f"Store:  {store_label} ({count} live sessions)")
+    print(f"Store:  {store_label} ({count} live session{'' if count == 1 else 's'})")
     print(f"Secret: {secret_source}")
     print(f"Serving on http://{args.host}:{server.server_port}/  (Ctrl-C to stop)", flush=True)
     try:

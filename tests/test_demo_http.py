@@ -13,6 +13,8 @@ import urllib.parse
 import urllib.request
 
 from tests.demo_process import DemoProcess, clean_env
+from tests.redis_server import RedisServer, redis_server_available
+from tests.support import has_module, requires
 
 SECRET = "demo-test-secret"
 
@@ -196,7 +198,7 @@ class TestDemoSessions(DemoTestCase):
 
         self.demo = self.start_demo("--store", f"sqlite:{self.db}", env=clean_env(SESSION_SECRET=SECRET))
         self.assertIn("Secret: from SESSION_SECRET", self.demo.stdout())
-        self.assertIn("(1 live sessions)", self.demo.stdout())
+        self.assertIn("(1 live session)", self.demo.stdout())
         ada.base_url = self.demo.url
         status, _, body = ada.get("/members")
         self.assertEqual(status, 200)
@@ -328,6 +330,27 @@ class TestDemoRefusesBadRequests(DemoTestCase):
                                                "Content-Length": "-5"})
         self.assertEqual(self.demo.stop(), 0)
         self.assertNotIn("Traceback", self.demo.stderr())
+
+
+@requires(has_module("redis") and redis_server_available(),
+          "needs Redis: apt-get install -y redis-server && pip install redis")
+class TestDemoOnRedis(unittest.TestCase):
+
+    def test_redis_store_keeps_users_logged_in_across_a_restart(self):
+        with RedisServer() as redis, tempfile.TemporaryDirectory() as cwd:
+            env = clean_env(SESSION_SECRET=SECRET)
+            with DemoProcess("--store", redis.url, env=env, cwd=cwd) as demo:
+                self.assertIn("Store:  RedisStore, redis://", demo.stdout())
+                ada = Client(demo.url)
+                self.assertEqual(ada.login("ada")[0], 303)
+            with DemoProcess("--store", redis.url, env=env, cwd=cwd) as demo:
+                self.assertIn("(1 live session)", demo.stdout())
+                ada.base_url = demo.url
+                self.assertEqual(ada.get("/members")[0], 200)
+            redis.stop()
+            result = subprocess.run(demo.command(), capture_output=True, text=True, timeout=60, cwd=cwd)
+            self.assertEqual(result.returncode, 1, "a store that is down is a one-line error at startup")
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
 
 
 class TestDemoCommandLine(unittest.TestCase):
