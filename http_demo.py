@@ -23,6 +23,7 @@ import importlib.util
 import os
 import secrets
 import signal
+import socket
 import socketserver
 import sys
 import time
@@ -387,18 +388,20 @@ def load_secret(given: str | None, secret_file: str | None) -> tuple[str, str]:
 # --- Server -----------------------------------------------------------------------------
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """wsgiref's server with a thread per request; closing it waits for the requests in flight."""
+    """wsgiref's server with a thread per connection."""
 
-    daemon_threads = False
+    # Browsers open spare connections and leave them idle: waiting for their threads
+    # would hold up Ctrl-C, so they are daemons, as in http.server's ThreadingHTTPServer.
+    daemon_threads = True
 
     def handle_error(self, request, client_address):
         # A browser dropping an idle or half-sent connection is not worth a traceback.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
             super().handle_error(request, client_address)
 
 
 class RequestHandler(WSGIRequestHandler):
-    timeout = 10  # seconds: an idle connection cannot hold up the shutdown for longer
+    timeout = 10  # seconds: a connection that sends no request does not keep its thread for long
 
 
 def port_number(text: str) -> int:
@@ -451,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Stopping…", flush=True)
     finally:
-        server.server_close()  # waits for the requests in flight
+        server.server_close()
         store.close()
     print("Stopped; store closed.", flush=True)
     return 0
