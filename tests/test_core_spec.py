@@ -828,6 +828,10 @@ class TestVary(unittest.TestCase):
         "iter": lambda s: list(s),
         "items": lambda s: list(s.items()),
         "bool": lambda s: bool(s),
+        "keys": lambda s: list(s.keys()),
+        "values": lambda s: list(s.values()),
+        "copy": lambda s: s.copy(),
+        "eq": lambda s: s == {},
     }
 
     def test_vary_cookie_when_returning_session_is_read(self):
@@ -907,6 +911,25 @@ class TestSession(unittest.TestCase):
         self.assertEqual(out["items"], sorted(want.items()))
         self.assertFalse(out["has"], '"cookie" is not a key of the Session')
 
+    def test_dict_mutators_as_first_operation_are_saved(self):
+        cases = {
+            "del": (lambda s: s.__delitem__("a"), {"b": [1]}),
+            "pop": (lambda s: s.pop("a"), {"b": [1]}),
+            "popitem": (lambda s: s.popitem(), {"a": 1}),
+            "clear": (lambda s: s.clear(), {}),
+            "setdefault-append": (lambda s: s.setdefault("c", []).append(1), {"a": 1, "b": [1], "c": [1]}),
+            "nested-append": (lambda s: s["b"].append(2), {"a": 1, "b": [1, 2]}),
+            "update": (lambda s: s.update(a=2), {"a": 2, "b": [1]}),
+            "ior": (lambda s: s.__ior__({"d": 4}), {"a": 1, "b": [1], "d": 4}),
+        }
+        for name, (op, want) in cases.items():
+            with self.subTest(op=name):
+                h = Harness(lambda e, op=op: op(sess(e)))
+                sid = h.seed({"a": 1, "b": [1]})
+                h.request()
+                record = h.store.get(sid)
+                self.assertEqual({k: v for k, v in record.items() if k != "cookie"}, want)
+
     def test_id_is_the_cookie_id_and_read_only(self):
         out = {}
 
@@ -931,7 +954,8 @@ class TestSession(unittest.TestCase):
             for name, op in (("setitem", lambda: s.__setitem__("cookie", 1)),
                              ("update", lambda: s.update({"cookie": 1})),
                              ("update_kw", lambda: s.update(cookie=1)),
-                             ("setdefault", lambda: s.setdefault("cookie", 1))):
+                             ("setdefault", lambda: s.setdefault("cookie", 1)),
+                             ("ior", lambda: s.__ior__({"cookie": 1}))):
                 try:
                     op()
                 except Exception as exc:  # the type is the implementation's; the message must say why
@@ -939,7 +963,7 @@ class TestSession(unittest.TestCase):
             errors["left"] = "cookie" in s
         h = Harness(abuse)
         h.request()
-        for name in ("setitem", "update", "update_kw", "setdefault"):
+        for name in ("setitem", "update", "update_kw", "setdefault", "ior"):
             self.assertIn(name, errors, f"{name} accepted the reserved key")
             self.assertIn("cookie", str(errors[name]).lower())
             self.assertIsInstance(errors[name], (KeyError, ValueError, TypeError, session.SessionError))
@@ -995,6 +1019,20 @@ class TestSession(unittest.TestCase):
         self.assertEqual(sc.attrs.get("domain"), "example.com")
         self.assertEqual(sc.attrs.get("path"), "/")
         self.assertNotIn(NAME, h.client.jar)
+
+    def test_one_set_cookie_per_response_with_rolling_destroy_or_regenerate(self):
+        for name, op in (("destroy", lambda s: s.destroy()), ("regenerate", lambda s: s.regenerate())):
+            with self.subTest(op=name):
+                h = Harness(lambda e, op=op: op(sess(e)), rolling=True, save_uninitialized=True,
+                            cookie={"max_age": HOUR})
+                sid = h.seed({"u": 1})
+                resp = h.request()
+                self.assertEqual(len(resp.cookies()), 1, resp.values("Set-Cookie"))
+                self.assertIsNone(h.store.get(sid))
+                if name == "destroy":
+                    self.assertTrue(resp.cookie().clears)
+                else:
+                    self.assertNotEqual(resp.cookie().sid, sid)
 
     def test_reload_restores_stored_data_in_place(self):
         out = {}
@@ -1381,6 +1419,16 @@ class TestSigning(unittest.TestCase):
             self.assertIsNone(session.unsign(good, SECRET))
             self.assertIsNone(session.unsign(good, [SECRET, "other"]))
 
+    def test_middleware_verifies_cookies_with_hmac_compare_digest(self):
+        out = []
+        h = Harness(lambda e: out.append(sess(e).get("user")))
+        h.seed({"user": "ada"})
+        h.request()
+        self.assertEqual(out, ["ada"])
+        with self.patched_compare_digest(lambda a, b: False):
+            h.request()
+        self.assertEqual(out, ["ada", None], "the middleware's signature check bypasses compare_digest")
+
     def test_unsign_accepts_one_secret_or_a_list(self):
         signed = ref_sign("abc", "second")
         self.assertEqual(session.unsign(signed, "second"), "abc")
@@ -1456,6 +1504,18 @@ class TestBadInput(unittest.TestCase):
 
     def test_unencoded_value_is_used_raw(self):
         self.assert_logged_in(f"{NAME}=s:{ref_sign(self.sid, SECRET)}")
+
+    def test_value_is_decoded_only_when_it_holds_a_percent_and_kept_raw_when_decoding_fails(self):
+        for sid in ("a+b", "%", "50%off", "x%zz"):
+            with self.subTest(sid=sid):
+                self.h.store.set(sid, make_record({"user": "raw"}))
+                del self.out[:]
+                self.h.request(cookie=f"{NAME}=s:{ref_sign(sid, SECRET)}")
+                self.assertEqual(self.out, [(sid, "raw")])
+
+    def test_whitespace_around_name_and_value_is_trimmed(self):
+        self.assert_logged_in(f"{NAME} = {cookie_value(self.sid)} ")
+        self.assert_logged_in(f"a=1;{NAME}={cookie_value(self.sid)};b=2")
 
     def test_invalid_percent_escapes_in_our_cookie_give_fresh_session(self):
         for value in ("%zz", "s%3A%zz.abc", "s%3A%FF%FE.abc", "%", "s%3A" + cookie_value(self.sid)[4:] + "%"):
