@@ -297,8 +297,9 @@ class TestExpressInterop(unittest.TestCase):
         for key, max_age_ms, rolling, route, reissued in cases:
             node, py = self.pair(key, [NEW, OLD], max_age_ms, rolling)
             with self.subTest(config=key, route=route):
-                login = Browser()   # logged in by an app on OLD alone with the same cookie options
-                login.get(self.pair(key + "-old", [OLD], max_age_ms, rolling)[0], "/login?user=ada")
+                login = Browser()   # logged in by an app on OLD alone with the same maxAge
+                login.get(self.pair("main" if max_age_ms else "browser-cookie", [OLD], max_age_ms)[0],
+                          "/login?user=ada")
                 answers = []
                 for port in (node, py):
                     resp = fetch(port, route, login.cookie)
