@@ -39,7 +39,7 @@ SESSION_OPTIONS = dict(
     cookie={
         "max_age": 3600,          # the cookie and the record expire an hour after the cookie was last sent
         "http_only": True,        # page scripts cannot read the cookie, so an XSS bug cannot steal it
-        "same_site": "lax",       # not sent with cross-site POSTs: the forms below need no CSRF token
+        "same_site": "strict",       # not sent with cross-site POSTs: other sites cannot act as the visitor
         "secure": "auto",         # HTTPS-only cookie whenever the page is served over HTTPS
     },
     save_uninitialized=False,     # no record and no cookie until the session holds something
@@ -108,7 +108,7 @@ class DemoApp:
     def home(self, environ):
         """GET /: count views in the session and show what the session is made of."""
         sess = environ["session"]
-        is_new = "created" not in sess
+        is_new = "created" not in sess  # every session this app has saved has it
         sess.setdefault("created", time.time())
         sess["views"] = sess.get("views", 0) + 1
         if is_new:
@@ -313,7 +313,7 @@ def format_expiry(expires) -> str:
     """The cookie's expiry (an aware datetime, or None for a browser-session cookie) in words."""
     if expires is None:
         return "when the browser closes"
-    return f"{expires:%Y-%m-%d %H:%M:%S} UTC (an hour after the cookie was last sent)"
+    return f"{expires:%Y-%m-%d %H:%M:%S} UTC (max_age after the cookie was last sent)"
 
 
 # --- Store and secret from the command line ---------------------------------------------

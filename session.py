@@ -223,7 +223,7 @@ class Cookie:
         c.partitioned = rec.get("partitioned")
         c.priority = rec.get("priority")
         for attr in (c.path, c.domain):
-            if attr is not None:
+            if attr is not None and attr != "/":
                 _check_attr(attr, "cookie path/domain in the stored record")
         return c
 
@@ -442,8 +442,10 @@ class Session(dict):
         Given the data's JSON, the record's JSON is built from it, so the
         store does not encode the same data a second time.
         """
-        cookie = self._ensure_cookie().to_record()
+        cookie = self._ensure_cookie()
         rec = _Record()
+        rec.expires_ms = cookie._expires
+        cookie = cookie.to_record()
         if self._cookie_pos == 0:
             rec["cookie"] = cookie
             rec.update(dict.items(self))
@@ -518,9 +520,10 @@ del _name
 
 
 class _Record(dict):
-    """A store record that carries its JSON, so stores do not encode it again."""
+    """A record from the middleware, carrying what stores would otherwise compute again:
+    its JSON (when the data was just encoded) and its expiry in epoch ms."""
 
-    __slots__ = ("text",)
+    __slots__ = ("text", "expires_ms")
 
 
 # ---------------------------------------------------------------- stores
@@ -542,6 +545,8 @@ def decode_record(text: Union[str, bytes]) -> dict:
 
 def expires_at(record: Mapping[str, Any]) -> Optional[float]:
     """Epoch seconds of ``record["cookie"]["expires"]`` (ISO string or datetime), or None."""
+    if type(record) is _Record:
+        return None if record.expires_ms is None else record.expires_ms / 1000
     cookie = record.get("cookie")
     expires = cookie.get("expires") if isinstance(cookie, dict) else None
     return None if expires is None else _expires_ms(expires) / 1000

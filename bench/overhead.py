@@ -331,6 +331,8 @@ def main(argv: Optional[list] = None) -> int:
                         help="Beaker's data_serializer (default: Beaker's own default, pickle)")
     parser.add_argument("--wall", action="store_true",
                         help="time with the wall clock (perf_counter) instead of process CPU time")
+    parser.add_argument("--profile", choices=tuple(SCENARIOS), metavar="{a,b,c}",
+                        help="instead of the table, cProfile our middleware in one scenario")
     args = parser.parse_args(argv)
     if args.wall:
         global CLOCK
@@ -339,6 +341,8 @@ def main(argv: Optional[list] = None) -> int:
     per_run = args.requests or (1500 if args.quick else 5000)
     counts = {"a": per_run * 4, "b": per_run, "c": per_run}
 
+    if args.profile:
+        return profile(ours(), args.profile, args.requests or 20000)
     contenders = [bare(), ours()]
     theirs = beaker(args.beaker_serializer)
     if theirs is not None:
@@ -429,6 +433,23 @@ def main(argv: Optional[list] = None) -> int:
             print(f"{'':8}ours = {results[mine, s] / floor_total:.2f}x the floor "
                   f"({results[mine, s] / floor_stdlib:.2f}x the http.cookies floor)")
     print(f"\n{sum(verdicts)} of {len(verdicts)} targets met.")
+    return 0
+
+
+def profile(c: Contender, scenario: str, n: int) -> int:
+    """Where our time goes in one scenario: cProfile's top functions (it inflates small calls)."""
+    import cProfile
+    import pstats
+    app, template = c.apps[scenario], c.templates[scenario]
+    drive(app, template, 500)
+    plain = min(drive(app, template, n // 4) for _ in range(3))
+    profiler = cProfile.Profile()
+    profiler.runcall(drive, app, template, n)
+    print(f"({scenario}) {SCENARIOS[scenario]}: {plain:.2f} µs per request unprofiled; "
+          f"profile of {n} requests:")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(18)
+    stats.sort_stats("cumulative").print_stats(25)
     return 0
 
 

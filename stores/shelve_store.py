@@ -18,6 +18,7 @@ Choices, and what they cost:
   another process or in this one, is refused at construction with
   ``RuntimeError``.  dbm files keep their index in memory and are not safe to
   write from two processes; use SQLiteStore for several worker processes.
+  A child forked from the owner cannot use the store (RuntimeError).
 - Thread-safe: every operation holds one ``threading.Lock``.
 - Backend: ``dbm.gnu`` when Python has it, else ``dbm.dumb`` (always there).
   An existing file keeps the format it was created with.  ``dbm.dumb`` keeps
@@ -37,6 +38,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any, Optional, Union
 
 import session
@@ -51,6 +53,7 @@ __all__ = ["ShelveStore"]
 
 log = logging.getLogger(__name__)
 
+_STORES: weakref.WeakSet = weakref.WeakSet()  # open stores, for the fork handler
 _HEAD = b'{"expires":'
 _SESSION = b',"session":'
 _FAR = 253402300799.0  # 9999-12-31: the latest expiry written (a ttl may be infinite)
@@ -89,6 +92,8 @@ class ShelveStore(session.Store):
             raise
         self._sweep: list = []
         self._next_sweep = time.time() + self.sweep_interval
+        self._forked = False
+        _STORES.add(self)
 
     def __repr__(self) -> str:
         return f"ShelveStore({self.path!r}, ttl={self.ttl!r})"
@@ -181,7 +186,7 @@ class ShelveStore(session.Store):
     def close(self) -> None:
         """Save and close the file and release the process lock; closing twice is fine."""
         with self._lock:
-            if self._db is None:
+            if self._db is None or self._forked:
                 return
             try:
                 self._db.close()
@@ -192,6 +197,9 @@ class ShelveStore(session.Store):
     # -- private -----------------------------------------------------------
     def _open(self) -> Any:
         if self._db is None:
+            if self._forked:
+                raise RuntimeError(f"{self!r} belongs to the process this one was forked from; "
+                                   "open the store after forking, or use SQLiteStore")
             raise ValueError(f"{self!r} is closed")
         return self._db
 
@@ -272,3 +280,22 @@ def _lock_exclusive(lock_path: str, path: str) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+_INHERITED: list = []  # a forked child's copies of the parent's dbm objects: never used, never closed
+
+
+def _after_fork_in_child() -> None:
+    """The parent owns the file: a child that wrote to it, or closed it, would corrupt it."""
+    for store in list(_STORES):
+        if store._db is not None:
+            if hasattr(store._db, "_index"):
+                store._db._index = None  # dbm.dumb: its close() and __del__ then write nothing
+            _INHERITED.append(store._db)
+            store._db, store._forked = None, True
+            store._lock = threading.Lock()
+            os.close(store._lockfile)  # the parent's descriptor keeps the lock
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -41,9 +41,12 @@ Why it is built this way:
   expired rows, found through the ``expires`` index, in its own short
   transaction; then not again for ``prune_interval`` seconds unless the batch
   was full.  No request pays for a big delete and expired rows do not pile up.
-  ``prune()`` deletes everything expired, batch after batch.
+  ``prune()`` deletes everything expired, batch after batch, pausing between
+  batches so other writers get their turn.
 - ``":memory:"`` is one connection behind a lock: every connection to
   ``:memory:`` would be a separate, empty database.
+- After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
+  its own connections: SQLite forbids using a connection across a fork.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from typing import Any, Optional, Union
 
 import session
@@ -62,6 +66,7 @@ __all__ = ["SQLiteStore"]
 log = logging.getLogger(__name__)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_STORES: weakref.WeakSet = weakref.WeakSet()  # open stores, for the fork handler at the end
 
 
 class SQLiteStore(session.Store):
@@ -76,6 +81,7 @@ class SQLiteStore(session.Store):
     busy_timeout = 5.0      # seconds a statement waits for another process's lock
     prune_batch = 200       # expired rows deleted per transaction
     prune_interval = 60.0   # seconds between automatic prune batches once none are left
+    prune_pause = 0.002     # seconds prune() leaves the write lock free between batches
 
     def __init__(self, path: Union[str, os.PathLike], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
@@ -114,6 +120,7 @@ class SQLiteStore(session.Store):
         # needing SQLite's optional DELETE ... LIMIT.
         self._sql_prune = (f"DELETE FROM {t} WHERE rowid IN "
                            f"(SELECT rowid FROM {t} WHERE expires <= ? LIMIT ?)")
+        _STORES.add(self)
         conn = self._take()
         try:
             self._create_schema(conn)
@@ -196,6 +203,9 @@ class SQLiteStore(session.Store):
             removed += count
             if count < self.prune_batch:
                 return removed
+            # Let waiting writers in: threading.Lock is not fair, and other processes
+            # retry on SQLite's busy handler, so an unbroken loop would starve both.
+            time.sleep(self.prune_pause)
 
     def close(self) -> None:
         """Close every connection; connections in use close when their operation ends."""
@@ -288,9 +298,11 @@ class SQLiteStore(session.Store):
         return count
 
     def _decode(self, sid: str, data: bytes) -> Optional[dict]:
+        # Read as bytes (CAST AS BLOB) and decoded here: sqlite3 would raise an
+        # OperationalError, like a locked database's, for text that is not UTF-8.
         try:
-            return session.decode_record(data)
-        except ValueError as exc:  # also UnicodeDecodeError: data is read as bytes
+            return session.decode_record(data.decode())
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError
             log.warning("SQLiteStore %s: session %r is not a valid record, treated as missing: %s",
                         self.path, sid, exc)
             return None
@@ -304,3 +316,21 @@ class SQLiteStore(session.Store):
             if hasattr(exc, attr):
                 setattr(error, attr, getattr(exc, attr))
         return error
+
+
+_INHERITED: list = []  # a forked child's copies of its parent's connections: never used, never closed
+
+
+def _after_fork_in_child() -> None:
+    """Drop inherited connections (closing them could disturb the parent's) and locks."""
+    for store in list(_STORES):
+        store._write_lock = threading.Lock()
+        if store._memory_lock is not None:
+            store._memory_lock = threading.Lock()  # the child keeps its copy of the database
+        else:
+            _INHERITED.extend(store._all)
+            store._all, store._idle = [], []
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -61,8 +61,9 @@ class Client:
         self.jar.clear()
         host = urllib.parse.urlsplit(self.base_url).hostname
         self.jar.set_cookie(http.cookiejar.Cookie(
-            0, "connect.sid", value, None, False, host, False, False, "/", True, False, None, False,
-            None, None, {"HttpOnly": None}))
+            version=0, name="connect.sid", value=value, port=None, port_specified=False,
+            domain=host, domain_specified=False, domain_initial_dot=False, path="/", path_specified=True,
+            secure=False, expires=None, discard=True, comment=None, comment_url=None, rest={}))
 
 
 def session_id(cookie_value: str) -> str:
