@@ -146,7 +146,7 @@ class TestExpressInterop(unittest.TestCase):
                 store = RedisStore(url=cls.redis_server.url)
                 cls.addClassCleanup(store.close)
                 py = ServedApp(make_app(secrets, store, rolling=rolling,
-                                        max_age=None if max_age_ms is None else max_age_ms / 1000 + 5),
+                                        max_age=None if max_age_ms is None else max_age_ms / 1000),
                                free_port())
                 cls.addClassCleanup(py.stop)
                 cls._apps[key] = (node.port, py.port)
