@@ -120,8 +120,8 @@ class Cookie:
     epoch, as JavaScript does, so records round-trip exactly.
     """
 
-    __slots__ = ("_expires", "_original", "http_only", "secure", "path", "domain",
-                 "same_site", "partitioned", "priority")
+    __slots__ = ("_expires", "_stored_expires", "_original", "http_only", "secure", "path",
+                 "domain", "same_site", "partitioned", "priority")
 
     def __init__(self, *, max_age: Union[float, timedelta, None] = None,
                  expires: Optional[datetime] = None, http_only: bool = True,
@@ -129,6 +129,7 @@ class Cookie:
                  same_site: Union[str, bool, None] = None, partitioned: Optional[bool] = None,
                  priority: Optional[str] = None) -> None:
         self._expires: Optional[int] = None
+        self._stored_expires = None
         self._original: Optional[float] = None
         self.http_only = http_only
         self.secure = secure
@@ -145,9 +146,8 @@ class Cookie:
     @property
     def expires(self) -> Optional[datetime]:
         """When the cookie expires (aware UTC), or None for a browser-session cookie."""
-        if self._expires is None:
-            return None
-        return datetime.fromtimestamp(self._expires / 1000, timezone.utc)
+        ms = self._ms()
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
 
     @expires.setter
     def expires(self, value: Optional[datetime]) -> None:
@@ -162,9 +162,8 @@ class Cookie:
     @property
     def max_age(self) -> Optional[float]:
         """Seconds until expiry (negative once expired), or None."""
-        if self._expires is None:
-            return None
-        return (self._expires - _now_ms()) / 1000
+        ms = self._ms()
+        return None if ms is None else (ms - _now_ms()) / 1000
 
     @max_age.setter
     def max_age(self, seconds: Union[float, timedelta, None]) -> None:
@@ -180,6 +179,18 @@ class Cookie:
         """The max_age the cookie was given, in seconds (express keeps it in ms)."""
         return None if self._original is None else self._original / 1000
 
+    def _ms(self) -> Optional[int]:
+        """Expiry in epoch ms; a loaded cookie's stored date is parsed the first time it is needed
+        (most requests only restart the clock, which never reads it)."""
+        if self._expires is _UNPARSED:
+            try:
+                self._expires = _expires_ms(self._stored_expires)
+            except ValueError:
+                log.warning("stored cookie expires %r is not a date; treating it as unset",
+                            self._stored_expires)
+                self._expires = None
+        return self._expires
+
     def touch(self) -> None:
         """Restart the clock: max_age = original_max_age, as express's resetMaxAge."""
         if self._original is not None:
@@ -192,7 +203,8 @@ class Cookie:
             rec["partitioned"] = self.partitioned
         if self.priority is not None:
             rec["priority"] = self.priority
-        rec["expires"] = None if self._expires is None else _iso_ms(self._expires)
+        ms = self._ms()
+        rec["expires"] = None if ms is None else _iso_ms(ms)
         if self.secure is not None:
             rec["secure"] = self.secure
         rec["httpOnly"] = self.http_only
@@ -209,7 +221,8 @@ class Cookie:
         """Rebuild a Cookie from a stored record's ``cookie`` (what Express wrote reads the same)."""
         c = cls.__new__(cls)
         expires = rec.get("expires")
-        c._expires = None if expires is None else _expires_ms(expires)
+        c._expires = None if expires is None else _UNPARSED
+        c._stored_expires = expires
         original = rec.get("originalMaxAge")
         if original is not None and (isinstance(original, bool)
                                      or not isinstance(original, (int, float))):
@@ -234,8 +247,9 @@ class Cookie:
             parts += ("; Domain=", self.domain)
         if self.path:
             parts += ("; Path=", self.path)
-        if self._expires is not None:
-            parts += ("; Expires=", _http_date(self._expires // 1000))
+        ms = self._ms()
+        if ms is not None:
+            parts += ("; Expires=", _http_date(ms // 1000))
         if self.http_only:
             parts.append("; HttpOnly")
         if self.secure:
@@ -256,6 +270,7 @@ class Cookie:
 
 
 _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
+_UNPARSED: Any = object()  # Cookie._expires of a loaded cookie whose date is not parsed yet
 
 
 # ---------------------------------------------------------------- Session
@@ -444,7 +459,7 @@ class Session(dict):
         """
         cookie = self._ensure_cookie()
         rec = _Record()
-        rec.expires_ms = cookie._expires
+        rec.expires_ms = cookie._ms()
         cookie = cookie.to_record()
         if self._cookie_pos == 0:
             rec["cookie"] = cookie
@@ -693,7 +708,7 @@ class MemoryStore(Store):
 
     @staticmethod
     def _decode(text: str, cookie: Optional[dict]) -> dict:
-        record = json.loads(text)
+        record = _decode(text)
         if cookie is not None:
             record["cookie"] = dict(cookie)
         return record
@@ -832,7 +847,7 @@ class SessionMiddleware:
                     cookie.touch()
                     sess._touched = True
                 sid = sess._ensure_id()
-                value = quote(f"s:{sid}.{_mac(sid, self._signing_key)}", safe=_URI_SAFE)
+                value = _encode_uri_component(f"s:{sid}.{_mac(sid, self._signing_key)}")
                 set_cookie = cookie.serialize(self.name, value)
         if set_cookie is None and not sess._read:
             return headers
@@ -935,7 +950,7 @@ class SessionMiddleware:
         cookie = sess._cookie or self._new_cookie(sess._environ, sess._opts)
         gone = Cookie.__new__(Cookie)
         for attr in Cookie.__slots__:
-            setattr(gone, attr, getattr(cookie, attr))
+            setattr(gone, attr, getattr(cookie, attr, None))
         gone._expires = 0
         return gone.serialize(self.name, "")
 
@@ -960,7 +975,35 @@ _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letter
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_ATTR = re.compile(r"[;\x00-\x1f\x7f]")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """Compact JSON as express writes it (UTF-8 kept, no NaN), made once.
+
+    ``json.dumps`` builds a new encoder on every call; for the few hundred
+    bytes of a session that setup costs more than the encoding itself.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encoder.encode
+    chunks = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",",
+                  False, False, False)
+    # markers=None skips the cycle check: a cyclic value ends in RecursionError.
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode = _json_encoder()
+_scan_json = json.JSONDecoder().scan_once
+
+
+def _decode(text: str) -> Any:
+    """json.loads for JSON we wrote ourselves, without its per-call checks."""
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the usual JSONDecodeError
+    return value if end == len(text) else json.loads(text)
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -1098,6 +1141,17 @@ def _find_cookie(header: str, name: str) -> Optional[str]:
                 value = _decode_uri_component(value)
             return value
     return None
+
+
+def _encode_uri_component(value: str) -> str:
+    """JavaScript's encodeURIComponent (what express's cookie serializer applies to the value)."""
+    if value.isascii():
+        return value.translate(_URI_ESCAPES)
+    return quote(value, safe=_URI_SAFE)
+
+
+_URI_ESCAPES = {c: f"%{c:02X}" for c in range(128)
+                if not (chr(c).isalnum() or chr(c) in _URI_SAFE)}
 
 
 def _decode_uri_component(value: str) -> str:
