@@ -95,7 +95,7 @@ class DemoApp:
                 raise ClientError("404 Not Found", f"There is no page at {path}.")
             if method not in handlers:
                 raise ClientError("405 Method Not Allowed", f"{path} does not accept {method}.")
-            if False:
+            if method == "POST" and not same_origin(environ):
                 raise ClientError("403 Forbidden", "Forms are only accepted from this site's own pages.")
             status, headers, body = getattr(self, handlers[method])(environ)
         except ClientError as exc:
