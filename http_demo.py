@@ -233,8 +233,8 @@ def read_form(environ) -> dict[str, str]:
 
 CSS = """
 body { font: 16px/1.5 system-ui, sans-serif; margin: 0; color: #222; background: #f6f6f3; }
-header { display: flex; gap: 1.2rem; align-items: center; height: 3rem; padding: 0 1.5rem;
-         background: #234; color: #fff; }
+header { display: flex; flex-wrap: wrap; gap: .3rem 1.2rem; align-items: center; min-height: 3rem;
+         padding: .4rem 1.5rem; background: #234; color: #fff; white-space: nowrap; }
 header a { color: #fff; }
 header .who { margin-left: auto; }
 header form { margin: 0; }
