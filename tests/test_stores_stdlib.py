@@ -163,12 +163,13 @@ class TestSQLiteStoreFile(TempDir, unittest.TestCase):
         indexed = [r[2] for r in conn.execute("PRAGMA index_info(sessions_expires)")]
         self.assertEqual(indexed, ["expires"])
 
-    def test_connections_use_synchronous_normal_and_a_busy_timeout(self):
+    def test_connections_use_synchronous_normal_a_busy_timeout_and_mmap(self):
         store = self.store()
         conn = store._take()
         try:
             self.assertEqual(conn.execute("PRAGMA synchronous").fetchone()[0], 1)  # NORMAL
             self.assertEqual(conn.execute("PRAGMA busy_timeout").fetchone()[0], 5000)
+            self.assertEqual(conn.execute("PRAGMA mmap_size").fetchone()[0], 1 << 30)
         finally:
             store._give(conn)
 
@@ -310,6 +311,25 @@ class TestSQLiteStoreFile(TempDir, unittest.TestCase):
         self.assertEqual(store.prune(), 85)
         self.assertEqual(store.ids(), ["live"])
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_forked_child_uses_its_own_connections(self):
+        store = self.store()
+        store.set("parent", make_record(user="ada"))
+        pid = os.fork()
+        if pid == 0:  # child: SQLite forbids using the parent's connections
+            code = 1
+            try:
+                code = 2 if store._idle or store._all else 0
+                store.set("child", make_record(user="bob"))
+                code = code or (0 if store.get("parent")["user"] == "ada" else 3)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(store.get("child")["user"], "bob")
+        store.set("after", make_record(user="eve"))
+        self.assertEqual(self.raw().execute("PRAGMA integrity_check").fetchall(), [("ok",)])
+
     def test_tables_in_one_file_are_independent(self):
         a, b = self.store(table="a"), self.store(table="b")
         a.set("s1", make_record(user="ada"))
@@ -404,6 +424,33 @@ class TestShelveStoreFile(TempDir, unittest.TestCase):
             keys.append(len(store._db.keys()))
         self.assertEqual(keys, [17, 7, 1])  # 26 keys, 10 checked per set; "live" is checked first
         self.assertEqual(store.prune(), 0)
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_forked_child_cannot_use_or_clobber_the_parents_file(self):
+        code = """
+            import os, sys, time
+            from stores.shelve_store import ShelveStore
+            from tests.store_contract import make_record
+            store = ShelveStore(sys.argv[1])
+            store.set("a", make_record(user="ada"))  # the child inherits unsaved changes
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    store.get("a")
+                except RuntimeError as exc:
+                    print("child refused:", exc, flush=True)
+                time.sleep(0.3)
+                sys.exit(0)  # a normal exit: finalizers run in the child
+            store.destroy("a")
+            store.set("b", make_record(user="bob"))
+            os.waitpid(pid, 0)
+            os._exit(0)  # the parent dies without close(): only what dbm already wrote counts
+        """
+        out, err = run_python(code, self.path).communicate(timeout=60)
+        self.assertRegex(out, "child refused: .*forked from", err)
+        store = self.store()
+        self.assertIsNone(store.get("a"))
+        self.assertEqual(store.get("b")["user"], "bob")
 
     def test_constructor_rejects_a_directory_that_does_not_exist(self):
         with self.assertRaisesRegex(FileNotFoundError, "does not exist"):

@@ -1,0 +1,372 @@
+"""Store operations per second, each store beside the raw ceiling of its backend, in one run.
+
+    python bench/store_ops.py            # get/set table, 1 and 2 threads (about a minute)
+    python bench/store_ops.py --scale    # also SQLiteStore at 1,000,000 records and a
+                                         # 100,000-record prune (a few minutes, ~300 MB of disk)
+
+Every row reads and writes one typical 200-byte record under 1,000 IDs.
+One-thread rates are CPU time per operation (robust on a shared machine; no
+row waits on I/O: synchronous=NORMAL never fsyncs a commit); two-thread rates
+are wall-clock throughput of the pair.  The
+raw ceilings do the least work the same backend allows: plain ``sqlite3``
+SELECT / UPSERT by primary key with the store's pragmas (WAL,
+synchronous=NORMAL, busy timeout), once without and once with the JSON
+encode/decode every store must do; a ``threading.Lock``-ed dict of JSON
+strings.  Rates are the median of a few short runs; the machine is shared, so
+compare rows of one run, not runs.
+
+Adding a row (e.g. RedisStore beside raw redis-py): write a factory
+``make(tmpdir) -> Ops(get, set, close)`` where ``get(sid)`` and
+``set(sid, record)`` do one operation and are safe to call from two threads,
+then append ``Row("RedisStore", make_redis_store, "redis-py GET / SET EX")``
+and ``Row("redis-py GET / SET EX", make_raw_redis, None)`` to ROWS (the third
+field names the row this one is compared with).  Start servers inside the
+factory and stop them in ``close``; skip the rows when the server is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable, NamedTuple, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import session  # noqa: E402
+from stores.shelve_store import ShelveStore  # noqa: E402
+from stores.sqlite_store import SQLiteStore  # noqa: E402
+
+IDS = [f"{i:06d}-{'x' * 25}" for i in range(1000)]  # 32 characters, like express's IDs
+
+
+class Ops(NamedTuple):
+    get: Callable[[str], object]
+    set: Callable[[str, dict], object]
+    close: Callable[[], object]
+
+
+class Row(NamedTuple):
+    name: str
+    make: Callable[[str], Ops]   # make(tmpdir) -> Ops
+    ceiling: Optional[str]       # the row this one is compared with, or None
+
+
+def typical_record() -> dict:
+    """A 200-byte record: a login, a counter, a CSRF token, express's cookie."""
+    record = {"cookie": {"originalMaxAge": 86400000, "expires": "2099-11-27T13:00:00.000Z",
+                         "httpOnly": True, "path": "/", "sameSite": "lax"},
+              "user": "ada@example.com", "views": 42, "csrf": ""}
+    record["csrf"] = "k" * (200 - len(session.encode_record(record)))
+    assert len(session.encode_record(record).encode()) == 200
+    return record
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- rows
+
+def store_ops(store: session.Store) -> Ops:
+    return Ops(store.get, store.set, store.close)
+
+
+def make_memory_store(tmp: str) -> Ops:
+    return store_ops(session.MemoryStore())
+
+
+def make_locked_dict(tmp: str) -> Ops:
+    data, lock = {}, threading.Lock()
+
+    def get(sid):
+        with lock:
+            text = data.get(sid)
+        return None if text is None else json.loads(text)
+
+    def set_(sid, record):
+        text = dumps(record)
+        with lock:
+            data[sid] = text
+    return Ops(get, set_, data.clear)
+
+
+def make_sqlite_store(tmp: str) -> Ops:
+    return store_ops(SQLiteStore(os.path.join(tmp, "store.db")))
+
+
+def raw_sqlite(tmp: str, with_json: bool) -> Ops:
+    """A connection per thread, the store's schema and pragmas, nothing else."""
+    path = os.path.join(tmp, f"raw{int(with_json)}.db")
+    local, conns = threading.local(), []
+    expires = time.time() + 86400
+
+    def conn() -> sqlite3.Connection:
+        c = getattr(local, "conn", None)
+        if c is None:
+            c = local.conn = sqlite3.connect(path, timeout=SQLiteStore.busy_timeout,
+                                             isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode = WAL")
+            c.execute(f"PRAGMA synchronous = {SQLiteStore.synchronous}")
+            c.execute(f"PRAGMA mmap_size = {SQLiteStore.mmap_size}")
+            conns.append(c)
+        return c
+
+    conn().execute("CREATE TABLE IF NOT EXISTS sessions (sid TEXT PRIMARY KEY NOT NULL, "
+                   "expires REAL NOT NULL, data TEXT NOT NULL)")
+    conn().execute("CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires)")
+    select = "SELECT data FROM sessions WHERE sid = ? AND expires > ?"
+    upsert = ("INSERT INTO sessions (sid, expires, data) VALUES (?, ?, ?) ON CONFLICT (sid) "
+              "DO UPDATE SET expires = excluded.expires, data = excluded.data")
+    text = dumps(typical_record())
+
+    if with_json:
+        def get(sid):
+            row = conn().execute(select, (sid, time.time())).fetchone()
+            return None if row is None else json.loads(row[0])
+
+        def set_(sid, record):
+            conn().execute(upsert, (sid, expires, dumps(record)))
+    else:
+        def get(sid):
+            return conn().execute(select, (sid, time.time())).fetchone()
+
+        def set_(sid, record):
+            conn().execute(upsert, (sid, expires, text))
+
+    return Ops(get, set_, lambda: [c.close() for c in conns])
+
+
+def make_shelve_store(tmp: str) -> Ops:
+    return store_ops(ShelveStore(os.path.join(tmp, "shelf")))
+
+
+ROWS = [
+    Row("dict of JSON strings + lock", make_locked_dict, None),
+    Row("MemoryStore", make_memory_store, "dict of JSON strings + lock"),
+    Row("sqlite3 SELECT / UPSERT", lambda tmp: raw_sqlite(tmp, False), None),
+    Row("sqlite3 + json", lambda tmp: raw_sqlite(tmp, True), "sqlite3 SELECT / UPSERT"),
+    Row("SQLiteStore", make_sqlite_store, "sqlite3 SELECT / UPSERT"),
+    Row("ShelveStore", make_shelve_store, None),
+]
+
+# ---------------------------------------------------------------- measuring
+
+
+def calibrate(op: Callable, arg_sets: list, seconds: float) -> int:
+    """How many calls of ``op`` take about ``seconds``."""
+    calls = 50
+    while True:
+        started = time.perf_counter()
+        for i in range(calls):
+            op(*arg_sets[i % len(arg_sets)])
+        took = time.perf_counter() - started
+        if took > 0.02:
+            return max(50, int(calls * seconds / took))
+        calls *= 4
+
+
+def run(op: Callable, arg_sets: list, threads: int, calls: int) -> float:
+    """Operations per second of ``calls`` calls of ``op`` in each of ``threads`` threads.
+
+    One thread is timed by its CPU time (user + system), which a busy neighbour
+    on a shared machine barely disturbs; two threads by the wall clock, since
+    their throughput is the point."""
+    if threads == 1:
+        started = time.thread_time()
+        for i in range(calls):
+            op(*arg_sets[i % len(arg_sets)])
+        return calls / (time.thread_time() - started)
+    barrier = threading.Barrier(threads + 1)
+
+    def work(offset: int) -> None:
+        barrier.wait()
+        for i in range(offset, offset + calls):
+            op(*arg_sets[i % len(arg_sets)])
+        barrier.wait()
+
+    pool = [threading.Thread(target=work, args=(t * 500,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    barrier.wait()
+    elapsed = time.perf_counter() - started
+    for thread in pool:
+        thread.join()
+    return threads * calls / elapsed
+
+
+def rate(op: Callable, arg_sets: list, threads: int, seconds: float, repeats: int) -> float:
+    """Median operations per second over ``repeats`` runs of about ``seconds`` each."""
+    calls = max(50, calibrate(op, arg_sets, seconds) // threads)
+    return statistics.median(run(op, arg_sets, threads, calls) for _ in range(repeats))
+
+
+def measure(rows: list, seconds: float, repeats: int) -> dict:
+    """Median rate per (row, op, threads).  Rows take turns within each round, so a noisy
+    neighbour slows every row of a round alike instead of one row of the table."""
+    record = typical_record()
+    sets = [(sid, record) for sid in IDS]
+    gets = [(sid,) for sid in IDS]
+    cells = [(kind, threads) for kind in ("get", "set") for threads in (1, 2)]
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        opened = {}
+        try:
+            for row in rows:
+                folder = os.path.join(tmp, str(len(opened)))
+                os.mkdir(folder)
+                ops = opened[row.name] = row.make(folder)
+                for args in sets:
+                    ops.set(*args)
+                assert ops.get(IDS[0]) is not None, row.name
+            calls = {(name, cell): calibrate(ops.get if cell[0] == "get" else ops.set,
+                                             gets if cell[0] == "get" else sets, seconds) // cell[1]
+                     for name, ops in opened.items() for cell in cells}
+            samples: dict = {key: [] for key in calls}
+            for round_ in range(repeats):
+                for name, ops in opened.items():
+                    for kind, threads in cells:
+                        op, args = (ops.get, gets) if kind == "get" else (ops.set, sets)
+                        samples[name, (kind, threads)].append(
+                            run(op, args, threads, calls[name, (kind, threads)]))
+                print(f"  round {round_ + 1}/{repeats} done", file=sys.stderr)
+        finally:
+            for ops in opened.values():
+                ops.close()
+    return {name: {cell: statistics.median(samples[name, cell]) for cell in cells}
+            for name in opened}
+
+
+def print_table(rows: list, results: dict) -> None:
+    cols = [("get", 1), ("get", 2), ("set", 1), ("set", 2)]
+    head = "| store | " + " | ".join(f"{k} {t}T ops/s (µs)" for k, t in cols) + " | vs |"
+    print(head)
+    print("|---" * (len(cols) + 2) + "|")
+    for row in rows:
+        r = results[row.name]
+        cells = []
+        for col in cols:
+            cell = f"{r[col]:,.0f} ({1e6 / r[col]:.1f})"
+            if row.ceiling:
+                cell += f" **{r[col] / results[row.ceiling][col]:.0%}**"
+            cells.append(cell)
+        print(f"| {row.name} | " + " | ".join(cells) + f" | {row.ceiling or 'ceiling'} |")
+    print()
+    print("µs = 1e6 / rate: CPU per operation for 1 thread; wall clock per operation of the pair "
+          "for 2 threads.")
+    print("Bold: the row's rate as a share of the row named in 'vs'.")
+    if "SQLiteStore" in results and "sqlite3 + json" in results:
+        s, j = results["SQLiteStore"], results["sqlite3 + json"]
+        print("SQLiteStore vs sqlite3 + json (the same work a store must do): " + ", ".join(
+            f"{k} {t}T {s[(k, t)] / j[(k, t)]:.0%}" for k, t in cols))
+
+
+# ---------------------------------------------------------------- scale
+
+def fill(path: str, count: int, expires: float, prefix: str = "") -> None:
+    """Insert ``count`` typical records straight into the store's table, in one transaction."""
+    text = dumps(typical_record())
+    with sqlite3.connect(path) as conn:
+        conn.executemany("INSERT INTO sessions VALUES (?, ?, ?)",
+                         ((f"{prefix}{i:09d}-{'x' * 22}", expires, text) for i in range(count)))
+
+
+def scale(tmp: str, repeats: int) -> None:
+    print("\n## Scale: SQLiteStore\n")
+    stores, ids = {}, {}
+    rng = random.Random(7)
+    for count in (1_000, 1_000_000):
+        path = os.path.join(tmp, f"scale{count}.db")
+        SQLiteStore(path).close()
+        started = time.perf_counter()
+        fill(path, count, time.time() + 86400)
+        print(f"- filled {count:,} records in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        stores[count] = SQLiteStore(path)
+        ids[count] = [(f"{rng.randrange(count):09d}-{'x' * 22}",) for _ in range(20_000)]
+        assert stores[count].get(ids[count][0][0]) is not None
+    calls = calibrate(stores[1_000].get, ids[1_000], 0.2)
+    samples: dict = {count: [] for count in stores}
+    for _ in range(repeats):  # alternate, so both sizes see the same noise
+        for count, store in stores.items():
+            samples[count].append(run(store.get, ids[count], 1, calls))
+    rates = {count: statistics.median(s) for count, s in samples.items()}
+    for count, store in stores.items():
+        store.close()
+        print(f"- get, random IDs among {count:>9,} records: {rates[count]:,.0f} ops/s "
+              f"({1e6 / rates[count]:.1f} µs)")
+    print(f"- slowdown from 1,000 to 1,000,000 records: {rates[1_000] / rates[1_000_000]:.2f}x "
+          "(target: within 1.5x)")
+
+    held: list = []
+
+    class Timed(SQLiteStore):
+        def _prune_batch(self, conn, now):
+            started = time.perf_counter()
+            try:
+                return super()._prune_batch(conn, now)
+            finally:
+                held.append(time.perf_counter() - started)
+
+    path = os.path.join(tmp, "prune.db")
+    SQLiteStore(path).close()
+    fill(path, 100_000, time.time() - 60, prefix="old")
+    fill(path, 10_000, time.time() + 86400, prefix="live")
+    store = Timed(path)
+    # A writer keeps setting sessions meanwhile (its sets prune batches too, as designed):
+    # how long does a request wait while 100,000 rows go?
+    waits, stop = [], threading.Event()
+
+    def writer() -> None:
+        record, i = typical_record(), 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            store.set(f"w{i % 1000}", record)
+            waits.append(time.perf_counter() - started)
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    started = time.perf_counter()
+    removed = store.prune()
+    total = time.perf_counter() - started
+    stop.set()
+    thread.join()
+    assert store.length() == 10_000 + min(len(waits), 1000), store.length()
+    with sqlite3.connect(path) as conn:
+        left = conn.execute("SELECT count(*) FROM sessions WHERE sid LIKE 'old%'").fetchone()[0]
+    store.close()
+    print(f"- 100,000 expired among 110,000 rows gone in {total:.2f} s ({left} left): "
+          f"prune() deleted {removed:,}, the concurrent set()s' automatic batches the rest; "
+          f"{len(held)} batches of at most {SQLiteStore.prune_batch}")
+    print(f"- write lock held per batch: max {max(held) * 1e3:.1f} ms, "
+          f"median {statistics.median(held) * 1e3:.2f} ms (target: none over 50 ms)")
+    print(f"- a concurrent set() meanwhile: {len(waits):,} calls, max {max(waits) * 1e3:.1f} ms, "
+          f"median {statistics.median(waits) * 1e3:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", action="store_true",
+                        help="also run the 1,000,000-record and 100,000-record prune checks")
+    parser.add_argument("--seconds", type=float, default=0.1, help="length of one timed run")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
+    args = parser.parse_args()
+    print(f"# Store operations: 200-byte record, 1,000 IDs, median of {args.repeats} runs\n")
+    print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
+          f"{os.cpu_count()} CPUs\n")
+    results = measure(ROWS, args.seconds, args.repeats)
+    print_table(ROWS, results)
+    if args.scale:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            scale(tmp, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
