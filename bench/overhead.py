@@ -38,6 +38,7 @@ MAX_AGE = 3600          # seconds: a typical app's cookie lifetime, for both lib
 VIEWS = 41              # what the returning visitor's stored session holds
 # CPU time of this process: on a shared machine, time spent descheduled is not ours to count.
 CLOCK = time.process_time
+SLICES = 10             # alternations of the contenders within one run
 SCENARIOS = {
     "a": "new visitor, app never touches the session (no cookie sent)",
     "b": 'returning visitor, app reads session["views"]',
@@ -359,12 +360,18 @@ def main(argv: Optional[list] = None) -> int:
     started = time.perf_counter()
     for r in range(runs):
         for s in SCENARIOS:
-            # Rotate the order each run so drift and neighbours' noise hit every contender alike.
-            order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
-            for c in order:
-                gc.collect()
-                times[c.label, s].append(drive(c.apps[s], c.templates[s], counts[s]))
-                done[c.label, s] += counts[s]
+            # Each run is cut into SLICES rounds that alternate the contenders (order rotated
+            # every round), so a burst of load from a neighbour lands on all of them alike.
+            gc.collect()
+            spent = dict.fromkeys([c.label for c in contenders], 0.0)
+            chunk = counts[s] // SLICES
+            for k in range(SLICES):
+                i = (r + k) % len(contenders)
+                for c in contenders[i:] + contenders[:i]:
+                    spent[c.label] += drive(c.apps[s], c.templates[s], chunk)
+            for c in contenders:
+                times[c.label, s].append(spent[c.label] / SLICES)
+                done[c.label, s] += chunk * SLICES
         for op, fn in ops.items():
             op_times[op].append(time_op(fn, 2000))
     elapsed = time.perf_counter() - started
@@ -385,8 +392,9 @@ def main(argv: Optional[list] = None) -> int:
             q = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else [diffs[0]] * 3
             spreads[c.label, s] = (q[0], q[2])
 
-    print(f"Session middleware overhead, in-process, µs per request: median of {runs} interleaved "
-          f"runs of {counts['b']} requests ({counts['a']} in (a)).")
+    print(f"Session middleware overhead, in-process, µs per request: median of {runs} runs of "
+          f"{counts['b']} requests ({counts['a']} in (a)), contenders alternating every "
+          f"{counts['b'] // SLICES} ({counts['a'] // SLICES}).")
     print(f"Python {sys.version.split()[0]}, {_beaker_version()}, cookie max_age={MAX_AGE}s, "
           f"our MemoryStore, Beaker memory backend with signed cookies; took {elapsed:.0f} s.")
     print("overhead = median over runs of (contender - bare app in the same run); "
