@@ -1,0 +1,273 @@
+"""MongoStore: sessions in MongoDB, readable and writable by Express's connect-mongo 5/6.
+
+One document per session in the "sessions" collection::
+
+    {_id: sid, session: '<record JSON>', expires: ISODate(...), lastModified: ISODate(...)}
+
+``session`` is the record's JSON string (``stringify=True``, connect-mongo's
+default) or the record as a sub-document; ``lastModified`` is written only with
+``touch_after``.  A TTL index on ``expires`` lets MongoDB delete expired
+documents.  Needs pymongo (``pip install pymongo``)::
+
+    from stores.mongo_store import MongoStore
+    store = MongoStore(url="mongodb://127.0.0.1:27017/myapp")
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import session
+
+__all__ = ["MongoStore"]
+
+log = logging.getLogger(__name__)
+
+AUTO_REMOVE = ("native", "interval", "disabled")
+_INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
+
+class MongoStore(session.Store):
+    """A connect-mongo compatible store: ``{_id, session, expires}`` documents.
+
+    ``client`` is a ``pymongo.MongoClient``, never closed by the store; with
+    ``url`` the store makes (and ``close()`` closes) its own.  ``db_name``
+    defaults to the database named in the URL, else the driver's "test".
+    ``ttl`` (seconds, default 14 days) applies to records without
+    ``cookie.expires``.  ``touch_after`` (seconds): a touch within that time of
+    the last write or touch is skipped, saving a write per request.
+    ``auto_remove``: "native" (a TTL index; MongoDB deletes expired documents
+    about once a minute), "interval" (this process deletes them every
+    ``auto_remove_interval`` seconds) or "disabled".  Expired documents are
+    never returned in any mode.
+    """
+
+    #: seconds between deletes of expired documents with auto_remove="interval"
+    #: (connect-mongo's autoRemoveInterval default, 10 minutes)
+    auto_remove_interval: float = 600
+
+    def __init__(self, client: Any = None, *, url: Optional[str] = None,
+                 db_name: Optional[str] = None, collection: str = "sessions",
+                 ttl: float = 1209600, touch_after: float = 0, stringify: bool = True,
+                 auto_remove: str = "native") -> None:
+        pymongo = _import_pymongo()
+        if client is not None and url is not None:
+            raise ValueError("MongoStore takes a client or a url, not both")
+        if db_name is not None and (not isinstance(db_name, str) or not db_name):
+            raise ValueError(f"db_name must be a non-empty str or None, not {db_name!r}")
+        if not isinstance(collection, str) or not collection or "$" in collection:
+            raise ValueError(f"collection must be a non-empty str without '$', not {collection!r}")
+        if not _is_number(ttl) or ttl <= 0:
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        if not _is_number(touch_after) or touch_after < 0:
+            raise ValueError(f"touch_after must be a number of seconds >= 0, not {touch_after!r}")
+        if not isinstance(stringify, bool):
+            raise TypeError(f"stringify must be True or False, not {stringify!r}")
+        if auto_remove not in AUTO_REMOVE:
+            raise ValueError(f"auto_remove must be one of {', '.join(AUTO_REMOVE)}, "
+                             f"not {auto_remove!r}")
+        self._owns_client = client is None
+        if client is None:
+            client = pymongo.MongoClient(url) if url is not None else pymongo.MongoClient()
+        self.client = client
+        database = client[db_name] if db_name else client.get_default_database("test")
+        self.collection = database[collection]
+        self.ttl = ttl
+        self.touch_after = touch_after
+        self.stringify = stringify
+        self.auto_remove = auto_remove
+        self._operation_failure = pymongo.errors.OperationFailure
+        self._driver_error = pymongo.errors.PyMongoError
+        self._duplicate_key = pymongo.errors.DuplicateKeyError
+        self._index_lock = threading.Lock()
+        self._index_ready = auto_remove != "native"
+        self._stop = threading.Event()
+        self._remover: Optional[threading.Thread] = None
+        if auto_remove == "interval":
+            self._remover = threading.Thread(target=_remove_expired, name="MongoStore-auto-remove",
+                                             args=(weakref.ref(self), self._stop), daemon=True)
+            self._remover.start()
+
+    # -- one session -------------------------------------------------------
+    def get(self, sid: str) -> Optional[dict]:
+        """The record, unless missing or past its ``expires`` (MongoDB's TTL monitor runs
+        only once a minute, so the filter, as connect-mongo's, is what hides expired ones)."""
+        doc = self._coll().find_one({"_id": sid, **_live(_now())}, {"session": 1})
+        return None if doc is None else self._decode(sid, doc.get("session"))
+
+    def set(self, sid: str, record: dict) -> None:
+        """Upsert ``{_id, session, expires[, lastModified]}``; an already expired record is deleted."""
+        now = _now()
+        expires = self._expires(record, now)
+        if expires <= now:
+            self._coll().delete_one({"_id": sid})
+            return
+        text = session.encode_record(record)
+        fields = {"session": text if self.stringify else _to_bson(session.decode_record(text)),
+                  "expires": expires}
+        if self.touch_after > 0:
+            fields["lastModified"] = now
+        collection = self._coll()
+        try:
+            collection.update_one({"_id": sid}, {"$set": fields}, upsert=True)
+        except self._duplicate_key:
+            # Two first writes of one new session raced and both tried to insert; the
+            # document exists now, so the same update replaces it (MongoDB's advice).
+            collection.update_one({"_id": sid}, {"$set": fields}, upsert=True)
+        except OverflowError as exc:
+            raise ValueError(f"session {sid[:6]}... has an integer BSON cannot hold (64-bit); "
+                             "MongoStore(stringify=True) stores any JSON") from exc
+
+    def touch(self, sid: str, record: dict) -> None:
+        """Move ``expires``; skipped within ``touch_after`` of the last write.  A document that
+        is gone (or expired) is left alone: never an error, never revived."""
+        now = _now()
+        query = {"_id": sid, **_live(now)}
+        fields = {"expires": self._expires(record, now)}
+        if self.touch_after > 0:
+            # Lazy touch decided by the server, so get() need not hand lastModified to the app.
+            cutoff = datetime.fromtimestamp(now.timestamp() - self.touch_after, timezone.utc)
+            query = {"_id": sid, "$and": [_live(now), {"$or": [
+                {"lastModified": {"$exists": False}}, {"lastModified": {"$lte": cutoff}}]}]}
+            fields["lastModified"] = now
+        self._coll().update_one(query, {"$set": fields})
+
+    def destroy(self, sid: str) -> None:
+        self._coll().delete_one({"_id": sid})
+
+    # -- the whole store ---------------------------------------------------
+    def all(self) -> dict:
+        records = {}
+        for doc in self._coll().find(_live(_now()), {"session": 1}):
+            record = self._decode(doc["_id"], doc.get("session"))
+            if record is not None:
+                records[doc["_id"]] = record
+        return records
+
+    def ids(self) -> list:
+        return [doc["_id"] for doc in self._coll().find(_live(_now()), {"_id": 1})]
+
+    def length(self) -> int:
+        """Live documents only (connect-mongo counts expired ones not yet removed too)."""
+        return self._coll().count_documents(_live(_now()))
+
+    def clear(self) -> None:
+        # delete_many, not connect-mongo's drop(): dropping would also drop the TTL index.
+        self._coll().delete_many({})
+
+    def prune(self) -> int:
+        return self._coll().delete_many({"expires": {"$lte": _now()}}).deleted_count
+
+    def close(self) -> None:
+        """Stop the interval remover; close the client only if this store created it."""
+        self._stop.set()
+        if self._remover is not None and self._remover is not threading.current_thread():
+            self._remover.join(5)
+        if self._owns_client:
+            self.client.close()
+
+    # -- helpers -----------------------------------------------------------
+    def _coll(self):
+        """The collection, with the TTL index created on first use (not at construction,
+        so building a store never blocks on an unreachable server)."""
+        if not self._index_ready:
+            with self._index_lock:
+                if not self._index_ready:
+                    try:
+                        self.collection.create_index([("expires", 1)], expireAfterSeconds=0)
+                    except self._operation_failure as exc:
+                        if exc.code not in _INDEX_CONFLICTS:
+                            raise
+                        log.warning("keeping the existing index on %s.expires: %s",
+                                    self.collection.name, exc)
+                    self._index_ready = True
+        return self.collection
+
+    def _expires(self, record: dict, now: datetime) -> datetime:
+        return datetime.fromtimestamp(self.expiry_time(record, now.timestamp()), timezone.utc)
+
+    def _decode(self, sid: str, value: Any) -> Optional[dict]:
+        try:
+            if isinstance(value, (str, bytes)):
+                return session.decode_record(value)
+            if isinstance(value, dict) and isinstance(value.get("cookie"), dict):
+                return _from_bson(value)
+            raise ValueError("session is neither a JSON string nor a document with a cookie")
+        except ValueError as exc:
+            log.warning("ignoring unreadable session document %.6s...: %s", sid, exc)
+            return None
+
+    def __repr__(self) -> str:
+        return (f"<MongoStore {self.collection.full_name} ttl={self.ttl} "
+                f"auto_remove={self.auto_remove!r}>")
+
+
+def _live(now: datetime) -> dict:
+    """connect-mongo's filter for documents that have not expired."""
+    return {"$or": [{"expires": {"$exists": False}}, {"expires": {"$gt": now}}]}
+
+
+def _now() -> datetime:
+    # BSON dates hold milliseconds: cut to them, so what is written compares as computed.
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _to_bson(record: dict) -> dict:
+    """stringify=False: ``cookie.expires`` becomes a BSON date, as Express stores it."""
+    expires = session.expires_at(record)
+    if expires is not None:
+        record["cookie"]["expires"] = datetime.fromtimestamp(expires, timezone.utc)
+    return record
+
+
+def _from_bson(value: Any) -> Any:
+    """A stored sub-document as JSON-ready data: dates become express's ISO strings."""
+    if isinstance(value, dict):
+        return {k: _from_bson(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_bson(v) for v in value]
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)  # pymongo returns naive UTC by default
+        value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value
+
+
+def _remove_expired(ref: "weakref.ref[MongoStore]", stop: threading.Event) -> None:
+    """auto_remove="interval": delete expired documents until the store is closed or collected."""
+    while True:
+        store = ref()
+        if store is None:
+            return
+        interval = store.auto_remove_interval
+        del store
+        if stop.wait(interval):
+            return
+        store = ref()
+        if store is None:
+            return
+        try:
+            store.prune()
+        except store._driver_error:  # a failed sweep must not end the thread: the next retries
+            log.exception("MongoStore: deleting expired sessions failed")
+        del store
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _import_pymongo():
+    try:
+        import pymongo
+        import pymongo.errors
+    except ImportError as exc:
+        raise ImportError("MongoStore needs the pymongo package: pip install pymongo "
+                          "(or pip install 'express-session-py[mongo]')") from exc
+    return pymongo

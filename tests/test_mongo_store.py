@@ -1,0 +1,558 @@
+"""MongoStore in three layers, since no MongoDB server can be installed here:
+
+1. the conformance suite and store rules over mongomock (an in-process fake),
+2. the exact commands pymongo sends, checked on mockupdb (MongoDB's wire-protocol
+   test server): collection, filter, upsert, TTL index spec, document shape,
+3. the same against a real server when ``MONGODB_URL`` is set (skipped otherwise).
+
+Needs ``pip install pymongo mongomock mockupdb``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import unittest
+import uuid
+from datetime import datetime, timedelta, timezone
+from unittest import mock
+
+import session
+from tests.store_contract import StoreContract, iso_in, make_record
+from tests.support import has_module, requires
+
+HAVE_PYMONGO = has_module("pymongo")
+HAVE_MONGOMOCK = HAVE_PYMONGO and has_module("mongomock")
+HAVE_MOCKUPDB = HAVE_PYMONGO and has_module("mockupdb")
+MONGODB_URL = os.environ.get("MONGODB_URL")
+
+if HAVE_PYMONGO:
+    import pymongo
+    from stores.mongo_store import MongoStore
+if HAVE_MONGOMOCK:
+    import mongomock
+if HAVE_MOCKUPDB:
+    from mockupdb import MockupDB, go
+
+
+def utc(value: datetime) -> datetime:
+    """A BSON date read back (naive UTC from pymongo and mongomock) as an aware datetime."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def at(iso: str) -> datetime:
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------- 1. mongomock
+
+class _MongomockStores:
+    store_options: dict = {"auto_remove": "disabled"}
+    bulk = 500
+
+    def test_ten_thousand_records(self):
+        """Scaled down: mongomock scans every document on each write, so 10,000 records
+        take minutes here; the real-server suite runs the full size."""
+        record = make_record(user="ada", views=1)
+        for i in range(self.bulk):
+            self.store.set(f"sid-{i:05d}", record)
+        self.assertEqual(self.store.length(), self.bulk)
+        self.assertEqual(sorted(self.store.ids()), [f"sid-{i:05d}" for i in range(self.bulk)])
+        everything = self.store.all()
+        self.assertEqual(len(everything), self.bulk)
+        self.assertEqual(everything["sid-00321"], record)
+        self.store.clear()
+        self.assertEqual(self.store.length(), 0)
+
+    def make_store(self):
+        return self.ttl_store(1209600)
+
+    def ttl_store(self, ttl):
+        self.client = mongomock.MongoClient()
+        return MongoStore(self.client, ttl=ttl, **self.store_options)
+
+    def reopen(self, store):
+        return MongoStore(store.client, ttl=store.ttl, **self.store_options)
+
+
+@requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
+class TestMongoStoreContract(_MongomockStores, StoreContract, unittest.TestCase):
+    """The conformance suite over the store's own expiry filter (no TTL index)."""
+
+    def raw_bytes(self, store, sid):
+        return store.collection.find_one({"_id": sid})["session"].encode("utf-8")
+
+
+@requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
+class TestMongoStoreContractUnstringified(_MongomockStores, StoreContract, unittest.TestCase):
+    """The conformance suite with the record stored as a sub-document."""
+
+    store_options = {"auto_remove": "disabled", "stringify": False}
+
+    def test_json_values_of_every_kind_round_trip(self):
+        """BSON integers are 64-bit: a bigger one is refused with a clear error; the rest
+        (what a JavaScript app can hold) round-trips."""
+        record = make_record(n=None, t=True, f=False, i=-(2 ** 53), x=0.1, big=2 ** 63 - 1,
+                             s="", l=[], d={}, nested=[[{"k": [1.5e300]}]])
+        self.store.set("s1", record)
+        self.assertEqual(self.store.get("s1"), record)
+        with self.assertRaisesRegex(ValueError, "stringify=True"):
+            self.store.set("s2", make_record(big=10 ** 30))
+        self.assertIsNone(self.store.get("s2"))
+
+
+@requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
+class TestMongoStoreContractNative(_MongomockStores, StoreContract, unittest.TestCase):
+    """The conformance suite with the TTL index (mongomock applies it on every read)."""
+
+    store_options = {"auto_remove": "native", "touch_after": 0}
+    prune_counts = False  # the TTL index may have removed them first
+
+
+@requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
+class TestMongoStoreRules(unittest.TestCase):
+    def setUp(self):
+        self.client = mongomock.MongoClient()
+
+    def store(self, **kwargs):
+        kwargs.setdefault("auto_remove", "disabled")
+        store = MongoStore(self.client, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def doc(self, store, sid):
+        return store.collection.find_one({"_id": sid})
+
+    # -- document shape ----------------------------------------------------
+    def test_document_is_id_json_session_and_date_expires(self):
+        store = self.store()
+        record = make_record(3600, user="Zoë")
+        store.set("s1", record)
+        doc = self.doc(store, "s1")
+        self.assertEqual(list(doc), ["_id", "session", "expires"])
+        self.assertEqual(doc["session"], session.encode_record(record))
+        self.assertEqual(utc(doc["expires"]), at(record["cookie"]["expires"]))
+
+    def test_collection_and_database_names(self):
+        store = self.store(db_name="app", collection="web_sessions")
+        store.set("s1", make_record())
+        self.assertEqual(self.client["app"]["web_sessions"].count_documents({}), 1)
+        self.assertEqual(self.store().collection.full_name, "test.sessions")
+
+    def test_record_without_expires_expires_ttl_seconds_from_now(self):
+        store = self.store(ttl=1000)
+        store.set("s1", make_record(None))
+        left = (utc(self.doc(store, "s1")["expires"]) - datetime.now(timezone.utc)).total_seconds()
+        self.assertAlmostEqual(left, 1000, delta=2)
+
+    def test_default_ttl_is_fourteen_days(self):
+        self.assertEqual(self.store().ttl, 14 * 24 * 3600)
+
+    def test_stringify_false_stores_the_record_with_a_date_expires(self):
+        store = self.store(stringify=False)
+        record = make_record(3600, cart=["apple"])
+        store.set("s1", record)
+        stored = self.doc(store, "s1")["session"]
+        self.assertEqual(list(stored), ["cookie", "cart"])
+        self.assertIsInstance(stored["cookie"]["expires"], datetime)
+        self.assertEqual(utc(stored["cookie"]["expires"]), at(record["cookie"]["expires"]))
+        self.assertEqual(store.get("s1"), record)
+        self.assertEqual(session.encode_record(store.get("s1")), session.encode_record(record))
+
+    def test_reads_a_document_connect_mongo_wrote_unstringified(self):
+        expires = datetime(2099, 1, 2, 3, 4, 5, 678000)
+        self.client.test.sessions.insert_one({
+            "_id": "node", "expires": expires,
+            "session": {"cookie": {"originalMaxAge": 3599999, "expires": expires,
+                                   "secure": False, "httpOnly": True, "path": "/"},
+                        "passport": {"user": "7"}, "seen": datetime(2026, 1, 1)}})
+        got = self.store(stringify=False).get("node")
+        self.assertEqual(got, {"cookie": {"originalMaxAge": 3599999,
+                                          "expires": "2099-01-02T03:04:05.678Z",
+                                          "secure": False, "httpOnly": True, "path": "/"},
+                               "passport": {"user": "7"}, "seen": "2026-01-01T00:00:00.000Z"})
+
+    def test_either_session_form_is_read_whatever_stringify_says(self):
+        store = self.store(stringify=True)
+        self.client.test.sessions.insert_one({"_id": "obj", "expires": datetime(2099, 1, 1),
+                                              "session": {"cookie": {"path": "/"}, "a": 1}})
+        self.assertEqual(store.get("obj"), {"cookie": {"path": "/"}, "a": 1})
+
+    def test_unreadable_session_is_missing_with_a_warning(self):
+        store = self.store()
+        docs = [{"_id": "bad", "session": "not json"}, {"_id": "nocookie", "session": '{"a":1}'},
+                {"_id": "number", "session": 5}]
+        self.client.test.sessions.insert_many(docs)
+        with self.assertLogs("stores.mongo_store", logging.WARNING):
+            for doc in docs:
+                self.assertIsNone(store.get(doc["_id"]))
+        with self.assertLogs("stores.mongo_store", logging.WARNING):
+            self.assertEqual(store.all(), {})
+
+    # -- expiry --------------------------------------------------------------
+    def test_expired_document_is_hidden_before_anything_removes_it(self):
+        store = self.store()
+        past = datetime.now(timezone.utc) - timedelta(seconds=1)
+        self.client.test.sessions.insert_one({"_id": "old", "session": session.encode_record(
+            make_record(-1)), "expires": past})
+        self.assertIsNone(store.get("old"))
+        self.assertEqual((store.all(), store.ids(), store.length()), ({}, [], 0))
+        self.assertEqual(self.client.test.sessions.count_documents({}), 1)
+        self.assertEqual(store.prune(), 1)
+        self.assertEqual(self.client.test.sessions.count_documents({}), 0)
+
+    def test_document_without_expires_is_live_as_in_connect_mongo(self):
+        self.client.test.sessions.insert_one({"_id": "forever",
+                                              "session": session.encode_record(make_record())})
+        self.assertIsNotNone(self.store().get("forever"))
+
+    def test_set_of_an_expired_record_deletes_the_document(self):
+        store = self.store()
+        store.set("s1", make_record())
+        store.set("s1", make_record(-1))
+        self.assertIsNone(self.doc(store, "s1"))
+
+    def test_touch_moves_expires_and_only_expires(self):
+        store = self.store()
+        first = make_record(60, v=1)
+        store.set("s1", first)
+        later = make_record(7200, v=2)
+        store.touch("s1", later)
+        doc = self.doc(store, "s1")
+        self.assertEqual(doc["session"], session.encode_record(first))
+        self.assertEqual(utc(doc["expires"]), at(later["cookie"]["expires"]))
+        self.assertNotIn("lastModified", doc)
+
+    def test_touch_of_a_document_the_ttl_monitor_removed_is_a_no_op(self):
+        for touch_after in (0, 60):
+            store = self.store(touch_after=touch_after)
+            store.set("s1", make_record())
+            self.client.test.sessions.delete_one({"_id": "s1"})  # as the TTL monitor does
+            store.touch("s1", make_record(7200))
+            self.assertIsNone(self.doc(store, "s1"))
+
+    # -- touch_after: connect-mongo's lazy touch -----------------------------
+    def test_touch_after_writes_last_modified(self):
+        store = self.store(touch_after=3600)
+        store.set("s1", make_record())
+        doc = self.doc(store, "s1")
+        self.assertEqual(list(doc), ["_id", "session", "expires", "lastModified"])
+        self.assertAlmostEqual(utc(doc["lastModified"]).timestamp(), time.time(), delta=2)
+        self.assertNotIn("lastModified", store.get("s1"), "lastModified never reaches the app")
+
+    def test_touch_within_touch_after_is_skipped(self):
+        store = self.store(touch_after=3600)
+        store.set("s1", make_record(60))
+        before = self.doc(store, "s1")
+        store.touch("s1", make_record(7200))
+        self.assertEqual(self.doc(store, "s1"), before)
+
+    def test_touch_after_touch_after_has_passed_moves_expires(self):
+        store = self.store(touch_after=10)
+        store.set("s1", make_record(60))
+        old = datetime.now(timezone.utc) - timedelta(seconds=11)
+        self.client.test.sessions.update_one({"_id": "s1"}, {"$set": {"lastModified": old}})
+        later = make_record(7200)
+        store.touch("s1", later)
+        doc = self.doc(store, "s1")
+        self.assertEqual(utc(doc["expires"]), at(later["cookie"]["expires"]))
+        self.assertGreater(utc(doc["lastModified"]), old + timedelta(seconds=10))
+
+    def test_touch_after_touches_a_document_without_last_modified(self):
+        self.store().set("s1", make_record(60))          # written without touch_after
+        later = make_record(7200)
+        self.store(touch_after=60).touch("s1", later)
+        self.assertEqual(utc(self.doc(self.store(), "s1")["expires"]), at(later["cookie"]["expires"]))
+
+    # -- auto_remove ---------------------------------------------------------
+    def test_native_creates_the_ttl_index_on_first_use(self):
+        store = self.store(auto_remove="native")
+        self.assertNotIn("expires_1", store.collection.index_information())
+        store.get("anything")
+        index = store.collection.index_information()["expires_1"]
+        self.assertEqual((index["key"], index["expireAfterSeconds"]), ([("expires", 1)], 0))
+
+    def test_disabled_and_interval_create_no_index(self):
+        for mode in ("disabled", "interval"):
+            store = self.store(auto_remove=mode)
+            store.set("s1", make_record())
+            self.assertEqual(list(store.collection.index_information()), ["_id_"], mode)
+
+    def test_clear_keeps_the_ttl_index(self):
+        store = self.store(auto_remove="native")
+        store.set("s1", make_record())
+        store.clear()
+        self.assertEqual(store.length(), 0)
+        self.assertIn("expires_1", store.collection.index_information())
+
+    def test_interval_removes_expired_documents_until_closed(self):
+        class QuickStore(MongoStore):
+            auto_remove_interval = 0.05
+        store = QuickStore(self.client, auto_remove="interval")
+        self.addCleanup(store.close)
+        coll = self.client.test.sessions
+        coll.insert_one({"_id": "old", "session": "{}", "expires": datetime(2000, 1, 1)})
+        store.set("live", make_record())
+        deadline = time.monotonic() + 5
+        while coll.find_one({"_id": "old"}) is not None:
+            self.assertLess(time.monotonic(), deadline, "the interval remover never ran")
+            time.sleep(0.02)
+        self.assertIsNotNone(coll.find_one({"_id": "live"}))
+        thread = store._remover
+        store.close()
+        self.assertFalse(thread.is_alive())
+
+    # -- construction ------------------------------------------------------
+    def test_bad_options_are_rejected_at_construction_with_the_option_named(self):
+        bad = [({"ttl": 0}, ValueError, "ttl"), ({"ttl": -1}, ValueError, "ttl"),
+               ({"ttl": True}, ValueError, "ttl"), ({"ttl": "60"}, ValueError, "ttl"),
+               ({"touch_after": -1}, ValueError, "touch_after"),
+               ({"touch_after": None}, ValueError, "touch_after"),
+               ({"auto_remove": "sometimes"}, ValueError, "auto_remove"),
+               ({"auto_remove": True}, ValueError, "auto_remove"),
+               ({"stringify": "yes"}, TypeError, "stringify"),
+               ({"collection": ""}, ValueError, "collection"),
+               ({"collection": "a$b"}, ValueError, "collection"),
+               ({"db_name": ""}, ValueError, "db_name"),
+               ({"url": "mongodb://127.0.0.1:1"}, ValueError, "client or a url")]
+        for kwargs, error, words in bad:
+            with self.assertRaisesRegex(error, words, msg=repr(kwargs)):
+                MongoStore(self.client, **kwargs)
+
+    def test_a_client_passed_in_is_never_closed(self):
+        store = MongoStore(self.client, auto_remove="disabled")
+        with mock.patch.object(self.client, "close") as close:
+            store.close()
+            store.close()
+        close.assert_not_called()
+
+    def test_missing_driver_names_the_package_to_install(self):
+        with mock.patch.dict(sys.modules, {"pymongo": None, "pymongo.errors": None}):
+            with self.assertRaisesRegex(ImportError, "pip install pymongo"):
+                MongoStore(url="mongodb://127.0.0.1:1")
+
+    def test_importing_the_module_does_not_import_the_driver(self):
+        code = "import sys, stores.mongo_store; print('pymongo' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        self.assertEqual(out, "False")
+
+
+# ---------------------------------------------------------------- 2. mockupdb: the wire
+
+@requires(HAVE_MOCKUPDB, "needs pymongo and mockupdb: pip install pymongo mockupdb")
+class TestMongoStoreWire(unittest.TestCase):
+    """The commands pymongo sends for each store operation, as a MongoDB server sees them."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = MockupDB(auto_ismaster={"maxWireVersion": 21})
+        cls.server.run()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def setUp(self):
+        self.client = self.connect("/appdb")
+
+    def connect(self, path=""):
+        client = pymongo.MongoClient(self.server.uri + path, serverSelectionTimeoutMS=5000)
+        self.addCleanup(client.close)
+        return client
+
+    def store(self, client=None, **kwargs):
+        kwargs.setdefault("auto_remove", "disabled")
+        store = MongoStore(client or self.client, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+    def exchange(self, fn, *args, replies):
+        """Run fn(*args), answer each command it sends with the next reply; return the commands."""
+        future = go(fn, *args)
+        commands = []
+        for reply in replies:
+            request = self.server.receives(timeout=10)
+            commands.append(request.doc)
+            request.reply(reply)
+        self.result = future(timeout=10)
+        return commands
+
+    @staticmethod
+    def cursor(*docs, ns="appdb.sessions"):
+        return {"cursor": {"id": 0, "ns": ns, "firstBatch": list(docs)}, "ok": 1}
+
+    def assert_live_filter(self, query):
+        self.assertEqual(list(query["$or"][0]), ["expires"])
+        self.assertEqual(query["$or"][0]["expires"], {"$exists": False})
+        gt = utc(query["$or"][1]["expires"]["$gt"])
+        self.assertAlmostEqual(gt.timestamp(), time.time(), delta=2)
+
+    def test_get_is_find_one_by_id_among_unexpired(self):
+        record = make_record(user="ada")
+        [find] = self.exchange(self.store().get, "s1", replies=[self.cursor(
+            {"_id": "s1", "session": session.encode_record(record)})])
+        self.assertEqual(find["find"], "sessions")
+        self.assertEqual(find["$db"], "appdb")
+        self.assertEqual(list(find["filter"]), ["_id", "$or"])
+        self.assertEqual(find["filter"]["_id"], "s1")
+        self.assert_live_filter(find["filter"])
+        self.assertEqual(find["limit"], 1)
+        self.assertEqual(self.result, record)
+
+    def test_set_is_an_upsert_of_session_and_expires(self):
+        record = make_record(3600, user="ada")
+        [update] = self.exchange(self.store().set, "s1", record, replies=[
+            {"n": 1, "nModified": 0, "upserted": [{"index": 0, "_id": "s1"}], "ok": 1}])
+        self.assertEqual(update["update"], "sessions")
+        [op] = update["updates"]
+        self.assertEqual(op["q"], {"_id": "s1"})
+        self.assertTrue(op["upsert"])
+        self.assertFalse(op.get("multi", False))
+        fields = op["u"]["$set"]
+        self.assertEqual(list(fields), ["session", "expires"])
+        self.assertEqual(fields["session"], session.encode_record(record))
+        self.assertEqual(utc(fields["expires"]), at(record["cookie"]["expires"]))
+
+    def test_set_with_touch_after_and_unstringified_record(self):
+        record = make_record(3600, user="ada")
+        store = self.store(touch_after=300, stringify=False)
+        [update] = self.exchange(store.set, "s1", record, replies=[{"n": 1, "ok": 1}])
+        fields = update["updates"][0]["u"]["$set"]
+        self.assertEqual(list(fields), ["session", "expires", "lastModified"])
+        self.assertEqual(fields["session"]["user"], "ada")
+        self.assertEqual(utc(fields["session"]["cookie"]["expires"]), at(record["cookie"]["expires"]))
+        self.assertAlmostEqual(utc(fields["lastModified"]).timestamp(), time.time(), delta=2)
+
+    def test_touch_sets_only_expires_and_never_upserts(self):
+        record = make_record(7200)
+        [update] = self.exchange(self.store().touch, "s1", record,
+                                 replies=[{"n": 0, "nModified": 0, "ok": 1}])
+        [op] = update["updates"]
+        self.assertEqual(op["q"]["_id"], "s1")
+        self.assert_live_filter(op["q"])
+        self.assertFalse(op.get("upsert", False))
+        self.assertEqual(list(op["u"]), ["$set"])
+        self.assertEqual(list(op["u"]["$set"]), ["expires"])
+        self.assertEqual(utc(op["u"]["$set"]["expires"]), at(record["cookie"]["expires"]))
+        self.assertIsNone(self.result, "no match (document gone) is not an error")
+
+    def test_lazy_touch_filters_on_last_modified(self):
+        store = self.store(touch_after=300)
+        [update] = self.exchange(store.touch, "s1", make_record(), replies=[{"n": 1, "ok": 1}])
+        op = update["updates"][0]
+        live, lazy = op["q"]["$and"]
+        self.assert_live_filter(live)
+        self.assertEqual(lazy["$or"][0], {"lastModified": {"$exists": False}})
+        cutoff = utc(lazy["$or"][1]["lastModified"]["$lte"])
+        self.assertAlmostEqual(cutoff.timestamp(), time.time() - 300, delta=2)
+        self.assertEqual(list(op["u"]["$set"]), ["expires", "lastModified"])
+
+    def test_destroy_is_delete_one_by_id(self):
+        [delete] = self.exchange(self.store().destroy, "s1", replies=[{"n": 1, "ok": 1}])
+        self.assertEqual(delete["delete"], "sessions")
+        self.assertEqual(delete["deletes"], [{"q": {"_id": "s1"}, "limit": 1}])
+
+    def test_native_creates_the_ttl_index_once_before_the_first_command(self):
+        store = self.store(auto_remove="native")
+        create, find = self.exchange(store.get, "s1", replies=[{"ok": 1}, self.cursor()])
+        self.assertEqual(create["createIndexes"], "sessions")
+        self.assertEqual(create["$db"], "appdb")
+        [index] = create["indexes"]
+        self.assertEqual(index["key"], {"expires": 1})
+        self.assertEqual(index["expireAfterSeconds"], 0)
+        self.assertEqual(index["name"], "expires_1")
+        self.assertIn("find", find)
+        [find] = self.exchange(store.get, "s2", replies=[self.cursor()])
+        self.assertIn("find", find)
+
+    def test_an_existing_conflicting_index_is_kept_with_a_warning(self):
+        store = self.store(auto_remove="native")
+        conflict = {"ok": 0, "code": 85, "codeName": "IndexOptionsConflict",
+                    "errmsg": "An equivalent index already exists with a different name"}
+        with self.assertLogs("stores.mongo_store", logging.WARNING):
+            self.exchange(store.get, "s1", replies=[conflict, self.cursor()])
+        self.assertIsNone(self.result)
+
+    def test_database_comes_from_the_url_else_test_unless_db_name(self):
+        for client, db_name, expected in [(self.client, None, "appdb"),
+                                          (self.connect(), None, "test"),
+                                          (self.client, "other", "other")]:
+            store = self.store(client, db_name=db_name)
+            [find] = self.exchange(store.get, "s1", replies=[self.cursor(ns=expected + ".sessions")])
+            self.assertEqual(find["$db"], expected)
+
+    def test_length_counts_only_unexpired_documents(self):
+        [agg] = self.exchange(self.store().length, replies=[self.cursor({"_id": 1, "n": 4})])
+        self.assertEqual(agg["aggregate"], "sessions")
+        self.assert_live_filter(agg["pipeline"][0]["$match"])
+        self.assertEqual(self.result, 4)
+
+    def test_clear_deletes_documents_and_keeps_the_collection(self):
+        [delete] = self.exchange(self.store().clear, replies=[{"n": 3, "ok": 1}])
+        self.assertEqual(delete["deletes"], [{"q": {}, "limit": 0}])
+
+    def test_prune_deletes_every_expired_document(self):
+        [delete] = self.exchange(self.store().prune, replies=[{"n": 2, "ok": 1}])
+        [op] = delete["deletes"]
+        self.assertEqual(op["limit"], 0)
+        self.assertAlmostEqual(utc(op["q"]["expires"]["$lte"]).timestamp(), time.time(), delta=2)
+        self.assertEqual(self.result, 2)
+
+    def test_store_made_from_a_url_closes_its_client(self):
+        store = MongoStore(url=self.server.uri + "/appdb", auto_remove="disabled")
+        with mock.patch.object(store.client, "close", wraps=store.client.close) as close:
+            store.close()
+        close.assert_called_once()
+
+
+# ---------------------------------------------------------------- 3. a real server
+
+@unittest.skipUnless(MONGODB_URL, "set MONGODB_URL=mongodb://host:port to test a real MongoDB")
+@requires(HAVE_PYMONGO, "needs pymongo: pip install pymongo")
+class TestMongoStoreRealServer(StoreContract, unittest.TestCase):
+    """The conformance suite against a real server, in a throwaway database."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.client = pymongo.MongoClient(MONGODB_URL, serverSelectionTimeoutMS=10000)
+        cls.db_name = "express_session_py_test_" + uuid.uuid4().hex[:8]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.drop_database(cls.db_name)
+        cls.client.close()
+
+    def make_store(self):
+        return self.ttl_store(1209600)
+
+    def ttl_store(self, ttl):
+        self.client[self.db_name].sessions.drop()
+        return MongoStore(self.client, db_name=self.db_name, ttl=ttl, auto_remove="native")
+
+    def reopen(self, store):
+        return MongoStore(self.client, db_name=self.db_name, ttl=store.ttl)
+
+    def raw_bytes(self, store, sid):
+        return store.collection.find_one({"_id": sid})["session"].encode("utf-8")
+
+    def test_real_ttl_index_and_document_shape(self):
+        record = make_record(3600, user="ada")
+        self.store.set("s1", record)
+        index = self.store.collection.index_information()["expires_1"]
+        self.assertEqual((index["key"], index["expireAfterSeconds"]), ([("expires", 1)], 0))
+        doc = self.store.collection.find_one({"_id": "s1"})
+        self.assertEqual(list(doc), ["_id", "session", "expires"])
+        self.assertEqual(utc(doc["expires"]), at(record["cookie"]["expires"]))
+
+    def test_real_touch_of_a_removed_document_is_a_no_op(self):
+        self.store.set("s1", make_record())
+        self.store.collection.delete_one({"_id": "s1"})
+        self.store.touch("s1", make_record(iso_in and 7200))
+        self.assertIsNone(self.store.collection.find_one({"_id": "s1"}))
+
+
+if __name__ == "__main__":
+    unittest.main()
