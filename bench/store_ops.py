@@ -1,6 +1,7 @@
 """Store operations per second, each store beside the raw ceiling of its backend, in one run.
 
-    python bench/store_ops.py            # get/set table, 1 and 2 threads (about a minute)
+    python bench/store_ops.py            # get/set table, 1 and 2 threads (about 30 s)
+    python bench/store_ops.py --wall     # the same, one thread timed by the wall clock
     python bench/store_ops.py --scale    # also SQLiteStore at 1,000,000 records and a
                                          # 100,000-record prune (a few minutes, ~300 MB of disk)
 
@@ -43,6 +44,7 @@ import session  # noqa: E402
 from stores.shelve_store import ShelveStore  # noqa: E402
 from stores.sqlite_store import SQLiteStore  # noqa: E402
 
+ONE_THREAD_CLOCK = time.thread_time  # --wall: time.perf_counter
 IDS = [f"{i:06d}-{'x' * 25}" for i in range(1000)]  # 32 characters, like express's IDs
 
 
@@ -147,6 +149,67 @@ def make_shelve_store(tmp: str) -> Ops:
     return store_ops(ShelveStore(os.path.join(tmp, "shelf")))
 
 
+# -- Redis rows (owned with stores/redis_store.py): both on one private redis-server ----------
+
+_redis_server: dict = {"server": None, "users": 0}
+
+
+def redis_url() -> str:
+    """Start the shared, private redis-server on first use (stopped when its last row closes)."""
+    from tests.redis_server import RedisServer
+    if _redis_server["server"] is None:
+        _redis_server["server"] = RedisServer().start()
+    _redis_server["users"] += 1
+    return _redis_server["server"].url
+
+
+def release_redis() -> None:
+    _redis_server["users"] -= 1
+    if _redis_server["users"] == 0:
+        _redis_server["server"].close()
+        _redis_server["server"] = None
+
+
+def make_redis_store(tmp: str) -> Ops:
+    from stores.redis_store import RedisStore
+    store = RedisStore(url=redis_url())
+    return Ops(store.get, store.set, lambda: (store.close(), release_redis()))
+
+
+def raw_redis(tmp: str, with_json: bool) -> Ops:
+    """redis-py GET and SET EX of the same JSON, under another prefix: the least work Redis allows."""
+    import redis
+    client = redis.Redis.from_url(redis_url())
+    text = dumps(typical_record())
+
+    if with_json:
+        def get(sid):
+            raw = client.get("raw:" + sid)
+            return None if raw is None else json.loads(raw)
+
+        def set_(sid, record):
+            client.set("raw:" + sid, dumps(record), ex=86400)
+    else:
+        def get(sid):
+            return client.get("raw:" + sid)
+
+        def set_(sid, record):
+            client.set("raw:" + sid, text, ex=86400)
+    return Ops(get, set_, lambda: (client.close(), release_redis()))
+
+
+def redis_rows() -> list:
+    """The Redis rows, or none (with a note) when redis-server or redis-py is missing."""
+    import importlib.util
+    import shutil
+    if shutil.which("redis-server") is None or importlib.util.find_spec("redis") is None:
+        print("(Redis rows skipped: apt-get install -y redis-server && pip install redis)\n")
+        return []
+    return [Row("redis-py GET / SET EX", lambda tmp: raw_redis(tmp, False), None),
+            Row("redis-py + json", lambda tmp: raw_redis(tmp, True), "redis-py GET / SET EX"),
+            Row("RedisStore", make_redis_store, "redis-py GET / SET EX")]
+
+
 ROWS = [
     Row("dict of JSON strings + lock", make_locked_dict, None),
     Row("MemoryStore", make_memory_store, "dict of JSON strings + lock"),
@@ -179,10 +242,10 @@ def run(op: Callable, arg_sets: list, threads: int, calls: int) -> float:
     on a shared machine barely disturbs; two threads by the wall clock, since
     their throughput is the point."""
     if threads == 1:
-        started = time.thread_time()
+        started = ONE_THREAD_CLOCK()
         for i in range(calls):
             op(*arg_sets[i % len(arg_sets)])
-        return calls / (time.thread_time() - started)
+        return calls / (ONE_THREAD_CLOCK() - started)
     barrier = threading.Barrier(threads + 1)
 
     def work(offset: int) -> None:
@@ -259,8 +322,9 @@ def print_table(rows: list, results: dict) -> None:
             cells.append(cell)
         print(f"| {row.name} | " + " | ".join(cells) + f" | {row.ceiling or 'ceiling'} |")
     print()
-    print("µs = 1e6 / rate: CPU per operation for 1 thread; wall clock per operation of the pair "
-          "for 2 threads.")
+    one = "wall clock" if ONE_THREAD_CLOCK is time.perf_counter else "CPU time"
+    print(f"µs = 1e6 / rate: {one} per operation for 1 thread; wall clock per operation of the "
+          "pair for 2 threads.")
     print("Bold: the row's rate as a share of the row named in 'vs'.")
     if "SQLiteStore" in results and "sqlite3 + json" in results:
         s, j = results["SQLiteStore"], results["sqlite3 + json"]
@@ -355,14 +419,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", action="store_true",
                         help="also run the 1,000,000-record and 100,000-record prune checks")
+    parser.add_argument("--wall", action="store_true",
+                        help="time one thread by the wall clock instead of its CPU time")
     parser.add_argument("--seconds", type=float, default=0.1, help="length of one timed run")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
     args = parser.parse_args()
+    global ONE_THREAD_CLOCK
+    if args.wall:
+        ONE_THREAD_CLOCK = time.perf_counter
     print(f"# Store operations: 200-byte record, 1,000 IDs, median of {args.repeats} runs\n")
     print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
-          f"{os.cpu_count()} CPUs\n")
-    results = measure(ROWS, args.seconds, args.repeats)
-    print_table(ROWS, results)
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+    rows = ROWS + redis_rows()
+    results = measure(rows, args.seconds, args.repeats)
+    print_table(rows, results)
     if args.scale:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             scale(tmp, args.repeats)
