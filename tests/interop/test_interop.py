@@ -85,10 +85,13 @@ class Response:
         return self.set_cookie.split(";", 1)[0].split("=", 1)[1] if self.set_cookie else None
 
 
-def fetch(port: int, path: str, cookie: str | None = None) -> Response:
+def fetch(port: int, path: str, cookie: str | None = None, header: str | None = None) -> Response:
+    """GET with our cookie set to ``cookie``, or with ``header`` as the whole Cookie header."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    if cookie:
+        header = f"{NAME}={cookie}"
     try:
-        conn.request("GET", path, headers={"Cookie": f"{NAME}={cookie}"} if cookie else {})
+        conn.request("GET", path, headers={"Cookie": header} if header is not None else {})
         resp = conn.getresponse()
         return Response(resp.status, resp.headers, resp.read())
     finally:
@@ -355,6 +358,28 @@ class TestExpressInterop(unittest.TestCase):
         accepted = sum(v is not None for v in py_unsigned)
         self.assertGreaterEqual(accepted, 300)       # every good signature, at least
         self.assertGreater(len(checks) - accepted, 2000)   # and the tampered ones refused
+
+    def test_odd_cookie_headers_are_read_alike(self):
+        browser = Browser()
+        browser.get(self.node, "/login?user=ada")
+        good = browser.cookie
+        raw = unquote(good)
+        bad = quote("s:" + session.sign(browser.sid, NEW), safe="")
+        headers = {   # Cookie header -> the user express-session sees
+            f"{NAME}={good}; {NAME}={bad}": "ada",            # the first of a name wins
+            f"{NAME}={bad}; {NAME}={good}": None,
+            f'{NAME}="{good}"': "ada",                          # quotes are stripped
+            f"{NAME}={raw}": "ada",                             # not percent-encoded at all
+            f"  {NAME} =  {good}  ": "ada",                     # spaces around name and value
+            f"a=%E0%A4%A; {NAME}={good}; b": "ada",             # malformed neighbours
+            f";;; =x; {NAME}={good};;": "ada",
+            f"{NAME}={good}%ZZ": None,                          # undecodable: kept raw, bad signature
+            f"{NAME.upper()}={good}": None,                     # names are case-sensitive
+        }
+        for header, user in headers.items():
+            with self.subTest(header):
+                seen = [fetch(port, "/whoami", header=header).body["user"] for port in (self.node, self.py)]
+                self.assertEqual(seen, [user, user])
 
     def test_a_tampered_cookie_is_refused_by_both(self):
         browser = Browser()
