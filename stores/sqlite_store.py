@@ -63,7 +63,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import session
 

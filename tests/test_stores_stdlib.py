@@ -194,9 +194,9 @@ class TestSQLiteStoreFile(TempDir, unittest.TestCase):
                 if len(confirmed) >= kill_after:
                     break
             os.kill(proc.pid, signal.SIGKILL)
-            rest, _ = proc.communicate(timeout=30)
+            rest, err = proc.communicate(timeout=30)
             confirmed.update(f"r{round_}-{i}" for i in rest.split())
-            self.assertEqual(proc.returncode, -signal.SIGKILL)
+            self.assertEqual(proc.returncode, -signal.SIGKILL, err)
         with sqlite3.connect(self.path) as conn:
             self.assertEqual(conn.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
         store = self.store()
