@@ -254,22 +254,30 @@ def main() -> None:
 
 def report(servers: list[Server], args: argparse.Namespace) -> None:
     print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
-          f"{args.duration:g} s, GET /incr as a returning visitor (medians)")
-    print(f"{'server':30} {'req/s':>7} {'ratio':>6} {'CPU us/req':>11} {'ratio':>6}  {'views':>6}  req/s per run")
+          f"{args.duration:g} s, GET /incr as a returning visitor")
+    print(f"{'server':30} {'req/s':>7} {'ratio':>11} {'CPU us/req':>11} {'ratio':>11}  {'views':>6}")
     bare = {s.language: s for s in servers if s.role == "bare"}
     for s in servers:
-        rate, cpu = statistics.median(s.results), statistics.median(s.cpu)
         base = bare.get(s.language)
-        same = s is base or base is None
-        rate_ratio = "" if same else f"{rate / statistics.median(base.results):.2f}"
-        cpu_ratio = "" if same else f"{statistics.median(base.cpu) / cpu:.2f}"
+        rate_ratio = cpu_ratio = ""
+        if s is not base and base is not None:
+            # Per-round ratios of runs made moments apart, so load that comes and goes cancels out.
+            rate_ratio = _spread([w / b for w, b in zip(s.results, base.results)])
+            cpu_ratio = _spread([b / w for w, b in zip(s.cpu, base.cpu)])
         views = "-" if s.role == "bare" else str(s.views_after)
-        runs = " ".join(f"{r:.0f}" for r in s.results)
-        print(f"{s.label:30} {rate:7.0f} {rate_ratio:>6} {cpu * 1e6:11.0f} {cpu_ratio:>6}  {views:>6}  {runs}")
-    print("ratio = with-session / bare of the same language: req/s, and bare/with-session server CPU per request\n"
-          "(the CPU ratio is the throughput ratio a CPU-bound server would show, and much less disturbed by other\n"
-          "load on the machine). views = the counter the kept cookie reads after the last run (the session persisted;\n"
-          "fewer views than requests means concurrent requests of one session overwrote each other's increments).")
+        print(f"{s.label:30} {statistics.median(s.results):7.0f} {rate_ratio:>11} "
+              f"{statistics.median(s.cpu) * 1e6:11.0f} {cpu_ratio:>11}  {views:>6}")
+    print("req/s and CPU us/req: medians over the rounds. ratio: with-session / bare of the same language, the\n"
+          "median of the per-round ratios (range in brackets); for CPU it is bare / with-session server CPU per\n"
+          "request, the throughput ratio a CPU-bound server would show, less disturbed by other load on the machine.\n"
+          "views: the counter the kept cookie reads after the last run (the session persisted; fewer views than\n"
+          "requests means concurrent requests of one session overwrote each other's increments).")
+    for s in servers:
+        print(f"  {s.label:28} req/s per run: " + " ".join(f"{r:.0f}" for r in s.results))
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def _has(module: str) -> bool:
