@@ -18,7 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import session
 from tests.redis_server import RedisServer, redis_server_available
 from tests.store_contract import StoreContract
-from tests.support import has_module, requires
+from tests.support import has_module, has_program, requires
 
 HAVE_REDIS = redis_server_available() and has_module("redis")
 REASON = "needs redis-server and redis-py: apt-get install -y redis-server && pip install redis"
@@ -314,6 +314,86 @@ class TestRedisStoreClient(RedisTestCase):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout.strip()
         self.assertEqual(out, "False")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free too; Redis caps it at 55535."""
+    import random
+    import socket
+    rng = random.Random()
+    while True:
+        port = rng.randint(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+            return port
+        except OSError:
+            continue
+
+
+@requires(HAVE_REDIS and has_program("redis-cli"),
+          "needs redis-server, redis-cli and redis-py: apt-get install -y redis-server && pip install redis")
+class TestRedisStoreOnACluster(unittest.TestCase):
+    """A real three-node Redis Cluster: per-session commands are single-key, whole-store
+    commands reach every node."""
+
+    @classmethod
+    def setUpClass(cls):
+        import subprocess
+        cls.nodes = []
+        try:
+            for _ in range(3):
+                node = RedisServer(_cluster_port(), args=(
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
+                cls.nodes.append(node)
+                node.start()
+            subprocess.run(["redis-cli", "--cluster", "create",
+                            *[f"127.0.0.1:{n.port}" for n in cls.nodes],
+                            "--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, capture_output=True, timeout=60)
+            deadline = time.monotonic() + 20
+            for node in cls.nodes:
+                with redis.Redis(port=node.port) as probe:
+                    while probe.cluster("info").get("cluster_state") != "ok":
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("Redis Cluster did not reach state ok")
+                        time.sleep(0.05)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for node in cls.nodes:
+            node.close()
+
+    def test_store_works_across_the_nodes_of_a_cluster(self):
+        from redis.cluster import RedisCluster
+        client = RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+        self.addCleanup(client.close)
+        store = RedisStore(client)
+        for i in range(60):
+            store.set(f"s{i}", record(None, i=i))
+        per_node = []
+        for node in self.nodes:
+            with redis.Redis(port=node.port) as direct:
+                per_node.append(direct.dbsize())
+        self.assertEqual(sum(per_node), 60)
+        self.assertTrue(all(per_node), f"keys should spread over every node: {per_node}")
+        self.assertEqual(store.get("s7")["i"], 7)
+        store.touch("s7", record(time.time() + 99))
+        self.assertIn(client.ttl("sess:s7"), (98, 99))
+        store.destroy("s8")
+        self.assertIsNone(store.get("s8"))
+        self.assertEqual(store.length(), 59)
+        self.assertEqual(sorted(store.ids(), key=lambda s: int(s[1:])),
+                         [f"s{i}" for i in range(60) if i != 8])
+        self.assertEqual(len(store.all()), 59)
+        store.clear()
+        self.assertEqual(store.length(), 0)
+        store.close()
+        self.assertEqual(client.get("absent"), None, "the app's cluster client stays usable")
 
 
 # ---------------------------------------------------------------- the middleware over Redis
