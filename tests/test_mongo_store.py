@@ -235,7 +235,7 @@ class TestMongoStoreRules(unittest.TestCase):
 
     # -- touch_after: connect-mongo's lazy touch -----------------------------
     def test_touch_after_writes_last_modified(self):
-        store = self.store(touch_after=3600)
+        store = self.store(touch_after=0)
         store.set("s1", make_record())
         doc = self.doc(store, "s1")
         self.assertEqual(list(doc), ["_id", "session", "expires", "lastModified"])
@@ -243,7 +243,7 @@ class TestMongoStoreRules(unittest.TestCase):
         self.assertNotIn("lastModified", store.get("s1"), "lastModified never reaches the app")
 
     def test_touch_within_touch_after_is_skipped(self):
-        store = self.store(touch_after=3600)
+        store = self.store(touch_after=0)
         store.set("s1", make_record(60))
         before = self.doc(store, "s1")
         store.touch("s1", make_record(7200))
@@ -338,6 +338,39 @@ class TestMongoStoreRules(unittest.TestCase):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout.strip()
         self.assertEqual(out, "False")
+
+
+@requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
+class TestMiddlewareOverMongoStore(unittest.TestCase):
+    def call(self, mw, cookie=None):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "",
+                   "wsgi.url_scheme": "http"}
+        if cookie:
+            environ["HTTP_COOKIE"] = cookie
+        headers = {}
+        body = b"".join(mw(environ, lambda status, h, exc=None: headers.update(h)))
+        return body, headers.get("Set-Cookie", "").split(";")[0] or None
+
+    def test_login_then_lazy_touch_through_the_middleware(self):
+        client = mongomock.MongoClient()
+        store = MongoStore(client, auto_remove="disabled", touch_after=3600)
+
+        def app(environ, start_response):
+            sess = environ["session"]
+            if "user" not in sess:
+                sess["user"] = "ada"
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [sess["user"].encode()]
+        mw = session.SessionMiddleware(app, secret="m", store=store, rolling=True,
+                                       cookie={"max_age": 600})
+        body, cookie = self.call(mw)
+        self.assertEqual(body, b"ada")
+        [doc] = client.test.sessions.find()
+        self.assertEqual(session.decode_record(doc["session"])["user"], "ada")
+        time.sleep(0.01)  # so a touch would write a different expires
+        body, again = self.call(mw, cookie)   # unchanged: only touch, skipped as too recent
+        self.assertEqual(body, b"ada")
+        self.assertEqual(client.test.sessions.find_one(), doc)
 
 
 # ---------------------------------------------------------------- 2. mockupdb: the wire
