@@ -57,24 +57,38 @@ TEMPLATE = {  # what a WSGI server puts in every environ; copied once per reques
 
 # ---------------------------------------------------------------- the apps and the driver
 
+def list_body(chunk: bytes) -> list:
+    return [chunk]
+
+
+def generator_body(chunk: bytes):
+    """A body the server must iterate (as most frameworks return), not a list."""
+    yield chunk
+
+
+BODY = list_body        # what the apps return; main() switches it for --body generator
+
+
 def make_app(scenario: str, key: str, probe: list) -> Callable:
     """The app of one scenario, reading its session at ``environ[key]``; ``probe[0]`` = views seen."""
+    body = BODY
     if scenario == "a":
         def app(environ, start_response):
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-            return [b"ok"]
+            return body(b"ok")
     elif scenario == "b":
         def app(environ, start_response):
             probe[0] = environ[key]["views"]
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-            return [b"ok"]
+            return body(b"ok")
     else:
         def app(environ, start_response):
             sess = environ[key]
             sess["views"] = probe[0] = sess["views"] + 1
             start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
-            return [b"ok"]
+            return body(b"ok")
     return app
+
 
 
 def seed_app(key: str) -> Callable:
@@ -334,9 +348,12 @@ def main(argv: Optional[list] = None) -> int:
                         help="time with the wall clock (perf_counter) instead of process CPU time")
     parser.add_argument("--profile", choices=tuple(SCENARIOS), metavar="{a,b,c}",
                         help="instead of the table, cProfile our middleware in one scenario")
+    parser.add_argument("--body", choices=("list", "generator"), default="list",
+                        help="what the apps return: a list (default) or a generator")
     args = parser.parse_args(argv)
+    global BODY, CLOCK
+    BODY = list_body if args.body == "list" else generator_body
     if args.wall:
-        global CLOCK
         CLOCK = time.perf_counter
     runs = args.runs or (5 if args.quick else 7)
     per_run = args.requests or (1500 if args.quick else 5000)
@@ -396,7 +413,8 @@ def main(argv: Optional[list] = None) -> int:
           f"{counts['b']} requests ({counts['a']} in (a)), contenders alternating every "
           f"{counts['b'] // SLICES} ({counts['a'] // SLICES}).")
     print(f"Python {sys.version.split()[0]}, {_beaker_version()}, cookie max_age={MAX_AGE}s, "
-          f"our MemoryStore, Beaker memory backend with signed cookies; took {elapsed:.0f} s.")
+          f"our MemoryStore, Beaker memory backend with signed cookies, apps return a "
+          f"{args.body}; took {elapsed:.0f} s.")
     print("overhead = median over runs of (contender - bare app in the same run); "
           "p25-p75 = its spread over runs; "
           f"clock: {'wall (perf_counter)' if CLOCK is time.perf_counter else 'process CPU time'}\n")
