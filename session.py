@@ -846,9 +846,7 @@ class SessionMiddleware:
                 if not sess._touched:
                     cookie.touch()
                     sess._touched = True
-                sid = sess._ensure_id()
-                value = _encode_uri_component(f"s:{sid}.{_mac(sid, self._signing_key)}")
-                set_cookie = cookie.serialize(self.name, value)
+                set_cookie = cookie.serialize(self.name, self._cookie_value(sess._ensure_id()))
         if set_cookie is None and not sess._read:
             return headers
         headers = list(headers)
@@ -930,6 +928,13 @@ class SessionMiddleware:
         options = _CookieOptions(options)
         self._check_same_site_secure(options)
         return options
+
+    def _cookie_value(self, sid: str) -> str:
+        """``s:<id>.<signature>``, percent-encoded as express sends it."""
+        signature = _mac(sid, self._signing_key)
+        if self.genid is None:  # token_urlsafe IDs need no escaping; base64 has + and /
+            return f"s%3A{sid}.{signature.replace('+', '%2B').replace('/', '%2F')}"
+        return _encode_uri_component(f"s:{sid}.{signature}")
 
     def _read_cookie(self, header: str) -> Optional[str]:
         """The session ID from our signed cookie in ``header``, or None (never raises)."""
@@ -1150,8 +1155,10 @@ def _encode_uri_component(value: str) -> str:
     return quote(value, safe=_URI_SAFE)
 
 
-_URI_ESCAPES = {c: f"%{c:02X}" for c in range(128)
-                if not (chr(c).isalnum() or chr(c) in _URI_SAFE)}
+# Every ASCII code has an entry (most map to themselves): str.translate raises
+# and swallows a KeyError for each code a table lacks.
+_URI_ESCAPES = {c: chr(c) if chr(c).isalnum() or chr(c) in _URI_SAFE else f"%{c:02X}"
+                for c in range(128)}
 
 
 def _decode_uri_component(value: str) -> str:
