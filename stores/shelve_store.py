@@ -23,8 +23,9 @@ Choices, and what they cost:
 - Backend: ``dbm.gnu`` when Python has it, else ``dbm.dumb`` (always there).
   An existing file keeps the format it was created with.  ``dbm.dumb`` keeps
   its index in a ``.dir`` file that it rewrites on every delete and saves on
-  ``close()``: fine for the thousands of sessions this store is meant for,
-  not for a busy site.  Neither format is crash-safe; SQLiteStore is.
+  ``close()`` (about 20 ms per ``destroy()`` with 10,000 sessions; expired
+  records are dropped in bulk instead): fine for the thousands of sessions
+  this store is meant for, not for a busy site.  Neither format is crash-safe; SQLiteStore is.
 - Expiry: ``get`` ignores expired records.  ``prune()``, ``all()``, ``ids()``
   and ``length()`` are full scans of the file.  Expired records are also
   deleted in the background of writes: each ``set()`` checks a few keys of a
@@ -172,16 +173,17 @@ class ShelveStore(session.Store):
 
     def prune(self) -> int:
         """Delete expired records: a full scan of the file, holding the lock throughout."""
-        now, removed = time.time(), 0
+        now = time.time()
         with self._lock:
             db = self._open()
+            expired = []
             for key in db.keys():
                 expires, data = self._unpack(key.decode(errors="replace"), db[key])
                 if data is not None and expires <= now:
-                    del db[key]
-                    removed += 1
+                    expired.append(key)
+            self._delete_expired(expired, save=True)
             self._sweep = []
-        return removed
+        return len(expired)
 
     def close(self) -> None:
         """Save and close the file and release the process lock; closing twice is fine."""
@@ -222,13 +224,36 @@ class ShelveStore(session.Store):
                 return
             self._sweep = self._db.keys()
             self._next_sweep = now + self.sweep_interval
-        db = self._db
+        db, expired = self._db, []
         for _ in range(min(self.sweep_step, len(self._sweep))):
             key = self._sweep.pop()
             raw = db.get(key)
             if raw is not None:
                 expires, data = self._unpack(key.decode(errors="replace"), raw)
                 if data is not None and expires <= now:
+                    expired.append(key)
+        self._delete_expired(expired, save=False)
+
+    def _delete_expired(self, keys: list, save: bool) -> None:
+        """Delete records that have expired (lock held).
+
+        ``dbm.dumb`` rewrites its whole index file on every delete, which makes
+        deleting many records quadratic (56 s for 5,000 of 10,000).  Records that
+        have expired may as well be dropped from its in-memory index and the index
+        written once (``save``) or at the next write of it: a crash before that
+        brings back only records that are expired anyway."""
+        db = self._db
+        index = getattr(db, "_index", None)
+        if self._backend.__name__ == "dbm.dumb" and isinstance(index, dict):
+            if keys:
+                for key in keys:
+                    index.pop(key, None)
+                db._modified = True
+                if save:
+                    db.sync()
+        else:
+            for key in keys:
+                if key in db:
                     del db[key]
 
     def _unpack(self, sid: str, raw: bytes) -> tuple:

@@ -424,6 +424,26 @@ class TestShelveStoreFile(TempDir, unittest.TestCase):
             keys.append(len(store._db.keys()))
         self.assertEqual(keys, [17, 7, 1])  # 26 keys, 10 checked per set; "live" is checked first
         self.assertEqual(store.prune(), 0)
+        store.close()
+        with dbm.open(self.path, "r") as db:
+            self.assertEqual(db.keys(), [b"live"])  # the deletions were saved
+
+    def test_prune_deletes_expired_records_and_saves_the_file(self):
+        store = self.store()
+        for i in range(300):
+            store.set(f"s{i}", make_record(3600 if i % 3 == 0 else None, i=i))
+        store.close()
+        with dbm.open(self.path, "w") as db:  # two thirds expire: rewrite their expiry to 1970
+            for key in db.keys():
+                value = json.loads(db[key])
+                if value["session"]["cookie"]["expires"] is None:
+                    db[key] = b'{"expires":1000,"session":' + json.dumps(value["session"]).encode() + b"}"
+        store = self.store()
+        self.assertEqual(store.prune(), 200)
+        self.assertEqual(store.length(), 100)
+        if store._backend.__name__ == "dbm.dumb":  # gdbm locks the file: no second reader
+            with dbm.open(self.path, "r") as db:  # before close(): prune() saved its deletions
+                self.assertEqual(len(db.keys()), 100)
 
     @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
     def test_forked_child_cannot_use_or_clobber_the_parents_file(self):
