@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import uuid
@@ -48,9 +49,33 @@ def at(iso: str) -> datetime:
 
 # ---------------------------------------------------------------- 1. mongomock
 
+class _Serialized:
+    """A mongomock collection behind one lock.  mongomock is not thread-safe (its documents
+    are a plain dict, so concurrent writes raise KeyError inside it); a MongoDB server is.
+    The lock lets the contract's thread test check the store, not the fake."""
+
+    def __init__(self, collection, lock):
+        self._collection, self._lock = collection, lock
+
+    def __getattr__(self, name):
+        attr = getattr(self._collection, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                result = attr(*args, **kwargs)
+                return list(result) if name == "find" else result
+        return locked
+
+
 class _MongomockStores:
     store_options: dict = {"auto_remove": "disabled"}
     bulk = 500
+
+    def _serialize(self, store):
+        store.collection = _Serialized(store.collection, self.lock)
+        return store
 
     def test_ten_thousand_records(self):
         """Scaled down: mongomock scans every document on each write, so 10,000 records
@@ -71,10 +96,11 @@ class _MongomockStores:
 
     def ttl_store(self, ttl):
         self.client = mongomock.MongoClient()
-        return MongoStore(self.client, ttl=ttl, **self.store_options)
+        self.lock = threading.Lock()
+        return self._serialize(MongoStore(self.client, ttl=ttl, **self.store_options))
 
     def reopen(self, store):
-        return MongoStore(store.client, ttl=store.ttl, **self.store_options)
+        return self._serialize(MongoStore(store.client, ttl=store.ttl, **self.store_options))
 
 
 @requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
@@ -225,6 +251,21 @@ class TestMongoStoreRules(unittest.TestCase):
         self.assertEqual(utc(doc["expires"]), at(later["cookie"]["expires"]))
         self.assertNotIn("lastModified", doc)
 
+    def test_racing_first_writes_of_one_session_both_land(self):
+        store = self.store()
+        real = store.collection.update_one
+        calls = []
+
+        def update_one(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:  # another request inserted the same new session meanwhile
+                raise pymongo.errors.DuplicateKeyError("E11000 duplicate key error", 11000)
+            return real(*args, **kwargs)
+        with mock.patch.object(store.collection, "update_one", update_one):
+            store.set("s1", make_record(user="ada"))
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(store.get("s1")["user"], "ada")
+
     def test_touch_of_a_document_the_ttl_monitor_removed_is_a_no_op(self):
         for touch_after in (0, 60):
             store = self.store(touch_after=touch_after)
@@ -235,7 +276,7 @@ class TestMongoStoreRules(unittest.TestCase):
 
     # -- touch_after: connect-mongo's lazy touch -----------------------------
     def test_touch_after_writes_last_modified(self):
-        store = self.store(touch_after=0)
+        store = self.store(touch_after=3600)
         store.set("s1", make_record())
         doc = self.doc(store, "s1")
         self.assertEqual(list(doc), ["_id", "session", "expires", "lastModified"])
@@ -243,7 +284,7 @@ class TestMongoStoreRules(unittest.TestCase):
         self.assertNotIn("lastModified", store.get("s1"), "lastModified never reaches the app")
 
     def test_touch_within_touch_after_is_skipped(self):
-        store = self.store(touch_after=0)
+        store = self.store(touch_after=3600)
         store.set("s1", make_record(60))
         before = self.doc(store, "s1")
         store.touch("s1", make_record(7200))
