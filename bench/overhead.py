@@ -7,7 +7,7 @@ what just parsing, unsigning, decoding, encoding and signing one cookie and
 record costs in the same run.  Beaker rows appear when ``beaker`` is
 installed (``pip install beaker``).
 
-    python bench/overhead.py            # full run: 20 s of CPU, under a minute on a busy machine
+    python bench/overhead.py            # full run: about 10 s of CPU (longer on a busy machine)
     python bench/overhead.py --quick    # about a quarter of that
 """
 from __future__ import annotations
