@@ -225,6 +225,13 @@ def redis_rows() -> list:
                 "redis-py GET / SET EX")]
 
 
+def shelve_backend() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ShelveStore(os.path.join(tmp, "probe"))
+        store.close()
+        return store._backend.__name__
+
+
 ROWS = [
     Row("dict of JSON strings + lock", make_locked_dict, None),
     Row("MemoryStore", make_memory_store, "dict of JSON strings + lock"),
@@ -444,7 +451,8 @@ def main() -> None:
         ONE_THREAD_CLOCK = time.perf_counter
     print(f"# Store operations: 200-byte record, 1,000 IDs, median of {args.repeats} runs\n")
     print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"ShelveStore on {shelve_backend()}\n")
     rows = ROWS + redis_rows()
     results = measure(rows, args.seconds, args.repeats)
     print_table(rows, results)
