@@ -71,16 +71,25 @@ def unsign(signed: str, secrets: Union[Secret, Sequence[Secret]]) -> Optional[st
     """
     if not isinstance(signed, str):
         raise TypeError("signed value must be a str")
+    listed = [secrets] if isinstance(secrets, (str, bytes)) else secrets
+    return _verify(signed, [_key(s) for s in listed])[0]
+
+
+def _verify(signed: str, keys: Sequence[bytes]) -> tuple:
+    """(value, index of the key that signed it), or (None, -1).
+
+    Every key is tried, with no early exit, so the time taken does not tell
+    which secret matched or how much of a forged signature was right.
+    """
     dot = signed.rfind(".")
     if dot < 0:
-        return None
+        return None, -1
     value, given = signed[:dot], signed[dot + 1:].encode("utf-8", "surrogatepass")
-    keys = [secrets] if isinstance(secrets, (str, bytes)) else secrets
-    ok = False
-    for secret in keys:
-        # No early exit: every secret costs the same whether or not one matched.
-        ok |= hmac.compare_digest(_mac(value, _key(secret)).encode(), given)
-    return value if ok else None
+    match = -1
+    for i, key in enumerate(keys):
+        if hmac.compare_digest(_mac(value, key).encode(), given) and match < 0:
+            match = i
+    return (value, match) if match >= 0 else (None, -1)
 
 
 def _key(secret: Secret) -> bytes:
@@ -296,12 +305,14 @@ class Session(dict):
     """
 
     __slots__ = ("_mw", "_environ", "_opts", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
-                 "_snapshot", "_saved", "_cookie_pos", "_cookie_id", "_touched", "_destroyed")
+                 "_snapshot", "_saved", "_cookie_pos", "_cookie_id", "_signature", "_touched",
+                 "_destroyed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
         dict.__init__(self)
-        self._mw = self._environ = self._opts = self._sid = self._cookie = self._cookie_id = None
+        self._mw = self._environ = self._opts = self._sid = self._cookie = None
+        self._cookie_id = self._signature = None
         self._loaded = self._regenerated = self._read = self._touched = self._destroyed = False
         self._snapshot, self._saved, self._cookie_pos = "{}", None, 0
         self.update(*args, **kwargs)
@@ -434,11 +445,11 @@ class Session(dict):
         """The data as JSON (without the cookie); TypeError names the key JSON cannot encode."""
         try:
             return _encode(self)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             for key, value in dict.items(self):
                 try:
                     _encode({key: value})
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, RecursionError):
                     raise TypeError(f"session[{key!r}] cannot be stored as JSON: {exc}") from None
             raise TypeError(f"session cannot be stored as JSON: {exc}") from None
 
@@ -480,16 +491,18 @@ class Session(dict):
     # -- reserved key and reads that count as using the session
 
     def __getitem__(self, key: str) -> Any:
-        if self._snapshot is None:
-            self._use()
         self._read = True
-        return dict.__getitem__(self, key)
+        value = dict.__getitem__(self, key)
+        if self._snapshot is None and type(value) not in _IMMUTABLE:
+            self._use()  # the app may change what it gets: keep what it was
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        if self._snapshot is None:
-            self._use()
         self._read = True
-        return dict.get(self, key, default)
+        value = dict.get(self, key, default)
+        if self._snapshot is None and type(value) not in _IMMUTABLE:
+            self._use()
+        return value
 
     def __contains__(self, key: object) -> bool:
         self._read = True
@@ -532,6 +545,9 @@ for _name in ("__iter__", "keys", "values",
               "__reversed__", "__or__", "__ror__"):
     setattr(Session, _name, _reads(_name))
 del _name
+
+
+_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
 
 
 class _Record(dict):
@@ -809,9 +825,10 @@ class SessionMiddleware:
             return self.app(environ, start_response)
 
         header = environ.get("HTTP_COOKIE")
-        cookie_id = self._read_cookie(header) if header else None
+        cookie_id, signature = self._read_cookie(header) if header else (None, None)
         record = self._load(cookie_id) if cookie_id else None
         sess = Session._create(self, environ, options, cookie_id, record)
+        sess._signature = signature
         environ[key] = sess
         exchange = _Exchange(self, sess, start_response)
         result = self.app(environ, exchange.start_response)
@@ -846,7 +863,10 @@ class SessionMiddleware:
                 if not sess._touched:
                     cookie.touch()
                     sess._touched = True
-                set_cookie = cookie.serialize(self.name, self._cookie_value(sess._ensure_id()))
+                sid = sess._ensure_id()
+                # The cookie the browser sent is re-sent as it is when the first secret made it.
+                signature = sess._signature if sid == sess._cookie_id else None
+                set_cookie = cookie.serialize(self.name, self._cookie_value(sid, signature))
         if set_cookie is None and not sess._read:
             return headers
         headers = list(headers)
@@ -929,19 +949,23 @@ class SessionMiddleware:
         self._check_same_site_secure(options)
         return options
 
-    def _cookie_value(self, sid: str) -> str:
+    def _cookie_value(self, sid: str, signature: Optional[str] = None) -> str:
         """``s:<id>.<signature>``, percent-encoded as express sends it."""
-        signature = _mac(sid, self._signing_key)
+        signature = signature or _mac(sid, self._signing_key)
         if self.genid is None:  # token_urlsafe IDs need no escaping; base64 has + and /
             return f"s%3A{sid}.{signature.replace('+', '%2B').replace('/', '%2F')}"
         return _encode_uri_component(f"s:{sid}.{signature}")
 
-    def _read_cookie(self, header: str) -> Optional[str]:
-        """The session ID from our signed cookie in ``header``, or None (never raises)."""
+    def _read_cookie(self, header: str) -> tuple:
+        """(session ID, its signature if the first secret made it) from our cookie in
+        ``header``, or (None, None); never raises."""
         value = _find_cookie(header, self.name)
         if value is None or not value.startswith("s:"):
-            return None
-        return _unsign_with(value[2:], self._verify_keys) or None
+            return None, None
+        sid, key = _verify(value[2:], self._verify_keys)
+        if not sid:
+            return None, None
+        return sid, (value[value.rfind(".") + 1:] if key == 0 else None)
 
     def _is_secure(self, environ: dict) -> bool:
         if environ.get("wsgi.url_scheme") == "https":
@@ -1093,20 +1117,22 @@ class _Exchange:
     """
 
     __slots__ = ("_mw", "_sess", "_start_response", "_status", "_headers", "_exc_info",
-                 "_write", "body")
+                 "_write", "_sent", "body")
 
     def __init__(self, mw: SessionMiddleware, sess: Session, start_response: Callable) -> None:
         self._mw, self._sess, self._start_response = mw, sess, start_response
-        self._status = self._write = None
+        self._status = None
+        self._sent = False
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
-        if exc_info is not None and self._write is not None:
+        if exc_info is not None and self._sent:
             return self._start_response(status, headers, exc_info)  # the server re-raises
         self._status, self._headers, self._exc_info = status, headers, exc_info
         return self.write
 
     def send_headers(self, current: Any = _NOTHING) -> None:
-        if self._write is None and self._status is not None:
+        if not self._sent and self._status is not None:
+            self._sent = True
             headers = self._mw._response_headers(self._sess, self._headers, current)
             self._write = self._start_response(self._status, headers, self._exc_info)
 
@@ -1121,8 +1147,9 @@ class _Exchange:
                 self.send_headers()
                 yield held
             held = chunk
-        self.send_headers()
-        self._mw._finish(self._sess)
+        current = self._sess._current()  # once for both steps, as on the list path
+        self.send_headers(current)
+        self._mw._finish(self._sess, current)
         if held is not _NOTHING:
             yield held
 
@@ -1172,18 +1199,6 @@ def _decode_uri_component(value: str) -> str:
         return unquote(value, errors="strict")
     except UnicodeDecodeError:
         return value
-
-
-def _unsign_with(signed: str, keys: Sequence[bytes]) -> Optional[str]:
-    dot = signed.rfind(".")
-    if dot < 0:
-        return None
-    value = signed[:dot]
-    given = signed[dot + 1:].encode("utf-8", "surrogatepass")
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(_mac(value, key).encode(), given)
-    return value if ok else None
 
 
 def _request_path(environ: dict) -> str:
