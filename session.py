@@ -305,7 +305,7 @@ class Session(dict):
     """
 
     __slots__ = ("_mw", "_environ", "_opts", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
-                 "_snapshot", "_saved", "_cookie_pos", "_cookie_id", "_signature", "_touched",
+                 "_snapshot", "_originals", "_saved", "_cookie_pos", "_cookie_id", "_signature", "_touched",
                  "_destroyed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -314,7 +314,7 @@ class Session(dict):
         self._mw = self._environ = self._opts = self._sid = self._cookie = None
         self._cookie_id = self._signature = None
         self._loaded = self._regenerated = self._read = self._touched = self._destroyed = False
-        self._snapshot, self._saved, self._cookie_pos = "{}", None, 0
+        self._snapshot, self._originals, self._saved, self._cookie_pos = "{}", None, None, 0
         self.update(*args, **kwargs)
 
     @classmethod
@@ -330,6 +330,7 @@ class Session(dict):
         self._regenerated = False
         self._touched = False
         self._destroyed = False
+        self._originals = None
         if record is None:
             self._sid = None
             self._cookie = None
@@ -436,10 +437,23 @@ class Session(dict):
     # -- change tracking
 
     def _use(self) -> None:
+        """Mark the session read and, before the app can change it, keep its JSON to compare with."""
         self._read = True
         if self._snapshot is None:
             self._snapshot = ""   # guards the re-entry from _dump() -> items()
-            self._snapshot = self._dump()
+            originals, self._originals = self._originals, None
+            self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
+
+    def _as_loaded(self, originals: dict) -> dict:
+        """The data as loaded: the current data with the keys written so far put back."""
+        data = {}
+        for key, value in dict.items(self):
+            original = originals.get(key, _NOTHING)
+            if original is _NOTHING:
+                data[key] = value
+            elif original is not _MISSING:
+                data[key] = original
+        return data
 
     def _dump(self) -> str:
         """The data as JSON (without the cookie); TypeError names the key JSON cannot encode."""
@@ -454,8 +468,20 @@ class Session(dict):
             raise TypeError(f"session cannot be stored as JSON: {exc}") from None
 
     def _current(self) -> Optional[str]:
-        """JSON of the data now, or None when it was never used, so cannot have changed."""
-        return self._dump() if self._read and self._snapshot is not None else None
+        """JSON of the data now, or None when it cannot have changed.
+
+        Until the app gets hold of a mutable value, changes can only come
+        through ``session[key] = value``, so comparing the keys written with
+        their loaded values is enough and saves encoding the data twice.
+        """
+        if not self._read:
+            return None
+        if self._snapshot is None:
+            originals = self._originals
+            if not originals or all(_same(dict.get(self, key, _MISSING), value)
+                                    for key, value in originals.items()):
+                return None
+        return self._dump()
 
     def _data_json(self, current: Optional[str]) -> str:
         if current is not None:
@@ -515,7 +541,13 @@ class Session(dict):
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "cookie":
             raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
-        self._use()
+        self._read = True
+        if self._snapshot is None:   # remember the loaded value instead of taking a snapshot
+            originals = self._originals
+            if originals is None:
+                originals = self._originals = {}
+            if key not in originals:
+                originals[key] = dict.get(self, key, _MISSING)
         dict.__setitem__(self, key, value)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
@@ -548,6 +580,21 @@ del _name
 
 
 _IMMUTABLE = frozenset((str, int, float, bool, type(None)))
+_MISSING: Any = object()  # "no such key" among a session's loaded values
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two values have the same JSON (as express's hash would see them)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if type(a) in _IMMUTABLE:
+        return a == b
+    try:
+        return _encode(a) == _encode(b)
+    except (TypeError, ValueError, RecursionError):
+        return False  # the encode at save time names the key
 
 
 class _Record(dict):

@@ -931,6 +931,48 @@ class TestSession(unittest.TestCase):
                 record = h.store.get(sid)
                 self.assertEqual({k: v for k, v in record.items() if k != "cookie"}, want)
 
+    def test_writes_then_later_changes_are_saved_exactly(self):
+        # Plain writes are tracked by key; a later mutable read or dict method must
+        # still compare against the data as loaded, not as already written.
+        cases = {
+            "write-then-append": (lambda s: (s.__setitem__("a", 2), s["b"].append(2)),
+                                  {"a": 2, "b": [1, 2]}),
+            "write-new-then-del-it": (lambda s: (s.__setitem__("n", 1), s.__delitem__("n")),
+                                      None),
+            "write-then-items": (lambda s: (s.__setitem__("a", 5), list(s.items())),
+                                 {"a": 5, "b": [1]}),
+            "write-back-same-value": (lambda s: s.__setitem__("a", 1), None),
+            "int-to-float-is-a-change": (lambda s: s.__setitem__("a", 1.0), {"a": 1.0, "b": [1]}),
+            "int-to-true-is-a-change": (lambda s: s.__setitem__("a", True), {"a": True, "b": [1]}),
+            "same-list-value": (lambda s: s.__setitem__("b", [1]), None),
+            "write-twice-back-to-original": (lambda s: (s.__setitem__("a", 7), s.__setitem__("a", 1)),
+                                             None),
+            "write-then-reload-keeps-store": (lambda s: (s.__setitem__("a", 9), s.reload()), None),
+        }
+        for name, (op, want) in cases.items():
+            with self.subTest(op=name):
+                h = Harness(lambda e, op=op: op(sess(e)))
+                sid = h.seed({"a": 1, "b": [1]})
+                h.request()
+                record = h.store.get(sid)
+                data = {k: v for k, v in record.items() if k != "cookie"}
+                if want is None:
+                    self.assertEqual(h.store.count("set"), 0, "unchanged data is not saved")
+                    self.assertEqual(data, {"a": 1, "b": [1]})
+                else:
+                    self.assertEqual(h.store.count("set"), 1)
+                    self.assertEqual(data, want)
+
+    def test_reading_plain_values_only_writes_nothing_back(self):
+        h = Harness(lambda e: (sess(e)["a"], sess(e).get("missing"), "a" in sess(e), len(sess(e))))
+        sid = h.seed({"a": 1, "b": [1]})
+        response = h.request()
+        self.assertEqual(h.store.count("set"), 0)
+        self.assertEqual(h.store.count("touch"), 1)
+        self.assertIn("cookie", response.vary)
+        self.assertIsNone(response.cookie(), "no Set-Cookie: nothing changed and not rolling")
+        self.assertIsNotNone(h.store.get(sid))
+
     def test_id_is_the_cookie_id_and_read_only(self):
         out = {}
 

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from unittest import mock
 
 import session
-from tests.store_contract import StoreContract, iso_in, make_record
+from tests.store_contract import StoreContract, make_record
 from tests.support import has_module, requires
 
 HAVE_PYMONGO = has_module("pymongo")
@@ -624,7 +624,7 @@ class TestMongoStoreRealServer(StoreContract, unittest.TestCase):
     def test_real_touch_of_a_removed_document_is_a_no_op(self):
         self.store.set("s1", make_record())
         self.store.collection.delete_one({"_id": "s1"})
-        self.store.touch("s1", make_record(iso_in and 7200))
+        self.store.touch("s1", make_record(7200))
         self.assertIsNone(self.store.collection.find_one({"_id": "s1"}))
 
 
