@@ -25,7 +25,9 @@ Choices, and what they cost:
   its index in a ``.dir`` file that it rewrites on every delete and saves on
   ``close()`` (about 20 ms per ``destroy()`` with 10,000 sessions; expired
   records are dropped in bulk instead): fine for the thousands of sessions
-  this store is meant for, not for a busy site.  Neither format is crash-safe; SQLiteStore is.
+  this store is meant for, not for a busy site.  Neither format is
+  crash-safe; SQLiteStore is.  Python 3.13's ``dbm.sqlite3`` is not used: its
+  connection refuses every thread but the one that opened it.
 - Expiry: ``get`` ignores expired records.  ``prune()``, ``all()``, ``ids()``
   and ``length()`` are full scans of the file.  Expired records are also
   deleted in the background of writes: each ``set()`` checks a few keys of a
@@ -277,6 +279,9 @@ def _pack(expires: float, data: bytes) -> bytes:
 def _backend_for(path: str) -> Any:
     """The dbm module of an existing file, else dbm.gnu if this Python has it, else dbm.dumb."""
     kind = dbm.whichdb(path)
+    if kind == "dbm.sqlite3":  # Python 3.13's default: its connection refuses other threads
+        raise ValueError(f"ShelveStore: {path!r} is a dbm.sqlite3 file, which only the thread "
+                         "that opened it can use; use SQLiteStore, or a new file")
     if kind:  # None: unreadable; "": exists but unknown format
         return importlib.import_module(kind)
     if kind == "":

@@ -20,6 +20,7 @@ import unittest
 
 import session
 from stores import ShelveStore, SQLiteStore
+from tests import support
 from tests.store_contract import StoreContract, make_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -490,6 +491,20 @@ class TestShelveStoreFile(TempDir, unittest.TestCase):
         store.close()
         with self.assertRaisesRegex(ValueError, "closed"):
             store.get("s1")
+
+    def test_a_file_that_is_not_dbm_is_refused(self):
+        with open(self.path, "wb") as f:
+            f.write(b"not a dbm file" * 100)
+        with self.assertRaisesRegex(ValueError, "not a dbm file"):
+            ShelveStore(self.path)
+
+    @unittest.skipUnless(support.has_module("dbm.sqlite3"), "dbm.sqlite3 is new in Python 3.13")
+    def test_a_dbm_sqlite3_file_is_refused_because_it_is_bound_to_one_thread(self):
+        import dbm.sqlite3
+        with dbm.sqlite3.open(self.path, "c") as db:
+            db[b"x"] = b"1"
+        with self.assertRaisesRegex(ValueError, "dbm.sqlite3 .*SQLiteStore"):
+            ShelveStore(self.path)
 
 
 if __name__ == "__main__":
