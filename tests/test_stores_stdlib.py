@@ -492,6 +492,27 @@ class TestShelveStoreFile(TempDir, unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "closed"):
             store.get("s1")
 
+    def test_read_only_file_raises_a_clear_error_and_keeps_records(self):
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        store.close()
+        for name in os.listdir(self.dir):
+            if not name.endswith(".lock"):
+                make_read_only(self, os.path.join(self.dir, name))
+
+        def write_once() -> None:
+            store = ShelveStore(self.path)
+            try:
+                store.set("s2", make_record(user="bob"))
+            finally:
+                store.close()
+
+        with self.assertRaises((OSError, *dbm.error)) as caught:
+            write_once()
+        self.assertIn(os.path.basename(self.path), str(caught.exception))
+        with dbm.open(self.path, "r") as db:
+            self.assertEqual(db.keys(), [b"s1"])
+
     def test_a_file_that_is_not_dbm_is_refused(self):
         with open(self.path, "wb") as f:
             f.write(b"not a dbm file" * 100)
