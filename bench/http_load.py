@@ -1,6 +1,6 @@
 """End-to-end cost of a session over real HTTP on loopback: Express vs this project, measured with wrk.
 
-    python bench/http_load.py [--duration 3] [--rounds 5] [--threads 2] [--connections 16]
+    python bench/http_load.py [--duration 3] [--rounds 5] [--threads 2] [--connections 16] [--app-cpu]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
 script sends the cookie it was given and keeps any new one the server sets). Rows, each a
@@ -16,7 +16,9 @@ The WSGI server is waitress (pip install waitress): one process with a thread po
 in-memory store is shared by every request the way express-session's MemoryStore is in
 Node's one process (gunicorn's workers are processes and would each have their own store),
 and it is the server the issue's reference figures for Beaker were taken on.
-Prints median req/s per row and, per language, the ratio with-session / bare.
+Prints median req/s and server CPU per request per row and, per language, the ratio
+with-session / bare. With --app-cpu the Python servers also add up the CPU spent inside the
+app call itself (thread CPU time), which separates the middleware's cost from waitress's.
 Needs wrk (apt-get install -y wrk), node, and pip install waitress [beaker].
 """
 from __future__ import annotations
@@ -100,12 +102,43 @@ def beaker_app():
 PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app}
 
 
-def serve(kind: str, port: int) -> None:
+def serve(kind: str, port: int, app_cpu: bool = False) -> None:
     import logging
     import waitress
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)   # "Task queue depth" on every burst
     sys.path.insert(0, ROOT)
-    waitress.serve(PY_APPS[kind](), host="127.0.0.1", port=port, threads=4, _quiet=True)
+    app = PY_APPS[kind]()
+    if app_cpu:
+        app = _timed(app)
+    waitress.serve(app, host="127.0.0.1", port=port, threads=4, _quiet=True)
+
+
+def _timed(app):
+    """Wrap app to add up the CPU its calls take in their own thread; print it on SIGTERM.
+
+    That isolates the app's (and its middleware's) cost from the server's inside the real server.
+    """
+    import signal
+    import threading
+    total, calls, lock = [0.0], [0], threading.Lock()
+
+    def timed(environ, start_response):
+        start = time.thread_time()
+        body = app(environ, start_response)
+        chunks = list(body)
+        if hasattr(body, "close"):
+            body.close()
+        spent = time.thread_time() - start
+        with lock:
+            total[0] += spent
+            calls[0] += 1
+        return chunks
+
+    def report(*_):
+        print(f"app-cpu {total[0] / max(calls[0], 1):.9f}", flush=True)
+        os._exit(0)
+    signal.signal(signal.SIGTERM, report)
+    return timed
 
 
 # -- the harness ------------------------------------------------------------------------------
@@ -125,6 +158,7 @@ class Server:
         self.results: list[float] = []    # req/s per run
         self.cpu: list[float] = []        # server CPU seconds per request, per run
         self.views_after: int | None = None
+        self.app_cpu: float | None = None      # with --app-cpu: CPU seconds per call in the app itself
 
     def get(self, cookie: str | None = None) -> tuple[int, str | None]:
         """One GET /incr: (views, cookie to send next time)."""
@@ -146,6 +180,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        self.log.seek(0)
+        found = re.search(rb"app-cpu ([\d.]+)", self.log.read())
+        self.app_cpu = float(found.group(1)) if found else None
         self.log.close()
 
 
@@ -201,11 +238,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--app-cpu", action="store_true",
+                        help="also report the CPU per request spent in the WSGI app and its middleware alone "
+                             "(thread CPU time around the app call, inside waitress; Python rows only)")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(args.serve, args.port)
+        return serve(args.serve, args.port, args.app_cpu)
 
     missing = [what for what, ok in (
         ("wrk (apt-get install -y wrk)", shutil.which("wrk")),
@@ -217,7 +257,8 @@ def main() -> None:
     if not node_ok:
         print("express rows skipped: needs node and `cd tests/interop && npm ci`", file=sys.stderr)
 
-    py = [sys.executable, os.path.abspath(__file__), "--port", "{port}", "--serve"]
+    py = [sys.executable, os.path.abspath(__file__), "--port", "{port}"] + (["--app-cpu"] if args.app_cpu else [])
+    py.append("--serve")
     specs = []
     if node_ok:
         specs += [("express bare", "Node", "bare", ["node", "app.js"], {"SESSION_STORE": "none"}, INTEROP),
@@ -274,6 +315,10 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
           "requests means concurrent requests of one session overwrote each other's increments).")
     for s in servers:
         print(f"  {s.label:28} req/s per run: " + " ".join(f"{r:.0f}" for r in s.results))
+    timed = [s for s in servers if s.app_cpu is not None]
+    if timed:
+        print("CPU per request inside the WSGI app call (its own thread), all runs: "
+              + ", ".join(f"{s.label}: {s.app_cpu * 1e6:.0f} us" for s in timed))
 
 
 def _spread(values: list[float]) -> str:
