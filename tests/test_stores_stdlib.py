@@ -55,6 +55,31 @@ class TempDir:
         super().setUp()
 
 
+# ---------------------------------------------------------------- the stores package
+
+class TestStoresPackage(unittest.TestCase):
+    def test_importing_stores_imports_no_driver_and_no_store(self):
+        code = """
+            import sys, stores
+            print(sorted(m for m in ("redis", "pymongo", "stores.sqlite_store", "stores.shelve_store",
+                                     "stores.redis_store", "stores.mongo_store") if m in sys.modules))
+            stores.SQLiteStore
+            print(sorted(m for m in ("redis", "pymongo", "stores.sqlite_store") if m in sys.modules))
+        """
+        out, err = run_python(code).communicate(timeout=60)
+        self.assertEqual(out.split("\n")[:2], ["[]", "['stores.sqlite_store']"], err)
+
+    def test_store_names_resolve_to_their_modules(self):
+        import stores
+        from stores import shelve_store, sqlite_store
+        self.assertIs(stores.SQLiteStore, sqlite_store.SQLiteStore)
+        self.assertIs(stores.ShelveStore, shelve_store.ShelveStore)
+        self.assertEqual(stores.__all__, ["SQLiteStore", "ShelveStore", "RedisStore", "MongoStore"])
+        self.assertTrue(set(stores.__all__) <= set(dir(stores)))
+        with self.assertRaises(AttributeError):
+            stores.NoSuchStore
+
+
 # ---------------------------------------------------------------- the contract, per store
 
 class TestMemoryStore(StoreContract, unittest.TestCase):
