@@ -1,20 +1,20 @@
 """Store operations per second, each store beside the raw ceiling of its backend, in one run.
 
-    python bench/store_ops.py            # get/set table, 1 and 2 threads (about 30 s)
+    python bench/store_ops.py            # get/set table, 1 and 2 threads (about 40 s)
     python bench/store_ops.py --wall     # the same, one thread timed by the wall clock
     python bench/store_ops.py --scale    # also SQLiteStore at 1,000,000 records and a
-                                         # 100,000-record prune (a few minutes, ~300 MB of disk)
+                                         # 100,000-record prune (about 1.5 min, ~300 MB of disk)
 
 Every row reads and writes one typical 200-byte record under 1,000 IDs.
 One-thread rates are CPU time per operation (robust on a shared machine; no
 row waits on I/O: synchronous=NORMAL never fsyncs a commit); two-thread rates
-are wall-clock throughput of the pair.  The
-raw ceilings do the least work the same backend allows: plain ``sqlite3``
-SELECT / UPSERT by primary key with the store's pragmas (WAL,
-synchronous=NORMAL, busy timeout), once without and once with the JSON
-encode/decode every store must do; a ``threading.Lock``-ed dict of JSON
-strings.  Rates are the median of a few short runs; the machine is shared, so
-compare rows of one run, not runs.
+are wall-clock throughput of the pair.  The raw ceilings do the least work the
+same backend allows: plain ``sqlite3`` SELECT / UPSERT by primary key with the
+store's pragmas (WAL, synchronous=NORMAL, busy timeout, mmap), once without
+and once with the JSON encode/decode every store must do; a
+``threading.Lock``-ed dict of JSON strings.  Rows take turns in each round and
+each cell is the median of the rounds; the machine is shared, so compare rows
+of one run, not runs.
 
 Adding a row (e.g. RedisStore beside raw redis-py): write a factory
 ``make(tmpdir) -> Ops(get, set, close)`` where ``get(sid)`` and
