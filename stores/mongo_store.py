@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from datetime import datetime, timezone
 from typing import Any, Optional

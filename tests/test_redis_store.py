@@ -5,6 +5,7 @@ Needs ``apt-get install -y redis-server`` and ``pip install redis``.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import sys
@@ -13,6 +14,7 @@ import time
 import unittest
 from datetime import datetime, timezone
 from unittest import mock
+from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import session
@@ -410,28 +412,26 @@ class _QuietHandler(WSGIRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
+    def get_stderr(self):  # wsgiref prints each 500's traceback here; _serve records it
+        return io.StringIO()
 
-class _ServerWithErrors(WSGIServer):
-    """wsgiref server that records the exceptions it turned into 500s."""
 
-    errors: list
-
-    def __init__(self, *args, **kwargs):
-        self.errors = []
-        super().__init__(*args, **kwargs)
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
 
 
 def _serve(app):
-    server = make_server("127.0.0.1", 0, app, server_class=_ServerWithErrors,
-                         handler_class=_QuietHandler)
-    # wsgiref's ServerHandler.log_exception prints to stderr; record the error instead.
-    import wsgiref.handlers
-    original = wsgiref.handlers.BaseHandler.log_exception
+    """Serve ``app`` on a free port, a thread per request; returns (errors, port, stop)."""
+    errors: list = []
 
-    def log_exception(handler, exc_info):
-        server.errors.append(exc_info[1])
-    patch = mock.patch.object(wsgiref.handlers.BaseHandler, "log_exception", log_exception)
-    patch.start()
+    def recording(environ, start_response):
+        try:
+            return app(environ, start_response)
+        except Exception as exc:  # recorded for the test, then raised on to wsgiref's 500
+            errors.append(exc)
+            raise
+    server = make_server("127.0.0.1", 0, recording, server_class=_ThreadingServer,
+                         handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
@@ -439,10 +439,8 @@ def _serve(app):
     def stop():
         server.shutdown()
         server.server_close()
-        patch.stop()
         thread.join(5)
-    del original
-    return server, stop
+    return errors, server.server_address[1], stop
 
 
 def _request(port: int, cookie: str | None = None) -> tuple:
@@ -485,9 +483,8 @@ class TestMiddlewareOverRedis(unittest.TestCase):
             store = RedisStore(url=server.url)
             self.addCleanup(store.close)
             app = session.SessionMiddleware(_counter_app, secret="fault", store=store)
-            httpd, stop = _serve(app)
+            errors, port, stop = _serve(app)
             self.addCleanup(stop)
-            port = httpd.server_address[1]
 
             status, body, cookie = _request(port)
             self.assertEqual((status, body), (200, b"1"))
@@ -500,8 +497,8 @@ class TestMiddlewareOverRedis(unittest.TestCase):
                 status, body, set_cookie = _request(port, c)
                 self.assertEqual(status, 500)
                 self.assertIsNone(set_cookie, "no cookie for a session that was not saved")
-            self.assertEqual(len(httpd.errors), 3)
-            for error in httpd.errors:
+            self.assertEqual(len(errors), 3)
+            for error in errors:
                 self.assertIsInstance(error, redis.ConnectionError)
                 self.assertIn(f"127.0.0.1:{server.port}", str(error))
 
@@ -523,9 +520,8 @@ class TestMiddlewareOverRedis(unittest.TestCase):
             store = RedisStore(url=server.url)
             self.addCleanup(store.close)
             app = session.SessionMiddleware(_counter_app, secret="fault", store=store)
-            httpd, stop = _serve(app)
+            errors, port, stop = _serve(app)
             self.addCleanup(stop)
-            port = httpd.server_address[1]
             cookies = [_request(port)[2] for _ in range(4)]
             statuses: list = []
             stop_at = threading.Event()
@@ -546,7 +542,7 @@ class TestMiddlewareOverRedis(unittest.TestCase):
                 t.join(10)
             self.assertEqual(set(statuses) - {200, 500}, set())
             self.assertIn(500, statuses)
-            for error in httpd.errors:
+            for error in errors:
                 self.assertIsInstance(error, redis.ConnectionError)
             # Served again afterwards by the same instance; every stored value is whole JSON.
             self.assertEqual(_request(port)[0], 200)
