@@ -235,15 +235,28 @@ class SQLiteStore(session.Store):
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA mmap_size = {int(self.mmap_size)}")
             if not memory:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise sqlite3.OperationalError(
-                        f"could not switch to WAL journal mode (got {mode!r})")
+                self._use_wal(conn)
         except BaseException:
             conn.close()
             raise
         self._all.append(conn)
         return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (a no-op once any connection has: the mode is persistent)."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                # Processes opening a new file together: changing the journal mode does
+                # not wait through the busy handler, so wait here, as long as it would.
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.005)
+        if mode.lower() != "wal":
+            raise sqlite3.OperationalError(f"could not switch to WAL journal mode (got {mode!r})")
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         t = self.table
