@@ -102,13 +102,13 @@ class _MongomockStores:
     def reopen(self, store):
         return self._serialize(MongoStore(store.client, ttl=store.ttl, **self.store_options))
 
+    def raw_bytes(self, store, sid):
+        return self.client.test.sessions.find_one({"_id": sid})["session"].encode("utf-8")
+
 
 @requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
 class TestMongoStoreContract(_MongomockStores, StoreContract, unittest.TestCase):
     """The conformance suite over the store's own expiry filter (no TTL index)."""
-
-    def raw_bytes(self, store, sid):
-        return store.collection.find_one({"_id": sid})["session"].encode("utf-8")
 
 
 @requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
@@ -116,6 +116,19 @@ class TestMongoStoreContractUnstringified(_MongomockStores, StoreContract, unitt
     """The conformance suite with the record stored as a sub-document."""
 
     store_options = {"auto_remove": "disabled", "stringify": False}
+
+    def test_bytes_at_rest_are_json_not_pickle(self):
+        """stringify=False keeps the record as a BSON sub-document of its own fields:
+        no pickle, no opaque blob; only cookie.expires changes type, to a BSON date."""
+        record = make_record(user="Ада", cart=["apple"], n=1)
+        self.store.set("s1", record)
+        stored = self.client.test.sessions.find_one({"_id": "s1"})["session"]
+        self.assertEqual(list(stored), ["cookie", "user", "cart", "n"])
+        self.assertEqual({k: stored[k] for k in ("user", "cart", "n")},
+                         {"user": "Ада", "cart": ["apple"], "n": 1})
+        cookie = dict(stored["cookie"], expires=record["cookie"]["expires"])
+        self.assertEqual(cookie, record["cookie"])
+        self.assertEqual(utc(stored["cookie"]["expires"]), at(record["cookie"]["expires"]))
 
     def test_json_values_of_every_kind_round_trip(self):
         """BSON integers are 64-bit: a bigger one is refused with a clear error; the rest
