@@ -486,6 +486,7 @@ class TestMongoStoreWire(unittest.TestCase):
         self.assertEqual(list(find["filter"]), ["_id", "$or"])
         self.assertEqual(find["filter"]["_id"], "s1")
         self.assert_live_filter(find["filter"])
+        self.assertEqual(find["projection"], {"session": 1})
         self.assertEqual(find["limit"], 1)
         self.assertEqual(self.result, record)
 
