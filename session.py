@@ -623,8 +623,9 @@ def decode_record(text: Union[str, bytes]) -> dict:
 
 def expires_at(record: Mapping[str, Any]) -> Optional[float]:
     """Epoch seconds of ``record["cookie"]["expires"]`` (ISO string or datetime), or None."""
-    if type(record) is _Record:
-        return None if record.expires_ms is None else record.expires_ms / 1000
+    ms = getattr(record, "expires_ms", _NOTHING) if type(record) is _Record else _NOTHING
+    if ms is not _NOTHING:
+        return None if ms is None else ms / 1000
     cookie = record.get("cookie")
     expires = cookie.get("expires") if isinstance(cookie, dict) else None
     return None if expires is None else _expires_ms(expires) / 1000
