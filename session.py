@@ -615,7 +615,7 @@ def encode_record(record: Mapping[str, Any]) -> str:
 
 def decode_record(text: Union[str, bytes]) -> dict:
     """Parse a stored record; ValueError unless it is a JSON object with a ``cookie`` object."""
-    record = json.loads(text)
+    record = _decode(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)
     if not isinstance(record, dict) or not isinstance(record.get("cookie"), dict):
         raise ValueError("not a session record: a JSON object with a 'cookie' object")
     return record
@@ -1075,11 +1075,12 @@ _scan_json = json.JSONDecoder().scan_once
 
 
 def _decode(text: str) -> Any:
-    """json.loads for JSON we wrote ourselves, without its per-call checks."""
+    """json.loads without its per-call checks: the scanner straight away, and json.loads
+    only to raise its usual error (or to allow surrounding whitespace)."""
     try:
         value, end = _scan_json(text, 0)
     except StopIteration:
-        return json.loads(text)  # raises the usual JSONDecodeError
+        return json.loads(text)
     return value if end == len(text) else json.loads(text)
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
