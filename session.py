@@ -702,22 +702,22 @@ class MemoryStore(Store):
     def __init__(self, *, ttl: float = 86400) -> None:
         _check_ttl(ttl)
         self.ttl = ttl
-        self._lock = threading.Lock()
-        # sid -> [expiry, record JSON, cookie as last touched or None]
+        self._lock = threading.Lock()  # held by writers; readers need none (see get)
+        # sid -> (expiry, record JSON, cookie as last touched or None).  Entries
+        # are tuples, replaced whole, so a reader always sees a consistent one.
         self._data: dict = {}
         self._heap: list = []  # (expiry, sid); stale pairs are skipped when popped
 
     def get(self, sid: str) -> Optional[dict]:
-        now = time.time()
-        with self._lock:
-            entry = self._data.get(sid)
-            if entry is None:
-                return None
-            if entry[0] <= now:
-                del self._data[sid]
-                return None
-            _, text, cookie = entry
-        return self._decode(text, cookie)
+        entry = self._data.get(sid)  # one atomic dict read: no lock needed
+        if entry is None:
+            return None
+        if entry[0] <= time.time():
+            with self._lock:
+                if self._data.get(sid) is entry:  # not replaced meanwhile by a set()
+                    del self._data[sid]
+            return None
+        return self._decode(entry[1], entry[2])
 
     def set(self, sid: str, record: dict) -> None:
         text = encode_record(record)
@@ -728,7 +728,7 @@ class MemoryStore(Store):
             if expiry <= now:
                 self._data.pop(sid, None)
                 return
-            self._data[sid] = [expiry, text, None]
+            self._data[sid] = (expiry, text, None)
             self._schedule(expiry, sid)
 
     def destroy(self, sid: str) -> None:
@@ -743,8 +743,7 @@ class MemoryStore(Store):
             entry = self._data.get(sid)
             if entry is None or entry[0] <= now:
                 return
-            entry[0] = expiry
-            entry[2] = cookie
+            self._data[sid] = (expiry, entry[1], cookie)
             self._schedule(expiry, sid)
 
     def all(self) -> dict:

@@ -103,6 +103,22 @@ def make_sqlite_store(tmp: str) -> Ops:
     return store_ops(SQLiteStore(os.path.join(tmp, "store.db")))
 
 
+def middleware_record() -> dict:
+    """A record as SessionMiddleware hands it to a store: with the JSON and the expiry it
+    has already computed for itself, so a store need not redo either."""
+    record = typical_record()
+    prepared = session._Record(record)
+    prepared.text = session.encode_record(record)
+    prepared.expires_ms = round(session.expires_at(record) * 1000)
+    return prepared
+
+
+def make_sqlite_store_from_middleware(tmp: str) -> Ops:
+    store = SQLiteStore(os.path.join(tmp, "mw.db"))
+    prepared = middleware_record()
+    return Ops(store.get, lambda sid, _: store.set(sid, prepared), store.close)
+
+
 def raw_sqlite(tmp: str, with_json: bool) -> Ops:
     """A connection per thread, the store's schema and pragmas, nothing else."""
     path = os.path.join(tmp, f"raw{int(with_json)}.db")
@@ -181,10 +197,7 @@ def make_redis_store_from_middleware(tmp: str) -> Ops:
     expiry already computed (the middleware needs both itself), so the store redoes neither."""
     from stores.redis_store import RedisStore
     store = RedisStore(url=redis_url(), prefix="mw:")
-    record = typical_record()
-    prepared = session._Record(record)
-    prepared.text = session.encode_record(record)
-    prepared.expires_ms = round(session.expires_at(record) * 1000)
+    prepared = middleware_record()
     return Ops(store.get, lambda sid, _: store.set(sid, prepared),
                lambda: (store.close(), release_redis()))
 
@@ -238,6 +251,8 @@ ROWS = [
     Row("sqlite3 SELECT / UPSERT", lambda tmp: raw_sqlite(tmp, False), None),
     Row("sqlite3 + json", lambda tmp: raw_sqlite(tmp, True), "sqlite3 SELECT / UPSERT"),
     Row("SQLiteStore", make_sqlite_store, "sqlite3 SELECT / UPSERT"),
+    Row("SQLiteStore, record from the middleware", make_sqlite_store_from_middleware,
+        "sqlite3 SELECT / UPSERT"),
     Row("ShelveStore", make_shelve_store, None),
 ]
 
