@@ -319,13 +319,15 @@ class Session(dict):
 
     @classmethod
     def _create(cls, mw: "SessionMiddleware", environ: dict, options: "_CookieOptions",
-                cookie_id: Optional[str], record: Optional[dict]) -> "Session":
+                cookie_id: Optional[str], signature: Optional[str],
+                record: Optional[dict]) -> "Session":
         """A session for one request: loaded from ``record``, or new (its ID made when first needed)."""
         self = dict.__new__(cls)
         self._mw = mw
         self._environ = environ
         self._opts = options
         self._cookie_id = cookie_id
+        self._signature = signature
         self._read = False
         self._regenerated = False
         self._touched = False
@@ -874,8 +876,7 @@ class SessionMiddleware:
         header = environ.get("HTTP_COOKIE")
         cookie_id, signature = self._read_cookie(header) if header else (None, None)
         record = self._load(cookie_id) if cookie_id else None
-        sess = Session._create(self, environ, options, cookie_id, record)
-        sess._signature = signature
+        sess = Session._create(self, environ, options, cookie_id, signature, record)
         environ[key] = sess
         exchange = _Exchange(self, sess, start_response)
         result = self.app(environ, exchange.start_response)

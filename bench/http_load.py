@@ -1,6 +1,6 @@
 """End-to-end cost of a session over real HTTP on loopback: Express vs this project, measured with wrk.
 
-    python bench/http_load.py [--duration 3] [--rounds 5] [--threads 2] [--connections 16] [--app-cpu]
+    python bench/http_load.py [--duration 3] [--rounds 5] [--threads 2] [--connections 16] [--app-cpu] [--no-pin]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
 script sends the cookie it was given and keeps any new one the server sets). Rows, each a
@@ -16,6 +16,11 @@ The WSGI server is waitress (pip install waitress): one process with a thread po
 in-memory store is shared by every request the way express-session's MemoryStore is in
 Node's one process (gunicorn's workers are processes and would each have their own store),
 and it is the server the issue's reference figures for Beaker were taken on.
+Servers are pinned to CPU 0 and wrk to CPU 1 (--no-pin to let them roam): on this 2-core VM a
+multithreaded Python server whose threads run on both cores spends most of its time handing
+the GIL from core to core (measured: waitress bare at 16 connections, 1,400 req/s unpinned vs
+8,700 pinned, with swings of 3x between runs), while Node's one event loop does not care.
+Pinned, every server gets one core, as Node uses one, and runs repeat.
 Prints median req/s and server CPU per request per row and, per language, the ratio
 with-session / bare. With --app-cpu the Python servers also add up the CPU spent inside the
 app call itself (thread CPU time), which separates the middleware's cost from waitress's.
@@ -145,15 +150,16 @@ def _timed(app):
 
 class Server:
     def __init__(self, label: str, language: str, role: str, cmd: list, env: dict | None = None,
-                 cwd: str | None = None) -> None:
+                 cwd: str | None = None, cpu: int | None = None) -> None:
         self.label, self.language, self.role = label, language, role
         self.port = _free_port()
         env = dict(os.environ, PORT=str(self.port), **(env or {}))
         env.pop("NODE_ENV", None)
         cmd = [c.replace("{port}", str(self.port)) for c in cmd]
         self.log = tempfile.TemporaryFile()   # a file, not a pipe nobody reads: a full pipe stalls the server
+        pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
         self.proc = subprocess.Popen(cmd, cwd=cwd or ROOT, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=pin)
         _wait_port(self.port, self.proc, self.log)
         self.results: list[float] = []    # req/s per run
         self.cpu: list[float] = []        # server CPU seconds per request, per run
@@ -219,7 +225,8 @@ def run_wrk(server: Server, script: str, args: argparse.Namespace, duration: flo
     cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
            "--timeout", "5s", "-s", script, f"http://127.0.0.1:{server.port}/incr", "--", cookie or ""]
     cpu_before = _cpu_seconds(server.proc.pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
+    pin = None if args.wrk_cpu is None else (lambda: os.sched_setaffinity(0, {args.wrk_cpu}))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, preexec_fn=pin).stdout
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad:
@@ -238,6 +245,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the servers to CPU 0 and wrk to CPU 1")
     parser.add_argument("--app-cpu", action="store_true",
                         help="also report the CPU per request spent in the WSGI app and its middleware alone "
                              "(thread CPU time around the app call, inside waitress; Python rows only)")
@@ -271,13 +280,15 @@ def main() -> None:
     else:
         print("Beaker row skipped: pip install beaker", file=sys.stderr)
 
+    pinned = not args.no_pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+    server_cpu, args.wrk_cpu = sorted(os.sched_getaffinity(0))[:2] if pinned else (None, None)
     servers: list[Server] = []
     fd, script = tempfile.mkstemp(suffix=".lua")
     with os.fdopen(fd, "w") as f:
         f.write(LUA)
     try:
         for spec in specs:
-            servers.append(Server(*spec))
+            servers.append(Server(*spec, cpu=server_cpu))
         for server in servers:                      # warm-up (Node's JIT, Python's imports)
             run_wrk(server, script, args, 1)
         for round_no in range(args.rounds):
@@ -294,8 +305,9 @@ def main() -> None:
 
 
 def report(servers: list[Server], args: argparse.Namespace) -> None:
+    pinning = "servers pinned to one CPU, wrk to the other" if args.wrk_cpu is not None else "not pinned"
     print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
-          f"{args.duration:g} s, GET /incr as a returning visitor")
+          f"{args.duration:g} s, GET /incr as a returning visitor; {pinning}")
     print(f"{'server':30} {'req/s':>7} {'ratio':>11} {'CPU us/req':>11} {'ratio':>11}  {'views':>6}")
     bare = {s.language: s for s in servers if s.role == "bare"}
     for s in servers:
