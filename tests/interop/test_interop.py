@@ -12,6 +12,7 @@ import os
 import random
 import select
 import subprocess
+import threading
 import time
 import unittest
 from urllib.parse import quote, unquote
@@ -65,10 +66,16 @@ class NodeApp:
         if not line.startswith(b"listening"):
             _quiet_stop(self.proc)
             raise RuntimeError(f"node app.js did not start: {line!r} {self.proc.stdout.read()!r}")
+        # Keep reading what node prints, so a full pipe can never stall it.
+        self.output: list = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line)
 
     def stop(self) -> None:
         _quiet_stop(self.proc)
-        self.proc.stdout.close()
 
 
 class Response:
