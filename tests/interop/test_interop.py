@@ -68,7 +68,8 @@ class NodeApp:
             raise RuntimeError(f"node app.js did not start: {line!r} {self.proc.stdout.read()!r}")
         # Keep reading what node prints, so a full pipe can never stall it.
         self.output: list = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def _drain(self) -> None:
         for line in self.proc.stdout:
@@ -76,6 +77,8 @@ class NodeApp:
 
     def stop(self) -> None:
         _quiet_stop(self.proc)
+        self._drainer.join(5)   # ends at EOF, once node has exited
+        self.proc.stdout.close()
 
 
 class Response:
