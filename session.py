@@ -825,6 +825,7 @@ class SessionMiddleware:
         self.secrets = _check_secrets(secret)
         self._signing_key = _key(self.secrets[0])
         self._verify_keys = [_key(s) for s in self.secrets]
+        self._verified: dict = {}  # cookie value -> (ID, signature) that passed _verify
         if store is None:
             store = MemoryStore()
         for method in ("get", "set", "destroy", "touch"):
@@ -1010,10 +1011,20 @@ class SessionMiddleware:
         value = _find_cookie(header, self.name)
         if value is None or not value.startswith("s:"):
             return None, None
+        verified = self._verified.get(value)
+        if verified is not None:
+            return verified
         sid, key = _verify(value[2:], self._verify_keys)
         if not sid:
             return None, None
-        return sid, (value[value.rfind(".") + 1:] if key == 0 else None)
+        verified = sid, (value[value.rfind(".") + 1:] if key == 0 else None)
+        # Returning visitors send the same cookie again and again.  Only a value
+        # that passed the full check is remembered, keyed by all of it, so a
+        # forged one can never hit; the bound keeps memory flat.
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[value] = verified
+        return verified
 
     def _is_secure(self, environ: dict) -> bool:
         if environ.get("wsgi.url_scheme") == "https":
@@ -1048,6 +1059,7 @@ class SessionMiddleware:
 
 # ---------------------------------------------------------------- private helpers
 
+_VERIFIED_CACHE_SIZE = 4096  # cookie values remembered as verified, per middleware
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_ATTR = re.compile(r"[;\x00-\x1f\x7f]")

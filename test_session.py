@@ -1463,14 +1463,26 @@ class TestSigning(unittest.TestCase):
             self.assertIsNone(session.unsign(good, [SECRET, "other"]))
 
     def test_middleware_verifies_cookies_with_hmac_compare_digest(self):
+        # Every cookie value the middleware has not verified before goes through
+        # compare_digest; only values that passed it are remembered.
         out = []
         h = Harness(lambda e: out.append(sess(e).get("user")))
         h.seed({"user": "ada"})
-        h.request()
-        self.assertEqual(out, ["ada"])
         with self.patched_compare_digest(lambda a, b: False):
             h.request()
-        self.assertEqual(out, ["ada", None], "the middleware's signature check bypasses compare_digest")
+        h.request()
+        self.assertEqual(out, [None, "ada"], "the middleware's signature check bypasses compare_digest")
+
+    def test_a_forged_cookie_is_never_taken_from_the_verified_cache(self):
+        out = []
+        h = Harness(lambda e: out.append(sess(e).get("user")))
+        h.seed({"user": "ada"})
+        good = h.client.jar[NAME]
+        h.request()
+        for forged in (good[:-1] + ("A" if good[-1] != "A" else "B"), good + "x", good[:-3]):
+            h.client.jar[NAME] = forged
+            h.request()
+        self.assertEqual(out, ["ada", None, None, None])
 
     def test_unsign_accepts_one_secret_or_a_list(self):
         signed = ref_sign("abc", "second")
