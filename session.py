@@ -442,7 +442,6 @@ class Session(dict):
         """Mark the session read and, before the app can change it, keep its JSON to compare with."""
         self._read = True
         if self._snapshot is None:
-            self._snapshot = ""   # guards the re-entry from _dump() -> items()
             originals, self._originals = self._originals, None
             self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
 
@@ -460,7 +459,9 @@ class Session(dict):
     def _dump(self) -> str:
         """The data as JSON (without the cookie); TypeError names the key JSON cannot encode."""
         try:
-            return _encode(self)
+            # A plain copy: encoding the Session itself would call its items(),
+            # which counts as the app using it.
+            return _encode(dict(dict.items(self)))
         except (TypeError, ValueError, RecursionError) as exc:
             for key, value in dict.items(self):
                 try:
@@ -480,8 +481,12 @@ class Session(dict):
             return None
         if self._snapshot is None:
             originals = self._originals
-            if not originals or all(_same(dict.get(self, key, _MISSING), value)
-                                    for key, value in originals.items()):
+            if not originals:
+                return None
+            for key, value in originals.items():
+                if not _same(dict.get(self, key, _MISSING), value):
+                    break
+            else:
                 return None
         return self._dump()
 
