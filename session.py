@@ -207,13 +207,28 @@ class Cookie:
 
     def to_record(self) -> dict:
         """The cookie as express stores it: camelCase, express's key order, unset keys omitted."""
-        rec: dict = {"originalMaxAge": self._original}
+        ms = self._ms()
+        return self._fields(self._original, None if ms is None else _iso_ms(ms))
+
+    def to_json(self) -> str:
+        """``to_record()`` as JSON, from a template per set of attributes: only the times vary."""
+        ms = self._ms()
+        before, between, after = _cookie_template(self.partitioned, self.priority, self.secure,
+                                                  self.http_only, self.domain, self.path,
+                                                  self.same_site)
+        original = self._original
+        return "".join((
+            before, "null" if original is None else
+            str(original) if type(original) is int else _encode(original),
+            between, "null" if ms is None else f'"{_iso_ms(ms)}"', after))
+
+    def _fields(self, original: Any, expires: Any) -> dict:
+        rec: dict = {"originalMaxAge": original}
         if self.partitioned is not None:
             rec["partitioned"] = self.partitioned
         if self.priority is not None:
             rec["priority"] = self.priority
-        ms = self._ms()
-        rec["expires"] = None if ms is None else _iso_ms(ms)
+        rec["expires"] = expires
         if self.secure is not None:
             rec["secure"] = self.secure
         rec["httpOnly"] = self.http_only
@@ -279,6 +294,18 @@ class Cookie:
 
 
 _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _cookie_template(*attributes: Any) -> tuple:
+    """The JSON of a cookie record with these attributes, cut around its two times."""
+    cookie = Cookie.__new__(Cookie)
+    (cookie.partitioned, cookie.priority, cookie.secure, cookie.http_only, cookie.domain,
+     cookie.path, cookie.same_site) = attributes
+    text = _encode(cookie._fields("\0original", "\0expires"))
+    before, rest = text.split('"\\u0000original"')
+    between, after = rest.split('"\\u0000expires"')
+    return before, between, after
 _UNPARSED: Any = object()  # Cookie._expires of a loaded cookie whose date is not parsed yet
 
 
@@ -501,15 +528,16 @@ class Session(dict):
         Given the data's JSON, the record's JSON is built from it, so the
         store does not encode the same data a second time.
         """
-        cookie = self._ensure_cookie()
+        cookie_obj = self._ensure_cookie()
         rec = _Record()
-        rec.expires_ms = cookie._ms()
-        cookie = cookie.to_record()
+        rec.expires_ms = cookie_obj._ms()
+        cookie = cookie_obj.to_record()
         if self._cookie_pos == 0:
             rec["cookie"] = cookie
             rec.update(dict.items(self))
             if data is not None:
-                rec.text = '{"cookie":' + _encode(cookie) + ("}" if data == "{}" else "," + data[1:])
+                rec.text = "".join(('{"cookie":', cookie_obj.to_json(),
+                                    "}" if data == "{}" else "," + data[1:]))
             return rec
         for i, (key, value) in enumerate(dict.items(self)):
             if i == self._cookie_pos:

@@ -1371,6 +1371,24 @@ class TestCookie(unittest.TestCase):
 
 # ================================================================ signing
 
+class TestCookieJson(unittest.TestCase):
+
+    def test_to_json_is_the_encoded_record_for_every_attribute_combination(self):
+        import itertools
+        combos = itertools.product((None, True, False), (None, "high"), (None, True, False),
+                                   (True, False), (None, "example.com"), ("/", "/app", None),
+                                   (None, True, "lax", "none"))
+        for partitioned, priority, secure, http_only, domain, path, same_site in combos:
+            c = session.Cookie(max_age=90.5, secure=secure, http_only=http_only, domain=domain,
+                               same_site=same_site, partitioned=partitioned, priority=priority)
+            c.path = path
+            self.assertEqual(c.to_json(), json.dumps(c.to_record(), separators=(",", ":")))
+        for original in (None, 0, 3600000, 3599999, 1500.5):
+            c = session.Cookie()
+            c._original = original
+            self.assertEqual(json.loads(c.to_json()), c.to_record())
+
+
 class TestSigning(unittest.TestCase):
 
     @needs_vectors
