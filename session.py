@@ -213,6 +213,9 @@ class Cookie:
     def to_json(self) -> str:
         """``to_record()`` as JSON, from a template per set of attributes: only the times vary."""
         ms = self._ms()
+        return self._json(None if ms is None else _iso_ms(ms))
+
+    def _json(self, expires: Optional[str]) -> str:
         before, between, after = _cookie_template(self.partitioned, self.priority, self.secure,
                                                   self.http_only, self.domain, self.path,
                                                   self.same_site)
@@ -220,7 +223,7 @@ class Cookie:
         return "".join((
             before, "null" if original is None else
             str(original) if type(original) is int else _encode(original),
-            between, "null" if ms is None else f'"{_iso_ms(ms)}"', after))
+            between, "null" if expires is None else f'"{expires}"', after))
 
     def _fields(self, original: Any, expires: Any) -> dict:
         rec: dict = {"originalMaxAge": original}
@@ -530,13 +533,14 @@ class Session(dict):
         """
         cookie_obj = self._ensure_cookie()
         rec = _Record()
-        rec.expires_ms = cookie_obj._ms()
-        cookie = cookie_obj.to_record()
+        rec.expires_ms = ms = cookie_obj._ms()
+        expires = None if ms is None else _iso_ms(ms)
+        cookie = cookie_obj._fields(cookie_obj._original, expires)
         if self._cookie_pos == 0:
             rec["cookie"] = cookie
             rec.update(dict.items(self))
             if data is not None:
-                rec.text = "".join(('{"cookie":', cookie_obj.to_json(),
+                rec.text = "".join(('{"cookie":', cookie_obj._json(expires),
                                     "}" if data == "{}" else "," + data[1:]))
             return rec
         for i, (key, value) in enumerate(dict.items(self)):
@@ -759,7 +763,8 @@ class MemoryStore(Store):
         now = time.time()
         expiry = self.expiry_time(record, now)
         with self._lock:
-            self._expire(now)
+            if self._heap and self._heap[0][0] <= now:
+                self._expire(now)
             if expiry <= now:
                 self._data.pop(sid, None)
                 return
