@@ -269,14 +269,20 @@ class Cookie:
 
     def serialize(self, name: str, value: str) -> str:
         """The Set-Cookie header value, attributes in the order the npm package cookie writes them."""
-        parts = [name, "=", value]
+        before, after = _set_cookie_template(self.domain, self.path, self.http_only, self.secure,
+                                             self.partitioned, self.priority, self.same_site)
+        ms = self._ms()
+        return "".join((name, "=", value, before,
+                        "" if ms is None else "; Expires=" + _http_date(ms // 1000), after))
+
+    def _attributes(self, expires: Optional[str]) -> str:
+        parts = []
         if self.domain:
             parts += ("; Domain=", self.domain)
         if self.path:
             parts += ("; Path=", self.path)
-        ms = self._ms()
-        if ms is not None:
-            parts += ("; Expires=", _http_date(ms // 1000))
+        if expires is not None:
+            parts += ("; Expires=", expires)
         if self.http_only:
             parts.append("; HttpOnly")
         if self.secure:
@@ -297,6 +303,16 @@ class Cookie:
 
 
 _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _set_cookie_template(*attributes: Any) -> tuple:
+    """A Set-Cookie header's attributes for these cookie settings, cut where Expires goes."""
+    cookie = Cookie.__new__(Cookie)
+    (cookie.domain, cookie.path, cookie.http_only, cookie.secure, cookie.partitioned,
+     cookie.priority, cookie.same_site) = attributes
+    before, after = cookie._attributes("\0").split("; Expires=\0")
+    return before, after
 
 
 @functools.lru_cache(maxsize=64, typed=True)
