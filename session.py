@@ -247,24 +247,26 @@ class Cookie:
     def from_record(cls, rec: Mapping[str, Any]) -> "Cookie":
         """Rebuild a Cookie from a stored record's ``cookie`` (what Express wrote reads the same)."""
         c = cls.__new__(cls)
-        expires = rec.get("expires")
+        get = rec.get
+        expires = get("expires")
         c._expires = None if expires is None else _UNPARSED
         c._stored_expires = expires
-        original = rec.get("originalMaxAge")
+        original = get("originalMaxAge")
         if original is not None and (isinstance(original, bool)
                                      or not isinstance(original, (int, float))):
             raise ValueError("originalMaxAge is not a number")
         c._original = original
-        c.http_only = rec.get("httpOnly", True) is not False
-        c.secure = rec.get("secure")
-        c.path = rec.get("path", "/")
-        c.domain = rec.get("domain")
-        c.same_site = rec.get("sameSite")
-        c.partitioned = rec.get("partitioned")
-        c.priority = rec.get("priority")
-        for attr in (c.path, c.domain):
-            if attr is not None and attr != "/":
-                _check_attr(attr, "cookie path/domain in the stored record")
+        c.http_only = get("httpOnly", True) is not False
+        c.secure = get("secure")
+        c.path = path = get("path", "/")
+        c.domain = domain = get("domain")
+        c.same_site = get("sameSite")
+        c.partitioned = get("partitioned")
+        c.priority = get("priority")
+        if path != "/" and path is not None:
+            _check_attr(path, "cookie path in the stored record")
+        if domain is not None:
+            _check_attr(domain, "cookie domain in the stored record")
         return c
 
     def serialize(self, name: str, value: str) -> str:
@@ -366,8 +368,9 @@ class Session(dict):
     @classmethod
     def _create(cls, mw: "SessionMiddleware", environ: dict, options: "_CookieOptions",
                 cookie_id: Optional[str], signature: Optional[str],
-                record: Optional[dict]) -> "Session":
-        """A session for one request: loaded from ``record``, or new (its ID made when first needed)."""
+                loaded: Optional[tuple]) -> "Session":
+        """A session for one request: loaded (a record and its Cookie), or new (its ID made
+        when first needed)."""
         self = dict.__new__(cls)
         self._mw = mw
         self._environ = environ
@@ -379,7 +382,7 @@ class Session(dict):
         self._touched = False
         self._destroyed = False
         self._originals = None
-        if record is None:
+        if loaded is None:
             self._sid = None
             self._cookie = None
             self._loaded = False
@@ -390,19 +393,15 @@ class Session(dict):
             self._sid = cookie_id
             self._loaded = True
             self._snapshot = None  # taken on first use: untouched data needs no JSON work
-            self._fill(record)
+            self._fill(loaded)
             self._saved = None if mw.resave else (cookie_id, None)
         return self
 
-    def _fill(self, record: dict) -> None:
-        cookie = record["cookie"]
-        self._cookie = Cookie.from_record(cookie)
-        pos = 0
-        for key in record:
-            if key == "cookie":
-                break
-            pos += 1
-        self._cookie_pos = pos
+    def _fill(self, loaded: tuple) -> None:
+        """Take the data and cookie of a record that ``SessionMiddleware._load`` checked."""
+        record, self._cookie = loaded
+        # express keeps a loaded record's key order: remember where "cookie" was.
+        self._cookie_pos = 0 if next(iter(record)) == "cookie" else list(record).index("cookie")
         dict.clear(self)
         dict.update(self, record)
         dict.__delitem__(self, "cookie")
@@ -466,10 +465,10 @@ class Session(dict):
     def reload(self) -> None:
         """Replace the data with what the store holds now; SessionError if the record is gone."""
         self._use()
-        record = self._middleware()._load(self._ensure_id())
-        if record is None:
+        loaded = self._middleware()._load(self._ensure_id())
+        if loaded is None:
             raise SessionError(f"session {self._sid[:6]}... is no longer in the store")
-        self._fill(record)
+        self._fill(loaded)
 
     def save(self) -> None:
         """Write the session to the store now; if unchanged after, it is not written again at the end."""
@@ -930,8 +929,8 @@ class SessionMiddleware:
 
         header = environ.get("HTTP_COOKIE")
         cookie_id, signature = self._read_cookie(header) if header else (None, None)
-        record = self._load(cookie_id) if cookie_id else None
-        sess = Session._create(self, environ, options, cookie_id, signature, record)
+        loaded = self._load(cookie_id) if cookie_id else None
+        sess = Session._create(self, environ, options, cookie_id, signature, loaded)
         environ[key] = sess
         exchange = _Exchange(self, sess, start_response)
         result = self.app(environ, exchange.start_response)
@@ -946,11 +945,16 @@ class SessionMiddleware:
         return exchange
 
     def _load(self, sid: str) -> Optional[dict]:
+        """(stored record, its Cookie), or None when it is missing or not a session."""
         record = self.store.get(sid)
-        if record is not None and not isinstance(record.get("cookie"), dict):
-            log.warning("session record %.6s... has no cookie; starting a new session", sid)
+        if record is None:
             return None
-        return record
+        try:
+            return record, Cookie.from_record(record["cookie"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("session record %.6s... is not a valid session (%s); starting a new one",
+                        sid, exc)
+            return None
 
     def _response_headers(self, sess: Session, headers: list, current: Any = _NOTHING) -> list:
         """The app's headers plus our Set-Cookie (per shouldSetCookie) and Vary: Cookie."""

@@ -1371,6 +1371,23 @@ class TestCookie(unittest.TestCase):
 
 # ================================================================ signing
 
+class TestBadRecords(unittest.TestCase):
+
+    def test_a_record_with_a_malformed_cookie_is_a_fresh_session_not_an_error(self):
+        bad_cookies = [{"originalMaxAge": "soon"}, {"path": "/\r\nX: y"}, {"domain": 5},
+                       {"originalMaxAge": True}, "not an object", None]
+        for bad in bad_cookies:
+            with self.subTest(cookie=bad):
+                out = []
+                h = Harness(lambda e: out.append((sess(e).id, dict(sess(e)))))
+                sid = h.seed(record={"cookie": bad, "user": "ada"})
+                with self.assertLogs("session", "WARNING"):
+                    response = h.request()
+                self.assertEqual(response.status.split()[0], "200")
+                self.assertNotEqual(out[0][0], sid)
+                self.assertEqual(out[0][1], {})
+
+
 class TestCookieJson(unittest.TestCase):
 
     def test_to_json_is_the_encoded_record_for_every_attribute_combination(self):
