@@ -1280,10 +1280,13 @@ class _Exchange:
 
 def _find_cookie(header: str, name: str) -> Optional[str]:
     """The first value of cookie ``name`` in a Cookie header, parsed as the npm package cookie does."""
-    if name not in header:
-        return None
-    for pair in header.split(";"):
-        key, eq, value = pair.partition("=")
+    at = header.find(name)
+    while at >= 0:
+        # The pair around this occurrence runs between the semicolons either side;
+        # it is ours if its key, trimmed, is the name (an earlier pair with our
+        # key would have been an earlier occurrence).
+        end = header.find(";", at)
+        key, eq, value = header[header.rfind(";", 0, at) + 1:end if end >= 0 else None].partition("=")
         if eq and key.strip(" \t") == name:
             value = value.strip(" \t")
             if value[:1] == '"' and value[-1:] == '"':
@@ -1291,6 +1294,7 @@ def _find_cookie(header: str, name: str) -> Optional[str]:
             if "%" in value:
                 value = _decode_uri_component(value)
             return value
+        at = header.find(name, at + 1)
     return None
 
 
