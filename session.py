@@ -1066,22 +1066,26 @@ class SessionMiddleware:
     def _read_cookie(self, header: str) -> tuple:
         """(session ID, its signature if the first secret made it) from our cookie in
         ``header``, or (None, None); never raises."""
-        value = _find_cookie(header, self.name)
-        if value is None or not value.startswith("s:"):
+        raw = _raw_cookie(header, self.name)
+        if raw is None:
             return None, None
-        verified = self._verified.get(value)
+        verified = self._verified.get(raw)
         if verified is not None:
             return verified
+        value = _decode_uri_component(raw) if "%" in raw else raw
+        if not value.startswith("s:"):
+            return None, None
         sid, key = _verify(value[2:], self._verify_keys)
         if not sid:
             return None, None
         verified = sid, (value[value.rfind(".") + 1:] if key == 0 else None)
         # Returning visitors send the same cookie again and again.  Only a value
-        # that passed the full check is remembered, keyed by all of it, so a
-        # forged one can never hit; the bound keeps memory flat.
+        # that passed the full check is remembered, keyed by all of it as sent
+        # (decoding is deterministic), so a forged one can never hit; the bound
+        # keeps memory flat.
         if len(self._verified) >= _VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[value] = verified
+        self._verified[raw] = verified
         return verified
 
     def _is_secure(self, environ: dict) -> bool:
@@ -1280,6 +1284,12 @@ class _Exchange:
 
 def _find_cookie(header: str, name: str) -> Optional[str]:
     """The first value of cookie ``name`` in a Cookie header, parsed as the npm package cookie does."""
+    value = _raw_cookie(header, name)
+    return _decode_uri_component(value) if value is not None and "%" in value else value
+
+
+def _raw_cookie(header: str, name: str) -> Optional[str]:
+    """``_find_cookie`` before percent-decoding: the value as sent, surrounding quotes removed."""
     at = header.find(name)
     while at >= 0:
         # The pair around this occurrence runs between the semicolons either side;
@@ -1291,8 +1301,6 @@ def _find_cookie(header: str, name: str) -> Optional[str]:
             value = value.strip(" \t")
             if value[:1] == '"' and value[-1:] == '"':
                 value = value[1:-1]
-            if "%" in value:
-                value = _decode_uri_component(value)
             return value
         at = header.find(name, at + 1)
     return None
