@@ -783,8 +783,9 @@ class MemoryStore(Store):
             if expiry <= now:
                 self._data.pop(sid, None)
                 return
+            previous = self._data.get(sid)
             self._data[sid] = (expiry, text, None)
-            self._schedule(expiry, sid)
+            self._schedule(expiry, sid, previous)
 
     def destroy(self, sid: str) -> None:
         with self._lock:
@@ -799,7 +800,7 @@ class MemoryStore(Store):
             if entry is None or entry[0] <= now:
                 return
             self._data[sid] = (expiry, entry[1], cookie)
-            self._schedule(expiry, sid)
+            self._schedule(expiry, sid, entry)
 
     def all(self) -> dict:
         now = time.time()
@@ -831,7 +832,9 @@ class MemoryStore(Store):
             record["cookie"] = dict(cookie)
         return record
 
-    def _schedule(self, expiry: float, sid: str) -> None:
+    def _schedule(self, expiry: float, sid: str, previous: Optional[tuple]) -> None:
+        if previous is not None and previous[0] <= expiry:
+            return  # its heap entry comes due first; _expire() then re-files it
         heap = self._heap
         heapq.heappush(heap, (expiry, sid))
         if len(heap) > 2 * len(self._data) + 64:
@@ -845,9 +848,13 @@ class MemoryStore(Store):
         while heap and heap[0][0] <= now:
             _, sid = heapq.heappop(heap)
             entry = data.get(sid)
-            if entry is not None and entry[0] <= now:
+            if entry is None:
+                continue
+            if entry[0] <= now:
                 del data[sid]
                 removed += 1
+            else:  # its expiry moved later since it was filed: file it again
+                heapq.heappush(heap, (entry[0], sid))
         return removed
 
 

@@ -2071,6 +2071,21 @@ class TestMemoryStore(unittest.TestCase):
         self.assertEqual(store.length(), 1000)
         self.assertEqual(len(store.all()), 1000)
 
+    def test_a_record_whose_expiry_moved_later_expires_at_the_new_time(self):
+        store = session.MemoryStore()
+        store.set("slide", make_record({"n": 1}, expires_in=0.3))
+        store.touch("slide", make_record({"n": 1}, expires_in=0.8))
+        store.set("moved", make_record({"n": 2}, expires_in=0.3))
+        store.set("moved", make_record({"n": 3}, expires_in=0.8))
+        store.set("earlier", make_record({"n": 4}, expires_in=60))
+        store.set("earlier", make_record({"n": 5}, expires_in=0.3))
+        time.sleep(0.5)
+        self.assertEqual(store.prune(), 1, "only the record moved earlier has expired")
+        self.assertEqual(sorted(store.all()), ["moved", "slide"])
+        self.assertEqual(store.get("moved")["n"], 3)
+        time.sleep(0.45)
+        self.assertEqual(store.length(), 0, "the later expiries are honoured, without a get")
+
     def test_prune_deletes_expired_and_returns_count(self):
         store = session.MemoryStore()
         for i in range(3):
