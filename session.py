@@ -529,7 +529,8 @@ class Session(dict):
             if not originals:
                 return None
             for key, value in originals.items():
-                if not _same(dict.get(self, key, _MISSING), value):
+                now = dict.get(self, key, _MISSING)
+                if now is not value and not _same(now, value):
                     break
             else:
                 return None
@@ -662,9 +663,8 @@ class _Record(dict):
 
 def encode_record(record: Mapping[str, Any]) -> str:
     """The record's JSON exactly as express writes it: compact, UTF-8, no NaN."""
-    if type(record) is _Record:
-        return record.text if hasattr(record, "text") else _encode(record)
-    return _encode(record)
+    text = getattr(record, "text", None) if type(record) is _Record else None
+    return _encode(record) if text is None else text
 
 
 def decode_record(text: Union[str, bytes]) -> dict:
@@ -1345,7 +1345,7 @@ def _request_path(environ: dict) -> str:
 
 def _add_vary_cookie(headers: list) -> None:
     for i, (name, value) in enumerate(headers):
-        if name.lower() == "vary":
+        if len(name) == 4 and name.lower() == "vary":
             fields = [f.strip().lower() for f in value.split(",")]
             if "cookie" not in fields and "*" not in fields:
                 headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
