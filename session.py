@@ -353,21 +353,21 @@ class Session(dict):
     """
 
     __slots__ = ("_mw", "_environ", "_opts", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
-                 "_snapshot", "_originals", "_saved", "_cookie_pos", "_cookie_id", "_signature", "_touched",
+                 "_snapshot", "_originals", "_saved", "_cookie_pos", "_cookie_id", "_resend", "_touched",
                  "_destroyed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
         dict.__init__(self)
         self._mw = self._environ = self._opts = self._sid = self._cookie = None
-        self._cookie_id = self._signature = None
+        self._cookie_id = self._resend = None
         self._loaded = self._regenerated = self._read = self._touched = self._destroyed = False
         self._snapshot, self._originals, self._saved, self._cookie_pos = "{}", None, None, 0
         self.update(*args, **kwargs)
 
     @classmethod
     def _create(cls, mw: "SessionMiddleware", environ: dict, options: "_CookieOptions",
-                cookie_id: Optional[str], signature: Optional[str],
+                cookie_id: Optional[str], resend: Optional[str],
                 loaded: Optional[tuple]) -> "Session":
         """A session for one request: loaded (a record and its Cookie), or new (its ID made
         when first needed)."""
@@ -376,7 +376,7 @@ class Session(dict):
         self._environ = environ
         self._opts = options
         self._cookie_id = cookie_id
-        self._signature = signature
+        self._resend = resend
         self._read = False
         self._regenerated = False
         self._touched = False
@@ -935,9 +935,9 @@ class SessionMiddleware:
             return self.app(environ, start_response)
 
         header = environ.get("HTTP_COOKIE")
-        cookie_id, signature = self._read_cookie(header) if header else (None, None)
+        cookie_id, resend = self._read_cookie(header) if header else (None, None)
         loaded = self._load(cookie_id) if cookie_id else None
-        sess = Session._create(self, environ, options, cookie_id, signature, loaded)
+        sess = Session._create(self, environ, options, cookie_id, resend, loaded)
         environ[key] = sess
         exchange = _Exchange(self, sess, start_response)
         result = self.app(environ, exchange.start_response)
@@ -979,8 +979,8 @@ class SessionMiddleware:
                     sess._touched = True
                 sid = sess._ensure_id()
                 # The cookie the browser sent is re-sent as it is when the first secret made it.
-                signature = sess._signature if sid == sess._cookie_id else None
-                set_cookie = cookie.serialize(self.name, self._cookie_value(sid, signature))
+                value = sess._resend if sid == sess._cookie_id else None
+                set_cookie = cookie.serialize(self.name, value or self._cookie_value(sid))
         if set_cookie is None and not sess._read:
             return headers
         headers = list(headers)
@@ -1071,8 +1071,9 @@ class SessionMiddleware:
         return _encode_uri_component(f"s:{sid}.{signature}")
 
     def _read_cookie(self, header: str) -> tuple:
-        """(session ID, its signature if the first secret made it) from our cookie in
-        ``header``, or (None, None); never raises."""
+        """(session ID, the cookie value to send back for it) from our cookie in ``header``,
+        or (None, None); never raises.  The value to send back is None when an older
+        secret signed the cookie: it is then re-signed with the first."""
         raw = _raw_cookie(header, self.name)
         if raw is None:
             return None, None
@@ -1085,7 +1086,7 @@ class SessionMiddleware:
         sid, key = _verify(value[2:], self._verify_keys)
         if not sid:
             return None, None
-        verified = sid, (value[value.rfind(".") + 1:] if key == 0 else None)
+        verified = sid, (self._cookie_value(sid, value[value.rfind(".") + 1:]) if key == 0 else None)
         # Returning visitors send the same cookie again and again.  Only a value
         # that passed the full check is remembered, keyed by all of it as sent
         # (decoding is deterministic), so a forged one can never hit; the bound
