@@ -219,7 +219,7 @@ def read_form(environ) -> dict[str, str]:
     except ValueError:
         raise ClientError("400 Bad Request", "The request has no valid Content-Length.") from None
     if not 0 <= length <= MAX_FORM_BYTES:
-        raise ClientError("413 Content Too Large", f"A form here is at most {MAX_FORM_BYTES} bytes.")
+        raise ClientError("400 Bad Request", f"A form here is at most {MAX_FORM_BYTES} bytes.")
     body = environ["wsgi.input"].read(length)
     try:
         pairs = urllib.parse.parse_qsl(body.decode("utf-8"), strict_parsing=True,
