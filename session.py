@@ -216,9 +216,7 @@ class Cookie:
         return self._json(None if ms is None else _iso_ms(ms))
 
     def _json(self, expires: Optional[str]) -> str:
-        before, between, after = _cookie_template(self.partitioned, self.priority, self.secure,
-                                                  self.http_only, self.domain, self.path,
-                                                  self.same_site)
+        before, between, after = _templates(*self._settings())[0]
         original = self._original
         return "".join((
             before, "null" if original is None else
@@ -271,11 +269,15 @@ class Cookie:
 
     def serialize(self, name: str, value: str) -> str:
         """The Set-Cookie header value, attributes in the order the npm package cookie writes them."""
-        before, after = _set_cookie_template(self.domain, self.path, self.http_only, self.secure,
-                                             self.partitioned, self.priority, self.same_site)
+        before, after = _templates(*self._settings())[1]
         ms = self._ms()
         return "".join((name, "=", value, before,
                         "" if ms is None else "; Expires=" + _http_date(ms // 1000), after))
+
+    def _settings(self) -> tuple:
+        """Everything but the times: what the JSON and Set-Cookie templates depend on."""
+        return (self.partitioned, self.priority, self.secure, self.http_only, self.domain,
+                self.path, self.same_site)
 
     def _attributes(self, expires: Optional[str]) -> str:
         parts = []
@@ -308,25 +310,18 @@ _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "No
 
 
 @functools.lru_cache(maxsize=64, typed=True)
-def _set_cookie_template(*attributes: Any) -> tuple:
-    """A Set-Cookie header's attributes for these cookie settings, cut where Expires goes."""
-    cookie = Cookie.__new__(Cookie)
-    (cookie.domain, cookie.path, cookie.http_only, cookie.secure, cookie.partitioned,
-     cookie.priority, cookie.same_site) = attributes
-    before, after = cookie._attributes("\0").split("; Expires=\0")
-    return before, after
-
-
-@functools.lru_cache(maxsize=64, typed=True)
-def _cookie_template(*attributes: Any) -> tuple:
-    """The JSON of a cookie record with these attributes, cut around its two times."""
+def _templates(*settings: Any) -> tuple:
+    """For cookies with these ``_settings()``: the record's JSON cut around its two times,
+    and the Set-Cookie attributes cut where Expires goes.  Only the times vary per request."""
     cookie = Cookie.__new__(Cookie)
     (cookie.partitioned, cookie.priority, cookie.secure, cookie.http_only, cookie.domain,
-     cookie.path, cookie.same_site) = attributes
+     cookie.path, cookie.same_site) = settings
     text = _encode(cookie._fields("\0original", "\0expires"))
     before, rest = text.split('"\\u0000original"')
     between, after = rest.split('"\\u0000expires"')
-    return before, between, after
+    return (before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0"))
+
+
 _UNPARSED: Any = object()  # Cookie._expires of a loaded cookie whose date is not parsed yet
 
 
@@ -974,9 +969,7 @@ class SessionMiddleware:
             if cookie.secure and not self._is_secure(sess._environ):
                 self._warn_insecure()
             else:
-                if not sess._touched:
-                    cookie.touch()
-                    sess._touched = True
+                self._touch_once(sess)
                 sid = sess._ensure_id()
                 # The cookie the browser sent is re-sent as it is when the first secret made it.
                 value = sess._resend if sid == sess._cookie_id else None
