@@ -334,6 +334,15 @@ def sess(environ):
     return environ["session"]
 
 
+def run_on_loaded_session(op, data=None):
+    """Run ``op(session)`` in one request on a stored session holding ``data``
+    ({"a": 1, "b": [1]} by default); return the harness and the data then stored."""
+    h = Harness(lambda e: op(sess(e)))
+    sid = h.seed({"a": 1, "b": [1]} if data is None else data)
+    h.request()
+    return h, {k: v for k, v in h.store.get(sid).items() if k != "cookie"}
+
+
 @contextlib.contextmanager
 def captured_warnings():
     """Collect WARNING+ records reaching the root logger (assertNoLogs needs Python 3.10)."""
@@ -925,11 +934,7 @@ class TestSession(unittest.TestCase):
         }
         for name, (op, want) in cases.items():
             with self.subTest(op=name):
-                h = Harness(lambda e, op=op: op(sess(e)))
-                sid = h.seed({"a": 1, "b": [1]})
-                h.request()
-                record = h.store.get(sid)
-                self.assertEqual({k: v for k, v in record.items() if k != "cookie"}, want)
+                self.assertEqual(run_on_loaded_session(op)[1], want)
 
     def test_writes_then_later_changes_are_saved_exactly(self):
         # Plain writes are tracked by key; a later mutable read or dict method must
@@ -951,11 +956,7 @@ class TestSession(unittest.TestCase):
         }
         for name, (op, want) in cases.items():
             with self.subTest(op=name):
-                h = Harness(lambda e, op=op: op(sess(e)))
-                sid = h.seed({"a": 1, "b": [1]})
-                h.request()
-                record = h.store.get(sid)
-                data = {k: v for k, v in record.items() if k != "cookie"}
+                h, data = run_on_loaded_session(op)
                 if want is None:
                     self.assertEqual(h.store.count("set"), 0, "unchanged data is not saved")
                     self.assertEqual(data, {"a": 1, "b": [1]})

@@ -478,13 +478,19 @@ class TestMiddlewareOverRedis(unittest.TestCase):
         self.assertEqual(seen, [{"n": 41}])
         self.assertGreater(store.client.ttl("sess:rolled"), 3500)  # rolled on: touched
 
+    def _serve_counter(self, server):
+        """The counter app behind SessionMiddleware + RedisStore on ``server``, served over
+        HTTP until the test ends: (store, errors the app raised, port)."""
+        store = RedisStore(url=server.url)
+        self.addCleanup(store.close)
+        app = session.SessionMiddleware(_counter_app, secret="fault", store=store)
+        errors, port, stop = _serve(app)
+        self.addCleanup(stop)
+        return store, errors, port
+
     def test_outage_fails_requests_cleanly_and_the_same_instance_recovers(self):
         with RedisServer() as server:
-            store = RedisStore(url=server.url)
-            self.addCleanup(store.close)
-            app = session.SessionMiddleware(_counter_app, secret="fault", store=store)
-            errors, port, stop = _serve(app)
-            self.addCleanup(stop)
+            store, errors, port = self._serve_counter(server)
 
             status, body, cookie = _request(port)
             self.assertEqual((status, body), (200, b"1"))
@@ -517,11 +523,7 @@ class TestMiddlewareOverRedis(unittest.TestCase):
 
     def test_outage_during_a_run_of_concurrent_requests(self):
         with RedisServer() as server:
-            store = RedisStore(url=server.url)
-            self.addCleanup(store.close)
-            app = session.SessionMiddleware(_counter_app, secret="fault", store=store)
-            errors, port, stop = _serve(app)
-            self.addCleanup(stop)
+            store, errors, port = self._serve_counter(server)
             cookies = [_request(port)[2] for _ in range(4)]
             statuses: list = []
             stop_at = threading.Event()
