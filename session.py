@@ -664,8 +664,15 @@ def encode_record(record: Mapping[str, Any]) -> str:
 
 def decode_record(text: Union[str, bytes]) -> dict:
     """Parse a stored record; ValueError unless it is a JSON object with a ``cookie`` object."""
-    record = _decode(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)
-    if not isinstance(record, dict) or not isinstance(record.get("cookie"), dict):
+    if type(text) is not str:
+        text = text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text
+    try:  # _decode inline: every store's get ends here
+        record, end = _scan_json(text, 0)
+        if end != len(text):
+            record = json.loads(text)
+    except StopIteration:
+        record = json.loads(text)
+    if type(record) is not dict or type(record.get("cookie")) is not dict:
         raise ValueError("not a session record: a JSON object with a 'cookie' object")
     return record
 
@@ -1157,6 +1164,8 @@ def _decode(text: str) -> Any:
     except StopIteration:
         return json.loads(text)
     return value if end == len(text) else json.loads(text)
+
+
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 

