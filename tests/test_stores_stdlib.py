@@ -194,6 +194,25 @@ class TestSQLiteStoreFile(TempDir, unittest.TestCase):
                                    ("data", "TEXT", 1, 0)])
         indexed = [r[2] for r in conn.execute("PRAGMA index_info(sessions_expires)")]
         self.assertEqual(indexed, ["expires"])
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sessions'").fetchone()[0]
+        self.assertTrue(sql.endswith("WITHOUT ROWID"), sql)  # one b-tree search per get
+
+    def test_a_table_with_rowids_made_by_an_older_version_works_the_same(self):
+        conn = self.raw()
+        conn.execute("CREATE TABLE sessions (sid TEXT PRIMARY KEY NOT NULL, "
+                     "expires REAL NOT NULL, data TEXT NOT NULL)")
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        conn.executemany("INSERT INTO sessions VALUES (?, ?, '{}')",
+                         [(f"old{i}", time.time() - 10) for i in range(5)])
+        store.touch("s1", make_record(7200, user="ada"))
+        self.assertEqual(store.get("s1")["user"], "ada")
+        self.assertEqual(store.prune(), 5)
+        self.assertEqual(store.ids(), ["s1"])
+        store.destroy("s1")
+        self.assertIsNone(store.get("s1"))
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sessions'").fetchone()[0]
+        self.assertNotIn("WITHOUT ROWID", sql)  # left as it was
 
     def test_connections_use_synchronous_normal_a_busy_timeout_and_mmap(self):
         store = self.store()
