@@ -1,6 +1,7 @@
 """End-to-end cost of a session over real HTTP on loopback: Express vs this project, measured with wrk.
 
-    python bench/http_load.py [--duration 3] [--rounds 5] [--threads 2] [--connections 16] [--app-cpu] [--no-pin]
+    python bench/http_load.py [--server {waitress,gunicorn,both}] [--duration 3] [--rounds 5]
+                              [--threads 2] [--connections 16] [--app-cpu] [--no-pin]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
 script sends the cookie it was given and keeps any new one the server sets). Rows, each a
@@ -11,20 +12,34 @@ server of its own on 127.0.0.1, run interleaved round after round so drift hits 
     waitress bare                 a WSGI app counting in a global
     waitress + SessionMiddleware  the same app behind session.SessionMiddleware (MemoryStore)
     waitress + Beaker             the same app behind beaker.middleware.SessionMiddleware (memory), if installed
+    gunicorn bare                 the same three WSGI apps under gunicorn
+    gunicorn + SessionMiddleware
+    gunicorn + Beaker
 
-The WSGI server is waitress (pip install waitress): one process with a thread pool, so an
-in-memory store is shared by every request the way express-session's MemoryStore is in
-Node's one process (gunicorn's workers are processes and would each have their own store),
-and it is the server the issue's reference figures for Beaker were taken on.
+The Python rows run under two WSGI servers (--server picks one or both, default both), each
+one process with 4 threads, so an in-memory store is shared by every request the way
+express-session's MemoryStore is in Node's one process:
+
+  waitress (pip install waitress): pure Python, one process with a thread pool, and the server
+      the issue's reference figures for Beaker name. Served by this file:
+      python bench/http_load.py --serve KIND --port N
+  gunicorn (pip install gunicorn): the most deployed Python WSGI server, with its gthread
+      worker and a single worker process (several workers would be processes with a store each):
+      python -m gunicorn --worker-class gthread --workers 1 --threads 4 --bind 127.0.0.1:N
+          --log-level warning --pythonpath bench "http_load:gunicorn_app('KIND')"
+      Its own cost per request is higher than waitress's, so the same middleware costs a smaller
+      share of it: the ratio with-session / bare depends on the server, and is given per server.
+
 Servers are pinned to CPU 0 and wrk to CPU 1 (--no-pin to let them roam): on this 2-core VM a
 multithreaded Python server whose threads run on both cores spends most of its time handing
 the GIL from core to core (measured: waitress bare at 16 connections, 1,400 req/s unpinned vs
 8,700 pinned, with swings of 3x between runs), while Node's one event loop does not care.
 Pinned, every server gets one core, as Node uses one, and runs repeat.
-Prints median req/s and server CPU per request per row and, per language, the ratio
-with-session / bare. With --app-cpu the Python servers also add up the CPU spent inside the
-app call itself (thread CPU time), which separates the middleware's cost from waitress's.
-Needs wrk (apt-get install -y wrk), node, and pip install waitress [beaker].
+Prints median req/s and server CPU per request per row (gunicorn's: its master and worker
+together) and, per server, the ratio with-session / bare. With --app-cpu the Python servers
+also add up the CPU spent inside the app call itself (thread CPU time), which separates the
+middleware's cost from the server's.
+Needs wrk (apt-get install -y wrk), node, and pip install waitress gunicorn [beaker].
 """
 from __future__ import annotations
 
@@ -42,7 +57,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 INTEROP = os.path.join(ROOT, "tests", "interop")
 SECRET = "bench secret"
 
@@ -65,7 +81,7 @@ end
 """
 
 
-# -- the WSGI apps (run in a server subprocess: python bench/http_load.py --serve KIND --port N) --
+# -- the WSGI apps (run in a server subprocess: waitress via --serve KIND, gunicorn via gunicorn_app) --
 
 def _json(start_response, views: int) -> list:
     body = json.dumps({"views": views}).encode()
@@ -105,24 +121,49 @@ def beaker_app():
 
 
 PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app}
+PY_LABELS = {"bare": "bare", "session": "+ SessionMiddleware", "beaker": "+ Beaker"}
+WSGI_SERVERS = ("waitress", "gunicorn")
 
 
 def serve(kind: str, port: int, app_cpu: bool = False) -> None:
+    """Serve PY_APPS[kind] with waitress, 4 threads (python bench/http_load.py --serve KIND --port N)."""
     import logging
     import waitress
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)   # "Task queue depth" on every burst
     sys.path.insert(0, ROOT)
     app = PY_APPS[kind]()
     if app_cpu:
-        app = _timed(app)
+        app = _timed(app, report_on_sigterm=True)
     waitress.serve(app, host="127.0.0.1", port=port, threads=4, _quiet=True)
 
 
-def _timed(app):
-    """Wrap app to add up the CPU its calls take in their own thread; print it on SIGTERM.
+def gunicorn_app(kind: str, app_cpu: bool = False):
+    """gunicorn's app factory: gunicorn ... --pythonpath bench "http_load:gunicorn_app('KIND')"."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    app = PY_APPS[kind]()
+    # gunicorn's worker handles SIGTERM itself (a graceful stop), then exits normally: report at exit.
+    return _timed(app, report_on_sigterm=False) if app_cpu else app
+
+
+def python_command(server: str, kind: str, app_cpu: bool) -> list[str]:
+    """The command serving PY_APPS[kind] under a WSGI server, one process with 4 threads ({port}: Server fills it)."""
+    if server == "waitress":
+        return ([sys.executable, os.path.abspath(__file__), "--serve", kind, "--port", "{port}"]
+                + (["--app-cpu"] if app_cpu else []))
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "4",
+            "--bind", "127.0.0.1:{port}", "--log-level", "warning", "--graceful-timeout", "3",
+            "--pythonpath", HERE, f"http_load:gunicorn_app({kind!r}, app_cpu={app_cpu})"]
+
+
+def _timed(app, report_on_sigterm: bool):
+    """Wrap app to add up the CPU its calls take in their own thread; print it when the server stops.
 
     That isolates the app's (and its middleware's) cost from the server's inside the real server.
+    waitress just dies on SIGTERM, so the report comes from a SIGTERM handler; a gunicorn worker
+    stops gracefully and exits, so it comes from an atexit hook.
     """
+    import atexit
     import signal
     import threading
     total, calls, lock = [0.0], [0], threading.Lock()
@@ -139,19 +180,25 @@ def _timed(app):
             calls[0] += 1
         return chunks
 
-    def report(*_):
+    def report():
         print(f"app-cpu {total[0] / max(calls[0], 1):.9f}", flush=True)
-        os._exit(0)
-    signal.signal(signal.SIGTERM, report)
+
+    if report_on_sigterm:
+        def on_sigterm(*_):
+            report()
+            os._exit(0)
+        signal.signal(signal.SIGTERM, on_sigterm)
+    else:
+        atexit.register(report)
     return timed
 
 
 # -- the harness ------------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, label: str, language: str, role: str, cmd: list, env: dict | None = None,
+    def __init__(self, label: str, group: str, role: str, cmd: list, env: dict | None = None,
                  cwd: str | None = None, cpu: int | None = None) -> None:
-        self.label, self.language, self.role = label, language, role
+        self.label, self.group, self.role = label, group, role   # group: the server its ratios compare within
         self.port = _free_port()
         env = dict(os.environ, PORT=str(self.port), **(env or {}))
         env.pop("NODE_ENV", None)
@@ -212,11 +259,28 @@ def _wait_port(port: int, proc: subprocess.Popen, log, timeout: float = 20) -> N
     raise RuntimeError(f"server on port {port} did not start")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads), from /proc."""
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: [1] is the parent pid, [11] and [12] user and system CPU."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and its live children (gunicorn's worker), from /proc."""
+    pids, total = [pid], 0
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(_stat(int(entry))[1]) == pid:
+                pids.append(int(entry))
+        except (OSError, IndexError):    # gone since listdir
+            pass
+    for p in pids:
+        try:
+            fields = _stat(p)
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(server: Server, script: str, args: argparse.Namespace, duration: float) -> tuple[float, float]:
@@ -245,40 +309,46 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--server", choices=WSGI_SERVERS + ("both",), default="both",
+                        help="the WSGI server(s) for the Python rows (default both)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the servers to CPU 0 and wrk to CPU 1")
     parser.add_argument("--app-cpu", action="store_true",
                         help="also report the CPU per request spent in the WSGI app and its middleware alone "
-                             "(thread CPU time around the app call, inside waitress; Python rows only)")
+                             "(thread CPU time around the app call, inside the server; Python rows only)")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args.port, args.app_cpu)
 
-    missing = [what for what, ok in (
-        ("wrk (apt-get install -y wrk)", shutil.which("wrk")),
-        ("waitress (pip install waitress)", _has("waitress")),
-    ) if not ok]
-    if missing:
-        sys.exit("missing: " + ", ".join(missing))
+    if not shutil.which("wrk"):
+        sys.exit("missing: wrk (apt-get install -y wrk)")
+    wsgi_servers = []
+    for name in WSGI_SERVERS if args.server == "both" else (args.server,):
+        if _has(name):
+            wsgi_servers.append(name)
+        else:
+            print(f"{name} rows skipped: pip install {name}", file=sys.stderr)
+    if not wsgi_servers:
+        sys.exit("missing: a WSGI server (pip install waitress gunicorn)")
     node_ok = shutil.which("node") and os.path.isdir(os.path.join(INTEROP, "node_modules", "express-session"))
     if not node_ok:
         print("express rows skipped: needs node and `cd tests/interop && npm ci`", file=sys.stderr)
+    kinds = ["bare", "session"]
+    if _has("beaker"):
+        kinds.append("beaker")
+    else:
+        print("Beaker rows skipped: pip install beaker", file=sys.stderr)
 
-    py = [sys.executable, os.path.abspath(__file__), "--port", "{port}"] + (["--app-cpu"] if args.app_cpu else [])
-    py.append("--serve")
     specs = []
     if node_ok:
-        specs += [("express bare", "Node", "bare", ["node", "app.js"], {"SESSION_STORE": "none"}, INTEROP),
-                  ("express + express-session", "Node", "session", ["node", "app.js"],
+        specs += [("express bare", "express", "bare", ["node", "app.js"], {"SESSION_STORE": "none"}, INTEROP),
+                  ("express + express-session", "express", "session", ["node", "app.js"],
                    {"SESSION_STORE": "memory", "SECRETS": json.dumps([SECRET])}, INTEROP)]
-    specs += [("waitress bare", "Python", "bare", py + ["bare"], None, None),
-              ("waitress + SessionMiddleware", "Python", "session", py + ["session"], None, None)]
-    if _has("beaker"):
-        specs.append(("waitress + Beaker", "Python", "beaker", py + ["beaker"], None, None))
-    else:
-        print("Beaker row skipped: pip install beaker", file=sys.stderr)
+    for name in wsgi_servers:
+        specs += [(f"{name} {PY_LABELS[kind]}", name, kind, python_command(name, kind, args.app_cpu), None, None)
+                  for kind in kinds]
 
     pinned = not args.no_pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
     server_cpu, args.wrk_cpu = sorted(os.sched_getaffinity(0))[:2] if pinned else (None, None)
@@ -308,19 +378,19 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
     pinning = "servers pinned to one CPU, wrk to the other" if args.wrk_cpu is not None else "not pinned"
     print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
           f"{args.duration:g} s, GET /incr as a returning visitor; {pinning}")
-    print(f"{'server':30} {'req/s':>7} {'ratio':>11} {'CPU us/req':>11} {'ratio':>11}  {'views':>6}")
-    bare = {s.language: s for s in servers if s.role == "bare"}
+    print(f"{'server':30} {'req/s':>7} {'ratio':>17} {'CPU us/req':>11} {'ratio':>17}  {'views':>6}")
+    bare = {s.group: s for s in servers if s.role == "bare"}
     for s in servers:
-        base = bare.get(s.language)
+        base = bare.get(s.group)
         rate_ratio = cpu_ratio = ""
         if s is not base and base is not None:
             # Per-round ratios of runs made moments apart, so load that comes and goes cancels out.
             rate_ratio = _spread([w / b for w, b in zip(s.results, base.results)])
             cpu_ratio = _spread([b / w for w, b in zip(s.cpu, base.cpu)])
         views = "-" if s.role == "bare" else str(s.views_after)
-        print(f"{s.label:30} {statistics.median(s.results):7.0f} {rate_ratio:>11} "
-              f"{statistics.median(s.cpu) * 1e6:11.0f} {cpu_ratio:>11}  {views:>6}")
-    print("req/s and CPU us/req: medians over the rounds. ratio: with-session / bare of the same language, the\n"
+        print(f"{s.label:30} {statistics.median(s.results):7.0f} {rate_ratio:>17} "
+              f"{statistics.median(s.cpu) * 1e6:11.0f} {cpu_ratio:>17}  {views:>6}")
+    print("req/s and CPU us/req: medians over the rounds. ratio: with-session / bare on the same server, the\n"
           "median of the per-round ratios (range in brackets); for CPU it is bare / with-session server CPU per\n"
           "request, the throughput ratio a CPU-bound server would show, less disturbed by other load on the machine.\n"
           "views: the counter the kept cookie reads after the last run (the session persisted; fewer views than\n"
