@@ -773,7 +773,10 @@ class MemoryStore(Store):
                 if self._data.get(sid) is entry:  # not replaced meanwhile by a set()
                     del self._data[sid]
             return None
-        return self._decode(entry[1], entry[2])
+        record = _scan_json(entry[1], 0)[0]  # our own compact JSON: one scan reads all of it
+        if entry[2] is not None:
+            record["cookie"] = dict(entry[2])
+        return record
 
     def set(self, sid: str, record: dict) -> None:
         text = encode_record(record)
@@ -887,7 +890,8 @@ class SessionMiddleware:
         self.secrets = _check_secrets(secret)
         self._signing_key = _key(self.secrets[0])
         self._verify_keys = [_key(s) for s in self.secrets]
-        self._verified: dict = {}  # cookie value -> (ID, signature) that passed _verify
+        self._verified: dict = {}  # cookie value -> (ID, value to re-send) that passed _verify
+        self._verified_headers: dict = {}  # the same, by the whole Cookie header it came in
         if store is None:
             store = MemoryStore()
         for method in ("get", "set", "destroy", "touch"):
@@ -1074,11 +1078,19 @@ class SessionMiddleware:
         """(session ID, the cookie value to send back for it) from our cookie in ``header``,
         or (None, None); never raises.  The value to send back is None when an older
         secret signed the cookie: it is then re-signed with the first."""
+        # Returning visitors send the same header, or at least the same cookie,
+        # again and again.  Only what passed the full check below is remembered,
+        # keyed by all of it as sent (parsing and decoding are deterministic), so
+        # a forged one can never hit; the bound keeps memory flat.
+        verified = self._verified_headers.get(header)
+        if verified is not None:
+            return verified
         raw = _raw_cookie(header, self.name)
         if raw is None:
             return None, None
         verified = self._verified.get(raw)
         if verified is not None:
+            self._remember(self._verified_headers, header, verified)
             return verified
         value = _decode_uri_component(raw) if "%" in raw else raw
         if not value.startswith("s:"):
@@ -1087,14 +1099,16 @@ class SessionMiddleware:
         if not sid:
             return None, None
         verified = sid, (self._cookie_value(sid, value[value.rfind(".") + 1:]) if key == 0 else None)
-        # Returning visitors send the same cookie again and again.  Only a value
-        # that passed the full check is remembered, keyed by all of it as sent
-        # (decoding is deterministic), so a forged one can never hit; the bound
-        # keeps memory flat.
-        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[raw] = verified
+        self._remember(self._verified, raw, verified)
+        self._remember(self._verified_headers, header, verified)
         return verified
+
+    @staticmethod
+    def _remember(verified: dict, key: str, result: tuple) -> None:
+        if len(key) <= _VERIFIED_KEY_MAX:
+            if len(verified) >= _VERIFIED_CACHE_SIZE:
+                verified.clear()
+            verified[key] = result
 
     def _is_secure(self, environ: dict) -> bool:
         if environ.get("wsgi.url_scheme") == "https":
@@ -1129,7 +1143,8 @@ class SessionMiddleware:
 
 # ---------------------------------------------------------------- private helpers
 
-_VERIFIED_CACHE_SIZE = 4096  # cookie values remembered as verified, per middleware
+_VERIFIED_CACHE_SIZE = 4096  # cookie values (and headers) remembered as verified, per middleware
+_VERIFIED_KEY_MAX = 1024     # longer ones are checked every time rather than kept
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_ATTR = re.compile(r"[;\x00-\x1f\x7f]")

@@ -1520,6 +1520,21 @@ class TestSigning(unittest.TestCase):
             h.request()
         self.assertEqual(out, ["ada", None, None, None])
 
+    def test_a_remembered_header_or_value_never_vouches_for_a_different_header(self):
+        out = []
+        h = Harness(lambda e: out.append(sess(e).get("user")))
+        h.seed({"user": "ada"})
+        good = h.client.jar[NAME]
+        ours = f"{NAME}={good}"
+        forged = good[:-1] + ("A" if good[-1] != "A" else "B")
+        headers = [ours, f"a=1; {ours}",            # verified: remembered by value and by header
+                   good, f"x{ours}", f"{NAME}x={good}",  # the value, but not as our cookie
+                   f"{NAME}={forged}; {ours}",       # the first of two wins, as in express
+                   f"a=1; {ours}", ours]             # remembered ones still read right
+        for header in headers:
+            h.request(cookie=header)
+        self.assertEqual(out, ["ada", "ada", None, None, None, None, "ada", "ada"])
+
     def test_unsign_accepts_one_secret_or_a_list(self):
         signed = ref_sign("abc", "second")
         self.assertEqual(session.unsign(signed, "second"), "abc")
