@@ -779,9 +779,14 @@ class MemoryStore(Store):
         return record
 
     def set(self, sid: str, record: dict) -> None:
-        text = encode_record(record)
         now = time.time()
-        expiry = self.expiry_time(record, now)
+        text = getattr(record, "text", None) if type(record) is _Record else None
+        if text is not None:  # from the middleware: JSON and expiry already computed
+            ms = record.expires_ms
+            expiry = now + self.ttl if ms is None else ms / 1000
+        else:
+            text = encode_record(record)
+            expiry = self.expiry_time(record, now)
         with self._lock:
             if self._heap and self._heap[0][0] <= now:
                 self._expire(now)
@@ -790,7 +795,8 @@ class MemoryStore(Store):
                 return
             previous = self._data.get(sid)
             self._data[sid] = (expiry, text, None)
-            self._schedule(expiry, sid, previous)
+            if previous is None or previous[0] > expiry:
+                self._schedule(expiry, sid)
 
     def destroy(self, sid: str) -> None:
         with self._lock:
@@ -805,7 +811,8 @@ class MemoryStore(Store):
             if entry is None or entry[0] <= now:
                 return
             self._data[sid] = (expiry, entry[1], cookie)
-            self._schedule(expiry, sid, entry)
+            if entry[0] > expiry:
+                self._schedule(expiry, sid)
 
     def all(self) -> dict:
         now = time.time()
@@ -837,9 +844,9 @@ class MemoryStore(Store):
             record["cookie"] = dict(cookie)
         return record
 
-    def _schedule(self, expiry: float, sid: str, previous: Optional[tuple]) -> None:
-        if previous is not None and previous[0] <= expiry:
-            return  # its heap entry comes due first; _expire() then re-files it
+    def _schedule(self, expiry: float, sid: str) -> None:
+        """File ``sid`` under ``expiry`` (callers skip it when an earlier entry is already filed:
+        that one comes due first, and ``_expire()`` then re-files it)."""
         heap = self._heap
         heapq.heappush(heap, (expiry, sid))
         if len(heap) > 2 * len(self._data) + 64:
