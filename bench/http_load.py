@@ -1,7 +1,7 @@
 """End-to-end cost of a session over real HTTP on loopback: Express vs this project, measured with wrk.
 
     python bench/http_load.py [--server {waitress,gunicorn,both}] [--duration 3] [--rounds 5]
-                              [--threads 2] [--connections 16] [--app-cpu] [--no-pin]
+                              [--threads 2] [--connections 16] [--app-cpu] [--floor] [--no-pin]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
 script sends the cookie it was given and keeps any new one the server sets). Rows, each a
@@ -38,7 +38,10 @@ Pinned, every server gets one core, as Node uses one, and runs repeat.
 Prints median req/s and server CPU per request per row (gunicorn's: its master and worker
 together) and, per server, the ratio with-session / bare. With --app-cpu the Python servers
 also add up the CPU spent inside the app call itself (thread CPU time), which separates the
-middleware's cost from the server's.
+middleware's cost from the server's. With --floor each WSGI server also gets a row for the
+least any server-side JSON session can do here (find the cookie, decode the stored JSON, call
+the app, encode and store it: no expiry, no Vary, no express rules), the ceiling any session
+library's ratio can approach on that server.
 Needs wrk (apt-get install -y wrk), node, and pip install waitress gunicorn [beaker].
 """
 from __future__ import annotations
@@ -56,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from urllib.parse import quote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -120,8 +124,44 @@ def beaker_app():
                                    "session.secret": SECRET})
 
 
-PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app}
-PY_LABELS = {"bare": "bare", "session": "+ SessionMiddleware", "beaker": "+ Beaker"}
+def floor_app():
+    """The least any server-side JSON session can do for this request, as a yardstick: find the
+    cookie, take its ID from a dict of values already verified (as SessionMiddleware remembers
+    them), decode the stored JSON, call the app, encode and store.  No expiry, no Vary, none of
+    express's rules: not a library, the floor under one (--floor)."""
+    import secrets
+    import session
+    store, verified = {}, {}
+
+    def app(environ, start_response):
+        sess = environ["session"]
+        sess["views"] = sess.get("views", 0) + 1
+        return _json(start_response, sess["views"])
+
+    def middleware(environ, start_response):
+        header = environ.get("HTTP_COOKIE")
+        raw = session._find_cookie(header, "connect.sid") if header else None
+        sid = verified.get(raw)
+        if sid is None and raw and raw.startswith("s:"):
+            sid = session.unsign(raw[2:], SECRET)
+            if sid:
+                verified[raw] = sid
+        reply = start_response
+        if sid is None:
+            sid = secrets.token_urlsafe(24)
+            cookie = "connect.sid=" + quote("s:" + session.sign(sid, SECRET), safe="") + "; Path=/; HttpOnly"
+            reply = lambda status, headers, exc_info=None: start_response(  # noqa: E731
+                status, headers + [("Set-Cookie", cookie)], exc_info)
+        data = environ["session"] = json.loads(store.get(sid, "{}"))
+        result = app(environ, reply)
+        store[sid] = json.dumps(data)
+        return result
+    return middleware
+
+
+PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app, "floor": floor_app}
+PY_LABELS = {"bare": "bare", "session": "+ SessionMiddleware", "beaker": "+ Beaker",
+             "floor": "+ floor, no library"}
 WSGI_SERVERS = ("waitress", "gunicorn")
 
 
@@ -316,6 +356,9 @@ def main() -> None:
     parser.add_argument("--app-cpu", action="store_true",
                         help="also report the CPU per request spent in the WSGI app and its middleware alone "
                              "(thread CPU time around the app call, inside the server; Python rows only)")
+    parser.add_argument("--floor", action="store_true",
+                        help="add a row per WSGI server for the least any JSON session can do here "
+                             "(no library: find the cookie, decode, call the app, encode, store)")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -340,6 +383,8 @@ def main() -> None:
         kinds.append("beaker")
     else:
         print("Beaker rows skipped: pip install beaker", file=sys.stderr)
+    if args.floor:
+        kinds.append("floor")
 
     specs = []
     if node_ok:
