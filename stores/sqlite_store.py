@@ -118,6 +118,7 @@ class SQLiteStore(session.Store):
         self._idle: list = []         # cursors of pooled connections not in use (pop/append are atomic)
         self._all: list = []          # every connection opened, to close them all
         self._memory_lock = threading.Lock() if memory else None
+        self._memory_cursor: Optional[sqlite3.Cursor] = None  # ":memory:": its one connection's
         self._pooling = not memory    # cursors go straight back to _idle (until close())
         self._next_prune = 0.0
         t = f'"{table}"'
@@ -301,7 +302,7 @@ class SQLiteStore(session.Store):
             raise sqlite3.ProgrammingError(f"{self!r} is closed")
         if self._memory_lock is not None:
             self._memory_lock.acquire()
-            if self._all:
+            if self._memory_cursor is not None:
                 return self._memory_cursor
             try:
                 self._memory_cursor = self._connect()
