@@ -215,8 +215,8 @@ class Cookie:
         ms = self._ms()
         return self._json(None if ms is None else _iso_ms(ms))
 
-    def _json(self, expires: Optional[str]) -> str:
-        before, between, after = _templates(*self._settings())[0]
+    def _json(self, expires: Optional[str], parts: Optional[tuple] = None) -> str:
+        before, between, after = parts or _templates(*self._settings())[0]
         original = self._original
         return "".join((
             before, "null" if original is None else
@@ -312,14 +312,17 @@ _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "No
 @functools.lru_cache(maxsize=64, typed=True)
 def _templates(*settings: Any) -> tuple:
     """For cookies with these ``_settings()``: the record's JSON cut around its two times,
-    and the Set-Cookie attributes cut where Expires goes.  Only the times vary per request."""
+    the Set-Cookie attributes cut where Expires goes, and the record's fields in their order
+    (to copy and fill in).  Only the times vary per request."""
     cookie = Cookie.__new__(Cookie)
     (cookie.partitioned, cookie.priority, cookie.secure, cookie.http_only, cookie.domain,
      cookie.path, cookie.same_site) = settings
-    text = _encode(cookie._fields("\0original", "\0expires"))
+    fields = cookie._fields("\0original", "\0expires")
+    text = _encode(fields)
     before, rest = text.split('"\\u0000original"')
     between, after = rest.split('"\\u0000expires"')
-    return (before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0"))
+    return ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
+            fields)
 
 
 _UNPARSED: Any = object()  # Cookie._expires of a loaded cookie whose date is not parsed yet
@@ -543,15 +546,18 @@ class Session(dict):
         store does not encode the same data a second time.
         """
         cookie_obj = self._ensure_cookie()
+        json_parts, _, fields = _templates(*cookie_obj._settings())
         rec = _Record()
         rec.expires_ms = ms = cookie_obj._ms()
         expires = None if ms is None else _iso_ms(ms)
-        cookie = cookie_obj._fields(cookie_obj._original, expires)
+        cookie = fields.copy()  # the keys in express's order; only the times are filled in
+        cookie["originalMaxAge"] = cookie_obj._original
+        cookie["expires"] = expires
         if self._cookie_pos == 0:
             rec["cookie"] = cookie
             rec.update(dict.items(self))
             if data is not None:
-                rec.text = "".join(('{"cookie":', cookie_obj._json(expires),
+                rec.text = "".join(('{"cookie":', cookie_obj._json(expires, json_parts),
                                     "}" if data == "{}" else "," + data[1:]))
             return rec
         for i, (key, value) in enumerate(dict.items(self)):
