@@ -1,0 +1,126 @@
+"""CPU instructions per operation, counted by valgrind's callgrind: a measure no neighbour disturbs.
+
+    apt-get install -y valgrind
+    python bench/instructions.py                 # every case below (about 3 min)
+    python bench/instructions.py session floor   # only these cases
+
+On a shared machine timings swing by 2x from one minute to the next; the
+number of instructions an operation executes does not.  It is not time (a
+cache miss costs more than an add), so the timed benchmarks stay the judges
+of speed; this one tells whether a change to the code made it do less.
+
+Each case runs its operation N and 6N times in a fresh interpreter under
+callgrind; the difference over 5N is the count per operation, so start-up
+and imports cancel out.  Cases:
+
+    bare        bench/http_load.py's bare WSGI app, called in-process
+    session     the same app behind SessionMiddleware: a returning visitor increments a counter
+    floor       the same behind http_load's no-library floor (find cookie, decode, encode, store)
+    select      raw sqlite3 SELECT by primary key (store_ops's ceiling)
+    select+json the same with json.loads
+    sqlite-get  SQLiteStore.get
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+N = 1000
+
+# Each case: Python code run with `n` in scope; `op()` is timed after `setup` and 200 warm-up calls.
+WSGI_SETUP = """
+import http_load
+app = http_load.PY_APPS[KIND]()
+def start_response(status, headers, exc_info=None):
+    return None
+def environ(cookie=None):
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/incr", "SCRIPT_NAME": "", "QUERY_STRING": "",
+           "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+           "wsgi.url_scheme": "http", "HTTP_HOST": "127.0.0.1:8000"}
+    if cookie:
+        env["HTTP_COOKIE"] = cookie
+    return env
+seen = {}
+app(environ(), lambda status, headers, exc_info=None: seen.update(headers))
+cookie = seen.get("Set-Cookie", "").split(";")[0] or None
+op = lambda: app(environ(cookie), start_response)
+"""
+
+STORE_SETUP = """
+import tempfile, store_ops
+folder = tempfile.mkdtemp()
+ops = MAKE(folder)
+record = store_ops.typical_record()
+for sid in store_ops.IDS:
+    ops.set(sid, record)
+ids, i = store_ops.IDS, [0]
+def op():
+    i[0] += 1
+    return ops.get(ids[i[0] % 1000])
+"""
+
+CASES = {
+    "bare": WSGI_SETUP.replace("KIND", "'bare'"),
+    "session": WSGI_SETUP.replace("KIND", "'session'"),
+    "floor": WSGI_SETUP.replace("KIND", "'floor'"),
+    "select": STORE_SETUP.replace("MAKE", "(lambda tmp: store_ops.raw_sqlite(tmp, False))"),
+    "select+json": STORE_SETUP.replace("MAKE", "(lambda tmp: store_ops.raw_sqlite(tmp, True))"),
+    "sqlite-get": STORE_SETUP.replace("MAKE", "store_ops.make_sqlite_store"),
+}
+
+RUNNER = """
+import sys
+sys.path[:0] = [{root!r}, {here!r}]
+{setup}
+for _ in range(200):
+    op()
+for _ in range({n}):
+    op()
+"""
+
+
+def count(setup: str, n: int) -> int:
+    """Instructions callgrind counts for a whole interpreter running ``op`` n times."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(RUNNER.format(root=ROOT, here=HERE, setup=setup, n=n))
+    try:
+        out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                              sys.executable, f.name], capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if out.returncode or not found:
+        raise RuntimeError(f"no count in callgrind's output:\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    if not shutil.which("valgrind"):
+        sys.exit("missing: valgrind (apt-get install -y valgrind)")
+    names = sys.argv[1:] or list(CASES)
+    unknown = [name for name in names if name not in CASES]
+    if unknown:
+        sys.exit(f"unknown case(s): {', '.join(unknown)} (known: {', '.join(CASES)})")
+    print(f"CPU instructions per operation (callgrind; {sys.executable}, Python {sys.version.split()[0]})")
+    per_op = {}
+    for name in names:
+        per_op[name] = (count(CASES[name], 6 * N) - count(CASES[name], N)) // (5 * N)
+        print(f"  {name:12} {per_op[name]:>9,}")
+    if "bare" in per_op:
+        for name in ("session", "floor"):
+            if name in per_op:
+                print(f"  {name} - bare: {per_op[name] - per_op['bare']:,} (what the session adds)")
+    if "select" in per_op:
+        for name in ("sqlite-get", "select+json"):
+            if name in per_op:
+                print(f"  select / {name}: {per_op['select'] / per_op[name]:.0%}")
+
+
+if __name__ == "__main__":
+    main()
