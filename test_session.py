@@ -2053,6 +2053,19 @@ class TestMemoryStore(unittest.TestCase):
         time.sleep(0.2)
         self.assertIsNone(store.get("a"))
 
+    def test_a_session_saved_by_the_middleware_without_expires_lives_ttl(self):
+        # The middleware hands the store its record with the JSON and expiry already
+        # worked out; a browser-session cookie has none, so the store's ttl applies.
+        for ttl, kept in ((0.3, False), (60, True)):
+            with self.subTest(ttl=ttl):
+                out = []
+                h = Harness(lambda e: out.append(sess(e).setdefault("n", len(out))),
+                            store=session.MemoryStore(ttl=ttl))
+                h.request()
+                time.sleep(0.4)
+                h.request()
+                self.assertEqual(out, [0, 0] if kept else [0, 1])
+
     def test_expired_records_are_reclaimed_under_normal_traffic(self):
         store = session.MemoryStore()
         blob = "x" * 20_000
