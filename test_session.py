@@ -1535,6 +1535,22 @@ class TestSigning(unittest.TestCase):
             h.request(cookie=header)
         self.assertEqual(out, ["ada", "ada", None, None, None, None, "ada", "ada"])
 
+    def test_remembered_cookies_stay_bounded_and_long_headers_are_not_kept(self):
+        out = []
+        h = Harness(lambda e: out.append(sess(e).get("user")))
+        with mock.patch.object(session, "_VERIFIED_CACHE_SIZE", 8):
+            for i in range(20):
+                h.seed({"user": f"u{i}"})
+                h.request(cookie=f"{NAME}={h.client.jar[NAME]}; pad={'x' * i}")
+        self.assertEqual(out, [f"u{i}" for i in range(20)])
+        self.assertLessEqual(len(h.mw._verified), 8)
+        self.assertLessEqual(len(h.mw._verified_headers), 8)
+        long_header = f"{NAME}={h.client.jar[NAME]}; pad={'x' * 2000}"
+        h.request(cookie=long_header)
+        h.request(cookie=long_header)
+        self.assertEqual(out[-2:], ["u19", "u19"])
+        self.assertNotIn(long_header, h.mw._verified_headers)
+
     def test_unsign_accepts_one_secret_or_a_list(self):
         signed = ref_sign("abc", "second")
         self.assertEqual(session.unsign(signed, "second"), "abc")
