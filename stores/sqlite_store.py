@@ -123,6 +123,7 @@ class SQLiteStore(session.Store):
         self._next_prune = 0.0
         t = f'"{table}"'
         self._sql_get = f"SELECT data FROM {t} WHERE sid = ? AND expires > ?"
+        self._sql_get_bytes = f"SELECT CAST(data AS BLOB) FROM {t} WHERE sid = ? AND expires > ?"
         self._sql_set = (f"INSERT INTO {t} (sid, expires, data) VALUES (?, ?, ?) "
                          "ON CONFLICT (sid) DO UPDATE SET expires = excluded.expires, data = excluded.data")
         self._sql_touch = f"UPDATE {t} SET expires = ? WHERE sid = ? AND expires > ?"
@@ -155,11 +156,16 @@ class SQLiteStore(session.Store):
         except IndexError:
             cur = self._take()
         try:
-            row = cur.execute(self._sql_get, (sid, time.time())).fetchone()
-        except sqlite3.OperationalError as exc:
-            if not str(exc).startswith("Could not decode to UTF-8"):
-                raise self._error(exc) from exc
-            return self._bad_record(sid, exc)
+            try:
+                row = cur.execute(self._sql_get, (sid, time.time())).fetchone()
+            except sqlite3.OperationalError as exc:
+                if not str(exc).startswith("Could not decode to UTF-8"):
+                    raise
+                # The failed fetch left its statement open, and a read lock with it:
+                # reading the row again as bytes closes both, and decoding them below
+                # reports the record as bad, as any other invalid record.
+                rows = cur.execute(self._sql_get_bytes, (sid, time.time())).fetchall()
+                row = rows[0] if rows else None
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
