@@ -215,8 +215,8 @@ class Cookie:
         ms = self._ms()
         return self._json(None if ms is None else _iso_ms(ms))
 
-    def _json(self, expires: Optional[str], parts: Optional[tuple] = None) -> str:
-        before, between, after = parts or _templates(*self._settings())[0]
+    def _json(self, expires: Optional[str]) -> str:
+        before, between, after = _templates(*self._settings())[0]
         original = self._original
         return "".join((
             before, "null" if original is None else
@@ -312,17 +312,14 @@ _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "No
 @functools.lru_cache(maxsize=64, typed=True)
 def _templates(*settings: Any) -> tuple:
     """For cookies with these ``_settings()``: the record's JSON cut around its two times,
-    the Set-Cookie attributes cut where Expires goes, and the record's fields in their order
-    (to copy and fill in).  Only the times vary per request."""
+    and the Set-Cookie attributes cut where Expires goes.  Only the times vary per request."""
     cookie = Cookie.__new__(Cookie)
     (cookie.partitioned, cookie.priority, cookie.secure, cookie.http_only, cookie.domain,
      cookie.path, cookie.same_site) = settings
-    fields = cookie._fields("\0original", "\0expires")
-    text = _encode(fields)
+    text = _encode(cookie._fields("\0original", "\0expires"))
     before, rest = text.split('"\\u0000original"')
     between, after = rest.split('"\\u0000expires"')
-    return ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
-            fields)
+    return (before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0"))
 
 
 _UNPARSED: Any = object()  # Cookie._expires of a loaded cookie whose date is not parsed yet
@@ -546,18 +543,15 @@ class Session(dict):
         store does not encode the same data a second time.
         """
         cookie_obj = self._ensure_cookie()
-        json_parts, _, fields = _templates(*cookie_obj._settings())
         rec = _Record()
         rec.expires_ms = ms = cookie_obj._ms()
         expires = None if ms is None else _iso_ms(ms)
-        cookie = fields.copy()  # the keys in express's order; only the times are filled in
-        cookie["originalMaxAge"] = cookie_obj._original
-        cookie["expires"] = expires
+        cookie = cookie_obj._fields(cookie_obj._original, expires)
         if self._cookie_pos == 0:
             rec["cookie"] = cookie
             rec.update(dict.items(self))
             if data is not None:
-                rec.text = "".join(('{"cookie":', cookie_obj._json(expires, json_parts),
+                rec.text = "".join(('{"cookie":', cookie_obj._json(expires),
                                     "}" if data == "{}" else "," + data[1:]))
             return rec
         for i, (key, value) in enumerate(dict.items(self)):
@@ -670,14 +664,7 @@ def encode_record(record: Mapping[str, Any]) -> str:
 
 def decode_record(text: Union[str, bytes]) -> dict:
     """Parse a stored record; ValueError unless it is a JSON object with a ``cookie`` object."""
-    if type(text) is not str:
-        text = text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text
-    try:  # _decode inline: every store's get ends here
-        record, end = _scan_json(text, 0)
-        if end != len(text):
-            record = json.loads(text)
-    except StopIteration:
-        record = json.loads(text)
+    record = _decode(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)
     if type(record) is not dict or type(record.get("cookie")) is not dict:
         raise ValueError("not a session record: a JSON object with a 'cookie' object")
     return record
@@ -779,20 +766,12 @@ class MemoryStore(Store):
                 if self._data.get(sid) is entry:  # not replaced meanwhile by a set()
                     del self._data[sid]
             return None
-        record = _scan_json(entry[1], 0)[0]  # our own compact JSON: one scan reads all of it
-        if entry[2] is not None:
-            record["cookie"] = dict(entry[2])
-        return record
+        return self._decode(entry[1], entry[2])
 
     def set(self, sid: str, record: dict) -> None:
+        text = encode_record(record)
         now = time.time()
-        text = getattr(record, "text", None) if type(record) is _Record else None
-        if text is not None:  # from the middleware: JSON and expiry already computed
-            ms = record.expires_ms
-            expiry = now + self.ttl if ms is None else ms / 1000
-        else:
-            text = encode_record(record)
-            expiry = self.expiry_time(record, now)
+        expiry = self.expiry_time(record, now)
         with self._lock:
             if self._heap and self._heap[0][0] <= now:
                 self._expire(now)
@@ -801,8 +780,7 @@ class MemoryStore(Store):
                 return
             previous = self._data.get(sid)
             self._data[sid] = (expiry, text, None)
-            if previous is None or previous[0] > expiry:
-                self._schedule(expiry, sid)
+            self._schedule(expiry, sid, previous)
 
     def destroy(self, sid: str) -> None:
         with self._lock:
@@ -817,8 +795,7 @@ class MemoryStore(Store):
             if entry is None or entry[0] <= now:
                 return
             self._data[sid] = (expiry, entry[1], cookie)
-            if entry[0] > expiry:
-                self._schedule(expiry, sid)
+            self._schedule(expiry, sid, entry)
 
     def all(self) -> dict:
         now = time.time()
@@ -845,14 +822,14 @@ class MemoryStore(Store):
 
     @staticmethod
     def _decode(text: str, cookie: Optional[dict]) -> dict:
-        record = _decode(text)
+        record = _scan_json(text, 0)[0]  # our own compact JSON: one scan reads all of it
         if cookie is not None:
             record["cookie"] = dict(cookie)
         return record
 
-    def _schedule(self, expiry: float, sid: str) -> None:
-        """File ``sid`` under ``expiry`` (callers skip it when an earlier entry is already filed:
-        that one comes due first, and ``_expire()`` then re-files it)."""
+    def _schedule(self, expiry: float, sid: str, previous: Optional[tuple]) -> None:
+        if previous is not None and previous[0] <= expiry:
+            return  # its heap entry comes due first; _expire() then re-files it
         heap = self._heap
         heapq.heappush(heap, (expiry, sid))
         if len(heap) > 2 * len(self._data) + 64:

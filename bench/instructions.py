@@ -13,7 +13,7 @@ Each case runs its operation N and 6N times in a fresh interpreter under
 callgrind; the difference over 5N is the count per operation, so start-up
 and imports cancel out.  Cases:
 
-    bare        bench/http_load.py's bare WSGI app, called in-process
+    bare        bench/http_load.py's bare WSGI app, called in-process by bench/overhead.py's driver
     session     the same app behind SessionMiddleware: a returning visitor increments a counter
     floor       the same behind http_load's no-library floor (find cookie, decode, encode, store)
     select      raw sqlite3 SELECT by primary key (store_ops's ceiling)
@@ -35,21 +35,13 @@ N = 1000
 
 # Each case: Python code run with `n` in scope; `op()` is timed after `setup` and 200 warm-up calls.
 WSGI_SETUP = """
-import http_load
+import http_load, overhead
 app = http_load.PY_APPS[KIND]()
-def start_response(status, headers, exc_info=None):
-    return None
-def environ(cookie=None):
-    env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/incr", "SCRIPT_NAME": "", "QUERY_STRING": "",
-           "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-           "wsgi.url_scheme": "http", "HTTP_HOST": "127.0.0.1:8000"}
-    if cookie:
-        env["HTTP_COOKIE"] = cookie
-    return env
-seen = {}
-app(environ(), lambda status, headers, exc_info=None: seen.update(headers))
-cookie = seen.get("Set-Cookie", "").split(";")[0] or None
-op = lambda: app(environ(cookie), start_response)
+template = dict(overhead.TEMPLATE, PATH_INFO="/incr")
+cookies = overhead.set_cookies(overhead.request(app, template)[1])  # the first visit
+if cookies:
+    template["HTTP_COOKIE"] = cookies[0].split(";")[0]
+op = lambda: overhead.request(app, template)  # bench/overhead.py's driver: one request
 """
 
 STORE_SETUP = """

@@ -150,11 +150,7 @@ class SQLiteStore(session.Store):
 
     # -- one session -------------------------------------------------------
     def get(self, sid: str) -> Optional[dict]:
-        # The pool's fast path inline (see _take and _give): a get is a few µs.
-        try:
-            cur = self._idle.pop()
-        except IndexError:
-            cur = self._take()
+        cur = self._take()
         try:
             try:
                 row = cur.execute(self._sql_get, (sid, time.time())).fetchone()
@@ -169,10 +165,7 @@ class SQLiteStore(session.Store):
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            if self._pooling:
-                self._idle.append(cur)
-            else:
-                self._give(cur)
+            self._give(cur)
         if row is None:
             return None
         try:
@@ -187,10 +180,7 @@ class SQLiteStore(session.Store):
         if expires <= now:
             self.destroy(sid)
             return
-        try:
-            cur = self._idle.pop()
-        except IndexError:
-            cur = self._take()
+        cur = self._take()
         try:
             cur.execute(self._sql_set, (sid, expires, data))
             if now >= self._next_prune:
@@ -198,10 +188,7 @@ class SQLiteStore(session.Store):
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            if self._pooling:
-                self._idle.append(cur)
-            else:
-                self._give(cur)
+            self._give(cur)
 
     def destroy(self, sid: str) -> None:
         self._write(self._sql_destroy, (sid,))
@@ -304,6 +291,10 @@ class SQLiteStore(session.Store):
 
     def _take(self) -> sqlite3.Cursor:
         """A pooled connection's cursor, for this thread alone until ``_give``."""
+        try:
+            return self._idle.pop()  # the usual case, first: a get is a few µs
+        except IndexError:
+            pass
         if self._closed:
             raise sqlite3.ProgrammingError(f"{self!r} is closed")
         if self._memory_lock is not None:
@@ -317,20 +308,17 @@ class SQLiteStore(session.Store):
                 self._memory_lock.release()
                 raise
         try:
-            return self._idle.pop()
-        except IndexError:
-            try:
-                return self._connect()
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
+            return self._connect()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def _give(self, cur: sqlite3.Cursor) -> None:
-        if self._memory_lock is not None:
-            self._memory_lock.release()
-        elif self._closed:
-            cur.connection.close()
-        else:
+        if self._pooling:
             self._idle.append(cur)
+        elif self._memory_lock is not None:
+            self._memory_lock.release()
+        else:  # closed meanwhile
+            cur.connection.close()
 
     def _read(self, sql: str, params: tuple) -> list:
         cur = self._take()

@@ -55,6 +55,23 @@ class TempDir:
         super().setUp()
 
 
+class FileStoreCase(TempDir):
+    """``self.path`` in a fresh directory; ``self.store()`` opens ``store_class`` there,
+    closed after the test."""
+
+    store_class: type
+    file_name: str
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.path = os.path.join(self.dir, self.file_name)
+
+    def store(self, cls=None, **kwargs):
+        store = (cls or self.store_class)(self.path, **kwargs)
+        self.addCleanup(store.close)
+        return store
+
+
 # ---------------------------------------------------------------- the stores package
 
 class TestStoresPackage(unittest.TestCase):
@@ -170,15 +187,8 @@ WRITER = """
 """
 
 
-class TestSQLiteStoreFile(TempDir, unittest.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.path = os.path.join(self.dir, "sessions.db")
-
-    def store(self, cls=SQLiteStore, **kwargs) -> SQLiteStore:
-        store = cls(self.path, **kwargs)
-        self.addCleanup(store.close)
-        return store
+class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
+    store_class, file_name = SQLiteStore, "sessions.db"
 
     def raw(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None)
@@ -407,15 +417,8 @@ class TestSQLiteStoreFile(TempDir, unittest.TestCase):
 
 # ---------------------------------------------------------------- ShelveStore only
 
-class TestShelveStoreFile(TempDir, unittest.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.path = os.path.join(self.dir, "sessions")
-
-    def store(self, cls=ShelveStore, **kwargs) -> ShelveStore:
-        store = cls(self.path, **kwargs)
-        self.addCleanup(store.close)
-        return store
+class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
+    store_class, file_name = ShelveStore, "sessions"
 
     def test_a_second_process_is_refused_with_a_clear_error(self):
         store = self.store()
