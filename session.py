@@ -207,21 +207,26 @@ class Cookie:
 
     def to_record(self) -> dict:
         """The cookie as express stores it: camelCase, express's key order, unset keys omitted."""
-        ms = self._ms()
-        return self._fields(self._original, None if ms is None else _iso_ms(ms))
+        return self._stored()[0]
 
     def to_json(self) -> str:
-        """``to_record()`` as JSON, from a template per set of attributes: only the times vary."""
-        ms = self._ms()
-        return self._json(None if ms is None else _iso_ms(ms))
+        """``to_record()`` as JSON."""
+        return self._stored()[1]
 
-    def _json(self, expires: Optional[str]) -> str:
-        before, between, after = _templates(*self._settings())[0]
+    def _stored(self) -> tuple:
+        """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
+        of attributes, in which only the two times vary."""
+        ms = self._ms()
+        expires = None if ms is None else _iso_ms(ms)
         original = self._original
-        return "".join((
+        (before, between, after), _, fields = _templates(*self._settings())
+        fields = fields.copy()
+        fields["originalMaxAge"] = original
+        fields["expires"] = expires
+        return fields, "".join((
             before, "null" if original is None else
             str(original) if type(original) is int else _encode(original),
-            between, "null" if expires is None else f'"{expires}"', after))
+            between, "null" if expires is None else f'"{expires}"', after)), ms
 
     def _fields(self, original: Any, expires: Any) -> dict:
         rec: dict = {"originalMaxAge": original}
@@ -312,14 +317,16 @@ _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "No
 @functools.lru_cache(maxsize=64, typed=True)
 def _templates(*settings: Any) -> tuple:
     """For cookies with these ``_settings()``: the record's JSON cut around its two times,
-    and the Set-Cookie attributes cut where Expires goes.  Only the times vary per request."""
+    the Set-Cookie attributes cut where Expires goes, and the record's fields (times None).
+    Only the times vary per request."""
     cookie = Cookie.__new__(Cookie)
     (cookie.partitioned, cookie.priority, cookie.secure, cookie.http_only, cookie.domain,
      cookie.path, cookie.same_site) = settings
     text = _encode(cookie._fields("\0original", "\0expires"))
     before, rest = text.split('"\\u0000original"')
     between, after = rest.split('"\\u0000expires"')
-    return (before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0"))
+    return ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
+            cookie._fields(None, None))
 
 
 _UNPARSED: Any = object()  # Cookie._expires of a loaded cookie whose date is not parsed yet
@@ -525,7 +532,8 @@ class Session(dict):
                 return None
             for key, value in originals.items():
                 now = dict.get(self, key, _MISSING)
-                if now is not value and not _same(now, value):
+                if now is not value and (type(now) in _IMMUTABLE and now != value
+                                         or not _same(now, value)):
                     break
             else:
                 return None
@@ -542,17 +550,14 @@ class Session(dict):
         Given the data's JSON, the record's JSON is built from it, so the
         store does not encode the same data a second time.
         """
-        cookie_obj = self._ensure_cookie()
+        cookie, cookie_json, ms = self._ensure_cookie()._stored()
         rec = _Record()
-        rec.expires_ms = ms = cookie_obj._ms()
-        expires = None if ms is None else _iso_ms(ms)
-        cookie = cookie_obj._fields(cookie_obj._original, expires)
+        rec.expires_ms = ms
         if self._cookie_pos == 0:
             rec["cookie"] = cookie
             rec.update(dict.items(self))
             if data is not None:
-                rec.text = "".join(('{"cookie":', cookie_obj._json(expires),
-                                    "}" if data == "{}" else "," + data[1:]))
+                rec.text = "".join(('{"cookie":', cookie_json, "}" if data == "{}" else "," + data[1:]))
             return rec
         for i, (key, value) in enumerate(dict.items(self)):
             if i == self._cookie_pos:
@@ -766,7 +771,10 @@ class MemoryStore(Store):
                 if self._data.get(sid) is entry:  # not replaced meanwhile by a set()
                     del self._data[sid]
             return None
-        return self._decode(entry[1], entry[2])
+        record = _scan_json(entry[1], 0)[0]  # our own compact JSON: one scan reads all of it
+        if entry[2] is not None:
+            record["cookie"] = dict(entry[2])
+        return record
 
     def set(self, sid: str, record: dict) -> None:
         text = encode_record(record)
@@ -800,8 +808,9 @@ class MemoryStore(Store):
     def all(self) -> dict:
         now = time.time()
         with self._lock:
-            live = [(sid, e[1], e[2]) for sid, e in self._data.items() if e[0] > now]
-        return {sid: self._decode(text, cookie) for sid, text, cookie in live}
+            live = [sid for sid, e in self._data.items() if e[0] > now]
+        records = {sid: self.get(sid) for sid in live}
+        return {sid: record for sid, record in records.items() if record is not None}
 
     def length(self) -> int:
         with self._lock:
@@ -819,13 +828,6 @@ class MemoryStore(Store):
 
     def close(self) -> None:
         self.clear()
-
-    @staticmethod
-    def _decode(text: str, cookie: Optional[dict]) -> dict:
-        record = _scan_json(text, 0)[0]  # our own compact JSON: one scan reads all of it
-        if cookie is not None:
-            record["cookie"] = dict(cookie)
-        return record
 
     def _schedule(self, expiry: float, sid: str, previous: Optional[tuple]) -> None:
         if previous is not None and previous[0] <= expiry:
