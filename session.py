@@ -216,7 +216,9 @@ class Cookie:
     def _stored(self) -> tuple:
         """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
         of attributes, in which only the two times vary."""
-        ms = self._ms()
+        ms = self._expires
+        if ms is _UNPARSED:
+            ms = self._ms()
         expires = None if ms is None else _iso_ms(ms)
         original = self._original
         (before, between, after), _, fields = _templates(*self._settings())
@@ -538,11 +540,6 @@ class Session(dict):
             else:
                 return None
         return self._dump()
-
-    def _data_json(self, current: Optional[str]) -> str:
-        if current is not None:
-            return current
-        return self._snapshot if self._snapshot else self._dump()
 
     def _record(self, data: Optional[str] = None) -> "_Record":
         """The store record: the cookie at its stored position, then the data.
@@ -995,7 +992,9 @@ class SessionMiddleware:
                 current = sess._current()
             if self._should_save(sess, current):
                 self._touch_once(sess)
-                self.store.set(sess._ensure_id(), sess._record(sess._data_json(current)))
+                # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
+                data = current or sess._snapshot or sess._dump()
+                self.store.set(sess._ensure_id(), sess._record(data))
             elif self._should_touch(sess, current):
                 self._touch_once(sess)
                 self.store.touch(sess._sid, sess._record())
