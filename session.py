@@ -216,9 +216,7 @@ class Cookie:
     def _stored(self) -> tuple:
         """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
         of attributes, in which only the two times vary."""
-        ms = self._expires
-        if ms is _UNPARSED:
-            ms = self._ms()
+        ms = self._ms()
         expires = None if ms is None else _iso_ms(ms)
         original = self._original
         (before, between, after), _, fields = _templates(*self._settings())
@@ -534,8 +532,7 @@ class Session(dict):
                 return None
             for key, value in originals.items():
                 now = dict.get(self, key, _MISSING)
-                if now is not value and (type(now) in _IMMUTABLE and now != value
-                                         or not _same(now, value)):
+                if now is not value and not _same(now, value):
                     break
             else:
                 return None
