@@ -1,7 +1,7 @@
 """CPU instructions per operation, counted by valgrind's callgrind: a measure no neighbour disturbs.
 
     apt-get install -y valgrind
-    python bench/instructions.py                 # every case below (about 3 min)
+    python bench/instructions.py                 # every case below (about 8 min)
     python bench/instructions.py session floor   # only these cases
 
 On a shared machine timings swing by 2x from one minute to the next; the
@@ -16,15 +16,25 @@ and imports cancel out.  Cases:
     bare        bench/http_load.py's bare WSGI app, called in-process by bench/overhead.py's driver
     session     the same app behind SessionMiddleware: a returning visitor increments a counter
     floor       the same behind http_load's no-library floor (find cookie, decode, encode, store)
+    waitress-bare, waitress-session, waitress-floor
+                the same three apps served by waitress (bench/http_load.py --serve) under
+                callgrind, over real HTTP: the whole server's instructions per request, the
+                noise-free counterpart of http_load's req/s ratio (a client outside callgrind
+                sends keep-alive GET /incr, keeping the cookie as wrk's script does)
+    waitress-bare+cookie
+                the bare app sent a returning visitor's Cookie header: what the server
+                itself spends reading one, apart from what the session spends
     select      raw sqlite3 SELECT by primary key (store_ops's ceiling)
     select+json the same with json.loads
     sqlite-get  SQLiteStore.get
 """
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,6 +76,12 @@ CASES = {
     "sqlite-get": STORE_SETUP.replace("MAKE", "store_ops.make_sqlite_store"),
 }
 
+SERVER_CASES = {"waitress-bare": "bare", "waitress-session": "session", "waitress-floor": "floor",
+                "waitress-bare+cookie": "bare"}
+# What a returning visitor's browser sends: the bare+cookie case sends it to the bare app, to
+# separate what the server spends reading a Cookie header from what the session spends.
+VISITOR_COOKIE = "connect.sid=s%3A" + "x" * 32 + "." + "y" * 43
+
 RUNNER = """
 import sys
 sys.path[:0] = [{root!r}, {here!r}]
@@ -92,22 +108,72 @@ def count(setup: str, n: int) -> int:
     return int(found.group(1))
 
 
+def count_server(kind: str, n: int, cookie: str = "") -> int:
+    """Instructions callgrind counts for a waitress process serving ``n`` returning-visitor requests."""
+    import http_load  # bench/ is sys.path[0] when this file runs
+    port = http_load._free_port()
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                             sys.executable, os.path.join(HERE, "http_load.py"), "--serve", kind,
+                             "--port", str(port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            # A shell's background job ignores SIGINT, and children inherit that.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        http_load._wait_port(port, proc, log, timeout=300)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        headers = {"Cookie": cookie} if cookie else {}
+        for _ in range(200 + n):
+            conn.request("GET", "/incr", headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            set_cookie = resp.getheader("Set-Cookie")
+            if set_cookie:
+                headers["Cookie"] = set_cookie.split(";", 1)[0]
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)   # waitress stops on KeyboardInterrupt; callgrind reports
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    out = log.read().decode(errors="replace")
+    found = re.search(r"Collected : (\d+)", out)
+    if not found:
+        raise RuntimeError(f"no count in callgrind's output:\n{out[-2000:]}")
+    return int(found.group(1))
+
+
+SERVER_N = 300
+
+
 def main() -> None:
     if not shutil.which("valgrind"):
         sys.exit("missing: valgrind (apt-get install -y valgrind)")
-    names = sys.argv[1:] or list(CASES)
-    unknown = [name for name in names if name not in CASES]
+    names = sys.argv[1:] or [*CASES, *SERVER_CASES]
+    unknown = [name for name in names if name not in CASES and name not in SERVER_CASES]
     if unknown:
-        sys.exit(f"unknown case(s): {', '.join(unknown)} (known: {', '.join(CASES)})")
+        sys.exit(f"unknown case(s): {', '.join(unknown)} (known: {', '.join([*CASES, *SERVER_CASES])})")
     print(f"CPU instructions per operation (callgrind; {sys.executable}, Python {sys.version.split()[0]})")
     per_op = {}
     for name in names:
-        per_op[name] = (count(CASES[name], 6 * N) - count(CASES[name], N)) // (5 * N)
-        print(f"  {name:12} {per_op[name]:>9,}")
+        if name in SERVER_CASES:
+            kind, cookie = SERVER_CASES[name], VISITOR_COOKIE if name.endswith("+cookie") else ""
+            per_op[name] = (count_server(kind, 6 * SERVER_N, cookie)
+                            - count_server(kind, SERVER_N, cookie)) // (5 * SERVER_N)
+        else:
+            per_op[name] = (count(CASES[name], 6 * N) - count(CASES[name], N)) // (5 * N)
+        print(f"  {name:20} {per_op[name]:>9,}", flush=True)
     if "bare" in per_op:
         for name in ("session", "floor"):
             if name in per_op:
                 print(f"  {name} - bare: {per_op[name] - per_op['bare']:,} (what the session adds)")
+    for bare in ("waitress-bare", "waitress-bare+cookie"):
+        for name in ("waitress-session", "waitress-floor"):
+            if bare in per_op and name in per_op:
+                print(f"  {bare} / {name}: {per_op[bare] / per_op[name]:.2f}"
+                      " (the req/s ratio of a CPU-bound server, were every instruction as costly)")
     if "select" in per_op:
         for name in ("sqlite-get", "select+json"):
             if name in per_op:
