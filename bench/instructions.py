@@ -1,7 +1,7 @@
 """CPU instructions per operation, counted by valgrind's callgrind: a measure no neighbour disturbs.
 
     apt-get install -y valgrind
-    python bench/instructions.py                 # every case below (about 8 min)
+    python bench/instructions.py                 # every case below (about 12 min)
     python bench/instructions.py session floor   # only these cases
 
 On a shared machine timings swing by 2x from one minute to the next; the
@@ -16,12 +16,13 @@ and imports cancel out.  Cases:
     bare        bench/http_load.py's bare WSGI app, called in-process by bench/overhead.py's driver
     session     the same app behind SessionMiddleware: a returning visitor increments a counter
     floor       the same behind http_load's no-library floor (find cookie, decode, encode, store)
-    waitress-bare, waitress-session, waitress-floor
-                the same three apps served by waitress (bench/http_load.py --serve) under
-                callgrind, over real HTTP: the whole server's instructions per request, the
-                noise-free counterpart of http_load's req/s ratio (a client outside callgrind
-                sends keep-alive GET /incr, keeping the cookie as wrk's script does)
-    waitress-bare+cookie
+    waitress-bare, waitress-session, waitress-floor (and gunicorn-...)
+                the same three apps served by waitress or gunicorn as bench/http_load.py
+                runs them, under callgrind, over real HTTP: the whole server's instructions
+                per request, the noise-free counterpart of http_load's req/s ratio (a client
+                outside callgrind sends keep-alive GET /incr, keeping the cookie as wrk's
+                script does; gunicorn's master and worker are counted together)
+    waitress-bare+cookie, gunicorn-bare+cookie
                 the bare app sent a returning visitor's Cookie header: what the server
                 itself spends reading one, apart from what the session spends
     select      raw sqlite3 SELECT by primary key (store_ops's ceiling)
@@ -31,6 +32,7 @@ and imports cancel out.  Cases:
 from __future__ import annotations
 
 import http.client
+import itertools
 import os
 import re
 import shutil
@@ -76,8 +78,9 @@ CASES = {
     "sqlite-get": STORE_SETUP.replace("MAKE", "store_ops.make_sqlite_store"),
 }
 
-SERVER_CASES = {"waitress-bare": "bare", "waitress-session": "session", "waitress-floor": "floor",
-                "waitress-bare+cookie": "bare"}
+SERVER_CASES = {f"{server}-{kind}": (server, kind.split("+")[0])
+                for server in ("waitress", "gunicorn")
+                for kind in ("bare", "bare+cookie", "session", "floor")}
 # What a returning visitor's browser sends: the bare+cookie case sends it to the bare app, to
 # separate what the server spends reading a Cookie header from what the session spends.
 VISITOR_COOKIE = "connect.sid=s%3A" + "x" * 32 + "." + "y" * 43
@@ -108,14 +111,17 @@ def count(setup: str, n: int) -> int:
     return int(found.group(1))
 
 
-def count_server(kind: str, n: int, cookie: str = "") -> int:
-    """Instructions callgrind counts for a waitress process serving ``n`` returning-visitor requests."""
+def count_server(server: str, kind: str, n: int, cookie: str = "") -> int:
+    """Instructions callgrind counts for a WSGI server serving ``n`` returning-visitor requests
+    (gunicorn's master and worker processes together)."""
     import http_load  # bench/ is sys.path[0] when this file runs
     port = http_load._free_port()
+    command = [part.replace("{port}", str(port)) for part in http_load.python_command(server, kind, False)]
+    if server == "gunicorn":  # a worker under callgrind runs ~50x slower: give it time to stop
+        command += ["--timeout", "600", "--graceful-timeout", "120"]
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                             sys.executable, os.path.join(HERE, "http_load.py"), "--serve", kind,
-                             "--port", str(port)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             # A shell's background job ignores SIGINT, and children inherit that.
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -131,18 +137,19 @@ def count_server(kind: str, n: int, cookie: str = "") -> int:
                 headers["Cookie"] = set_cookie.split(";", 1)[0]
         conn.close()
     finally:
-        proc.send_signal(signal.SIGINT)   # waitress stops on KeyboardInterrupt; callgrind reports
+        # waitress stops on KeyboardInterrupt, gunicorn's master on SIGTERM; callgrind reports.
+        proc.send_signal(signal.SIGINT if server == "waitress" else signal.SIGTERM)
         try:
-            proc.wait(120)
+            proc.wait(180)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
     log.seek(0)
     out = log.read().decode(errors="replace")
-    found = re.search(r"Collected : (\d+)", out)
+    found = re.findall(r"Collected : (\d+)", out)
     if not found:
         raise RuntimeError(f"no count in callgrind's output:\n{out[-2000:]}")
-    return int(found.group(1))
+    return sum(map(int, found))
 
 
 SERVER_N = 300
@@ -159,9 +166,9 @@ def main() -> None:
     per_op = {}
     for name in names:
         if name in SERVER_CASES:
-            kind, cookie = SERVER_CASES[name], VISITOR_COOKIE if name.endswith("+cookie") else ""
-            per_op[name] = (count_server(kind, 6 * SERVER_N, cookie)
-                            - count_server(kind, SERVER_N, cookie)) // (5 * SERVER_N)
+            (server, kind), cookie = SERVER_CASES[name], VISITOR_COOKIE if name.endswith("+cookie") else ""
+            per_op[name] = (count_server(server, kind, 6 * SERVER_N, cookie)
+                            - count_server(server, kind, SERVER_N, cookie)) // (5 * SERVER_N)
         else:
             per_op[name] = (count(CASES[name], 6 * N) - count(CASES[name], N)) // (5 * N)
         print(f"  {name:20} {per_op[name]:>9,}", flush=True)
@@ -169,11 +176,12 @@ def main() -> None:
         for name in ("session", "floor"):
             if name in per_op:
                 print(f"  {name} - bare: {per_op[name] - per_op['bare']:,} (what the session adds)")
-    for bare in ("waitress-bare", "waitress-bare+cookie"):
-        for name in ("waitress-session", "waitress-floor"):
-            if bare in per_op and name in per_op:
-                print(f"  {bare} / {name}: {per_op[bare] / per_op[name]:.2f}"
-                      " (the req/s ratio of a CPU-bound server, were every instruction as costly)")
+    for server, bare, name in itertools.product(("waitress", "gunicorn"), ("bare", "bare+cookie"),
+                                                ("session", "floor")):
+        bare, name = f"{server}-{bare}", f"{server}-{name}"
+        if bare in per_op and name in per_op:
+            print(f"  {bare} / {name}: {per_op[bare] / per_op[name]:.2f}"
+                  " (the req/s ratio of a CPU-bound server, were every instruction as costly)")
     if "select" in per_op:
         for name in ("sqlite-get", "select+json"):
             if name in per_op:
