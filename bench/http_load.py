@@ -65,6 +65,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 INTEROP = os.path.join(ROOT, "tests", "interop")
 SECRET = "bench secret"
+# A returning visitor's Cookie header, as sent to the bare rows with --bare-cookie.
+VISITOR_COOKIE = "connect.sid=s%3A" + "x" * 32 + "." + "y" * 43
 
 # wrk keeps one prebuilt request per thread and rebuilds it only when the server sets a new cookie.
 LUA = r"""
@@ -325,6 +327,8 @@ def _cpu_seconds(pid: int) -> float:
 def run_wrk(server: Server, script: str, args: argparse.Namespace, duration: float) -> tuple[float, float]:
     """One bounded wrk run as a returning visitor: (req/s, server CPU seconds per request)."""
     _, cookie = server.get()      # the visit that created the session (bare: just a request)
+    if cookie is None and args.bare_cookie:
+        cookie = VISITOR_COOKIE   # the bare app gets the same request as the session rows
     cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
            "--timeout", "5s", "-s", script, f"http://127.0.0.1:{server.port}/incr", "--", cookie or ""]
     cpu_before = _cpu_seconds(server.proc.pid)
@@ -358,6 +362,9 @@ def main() -> None:
     parser.add_argument("--floor", action="store_true",
                         help="add a row per WSGI server for the least any JSON session can do here "
                              "(no library: find the cookie, decode, call the app, encode, store)")
+    parser.add_argument("--bare-cookie", action="store_true",
+                        help="send the bare rows a returning visitor's Cookie header too, so every row "
+                             "gets the same request and the ratio leaves out the server's cost of reading it")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -420,8 +427,9 @@ def main() -> None:
 
 def report(servers: list[Server], args: argparse.Namespace) -> None:
     pinning = "servers pinned to one CPU, wrk to the other" if args.wrk_cpu is not None else "not pinned"
+    cookie = "; bare rows sent the visitor's cookie too" if args.bare_cookie else ""
     print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
-          f"{args.duration:g} s, GET /incr as a returning visitor; {pinning}")
+          f"{args.duration:g} s, GET /incr as a returning visitor; {pinning}{cookie}")
     print(f"{'server':30} {'req/s':>7} {'ratio':>17} {'CPU us/req':>11} {'ratio':>17}  {'views':>6}")
     bare = {s.group: s for s in servers if s.role == "bare"}
     for s in servers:

@@ -41,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 
+import http_load  # bench/ is sys.path[0] when this file runs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 N = 1000
@@ -81,9 +83,6 @@ CASES = {
 SERVER_CASES = {f"{server}-{kind}": (server, kind.split("+")[0])
                 for server in ("waitress", "gunicorn")
                 for kind in ("bare", "bare+cookie", "session", "floor")}
-# What a returning visitor's browser sends: the bare+cookie case sends it to the bare app, to
-# separate what the server spends reading a Cookie header from what the session spends.
-VISITOR_COOKIE = "connect.sid=s%3A" + "x" * 32 + "." + "y" * 43
 
 RUNNER = """
 import sys
@@ -114,7 +113,6 @@ def count(setup: str, n: int) -> int:
 def count_server(server: str, kind: str, n: int, cookie: str = "") -> int:
     """Instructions callgrind counts for a WSGI server serving ``n`` returning-visitor requests
     (gunicorn's master and worker processes together)."""
-    import http_load  # bench/ is sys.path[0] when this file runs
     port = http_load._free_port()
     command = [part.replace("{port}", str(port)) for part in http_load.python_command(server, kind, False)]
     if server == "gunicorn":  # a worker under callgrind runs ~50x slower: give it time to stop
@@ -166,7 +164,9 @@ def main() -> None:
     per_op = {}
     for name in names:
         if name in SERVER_CASES:
-            (server, kind), cookie = SERVER_CASES[name], VISITOR_COOKIE if name.endswith("+cookie") else ""
+            # bare+cookie: the bare app sent a returning visitor's Cookie header, to separate what
+            # the server spends reading one from what the session spends.
+            (server, kind), cookie = SERVER_CASES[name], http_load.VISITOR_COOKIE if name.endswith("+cookie") else ""
             per_op[name] = (count_server(server, kind, 6 * SERVER_N, cookie)
                             - count_server(server, kind, SERVER_N, cookie)) // (5 * SERVER_N)
         else:
