@@ -1,7 +1,7 @@
 """CPU instructions per operation, counted by valgrind's callgrind: a measure no neighbour disturbs.
 
     apt-get install -y valgrind
-    python bench/instructions.py                 # every case below (about 12 min)
+    python bench/instructions.py                 # every case below (about 15 min)
     python bench/instructions.py session floor   # only these cases
 
 On a shared machine timings swing by 2x from one minute to the next; the
@@ -166,7 +166,8 @@ def main() -> None:
         if name in SERVER_CASES:
             # bare+cookie: the bare app sent a returning visitor's Cookie header, to separate what
             # the server spends reading one from what the session spends.
-            (server, kind), cookie = SERVER_CASES[name], http_load.VISITOR_COOKIE if name.endswith("+cookie") else ""
+            server, kind = SERVER_CASES[name]
+            cookie = http_load.VISITOR_COOKIE if name.endswith("+cookie") else ""
             per_op[name] = (count_server(server, kind, 6 * SERVER_N, cookie)
                             - count_server(server, kind, SERVER_N, cookie)) // (5 * SERVER_N)
         else:
