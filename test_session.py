@@ -1406,6 +1406,16 @@ class TestCookieJson(unittest.TestCase):
             c._original = original
             self.assertEqual(json.loads(c.to_json()), c.to_record())
 
+    def test_to_record_is_a_fresh_dict_each_time(self):
+        # Records share a cached template per set of attributes: changing one must not leak.
+        first = session.Cookie(domain="example.com").to_record()
+        first["domain"] = "evil.example"
+        first["extra"] = 1
+        again = session.Cookie(domain="example.com")
+        self.assertEqual(again.to_record(), {"originalMaxAge": None, "expires": None, "httpOnly": True,
+                                             "domain": "example.com", "path": "/"})
+        self.assertEqual(json.loads(again.to_json()), again.to_record())
+
 
 class TestSigning(unittest.TestCase):
 
