@@ -2,6 +2,7 @@
 
     python bench/http_load.py [--server {waitress,gunicorn,both}] [--duration 3] [--rounds 5]
                               [--threads 2] [--connections 16] [--app-cpu] [--floor] [--no-pin]
+                              [--bare-cookie]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
 script sends the cookie it was given and keeps any new one the server sets). Rows, each a
@@ -41,7 +42,8 @@ also add up the CPU spent inside the app call itself (thread CPU time), which se
 middleware's cost from the server's. With --floor each WSGI server also gets a row for the
 least any server-side JSON session can do here (find the cookie, decode the stored JSON, call
 the app, encode and store it: no expiry, no Vary, no express rules), the ceiling any session
-library's ratio can approach on that server.
+library's ratio can approach on that server. The bare rows get no Cookie header (the bare app
+never sets one); --bare-cookie sends them a returning visitor's, so that only the app differs.
 Needs wrk (apt-get install -y wrk), node, and pip install waitress gunicorn [beaker].
 """
 from __future__ import annotations
