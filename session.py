@@ -810,8 +810,7 @@ class MemoryStore(Store):
         now = time.time()
         with self._lock:
             live = [sid for sid, e in self._data.items() if e[0] > now]
-        records = {sid: self.get(sid) for sid in live}
-        return {sid: record for sid, record in records.items() if record is not None}
+        return {sid: record for sid in live if (record := self.get(sid)) is not None}
 
     def length(self) -> int:
         with self._lock:
@@ -1087,7 +1086,7 @@ class SessionMiddleware:
         if verified is not None:
             self._remember(self._verified_headers, header, verified)
             return verified
-        value = _decode_uri_component(raw) if "%" in raw else raw
+        value = _decode_uri_component(raw)
         if not value.startswith("s:"):
             return None, None
         sid, key = _verify(value[2:], self._verify_keys)
@@ -1305,7 +1304,7 @@ class _Exchange:
 def _find_cookie(header: str, name: str) -> Optional[str]:
     """The first value of cookie ``name`` in a Cookie header, parsed as the npm package cookie does."""
     value = _raw_cookie(header, name)
-    return _decode_uri_component(value) if value is not None and "%" in value else value
+    return None if value is None else _decode_uri_component(value)
 
 
 def _raw_cookie(header: str, name: str) -> Optional[str]:
