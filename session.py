@@ -402,10 +402,13 @@ class Session(dict):
     def _fill(self, loaded: tuple) -> None:
         """Take the data and cookie of a record that ``SessionMiddleware._load`` checked."""
         record, self._cookie = loaded
-        # express keeps a loaded record's key order: remember where "cookie" was.
-        self._cookie_pos = 0 if next(iter(record)) == "cookie" else list(record).index("cookie")
         dict.clear(self)
         dict.update(self, record)
+        if self._cookie is None:  # the data alone; the cookie is the options' own (see _load)
+            self._cookie_pos = 0
+            return
+        # express keeps a loaded record's key order: remember where "cookie" was.
+        self._cookie_pos = 0 if next(iter(record)) == "cookie" else list(record).index("cookie")
         dict.__delitem__(self, "cookie")
 
     # -- identity and cookie
@@ -773,7 +776,10 @@ class MemoryStore(Store):
     def set(self, sid: str, record: dict) -> None:
         text = encode_record(record)
         now = time.time()
-        expiry = self.expiry_time(record, now)
+        self._put(sid, text, self.expiry_time(record, now), now)
+
+    def _put(self, sid: str, text: str, expiry: float, now: float) -> None:
+        """Store the record's JSON until ``expiry`` (removed at once if that has passed)."""
         with self._lock:
             if self._heap and self._heap[0][0] <= now:
                 self._expire(now)
@@ -799,7 +805,7 @@ class MemoryStore(Store):
         expiry = self.expiry_time(record, now)
         with self._lock:
             data = self._data
-            entry = data[sid] if sid in data else None  # no call under the lock: see set()
+            entry = data[sid] if sid in data else None  # no call under the lock: see _put
             if entry is None or entry[0] <= now:
                 return
             data[sid] = (expiry, entry[1], cookie)
@@ -828,6 +834,39 @@ class MemoryStore(Store):
 
     def close(self) -> None:
         self.clear()
+
+    # -- the middleware's shortcut for records whose cookie is its options' own, with no
+    #    expiry: it reads and writes their JSON as text.  Used on MemoryStore itself
+    #    only, never on a subclass, which may override get() and set().
+
+    def _text(self, sid: str) -> Optional[str]:
+        """The live record's JSON as stored, or None: missing, expired, or touched (a touched
+        record's cookie is kept apart from its text)."""
+        entry = self._data.get(sid)
+        if entry is None or entry[2] is not None or entry[0] <= time.time():
+            return None
+        return entry[1]
+
+    def _set_text(self, sid: str, text: str) -> None:
+        """set() for a record given as JSON whose cookie has no expiry: it lives ``ttl``."""
+        now = time.time()
+        self._put(sid, text, now + self.ttl, now)
+
+    def _extend(self, sid: str, head: str) -> None:
+        """touch() for a record whose text starts with ``head``, its cookie with no expiry: only
+        the expiry moves, to ``ttl`` from now.  A record replaced meanwhile is left alone,
+        as if that write had come after this touch."""
+        now = time.time()
+        expiry = now + self.ttl
+        with self._lock:
+            data = self._data
+            entry = data[sid] if sid in data else None  # no call under the lock: see _put
+            if entry is None or entry[0] <= now or entry[2] is not None:
+                return
+            if entry[1].startswith(head):
+                data[sid] = (expiry, entry[1], None)
+                if expiry < entry[0]:
+                    self._schedule(expiry, sid)
 
     def _schedule(self, expiry: float, sid: str) -> None:
         """File a new expiry in the heap.  Callers skip this when the record's expiry only
@@ -897,9 +936,11 @@ class SessionMiddleware:
             self._cookie_fn = None
             self._options = _CookieOptions(cookie or {})
             self._check_same_site_secure(self._options)
+            self._lean_head = _lean_head(self._options)
         elif callable(cookie):
             self._cookie_fn = cookie
             self._options = None
+            self._lean_head = None
         else:
             raise TypeError("cookie must be a dict of cookie options or a callable(environ) returning one")
         if genid is not None and not callable(genid):
@@ -949,8 +990,18 @@ class SessionMiddleware:
         exchange.body = result
         return exchange
 
-    def _load(self, sid: str) -> Optional[dict]:
-        """(stored record, its Cookie), or None when it is missing or not a session."""
+    def _load(self, sid: str) -> Optional[tuple]:
+        """(stored record, its Cookie), or None when it is missing or not a session.
+
+        From MemoryStore, a record whose cookie is the one the options make, with no
+        expiry, is read as (its data alone, None): its cookie is made only if asked for.
+        """
+        head = self._lean_head
+        if head is not None and type(self.store) is MemoryStore:
+            text = self.store._text(sid)
+            if text is not None and text.startswith(head):
+                end = len(head)
+                return (_scan_json("{" + text[end + 1:], 0)[0] if text[end] == "," else {}), None
         record = self.store.get(sid)
         if record is None:
             return None
@@ -993,20 +1044,32 @@ class SessionMiddleware:
         else:
             if current is _NOTHING:
                 current = sess._current()
+            # The cookie is still the options' own, with no expiry: MemoryStore takes the
+            # record as text, its cookie's part already made (see _load).
+            head = self._lean_head if sess._cookie is None else None
+            as_text = head is not None and type(self.store) is MemoryStore
             if self._should_save(sess, current):
                 self._touch_once(sess)
                 # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
                 data = current or sess._snapshot or sess._dump()
-                self.store.set(sess._ensure_id(), sess._record(data))
+                if as_text:
+                    self.store._set_text(sess._ensure_id(),
+                                         head + ("}" if data == "{}" else "," + data[1:]))
+                else:
+                    self.store.set(sess._ensure_id(), sess._record(data))
             elif self._should_touch(sess, current):
                 self._touch_once(sess)
-                self.store.touch(sess._sid, sess._record())
+                if as_text:
+                    self.store._extend(sess._sid, head)
+                else:
+                    self.store.touch(sess._sid, sess._record())
         sess._environ = None  # the request is over: drop the environ <-> session cycle
 
     @staticmethod
     def _touch_once(sess: Session) -> None:
         if not sess._touched:
-            sess._ensure_cookie().touch()
+            if sess._cookie is not None:  # else it is made when needed, as good as touched
+                sess._cookie.touch()
             sess._touched = True
 
     # -- express-session's four decisions
@@ -1014,7 +1077,8 @@ class SessionMiddleware:
     def _should_set_cookie(self, sess: Session, current: Optional[str]) -> bool:
         if not sess._loaded:
             return self.save_uninitialized or self._is_modified(sess, current)
-        return self.rolling or (sess._cookie._expires is not None
+        cookie = sess._cookie  # None: the options' own, with no expiry (see _load)
+        return self.rolling or (cookie is not None and cookie._expires is not None
                                 and self._is_modified(sess, current))
 
     def _should_save(self, sess: Session, current: Optional[str]) -> bool:
@@ -1247,6 +1311,15 @@ class _CookieOptions:
         c.partitioned = self.partitioned
         c.priority = self.priority
         return c
+
+
+def _lean_head(options: _CookieOptions) -> Optional[str]:
+    """How a stored record begins when its cookie is the one ``options`` make and has no
+    expiry: ``{"cookie":{...}``; None when that cookie has an expiry or depends on the request."""
+    if (options.max_age_ms is not None or options.expires is not None
+            or options.secure == "auto" or options.same_site == "auto"):
+        return None
+    return '{"cookie":' + options.new_cookie(lambda: False).to_json()
 
 
 class _Exchange:

@@ -325,7 +325,8 @@ class Harness:
         """Store a record as if an earlier request had saved it, and give the client its cookie."""
         sid = sid or "seed-" + secrets.token_urlsafe(12)
         self.store.set(sid, record if record is not None else make_record(data, **record_kw))
-        self.store.reset()
+        if isinstance(self.store, RecordingStore):
+            self.store.reset()
         self.client.jar[self.options.get("name", NAME)] = cookie_value(sid, self.first_secret)
         return sid
 
@@ -2245,6 +2246,165 @@ class TestMemoryStore(unittest.TestCase):
             t.join()
         self.assertEqual(errors, [])
         self.assertEqual(sorted(r["views"] for r in store.all().values()), [30] * 6)
+
+
+class PlainMemoryStore(session.MemoryStore):
+    """MemoryStore under another type: the middleware then uses only get(), set() and touch()."""
+
+
+def _counting_ids():
+    counter = iter(range(1, 10 ** 6))
+    return lambda environ: f"id{next(counter)}"
+
+
+def _incr(s):
+    s["n"] = s.get("n", 0) + 1
+
+
+def _set_max_age(s):
+    s.cookie.max_age = 60
+    _incr(s)
+
+
+def _reload(s):
+    s["n"] = 99
+    s.reload()
+
+
+def _save_then_change(s):
+    _incr(s)
+    s.save()
+    s["after"] = True
+
+
+def _regenerate(s):
+    s.regenerate()
+    s["fresh"] = 1
+
+
+# Each: the middleware's options, then one action per request (None: the app does not
+# touch the session).  Cookies here have no expiry until an action gives them one.
+TEXT_SCENARIOS = {
+    "default": ({}, [_incr, _incr, lambda s: s.get("n"), None, lambda s: s.setdefault("l", []).append(1),
+                     lambda s: s["l"].append(2), lambda s: s.cookie.path, lambda s: s.clear(),
+                     lambda s: len(s), _incr, _save_then_change, _reload, lambda s: s.touch(), _incr,
+                     _regenerate, _incr, _set_max_age, _incr, lambda s: s.destroy(), _incr, _incr]),
+    "rolling": ({"rolling": True}, [_incr, _incr, None, lambda s: s.get("n"), _incr]),
+    "resave": ({"resave": True}, [_incr, None, lambda s: s.get("n"), _incr]),
+    "save_uninitialized": ({"save_uninitialized": True}, [None, None, _incr, lambda s: s.clear(), None]),
+    "unset destroy": ({"unset": "destroy"}, [_incr, _incr, lambda s: s.pop("n"), _incr]),
+    "cookie options": ({"cookie": {"domain": "example.com", "same_site": "lax", "priority": "High",
+                                   "partitioned": True, "secure": False, "http_only": False}},
+                       [_incr, _incr, None, lambda s: s.cookie.domain, _incr]),
+}
+
+
+class TestMemoryStoreAsText(unittest.TestCase):
+    """The middleware reads and writes MemoryStore's records as JSON text when their cookie
+    is the options' own with no expiry.  Everything must come out as through get() and set()."""
+
+    def run_scenario(self, store, options, actions):
+        seen, views = [], []
+
+        def action(environ):
+            s = sess(environ)
+            seen.append(s._loaded and s._cookie is None)   # read as text, cookie not made
+            views.append(dict(dict.items(s)))
+            if actions[len(seen) - 1] is not None:
+                if options.get("unset") == "destroy" and len(seen) == len(actions):
+                    environ["session"] = None
+                else:
+                    actions[len(seen) - 1](s)
+        h = Harness(action, store=store, genid=_counting_ids(), **options)
+        results = []
+        for _ in actions:
+            resp = h.request()
+            headers = [(k, re.sub(r"Expires=[^;]*", "Expires=~", v)) for k, v in resp.headers]
+            cookie = resp.cookie()
+            records = {}
+            for sid, record in sorted(store.all().items()):
+                expires = record["cookie"].pop("expires")
+                records[sid] = (record, expires is not None,
+                                expires and abs(parse_iso(expires) - time.time()) // 2,
+                                round((store._data[sid][0] - time.time()) / 2))
+            results.append((resp.status, headers, resp.body, cookie and cookie.expires is not None,
+                            records))
+        return results, seen, views
+
+    def test_text_and_records_give_the_same_requests_responses_and_records(self):
+        for name, (options, actions) in TEXT_SCENARIOS.items():
+            with self.subTest(name):
+                as_text, seen_text, views_text = self.run_scenario(session.MemoryStore(), options, actions)
+                as_records, seen_records, views_records = self.run_scenario(
+                    PlainMemoryStore(), options, actions)
+                self.assertTrue(any(seen_text), "the text path was never taken")
+                self.assertFalse(any(seen_records))
+                self.assertEqual(views_text, views_records)
+                for i, (a, b) in enumerate(zip(as_text, as_records)):
+                    self.assertEqual(a, b, f"request {i + 1}")
+
+    def test_a_record_with_another_cookie_is_read_whole(self):
+        store = session.MemoryStore()
+        h = Harness(lambda e: (seen.append((sess(e).cookie.domain, sess(e).cookie.http_only)),
+                               _incr(sess(e))), store=store)
+        seen = []
+        sid = h.seed({"n": 1}, max_age=None, domain="example.com", httpOnly=False)
+        h.request()
+        self.assertEqual(seen, [("example.com", False)])
+        record = store.get(sid)
+        self.assertEqual((record["n"], record["cookie"]["domain"], record["cookie"]["httpOnly"]),
+                         (2, "example.com", False))
+
+    def test_a_touched_record_is_read_with_its_new_cookie(self):
+        store = session.MemoryStore()
+        seen = []
+        h = Harness(lambda e: seen.append((dict(dict.items(sess(e))), sess(e).cookie.http_only)),
+                    store=store)
+        sid = h.seed({"n": 1}, max_age=None)
+        store.touch(sid, make_record({"n": 1}, max_age=None, httpOnly=False))
+        h.request()
+        self.assertEqual(seen, [({"n": 1}, False)])
+
+    def test_an_unchanged_session_moves_its_expiry(self):
+        store = session.MemoryStore(ttl=0.6)
+        h = Harness(lambda e: sess(e).get("n"), store=store)
+        sid = h.seed({"n": 1}, max_age=None)
+        for _ in range(3):
+            time.sleep(0.3)
+            h.request()  # read only: a touch, which moves the expiry 0.6 s on
+        self.assertEqual(store.get(sid)["n"], 1)
+        self.assertIsNone(store._data[sid][2], "touched as text: the text is still the whole record")
+        time.sleep(0.7)
+        self.assertIsNone(store.get(sid))
+
+    def test_extend_leaves_a_record_replaced_meanwhile(self):
+        store = session.MemoryStore(ttl=100)
+        head = session.SessionMiddleware(lambda e, s: [], secret=SECRET)._lean_head
+        store.set("a", make_record({"n": 1}, max_age=60))
+        before = store._data["a"][0]
+        store._extend("a", head)
+        self.assertEqual(store._data["a"][0], before)
+        self.assertEqual(store.get("a")["n"], 1)
+        store._extend("gone", head)
+        self.assertIsNone(store.get("gone"))
+
+    def test_a_store_subclass_sees_every_read_and_write(self):
+        h = Harness(lambda e: _incr(sess(e)))
+        h.seed({"n": 1}, max_age=None)
+        h.request()
+        h.request()
+        self.assertEqual((h.store.count("get"), h.store.count("set")), (2, 2))
+
+    def test_text_only_for_cookies_the_options_fix_without_expiry(self):
+        def head(**options):
+            return session.SessionMiddleware(lambda e, s: [], secret=SECRET, **options)._lean_head
+        self.assertEqual(head(), '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,'
+                                 '"path":"/"}')
+        for cookie in ({"max_age": 60}, {"expires": dt.datetime.now(dt.timezone.utc)},
+                       {"secure": "auto"}, {"same_site": "auto"}):
+            with self.subTest(cookie):
+                self.assertIsNone(head(cookie=cookie))
+        self.assertIsNone(head(cookie=lambda environ: {}))
 
 
 # ================================================================ over real sockets
