@@ -174,9 +174,9 @@ def main() -> None:
             per_op[name] = (count(CASES[name], 6 * N) - count(CASES[name], N)) // (5 * N)
         print(f"  {name:20} {per_op[name]:>9,}", flush=True)
     if "bare" in per_op:
-        for name in ("session", "floor"):
+        for name, what in (("session", "SessionMiddleware"), ("floor", "the no-library floor")):
             if name in per_op:
-                print(f"  {name} - bare: {per_op[name] - per_op['bare']:,} (what the session adds)")
+                print(f"  {name} - bare: {per_op[name] - per_op['bare']:,} (what {what} adds)")
     for server, bare, name in itertools.product(("waitress", "gunicorn"), ("bare", "bare+cookie"),
                                                 ("session", "floor")):
         bare, name = f"{server}-{bare}", f"{server}-{name}"
