@@ -854,8 +854,8 @@ class MemoryStore(Store):
 
     def _extend(self, sid: str, head: str) -> None:
         """touch() for a record whose text starts with ``head``, its cookie with no expiry: only
-        the expiry moves, to ``ttl`` from now.  A record replaced meanwhile is left alone,
-        as if that write had come after this touch."""
+        the expiry moves, to ``ttl`` from now.  A record replaced or touched meanwhile is left
+        alone, as if that write had come after this touch."""
         now = time.time()
         expiry = now + self.ttl
         with self._lock:
@@ -936,11 +936,11 @@ class SessionMiddleware:
             self._cookie_fn = None
             self._options = _CookieOptions(cookie or {})
             self._check_same_site_secure(self._options)
-            self._lean_head = _lean_head(self._options)
+            self._record_head = _record_head(self._options)
         elif callable(cookie):
             self._cookie_fn = cookie
             self._options = None
-            self._lean_head = None
+            self._record_head = None
         else:
             raise TypeError("cookie must be a dict of cookie options or a callable(environ) returning one")
         if genid is not None and not callable(genid):
@@ -996,7 +996,7 @@ class SessionMiddleware:
         From MemoryStore, a record whose cookie is the one the options make, with no
         expiry, is read as (its data alone, None): its cookie is made only if asked for.
         """
-        head = self._lean_head
+        head = self._record_head
         if head is not None and type(self.store) is MemoryStore:
             text = self.store._text(sid)
             if text is not None and text.startswith(head):
@@ -1046,7 +1046,7 @@ class SessionMiddleware:
                 current = sess._current()
             # The cookie is still the options' own, with no expiry: MemoryStore takes the
             # record as text, its cookie's part already made (see _load).
-            head = self._lean_head if sess._cookie is None else None
+            head = self._record_head if sess._cookie is None else None
             as_text = head is not None and type(self.store) is MemoryStore
             if self._should_save(sess, current):
                 self._touch_once(sess)
@@ -1068,7 +1068,7 @@ class SessionMiddleware:
     @staticmethod
     def _touch_once(sess: Session) -> None:
         if not sess._touched:
-            if sess._cookie is not None:  # else it is made when needed, as good as touched
+            if sess._cookie is not None:  # else it is made when needed, and starts its clock then
                 sess._cookie.touch()
             sess._touched = True
 
@@ -1313,7 +1313,7 @@ class _CookieOptions:
         return c
 
 
-def _lean_head(options: _CookieOptions) -> Optional[str]:
+def _record_head(options: _CookieOptions) -> Optional[str]:
     """How a stored record begins when its cookie is the one ``options`` make and has no
     expiry: ``{"cookie":{...}``; None when that cookie has an expiry or depends on the request."""
     if (options.max_age_ms is not None or options.expires is not None

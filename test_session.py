@@ -2379,7 +2379,7 @@ class TestMemoryStoreAsText(unittest.TestCase):
 
     def test_extend_leaves_a_record_replaced_meanwhile(self):
         store = session.MemoryStore(ttl=100)
-        head = session.SessionMiddleware(lambda e, s: [], secret=SECRET)._lean_head
+        head = session.SessionMiddleware(lambda e, s: [], secret=SECRET)._record_head
         store.set("a", make_record({"n": 1}, max_age=60))
         before = store._data["a"][0]
         store._extend("a", head)
@@ -2397,7 +2397,7 @@ class TestMemoryStoreAsText(unittest.TestCase):
 
     def test_text_only_for_cookies_the_options_fix_without_expiry(self):
         def head(**options):
-            return session.SessionMiddleware(lambda e, s: [], secret=SECRET, **options)._lean_head
+            return session.SessionMiddleware(lambda e, s: [], secret=SECRET, **options)._record_head
         self.assertEqual(head(), '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,'
                                  '"path":"/"}')
         for cookie in ({"max_age": 60}, {"expires": dt.datetime.now(dt.timezone.utc)},
