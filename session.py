@@ -554,7 +554,7 @@ class Session(dict):
             rec["cookie"] = cookie
             rec.update(dict.items(self))
             if data is not None:
-                rec.text = "".join(('{"cookie":', cookie_json, "}" if data == "{}" else "," + data[1:]))
+                rec.text = _join_record('{"cookie":' + cookie_json, data)
             return rec
         for i, (key, value) in enumerate(dict.items(self)):
             if i == self._cookie_pos:
@@ -647,6 +647,11 @@ def _same(a: Any, b: Any) -> bool:
         return _encode(a) == _encode(b)
     except (TypeError, ValueError, RecursionError):
         return False  # the encode at save time names the key
+
+
+def _join_record(head: str, data: str) -> str:
+    """A record's JSON from its cookie's part, ``{"cookie":{...}``, and the data's JSON."""
+    return head + ("}" if data == "{}" else "," + data[1:])
 
 
 class _Record(dict):
@@ -802,11 +807,18 @@ class MemoryStore(Store):
     def touch(self, sid: str, record: dict) -> None:
         cookie = dict(record["cookie"])
         now = time.time()
-        expiry = self.expiry_time(record, now)
+        self._retime(sid, self.expiry_time(record, now), now, cookie)
+
+    def _retime(self, sid: str, expiry: float, now: float, cookie: Optional[dict],
+                head: Optional[str] = None) -> None:
+        """Give a live record a new expiry and its cookie as touched (None: the one in its
+        text); with ``head``, only if its text starts so and no cookie is kept apart."""
         with self._lock:
             data = self._data
             entry = data[sid] if sid in data else None  # no call under the lock: see _put
             if entry is None or entry[0] <= now:
+                return
+            if head is not None and (entry[2] is not None or not entry[1].startswith(head)):
                 return
             data[sid] = (expiry, entry[1], cookie)
             if expiry < entry[0]:
@@ -857,16 +869,7 @@ class MemoryStore(Store):
         the expiry moves, to ``ttl`` from now.  A record replaced or touched meanwhile is left
         alone, as if that write had come after this touch."""
         now = time.time()
-        expiry = now + self.ttl
-        with self._lock:
-            data = self._data
-            entry = data[sid] if sid in data else None  # no call under the lock: see _put
-            if entry is None or entry[0] <= now or entry[2] is not None:
-                return
-            if entry[1].startswith(head):
-                data[sid] = (expiry, entry[1], None)
-                if expiry < entry[0]:
-                    self._schedule(expiry, sid)
+        self._retime(sid, now + self.ttl, now, None, head)
 
     def _schedule(self, expiry: float, sid: str) -> None:
         """File a new expiry in the heap.  Callers skip this when the record's expiry only
@@ -1053,8 +1056,7 @@ class SessionMiddleware:
                 # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
                 data = current or sess._snapshot or sess._dump()
                 if as_text:
-                    self.store._set_text(sess._ensure_id(),
-                                         head + ("}" if data == "{}" else "," + data[1:]))
+                    self.store._set_text(sess._ensure_id(), _join_record(head, data))
                 else:
                     self.store.set(sess._ensure_id(), sess._record(data))
             elif self._should_touch(sess, current):
