@@ -400,9 +400,9 @@ class Session(dict):
         return self
 
     def _fill(self, loaded: tuple) -> None:
-        """Take the data and cookie of a record that ``SessionMiddleware._load`` checked."""
+        """Take the data and cookie of a record that ``SessionMiddleware._load`` checked
+        (into an empty session)."""
         record, self._cookie = loaded
-        dict.clear(self)
         dict.update(self, record)
         if self._cookie is None:  # the data alone; the cookie is the options' own (see _load)
             self._cookie_pos = 0
@@ -473,6 +473,7 @@ class Session(dict):
         loaded = self._middleware()._load(self._ensure_id())
         if loaded is None:
             raise SessionError(f"session {self._sid[:6]}... is no longer in the store")
+        dict.clear(self)
         self._fill(loaded)
 
     def save(self) -> None:
@@ -781,10 +782,17 @@ class MemoryStore(Store):
     def set(self, sid: str, record: dict) -> None:
         text = encode_record(record)
         now = time.time()
-        self._put(sid, text, self.expiry_time(record, now), now)
+        self._set_text(sid, text, self.expiry_time(record, now), now)
 
-    def _put(self, sid: str, text: str, expiry: float, now: float) -> None:
-        """Store the record's JSON until ``expiry`` (removed at once if that has passed)."""
+    def _set_text(self, sid: str, text: str, expiry: Optional[float] = None,
+                  now: Optional[float] = None) -> None:
+        """Store a record's JSON until ``expiry`` (by default ``ttl`` from now; removed at once
+        if it has passed).  The middleware gives it the JSON of records whose cookie has no
+        expiry (see the shortcut below)."""
+        if now is None:
+            now = time.time()
+        if expiry is None:
+            expiry = now + self.ttl
         with self._lock:
             if self._heap and self._heap[0][0] <= now:
                 self._expire(now)
@@ -815,7 +823,7 @@ class MemoryStore(Store):
         text); with ``head``, only if its text starts so and no cookie is kept apart."""
         with self._lock:
             data = self._data
-            entry = data[sid] if sid in data else None  # no call under the lock: see _put
+            entry = data[sid] if sid in data else None  # no call under the lock: see _set_text
             if entry is None or entry[0] <= now:
                 return
             if head is not None and (entry[2] is not None or not entry[1].startswith(head)):
@@ -858,11 +866,6 @@ class MemoryStore(Store):
         if entry is None or entry[2] is not None or entry[0] <= time.time():
             return None
         return entry[1]
-
-    def _set_text(self, sid: str, text: str) -> None:
-        """set() for a record given as JSON whose cookie has no expiry: it lives ``ttl``."""
-        now = time.time()
-        self._put(sid, text, now + self.ttl, now)
 
     def _extend(self, sid: str, head: str) -> None:
         """touch() for a record whose text starts with ``head``, its cookie with no expiry: only
@@ -977,7 +980,8 @@ class SessionMiddleware:
             return self.app(environ, start_response)
 
         header = environ.get("HTTP_COOKIE")
-        cookie_id, resend = self._read_cookie(header) if header else (None, None)
+        # A returning visitor's header, verified before, is found whole (see _read_cookie).
+        cookie_id, resend = self._verified_headers.get(header) or self._read_cookie(header)
         loaded = self._load(cookie_id) if cookie_id else None
         sess = Session._create(self, environ, options, cookie_id, resend, loaded)
         environ[key] = sess
@@ -1051,19 +1055,20 @@ class SessionMiddleware:
             # record as text, its cookie's part already made (see _load).
             head = self._record_head if sess._cookie is None else None
             as_text = head is not None and type(self.store) is MemoryStore
+            # (As text, there is no Cookie object to touch: the store moves the expiry.)
             if self._should_save(sess, current):
-                self._touch_once(sess)
                 # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
                 data = current or sess._snapshot or sess._dump()
                 if as_text:
                     self.store._set_text(sess._ensure_id(), _join_record(head, data))
                 else:
+                    self._touch_once(sess)
                     self.store.set(sess._ensure_id(), sess._record(data))
             elif self._should_touch(sess, current):
-                self._touch_once(sess)
                 if as_text:
                     self.store._extend(sess._sid, head)
                 else:
+                    self._touch_once(sess)
                     self.store.touch(sess._sid, sess._record())
         sess._environ = None  # the request is over: drop the environ <-> session cycle
 
@@ -1141,10 +1146,10 @@ class SessionMiddleware:
         # Returning visitors send the same header, or at least the same cookie,
         # again and again.  Only what passed the full check below is remembered,
         # keyed by all of it as sent (parsing and decoding are deterministic), so
-        # a forged one can never hit; the bound keeps memory flat.
-        verified = self._verified_headers.get(header)
-        if verified is not None:
-            return verified
+        # a forged one can never hit; the bound keeps memory flat.  __call__
+        # looks the whole header up before calling this.
+        if not header:
+            return None, None
         raw = _raw_cookie(header, self.name)
         if raw is None:
             return None, None
@@ -1431,13 +1436,15 @@ def _request_path(environ: dict) -> str:
 
 
 def _add_vary_cookie(headers: list) -> None:
-    for i, (name, value) in enumerate(headers):
+    for name, value in headers:
         if len(name) == 4 and name.lower() == "vary":
-            fields = [f.strip().lower() for f in value.split(",")]
-            if "cookie" not in fields and "*" not in fields:
-                headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
-            return
-    headers.append(("Vary", "Cookie"))
+            break
+    else:
+        headers.append(("Vary", "Cookie"))
+        return
+    fields = [f.strip().lower() for f in value.split(",")]
+    if "cookie" not in fields and "*" not in fields:
+        headers[headers.index((name, value))] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
 
 
 def _check_secrets(secret: Any) -> list:
