@@ -991,8 +991,9 @@ class SessionMiddleware:
             # The body is complete: no app code runs between the two steps, so
             # the data is encoded once for both.
             current = sess._current()
-            exchange.send_headers(current)
-            self._finish(sess, current)
+            if not self._end_as_text(sess, exchange, current):
+                exchange.send_headers(current)
+                self._finish(sess, current)
             return result
         exchange.body = result
         return exchange
@@ -1071,6 +1072,34 @@ class SessionMiddleware:
                     self._touch_once(sess)
                     self.store.touch(sess._sid, sess._record())
         sess._environ = None  # the request is over: drop the environ <-> session cycle
+
+    def _end_as_text(self, sess: Session, exchange: "_Exchange", current: Optional[str]) -> bool:
+        """Headers and store write at once for the usual request, or False (doing nothing).
+
+        The usual request: a session read from MemoryStore as text (see _load), still
+        attached, neither regenerated, destroyed nor saved by the app, without rolling or
+        resave, its headers not sent yet.  express's four decisions then come down to: no
+        Set-Cookie (the cookie has no expiry); Vary when the session was read; save when the
+        data changed, else touch.  Any other request goes through _response_headers and
+        _finish, which decide in full (TestMemoryStoreAsText checks the two ways agree).
+        """
+        saved = sess._saved
+        if (sess._cookie is not None or not sess._loaded or saved is None or saved[1] is not None
+                or sess._destroyed or self.rolling or exchange._sent or exchange._status is None
+                or type(self.store) is not MemoryStore or sess._environ.get(self.environ_key) is None):
+            return False
+        headers = exchange._headers
+        if sess._read:
+            headers = list(headers)
+            _add_vary_cookie(headers)
+        exchange._sent = True
+        exchange._write = exchange._start_response(exchange._status, headers, exchange._exc_info)
+        if current is not None and current != sess._snapshot:
+            self.store._set_text(sess._sid, _join_record(self._record_head, current))
+        else:
+            self.store._extend(sess._sid, self._record_head)
+        sess._environ = None  # as _finish does
+        return True
 
     @staticmethod
     def _touch_once(sess: Session) -> None:
@@ -1370,8 +1399,9 @@ class _Exchange:
                 yield held
             held = chunk
         current = self._sess._current()  # once for both steps, as on the list path
-        self.send_headers(current)
-        self._mw._finish(self._sess, current)
+        if not self._mw._end_as_text(self._sess, self, current):
+            self.send_headers(current)
+            self._mw._finish(self._sess, current)
         if held is not _NOTHING:
             yield held
 

@@ -2303,8 +2303,8 @@ class TestMemoryStoreAsText(unittest.TestCase):
     """The middleware reads and writes MemoryStore's records as JSON text when their cookie
     is the options' own with no expiry.  Everything must come out as through get() and set()."""
 
-    def run_scenario(self, store, options, actions):
-        seen, views = [], []
+    def run_scenario(self, store, options, actions, body="list"):
+        seen, views, ended_as_text = [], [], []
 
         def action(environ):
             s = sess(environ)
@@ -2316,6 +2316,11 @@ class TestMemoryStoreAsText(unittest.TestCase):
                 else:
                     actions[len(seen) - 1](s)
         h = Harness(action, store=store, genid=_counting_ids(), **options)
+        if body != "list":
+            h.app = self.streaming_app(h.app, body)
+            h.mw.app = h.app
+        end_as_text = h.mw._end_as_text
+        h.mw._end_as_text = lambda *args: ended_as_text.append(end_as_text(*args)) or ended_as_text[-1]
         results = []
         for _ in actions:
             resp = h.request()
@@ -2329,19 +2334,85 @@ class TestMemoryStoreAsText(unittest.TestCase):
                                 round((store._data[sid][0] - time.time()) / 2))
             results.append((resp.status, headers, resp.body, cookie and cookie.expires is not None,
                             records))
-        return results, seen, views
+        return results, seen, views, ended_as_text
+
+    @staticmethod
+    def streaming_app(app, body):
+        """The Harness app with its body as a generator of one chunk ("generator") or of two
+        ("generator2"), or given to write() with an empty list returned ("write")."""
+        def streaming(environ, start_response):
+            chunks = []
+            write = None
+
+            def capture(status, headers, exc_info=None):
+                nonlocal write
+                write = start_response(status, headers, exc_info)
+                return write
+            chunks = app(environ, capture)
+            if body == "write":
+                for chunk in chunks:
+                    write(chunk)
+                return []
+            if body == "generator":
+                return (chunk for chunk in chunks)
+            return (chunk[:i] for chunk in chunks for i in (1, len(chunk)))  # "o", "ok"
+        return streaming
 
     def test_text_and_records_give_the_same_requests_responses_and_records(self):
-        for name, (options, actions) in TEXT_SCENARIOS.items():
-            with self.subTest(name):
-                as_text, seen_text, views_text = self.run_scenario(session.MemoryStore(), options, actions)
-                as_records, seen_records, views_records = self.run_scenario(
-                    PlainMemoryStore(), options, actions)
-                self.assertTrue(any(seen_text), "the text path was never taken")
-                self.assertFalse(any(seen_records))
-                self.assertEqual(views_text, views_records)
-                for i, (a, b) in enumerate(zip(as_text, as_records)):
-                    self.assertEqual(a, b, f"request {i + 1}")
+        for body in ("list", "generator", "generator2", "write"):
+            for name, (options, actions) in TEXT_SCENARIOS.items():
+                with self.subTest(name, body=body):
+                    as_text, seen_text, views_text, ended_text = self.run_scenario(
+                        session.MemoryStore(), options, actions, body)
+                    as_records, seen_records, views_records, ended_records = self.run_scenario(
+                        PlainMemoryStore(), options, actions, body)
+                    self.assertTrue(any(seen_text), "the text path was never taken")
+                    self.assertFalse(any(seen_records))
+                    self.assertFalse(any(ended_records))
+                    if body in ("list", "generator") and name == "default":
+                        # Saves, touches, with and without Vary, in one step.
+                        self.assertGreaterEqual(ended_text.count(True), 6)
+                    elif body in ("generator2", "write") or options.get("rolling") or options.get("resave"):
+                        self.assertFalse(any(ended_text))   # headers went out first, or rolling/resave
+                    self.assertEqual(views_text, views_records)
+                    for i, (a, b) in enumerate(zip(as_text, as_records)):
+                        self.assertEqual(a, b, f"request {i + 1}")
+
+    def writes_meanwhile(self, store, change):
+        """A request whose app does ``change(session)`` and then, before the response, another
+        writer replaces the record: what the store holds after the request."""
+        def action(environ):
+            s = sess(environ)
+            change(s)
+            store.set(sid, make_record({"n": 9}, max_age=None))
+        h = Harness(action, store=store)
+        sid = h.seed({"n": 1, "l": [1]}, max_age=None)
+        h.request()
+        return store.get(sid)
+
+    def test_an_unchanged_session_is_touched_and_leaves_a_write_made_meanwhile(self):
+        for store in (session.MemoryStore(), PlainMemoryStore()):
+            with self.subTest(type(store).__name__):
+                # Reading a list takes a snapshot; the data is unchanged at the end: no save.
+                self.assertEqual(self.writes_meanwhile(store, lambda s: s["l"])["n"], 9)
+
+    def test_a_session_the_app_saved_is_not_saved_again_over_a_write_made_meanwhile(self):
+        def save(s):
+            s["n"] = 5
+            s.save()
+        for store in (session.MemoryStore(), PlainMemoryStore()):
+            with self.subTest(type(store).__name__):
+                self.assertEqual(self.writes_meanwhile(store, save)["n"], 9)
+
+    def test_the_session_lets_go_of_the_environ_when_the_request_ends(self):
+        for options in ({}, {"rolling": True}):
+            for store in (session.MemoryStore(), PlainMemoryStore()):
+                with self.subTest(type(store).__name__, **options):
+                    seen = []
+                    h = Harness(lambda e: (seen.append(sess(e)), _incr(sess(e))), store=store, **options)
+                    h.request()
+                    h.request()
+                    self.assertEqual([s._environ for s in seen], [None, None])
 
     def test_a_record_with_another_cookie_is_read_whole(self):
         store = session.MemoryStore()
