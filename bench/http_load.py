@@ -2,7 +2,7 @@
 
     python bench/http_load.py [--server {waitress,gunicorn,both}] [--duration 3] [--rounds 5]
                               [--threads 2] [--connections 16] [--app-cpu] [--floor] [--no-pin]
-                              [--bare-cookie]
+                              [--bare-cookie] [--paired]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
 script sends the cookie it was given and keeps any new one the server sets). Rows, each a
@@ -44,6 +44,12 @@ least any server-side JSON session can do here (find the cookie, decode the stor
 the app, encode and store it: no expiry, no Vary, no express rules), the ceiling any session
 library's ratio can approach on that server. The bare rows get no Cookie header (the bare app
 never sets one); --bare-cookie sends them a returning visitor's, so that only the app differs.
+
+--paired adds rounds in which each with-session server is loaded at the same time as its bare
+server (two wrk runs at once, both servers on the one server CPU), and reports bare / with-session
+server CPU per request. On a shared VM the load from neighbours swings by 2x within a minute, so
+two runs made one after the other can meet different machines; two runs made at the same time
+meet the same one. For a CPU-bound server this is the throughput ratio.
 Needs wrk (apt-get install -y wrk), node, and pip install waitress gunicorn [beaker].
 """
 from __future__ import annotations
@@ -253,6 +259,7 @@ class Server:
         _wait_port(self.port, self.proc, self.log)
         self.results: list[float] = []    # req/s per run
         self.cpu: list[float] = []        # server CPU seconds per request, per run
+        self.paired: list[float] = []     # with --paired: bare / this CPU per request, run side by side
         self.views_after: int | None = None
         self.app_cpu: float | None = None      # with --app-cpu: CPU seconds per call in the app itself
 
@@ -328,14 +335,34 @@ def _cpu_seconds(pid: int) -> float:
 
 def run_wrk(server: Server, script: str, args: argparse.Namespace, duration: float) -> tuple[float, float]:
     """One bounded wrk run as a returning visitor: (req/s, server CPU seconds per request)."""
+    return _wrk_result(_start_wrk(server, script, args, duration))
+
+
+def run_wrk_pair(bare: Server, other: Server, script: str, args: argparse.Namespace,
+                 duration: float) -> float:
+    """wrk on two servers at once, sharing the server CPU: bare's CPU per request over the
+    other's, a ratio that load coming and going on the machine hits on both sides alike."""
+    runs = [_start_wrk(bare, script, args, duration), _start_wrk(other, script, args, duration)]
+    (_, bare_cpu), (_, other_cpu) = [_wrk_result(run) for run in runs]
+    return bare_cpu / other_cpu
+
+
+def _start_wrk(server: Server, script: str, args: argparse.Namespace, duration: float) -> tuple:
     _, cookie = server.get()      # the visit that created the session (bare: just a request)
     if cookie is None and args.bare_cookie:
         cookie = VISITOR_COOKIE   # the bare app gets the same request as the session rows
     cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
            "--timeout", "5s", "-s", script, f"http://127.0.0.1:{server.port}/incr", "--", cookie or ""]
-    cpu_before = _cpu_seconds(server.proc.pid)
     pin = None if args.wrk_cpu is None else (lambda: os.sched_setaffinity(0, {args.wrk_cpu}))
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, preexec_fn=pin).stdout
+    cpu_before = _cpu_seconds(server.proc.pid)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            preexec_fn=pin)
+    return server, cookie, proc, cpu_before, duration
+
+
+def _wrk_result(run: tuple) -> tuple[float, float]:
+    server, cookie, proc, cpu_before, duration = run
+    out = proc.communicate(timeout=duration + 30)[0]
     cpu = _cpu_seconds(server.proc.pid) - cpu_before
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad:
@@ -367,6 +394,10 @@ def main() -> None:
     parser.add_argument("--bare-cookie", action="store_true",
                         help="send the bare rows a returning visitor's Cookie header too, so every row "
                              "gets the same request and the ratio leaves out the server's cost of reading it")
+    parser.add_argument("--paired", action="store_true",
+                        help="after the usual rounds, load each with-session server at the same time as its bare "
+                             "server, both on the server CPU, and report bare / with-session CPU per request: "
+                             "a ratio that other load on the machine disturbs far less")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -420,6 +451,13 @@ def main() -> None:
                 rate, cpu = run_wrk(server, script, args, args.duration)
                 server.results.append(rate)
                 server.cpu.append(cpu)
+        if args.paired:
+            bare = {s.group: s for s in servers if s.role == "bare"}
+            for round_no in range(args.rounds):
+                for server in servers:
+                    if server.role != "bare":
+                        server.paired.append(run_wrk_pair(bare[server.group], server, script, args,
+                                                          args.duration))
     finally:
         for server in servers:
             server.stop()
@@ -432,7 +470,8 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
     cookie = "; bare rows sent the visitor's cookie too" if args.bare_cookie else ""
     print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
           f"{args.duration:g} s, GET /incr as a returning visitor; {pinning}{cookie}")
-    print(f"{'server':30} {'req/s':>7} {'ratio':>17} {'CPU us/req':>11} {'ratio':>17}  {'views':>6}")
+    paired = f" {'paired ratio':>17}" if args.paired else ""
+    print(f"{'server':30} {'req/s':>7} {'ratio':>17} {'CPU us/req':>11} {'ratio':>17}  {'views':>6}{paired}")
     bare = {s.group: s for s in servers if s.role == "bare"}
     for s in servers:
         base = bare.get(s.group)
@@ -442,13 +481,17 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
             rate_ratio = _spread([w / b for w, b in zip(s.results, base.results)])
             cpu_ratio = _spread([b / w for w, b in zip(s.cpu, base.cpu)])
         views = "-" if s.role == "bare" else str(s.views_after)
+        paired = f" {_spread(s.paired) if s.paired else '':>17}" if args.paired else ""
         print(f"{s.label:30} {statistics.median(s.results):7.0f} {rate_ratio:>17} "
-              f"{statistics.median(s.cpu) * 1e6:11.0f} {cpu_ratio:>17}  {views:>6}")
+              f"{statistics.median(s.cpu) * 1e6:11.0f} {cpu_ratio:>17}  {views:>6}{paired}")
     print("req/s and CPU us/req: medians over the rounds. ratio: with-session / bare on the same server, the\n"
           "median of the per-round ratios (range in brackets); for CPU it is bare / with-session server CPU per\n"
           "request, the throughput ratio a CPU-bound server would show, less disturbed by other load on the machine.\n"
           "views: the counter the kept cookie reads after the last run (the session persisted; fewer views than\n"
           "requests means concurrent requests of one session overwrote each other's increments).")
+    if args.paired:
+        print("paired ratio: bare / with-session CPU per request, measured with both servers under wrk at the\n"
+              "same time on the one server CPU (median of the rounds, range in brackets).")
     for s in servers:
         print(f"  {s.label:28} req/s per run: " + " ".join(f"{r:.0f}" for r in s.results))
     timed = [s for s in servers if s.app_cpu is not None]
