@@ -1474,7 +1474,8 @@ def _add_vary_cookie(headers: list) -> None:
         return
     fields = [f.strip().lower() for f in value.split(",")]
     if "cookie" not in fields and "*" not in fields:
-        headers[headers.index((name, value))] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
+        i = next(i for i, header in enumerate(headers) if header[0] is name)
+        headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
 
 
 def _check_secrets(secret: Any) -> list:

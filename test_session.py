@@ -890,6 +890,12 @@ class TestVary(unittest.TestCase):
         self.assertEqual(len(resp.values("Vary")), 1, resp.values("Vary"))
         self.assertEqual(sorted(resp.vary), ["accept-encoding", "cookie"])
 
+    def test_vary_merged_into_the_apps_first_vary_given_as_a_list(self):
+        h = Harness(lambda e: sess(e).get("u"),
+                    app_headers=[["Vary", "Accept-Encoding"], ("Vary", "Accept")])
+        resp = h.request()
+        self.assertEqual(resp.values("Vary"), ["Accept-Encoding, Cookie", "Accept"])
+
     def test_vary_cookie_not_duplicated_when_app_already_varies_on_it(self):
         h = Harness(lambda e: sess(e).get("u"), app_headers=[("Vary", "Accept, cookie")])
         resp = h.request()
