@@ -355,8 +355,8 @@ class Session(dict):
     """
 
     __slots__ = ("_mw", "_environ", "_opts", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
-                 "_snapshot", "_originals", "_saved", "_cookie_pos", "_cookie_id", "_resend", "_touched",
-                 "_destroyed")
+                 "_snapshot", "_originals", "_loaded_json", "_saved", "_cookie_pos", "_cookie_id",
+                 "_resend", "_touched", "_destroyed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
@@ -365,6 +365,7 @@ class Session(dict):
         self._cookie_id = self._resend = None
         self._loaded = self._regenerated = self._read = self._touched = self._destroyed = False
         self._snapshot, self._originals, self._saved, self._cookie_pos = "{}", None, None, 0
+        self._loaded_json = None
         self.update(*args, **kwargs)
 
     @classmethod
@@ -387,6 +388,7 @@ class Session(dict):
         if loaded is None:
             self._sid = None
             self._cookie = None
+            self._loaded_json = None
             self._loaded = False
             self._snapshot = "{}"
             self._saved = None
@@ -400,9 +402,9 @@ class Session(dict):
         return self
 
     def _fill(self, loaded: tuple) -> None:
-        """Take the data and cookie of a record that ``SessionMiddleware._load`` checked
-        (into an empty session)."""
-        record, self._cookie = loaded
+        """Take the data, cookie and data's JSON of a record that ``SessionMiddleware._load``
+        checked (into an empty session)."""
+        record, self._cookie, self._loaded_json = loaded
         dict.update(self, record)
         if self._cookie is None:  # the data alone; the cookie is the options' own (see _load)
             self._cookie_pos = 0
@@ -452,7 +454,7 @@ class Session(dict):
             self._middleware().store.destroy(self._sid)
         dict.clear(self)
         self._sid = self._middleware()._generate_id(self._environ)
-        self._cookie = None
+        self._cookie = self._loaded_json = None
         self._loaded = False
         self._regenerated = True
         self._cookie_pos = 0
@@ -494,7 +496,10 @@ class Session(dict):
         self._read = True
         if self._snapshot is None:
             originals, self._originals = self._originals, None
-            self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
+            if self._loaded_json is not None:  # read as text: the JSON as loaded is known
+                self._snapshot = self._loaded_json
+            else:
+                self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
 
     def _as_loaded(self, originals: dict) -> dict:
         """The data as loaded: the current data with the keys written so far put back."""
@@ -595,7 +600,9 @@ class Session(dict):
         if key == "cookie":
             raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
         self._read = True
-        if self._snapshot is None:   # remember the loaded value instead of taking a snapshot
+        if self._snapshot is None and self._loaded_json is not None:
+            self._snapshot = self._loaded_json  # read as text: the JSON as loaded is known
+        elif self._snapshot is None:   # remember the loaded value instead of taking a snapshot
             originals = self._originals
             if originals is None:
                 originals = self._originals = {}
@@ -999,22 +1006,26 @@ class SessionMiddleware:
         return exchange
 
     def _load(self, sid: str) -> Optional[tuple]:
-        """(stored record, its Cookie), or None when it is missing or not a session.
+        """(stored record, its Cookie, None), or None when it is missing or not a session.
 
         From MemoryStore, a record whose cookie is the one the options make, with no
-        expiry, is read as (its data alone, None): its cookie is made only if asked for.
+        expiry, is read as (its data alone, None, the data's JSON): its cookie is made
+        only if asked for, and the JSON is what a change is found against, with no
+        encoding (the record's text is our own encoder's, so encoding the data again
+        would give the same string).
         """
         head = self._record_head
         if head is not None and type(self.store) is MemoryStore:
             text = self.store._text(sid)
             if text is not None and text.startswith(head):
                 end = len(head)
-                return (_scan_json("{" + text[end + 1:], 0)[0] if text[end] == "," else {}), None
+                data = "{" + text[end + 1:] if text[end] == "," else "{}"
+                return _scan_json(data, 0)[0], None, data
         record = self.store.get(sid)
         if record is None:
             return None
         try:
-            return record, Cookie.from_record(record["cookie"])
+            return record, Cookie.from_record(record["cookie"]), None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             log.warning("session record %.6s... is not a valid session (%s); starting a new one",
                         sid, exc)

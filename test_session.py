@@ -2410,6 +2410,24 @@ class TestMemoryStoreAsText(unittest.TestCase):
             with self.subTest(type(store).__name__):
                 self.assertEqual(self.writes_meanwhile(store, save)["n"], 9)
 
+    def test_a_session_read_as_text_is_compared_with_its_stored_json_not_encoded_twice(self):
+        # Reading a list hands out something the app may change: the data as loaded must be
+        # kept to compare with.  Read as text, that is the stored JSON itself.
+        counts = {}
+        for store in (session.MemoryStore(), PlainMemoryStore()):
+            h = Harness(lambda e: sess(e)["l"], store=store)
+            h.seed({"l": [1]}, max_age=None)
+            encode = session._encode
+            calls = []
+            session._encode = lambda value: calls.append(value) or encode(value)
+            try:
+                h.request()
+            finally:
+                session._encode = encode
+            counts[type(store).__name__] = len(calls)
+        # The current data once at the end; through get(), the loaded data once more before.
+        self.assertEqual(counts, {"MemoryStore": 1, "PlainMemoryStore": 2})
+
     def test_the_session_lets_go_of_the_environ_when_the_request_ends(self):
         for options in ({}, {"rolling": True}):
             for store in (session.MemoryStore(), PlainMemoryStore()):
