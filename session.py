@@ -495,10 +495,10 @@ class Session(dict):
         """Mark the session read and, before the app can change it, keep its JSON to compare with."""
         self._read = True
         if self._snapshot is None:
-            originals, self._originals = self._originals, None
             if self._loaded_json is not None:  # read as text: the JSON as loaded is known
                 self._snapshot = self._loaded_json
             else:
+                originals, self._originals = self._originals, None
                 self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
 
     def _as_loaded(self, originals: dict) -> dict:
@@ -531,7 +531,8 @@ class Session(dict):
 
         Until the app gets hold of a mutable value, changes can only come
         through ``session[key] = value``, so comparing the keys written with
-        their loaded values is enough and saves encoding the data twice.
+        their loaded values is enough and saves encoding the data twice.  (A
+        session read as text has its JSON as loaded already: see _load.)
         """
         if not self._read:
             return None
