@@ -1066,20 +1066,20 @@ class SessionMiddleware:
                 current = sess._current()
             # The cookie is still the options' own, with no expiry: MemoryStore takes the
             # record as text, its cookie's part already made (see _load).
-            head = self._record_head if sess._cookie is None else None
-            as_text = head is not None and type(self.store) is MemoryStore
+            as_text = (sess._cookie is None and self._record_head is not None
+                       and type(self.store) is MemoryStore)
             # (As text, there is no Cookie object to touch: the store moves the expiry.)
             if self._should_save(sess, current):
                 # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
                 data = current or sess._snapshot or sess._dump()
                 if as_text:
-                    self.store._set_text(sess._ensure_id(), _join_record(head, data))
+                    self._write_as_text(sess._ensure_id(), data)
                 else:
                     self._touch_once(sess)
                     self.store.set(sess._ensure_id(), sess._record(data))
             elif self._should_touch(sess, current):
                 if as_text:
-                    self.store._extend(sess._sid, head)
+                    self._write_as_text(sess._sid, None)
                 else:
                     self._touch_once(sess)
                     self.store.touch(sess._sid, sess._record())
@@ -1096,7 +1096,7 @@ class SessionMiddleware:
         _finish, which decide in full (TestMemoryStoreAsText checks the two ways agree).
         """
         saved = sess._saved
-        if (sess._cookie is not None or not sess._loaded or saved is None or saved[1] is not None
+        if (sess._cookie is not None or sess._loaded_json is None or saved is None or saved[1] is not None
                 or sess._destroyed or self.rolling or exchange._sent or exchange._status is None
                 or type(self.store) is not MemoryStore or sess._environ.get(self.environ_key) is None):
             return False
@@ -1106,12 +1106,18 @@ class SessionMiddleware:
             _add_vary_cookie(headers)
         exchange._sent = True
         exchange._write = exchange._start_response(exchange._status, headers, exchange._exc_info)
-        if current is not None and current != sess._snapshot:
-            self.store._set_text(sess._sid, _join_record(self._record_head, current))
-        else:
-            self.store._extend(sess._sid, self._record_head)
+        changed = current is not None and current != sess._snapshot
+        self._write_as_text(sess._sid, current if changed else None)
         sess._environ = None  # as _finish does
         return True
+
+    def _write_as_text(self, sid: str, data: Optional[str]) -> None:
+        """Save MemoryStore's record as text, its cookie the options' own (see _load), with
+        ``data`` as the data's JSON; with None, only touch it (its expiry moves)."""
+        if data is None:
+            self.store._extend(sid, self._record_head)
+        else:
+            self.store._set_text(sid, _join_record(self._record_head, data))
 
     @staticmethod
     def _touch_once(sess: Session) -> None:
