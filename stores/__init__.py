@@ -1,7 +1,7 @@
-"""Session stores for ``session.py``: SQLiteStore, ShelveStore, RedisStore, MongoStore.
+"""Session stores for ``session.py``: SQLiteStore, ShelveStore, RedisStore, MongoStore, PostgresStore.
 
 ``from stores import SQLiteStore`` imports only that store's module, on first
-use, so ``import stores`` never imports redis or pymongo: a store whose driver
+use, so ``import stores`` never imports redis, pymongo or psycopg: a store whose driver
 is missing raises ImportError (naming the pip package) only when it is used.
 Each store module imports nothing but ``session`` and its driver, so one of
 them can also be vendored next to ``session.py`` on its own.
@@ -11,13 +11,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SQLiteStore", "ShelveStore", "RedisStore", "MongoStore"]
+__all__ = ["SQLiteStore", "ShelveStore", "RedisStore", "MongoStore", "PostgresStore"]
 
 _MODULES = {
     "SQLiteStore": "sqlite_store",
     "ShelveStore": "shelve_store",
     "RedisStore": "redis_store",
     "MongoStore": "mongo_store",
+    "PostgresStore": "postgres_store",
 }
 
 

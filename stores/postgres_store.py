@@ -1,0 +1,550 @@
+"""PostgresStore: sessions in PostgreSQL, readable and writable by Express's connect-pg-simple 10.
+
+Needs psycopg 3 (``pip install "psycopg[binary]"``)::
+
+    from stores.postgres_store import PostgresStore
+    store = PostgresStore(conninfo="postgresql://app@db.internal/app", create_table_if_missing=True)
+
+    # or on the app's own psycopg_pool.ConnectionPool, which the store never closes:
+    store = PostgresStore(pool)
+
+With neither ``pool`` nor ``conninfo`` the store connects to ``DATABASE_URL``
+(as connect-pg-simple does), else to libpq's defaults (``PGHOST``, ``PGDATABASE``...).
+
+Schema: connect-pg-simple's ``table.sql``, byte for byte, created only when
+``create_table_if_missing=True`` (its ``createTableIfMissing``)::
+
+    CREATE TABLE "session" (
+      "sid" varchar NOT NULL COLLATE "default",
+      "sess" json NOT NULL,            -- the record's JSON, kept verbatim by the json type
+      "expire" timestamp(6) NOT NULL   -- without time zone: local time in the session's TimeZone
+    ) WITH (OIDS=FALSE);
+    ALTER TABLE "session" ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE;
+    CREATE INDEX "IDX_session_expire" ON "session" ("expire");
+
+Why it is built this way:
+
+- The statements are connect-pg-simple's: ``expire`` is ``cookie.expires``
+  rounded up to the second, else now + ``ttl``, always written as
+  ``to_timestamp(epoch)``, and a row is live while ``expire >=
+  to_timestamp(ceil(now))``.  ``to_timestamp`` returns an instant; stored in
+  a ``timestamp`` column it becomes wall-clock time in the session's TimeZone,
+  and compared with one it is read back in the same zone, so both apps agree
+  whatever the server's TimeZone is, as long as both connect with the server's
+  default (neither sets ``PGTZ`` or ``options=-c timezone=...``).
+- The record is sent and read as text (``%s::json``, ``sess::text``): the
+  ``json`` type stores its input verbatim, so what Express wrote comes back
+  with its key order and spacing, ``get_text`` costs no JSON work, and
+  ``merge`` can compare the stored text exactly.
+- Every operation is one statement on an autocommit connection: one round
+  trip, and the row-level lock it takes lasts only that statement.  ``set`` is
+  one upsert (``INSERT ... ON CONFLICT (sid) DO UPDATE``), atomic per row: two
+  requests writing one session never leave a torn record, the later one wins.
+  ``merge`` instead writes one request's changes into whatever is stored now:
+  a compare-and-set on the stored text, re-read and retried while another
+  writer got in first (each retry means another write succeeded, so writers
+  always make progress), with no lock held between statements.
+- Connections (with ``conninfo``): a small pool of its own, at most
+  ``max_connections``; an idle connection is popped from a list (a few
+  hundred nanoseconds, where psycopg_pool's checks cost a share of a 100 µs
+  query), and a request that finds all of them busy waits ``connect_wait``
+  seconds for one, then fails, rather than exhaust the server's
+  ``max_connections``.  psycopg prepares a statement after its fifth use on a
+  connection, so the usual operations skip parsing and planning.
+- A lost connection (server restarted, failover, idle timeout) fails the
+  operation that meets it with psycopg's OperationalError naming the server;
+  the store then drops every idle connection, which died the same way, and
+  tries the operation once more on a new one.  So the first request after a
+  restart works, a request while the server is down fails at once with a
+  clear error, and the next request after it is back works.  Every operation
+  is safe to repeat (an upsert, a delete, a compare-and-set, a create that
+  counts an identical record as its own).
+- After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
+  its own connections: parent and child sharing one socket would interleave
+  their messages.  The inherited ones are kept, unused and unclosed (closing
+  one would end the parent's session on the server).
+- Pruning: a ``prune()`` deletes expired rows ``prune_batch`` at a time, one
+  short statement each, skipping rows a request holds locked (``FOR UPDATE
+  SKIP LOCKED``), so it never waits for a request nor makes one wait long,
+  however big the table.  Automatically, every ``prune_interval`` seconds
+  (randomised to 50-150% as connect-pg-simple does, so processes spread out),
+  the first store operation after it is due starts a prune in a background
+  thread; ``prune_interval=False`` turns that off (prune from cron instead).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from typing import Any, Callable, Optional, Union
+
+import session
+
+__all__ = ["PostgresStore", "TABLE_SQL"]
+
+log = logging.getLogger(__name__)
+
+# connect-pg-simple 10's table.sql, verbatim; "session" is replaced by the quoted table as it does.
+TABLE_SQL = '''CREATE TABLE "session" (
+  "sid" varchar NOT NULL COLLATE "default",
+  "sess" json NOT NULL,
+  "expire" timestamp(6) NOT NULL
+)
+WITH (OIDS=FALSE);
+
+ALTER TABLE "session" ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFERRABLE INITIALLY IMMEDIATE;
+
+CREATE INDEX "IDX_session_expire" ON "session" ("expire");
+'''
+
+_STORES: weakref.WeakSet = weakref.WeakSet()  # open stores, for the fork handler at the end
+
+
+class PostgresStore(session.Store):
+    """A connect-pg-simple compatible store: table ``session(sid, sess json, expire timestamp)``.
+
+    ``pool``: a psycopg_pool ``ConnectionPool`` (anything whose ``connection()``
+    is a context manager yielding a psycopg connection), never closed by the
+    store; ``conninfo``: a libpq URL or ``key=value`` string, for connections the
+    store opens and ``close()`` closes.  ``table_name`` and ``schema_name`` are
+    quoted as identifiers.  ``ttl`` (seconds) applies to records without
+    ``cookie.expires``.  ``disable_touch`` makes ``touch`` a no-op.
+    ``create_table_if_missing`` creates the table at construction.
+    ``prune_interval``: seconds between automatic prunes, or False for none.
+    """
+
+    max_connections = 10   # connections the store opens itself, at most (a pool has its own limit)
+    connect_wait = 30.0    # seconds a request waits for one of them when all are busy
+    prune_batch = 1000     # expired rows deleted per statement
+
+    def __init__(self, pool: Any = None, *, conninfo: Optional[str] = None,
+                 table_name: str = "session", schema_name: Optional[str] = None,
+                 ttl: float = 86400, disable_touch: bool = False,
+                 create_table_if_missing: bool = False,
+                 prune_interval: Union[float, bool] = 900) -> None:
+        psycopg = _import_psycopg()
+        if pool is not None and conninfo is not None:
+            raise ValueError("PostgresStore takes a pool or a conninfo, not both")
+        if pool is not None and not callable(getattr(pool, "connection", None)):
+            raise TypeError("pool must be a psycopg_pool.ConnectionPool (with a connection() "
+                            f"context manager), not {type(pool).__name__}")
+        if conninfo is not None and not isinstance(conninfo, str):
+            raise TypeError(f"conninfo must be a str, not {type(conninfo).__name__}")
+        if not isinstance(table_name, str) or not table_name:
+            raise ValueError(f"table_name must be a non-empty str, not {table_name!r}")
+        if schema_name is not None and (not isinstance(schema_name, str) or not schema_name):
+            raise ValueError(f"schema_name must be None or a non-empty str, not {schema_name!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ValueError(f"ttl must be a number of seconds > 0, not {ttl!r}")
+        if prune_interval is not False and (isinstance(prune_interval, bool)
+                                            or not isinstance(prune_interval, (int, float))
+                                            or not prune_interval > 0):
+            raise ValueError(f"prune_interval must be seconds > 0 or False, not {prune_interval!r}")
+        if pool is None and conninfo is None:
+            conninfo = os.environ.get("DATABASE_URL", "")
+        if conninfo is not None:
+            psycopg.conninfo.conninfo_to_dict(conninfo)  # a malformed string fails here, not later
+        self._psycopg = psycopg
+        self.pool = pool
+        self.conninfo = conninfo
+        self.table_name, self.schema_name = table_name, schema_name
+        self.ttl = ttl
+        self.disable_touch = bool(disable_touch)
+        self.prune_interval = prune_interval
+        self.table = _quote(table_name) if schema_name is None else \
+            f"{_quote(schema_name)}.{_quote(table_name)}"
+        self._where = _describe(psycopg, conninfo if pool is None else getattr(pool, "conninfo", None))
+        self._described = False        # _where not yet taken from a live connection
+        self._idle_status = psycopg.pq.TransactionStatus.IDLE
+
+        self._closed = False
+        self._idle: list = []          # cursors of open, unused connections (pop/append are atomic)
+        self._all: set = set()         # every connection this store opened and has not closed
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._prune_lock = threading.Lock()
+        self._prune_thread: Optional[threading.Thread] = None
+        self._prune_due = math.inf
+        self._schedule_prune()
+
+        t = self.table
+        live = "expire >= to_timestamp(%s)"
+        self._sql_get = f"SELECT sess::text FROM {t} WHERE sid = %s AND {live}"
+        self._sql_set = (f"INSERT INTO {t} (sess, expire, sid) SELECT %s::json, to_timestamp(%s), %s "
+                         "ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire")
+        self._sql_destroy = f"DELETE FROM {t} WHERE sid = %s"
+        self._sql_touch = f"UPDATE {t} SET expire = to_timestamp(%s) WHERE sid = %s AND {live}"
+        self._sql_touch_later = (f"UPDATE {t} SET expire = to_timestamp(%s) WHERE sid = %s AND {live} "
+                                 "AND expire < to_timestamp(%s)::timestamp")
+        self._sql_all = f"SELECT sid, sess::text FROM {t} WHERE {live}"
+        self._sql_ids = f"SELECT sid FROM {t} WHERE {live}"
+        self._sql_length = f"SELECT count(*) FROM {t} WHERE {live}"
+        self._sql_clear = f"DELETE FROM {t}"
+        # The LIMITed, SKIP LOCKED subquery bounds each statement and never waits on a request.
+        self._sql_prune = (f"DELETE FROM {t} WHERE sid IN (SELECT sid FROM {t} "
+                           "WHERE expire < to_timestamp(%s) LIMIT %s FOR UPDATE SKIP LOCKED)")
+        self._sql_cas = (f"UPDATE {t} SET sess = %s::json, expire = to_timestamp(%s) "
+                         f"WHERE sid = %s AND sess::text = %s AND {live}")
+        self._sql_cas_later = (f"UPDATE {t} SET sess = %s::json, "
+                               "expire = GREATEST(expire, to_timestamp(%s)::timestamp) "
+                               f"WHERE sid = %s AND sess::text = %s AND {live}")
+        # A dead row may be taken over; so may a row holding exactly this text (this same
+        # create, repeated after its connection was lost before the reply).
+        self._sql_create = (f"INSERT INTO {t} AS s (sess, expire, sid) SELECT %s::json, "
+                            "to_timestamp(%s), %s ON CONFLICT (sid) DO UPDATE "
+                            "SET sess = excluded.sess, expire = excluded.expire "
+                            "WHERE s.expire < to_timestamp(%s) OR s.sess::text = excluded.sess::text")
+        _STORES.add(self)
+        if create_table_if_missing:
+            try:
+                self._call(self._create_table)
+            except BaseException:
+                self.close()  # nobody else can: the caller never gets this store
+                raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore table {self.table} in {self._where} ttl={self.ttl}>"
+
+    # -- one session -------------------------------------------------------
+    def get(self, sid: str) -> Optional[dict]:
+        text = self._fetch_text(sid)
+        if text is None:
+            return None
+        try:
+            return session.decode_record(text)
+        except ValueError as exc:
+            log.warning("PostgresStore %s: session %r is not a valid record, treated as missing: %s",
+                        self.table, sid, exc)
+            return None
+
+    def set(self, sid: str, record: dict) -> None:
+        """One upsert, as connect-pg-simple's; a record already expired is deleted instead."""
+        now = time.time()
+        expire = self._expire_for(session.expires_at(record), now)
+        if expire < _ceil(now):
+            self.destroy(sid)
+            return
+        params = (session.encode_record(record), expire, sid)
+        self._call(lambda cur: cur.execute(self._sql_set, params))
+
+    def destroy(self, sid: str) -> None:
+        self._call(lambda cur: cur.execute(self._sql_destroy, (sid,)))
+
+    def touch(self, sid: str, record: dict) -> None:
+        """Move only ``expire``, and only of a live row; never earlier than it is unless
+        ``record.keep_later`` is False (the request itself set the cookie's lifetime)."""
+        if self.disable_touch:
+            return
+        now = time.time()
+        expire = self._expire_for(session.expires_at(record), now)
+        if getattr(record, "keep_later", True):
+            sql, params = self._sql_touch_later, (expire, sid, _ceil(now), expire)
+        else:
+            sql, params = self._sql_touch, (expire, sid, _ceil(now))
+        self._call(lambda cur: cur.execute(sql, params))
+
+    # -- records as text ---------------------------------------------------
+    def get_text(self, sid: str) -> Optional[str]:
+        """The live record's JSON exactly as stored (``sess::text``), or None; never parsed."""
+        return self._fetch_text(sid)
+
+    def _fetch_text(self, sid: str) -> Optional[str]:
+        now = time.time()
+
+        def work(cur: Any) -> Optional[str]:
+            row = cur.execute(self._sql_get, (sid, _ceil(now))).fetchone()
+            return None if row is None else row[0]
+        return self._call(work)
+
+    # -- concurrent-safe writes ------------------------------------------
+    def merge(self, sid: str, change: Any) -> bool:
+        """Write one request's changes into the record as stored now; False if nothing was
+        written (a new session whose ID is taken, or a loaded one that is gone)."""
+        if change.base is None:
+            return self._create(sid, change)
+        keep_later = change.keep_later
+
+        def work(cur: Any) -> bool:
+            base, text, expires = change.base, change.text, change.expires
+            sql = self._sql_cas_later if keep_later else self._sql_cas
+            while True:
+                now = time.time()
+                live = _ceil(now)
+                cur.execute(sql, (text, self._expire_for(expires, now), sid, base, live))
+                if cur.rowcount:
+                    return True
+                # Someone wrote (or deleted) meanwhile: apply this request's changes to
+                # what is there now, and compare-and-set against that.
+                row = cur.execute(self._sql_get, (sid, live)).fetchone()
+                if row is None:
+                    return False  # destroyed, regenerated away or expired: never resurrect
+                base = row[0]
+                text, expires = change.apply(base)
+        return self._call(work)
+
+    def _create(self, sid: str, change: Any) -> bool:
+        """Insert a brand-new session's record unless a live record has this ID."""
+        now = time.time()
+        params = (change.text, self._expire_for(change.expires, now), sid, _ceil(now))
+        return self._call(lambda cur: cur.execute(self._sql_create, params).rowcount == 1)
+
+    # -- the whole store ---------------------------------------------------
+    def all(self) -> dict:
+        rows = self._call(lambda cur: cur.execute(self._sql_all, (_ceil(time.time()),)).fetchall())
+        records = {}
+        for sid, text in rows:
+            try:
+                records[sid] = session.decode_record(text)
+            except ValueError as exc:
+                log.warning("PostgresStore %s: session %r is not a valid record, skipped: %s",
+                            self.table, sid, exc)
+        return records
+
+    def ids(self) -> list:
+        rows = self._call(lambda cur: cur.execute(self._sql_ids, (_ceil(time.time()),)).fetchall())
+        return [sid for (sid,) in rows]
+
+    def length(self) -> int:
+        return self._call(
+            lambda cur: cur.execute(self._sql_length, (_ceil(time.time()),)).fetchone()[0])
+
+    def clear(self) -> None:
+        self._call(lambda cur: cur.execute(self._sql_clear))
+
+    def prune(self) -> int:
+        """Delete every expired row, ``prune_batch`` per statement; return how many."""
+        removed = 0
+        while True:
+            count = self._call(self._prune_batch)
+            removed += count
+            if count < self.prune_batch or self._closed:
+                return removed
+
+    def close(self) -> None:
+        """Stop automatic pruning and close the connections this store opened (never a pool's)."""
+        self._closed = True
+        thread = self._prune_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)  # at most one batch is left to run
+        self._drop_idle()
+
+    # -- private: expiry and pruning -------------------------------------
+    def _expire_for(self, expires: Optional[float], now: float) -> float:
+        """connect-pg-simple's ``expire``: ``cookie.expires`` rounded up to the second, else
+        now + ttl rounded up; a float, so every statement keeps one parameter type."""
+        return _ceil(now + self.ttl if expires is None else expires)
+
+    def _prune_batch(self, cur: Any) -> int:
+        return cur.execute(self._sql_prune, (_ceil(time.time()), self.prune_batch)).rowcount
+
+    def _schedule_prune(self) -> None:
+        """Set when the next automatic prune is due: 50-150% of ``prune_interval`` from now."""
+        if self.prune_interval is False or self._closed:
+            self._prune_due = math.inf
+        else:
+            delay = self.prune_interval * (0.5 + random.random())
+            self._prune_due = time.monotonic() + delay
+
+    def _start_prune(self) -> None:
+        """Prune in a background thread, unless one is running already."""
+        if not self._prune_lock.acquire(blocking=False):
+            return
+        self._prune_due = math.inf  # until this prune ends and schedules the next
+
+        def run() -> None:
+            try:
+                removed = self.prune()
+                log.debug("PostgresStore %s: pruned %d expired sessions", self.table, removed)
+            except self._psycopg.Error as exc:
+                if not self._closed:
+                    log.warning("PostgresStore %s: automatic prune failed (tried again in about "
+                                "%s s): %s", self.table, self.prune_interval, exc)
+            finally:
+                self._schedule_prune()
+                self._prune_lock.release()
+        self._prune_thread = threading.Thread(target=run, name="PostgresStore-prune", daemon=True)
+        self._prune_thread.start()
+
+    # -- private: connections --------------------------------------------
+    def _call(self, work: Callable[[Any], Any]) -> Any:
+        """``work(cursor)`` on a connection, tried once more on a new one if the
+        connection turned out to be lost; errors name the table and the server."""
+        if self._prune_due <= time.monotonic():
+            self._start_prune()
+        if self.pool is not None:
+            return self._call_pool(work)
+        error: Optional[Exception] = None
+        for attempt in (0, 1):
+            cur = self._take()
+            conn = cur.connection
+            try:
+                result = work(cur)
+            except self._psycopg.Error as exc:
+                if not conn.closed:
+                    self._give(cur)
+                    raise self._error(exc) from None
+                self._discard(cur)
+                self._drop_idle()  # they were connected to the same, lost, server
+                error = exc
+                if attempt == 0 and isinstance(exc, self._psycopg.OperationalError):
+                    continue
+                raise self._error(exc) from None
+            except BaseException:
+                # Not the database's error (an interrupt, change.apply raising): keep the
+                # connection only if it is idle, with no statement half done.
+                if conn.closed or conn.info.transaction_status != self._idle_status:
+                    self._discard(cur)
+                else:
+                    self._give(cur)
+                raise
+            self._give(cur)
+            return result
+        raise self._error(error)  # pragma: no cover  (the loop always returns or raises)
+
+    def _call_pool(self, work: Callable[[Any], Any]) -> Any:
+        """The same over the app's pool; its ``connection()`` commits (unless autocommit)
+        and replaces a broken connection."""
+        for attempt in (0, 1):
+            conn = None
+            try:
+                with self.pool.connection() as conn:
+                    with conn.cursor() as cur:
+                        return work(cur)
+            except self._psycopg.OperationalError as exc:
+                if attempt == 0 and conn is not None and conn.closed:
+                    continue
+                raise self._error(exc) from None
+            except self._psycopg.Error as exc:
+                raise self._error(exc) from None
+
+    def _take(self) -> Any:
+        """A connection's cursor, for this thread alone until ``_give`` or ``_discard``."""
+        if self._closed:
+            raise self._psycopg.OperationalError(f"{self!r} is closed")
+        if not self._slots.acquire(timeout=self.connect_wait):
+            raise self._psycopg.OperationalError(
+                f"PostgresStore: all {self.max_connections} connections to {self._where} stayed "
+                f"busy for {self.connect_wait} s")
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        try:
+            conn = self._psycopg.connect(self.conninfo, autocommit=True)
+        except BaseException as exc:
+            self._slots.release()
+            if isinstance(exc, self._psycopg.Error):
+                raise self._error(exc) from None
+            raise
+        self._all.add(conn)
+        if not self._described:
+            info = conn.info
+            self._where, self._described = f"database {info.dbname!r} at {info.host}:{info.port}", True
+        return conn.cursor()
+
+    def _give(self, cur: Any) -> None:
+        if self._closed:
+            self._discard(cur)
+            return
+        self._idle.append(cur)
+        self._slots.release()
+
+    def _discard(self, cur: Any, release: bool = True) -> None:
+        """Close a connection that is lost or no longer wanted; ``release`` its slot if it
+        was in use (idle connections hold none)."""
+        conn = cur.connection
+        self._all.discard(conn)
+        try:
+            conn.close()
+        finally:
+            if release:
+                self._slots.release()
+
+    def _drop_idle(self) -> None:
+        while True:
+            try:
+                cur = self._idle.pop()
+            except IndexError:
+                return
+            self._discard(cur, release=False)
+
+    def _create_table(self, cur: Any) -> None:
+        """Run connect-pg-simple's table.sql unless the table exists; an advisory lock
+        keeps two processes starting at once from both creating it."""
+        conn = cur.connection
+        with conn.transaction():
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
+            exists = cur.execute("SELECT to_regclass(%s::text)", (self.table,)).fetchone()[0]
+            if exists is None:
+                cur.execute(TABLE_SQL.replace('"session"', self.table))
+
+    def _error(self, exc: Exception) -> Exception:
+        """The same exception, its message naming the table and the server (once)."""
+        text = str(exc.args[0]) if exc.args else str(exc)
+        if "PostgresStore" in text:
+            return exc
+        hint = ""
+        if isinstance(exc, self._psycopg.errors.UndefinedTable):
+            hint = "; create it with create_table_if_missing=True or connect-pg-simple's table.sql"
+        elif isinstance(exc, self._psycopg.errors.DuplicateTable):
+            hint = ("; connect-pg-simple's table.sql names the key session_pkey and the index "
+                    "IDX_session_expire whatever the table: give a second table its own schema_name")
+        first, newline, rest = text.partition("\n")  # psycopg's LINE/caret lines stay below
+        exc.args = (f"{first} (PostgresStore: table {self.table} in {self._where}{hint})"
+                    f"{newline}{rest}", *exc.args[1:])
+        return exc
+
+
+def _ceil(seconds: float) -> float:
+    """Rounded up to the second, as a float: every to_timestamp() parameter keeps one type,
+    so psycopg's prepared statements are reused."""
+    return float(math.ceil(seconds))
+
+
+def _quote(name: str) -> str:
+    """An SQL identifier, quoted as connect-pg-simple quotes it."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _describe(psycopg: Any, conninfo: Optional[str]) -> str:
+    """Which database a conninfo names, for error messages (never the password)."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo or "")
+    except psycopg.Error:
+        params = {}
+    env = os.environ
+    dbname = params.get("dbname") or env.get("PGDATABASE") or params.get("user") or env.get("PGUSER")
+    host = params.get("host") or env.get("PGHOST") or "localhost"
+    port = params.get("port") or env.get("PGPORT") or "5432"
+    return f"database {dbname or '(libpq default)'!r} at {host}:{port}"
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg.conninfo
+    except ImportError as exc:
+        raise ImportError('PostgresStore needs psycopg 3: pip install "psycopg[binary]" '
+                          "(or pip install 'express-session-py[postgres]')") from exc
+    return psycopg
+
+
+_INHERITED: list = []  # a forked child's copies of its parent's connections: never used, never closed
+
+
+def _after_fork_in_child() -> None:
+    """Forget inherited connections (closing them would end the parent's) and locks."""
+    for store in list(_STORES):
+        _INHERITED.extend(store._all)
+        store._all, store._idle = set(), []
+        store._slots = threading.BoundedSemaphore(store.max_connections)
+        store._prune_lock = threading.Lock()
+        store._prune_thread = None
+        store._schedule_prune()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
