@@ -3,9 +3,11 @@
 //
 // Options come from the environment, so the Python suite can start one process per configuration:
 //   PORT            port to listen on (127.0.0.1 only)
-//   SESSION_STORE   "redis" (connect-redis, default), "memory" (express-session's MemoryStore)
-//                   or "none" (bare Express: /incr counts in a global, for the benchmark baseline)
+//   SESSION_STORE   "redis" (connect-redis, default), "pg" (connect-pg-simple), "memory"
+//                   (express-session's MemoryStore) or "none" (bare Express: /incr counts in a
+//                   global, for the benchmark baseline)
 //   REDIS_URL       redis://127.0.0.1:<port>/0 for SESSION_STORE=redis
+//   DATABASE_URL    postgresql://... for SESSION_STORE=pg (table "session", created if missing)
 //   SECRETS         JSON list of secrets; the first signs, all verify (express-session's `secret`)
 //   MAX_AGE         cookie.maxAge in milliseconds; unset or empty = browser-session cookie
 //   ROLLING         "1" for rolling: true
@@ -31,6 +33,7 @@ async function main() {
   app.disable('x-powered-by');
   app.set('etag', false);
   let client = null;
+  let pgStore = null;
 
   if (mode === 'none') {
     let views = 0;
@@ -44,8 +47,12 @@ async function main() {
       client.on('error', (err) => console.error('redis:', err.message));
       await client.connect();
       store = new RedisStore({ client });
+    } else if (mode === 'pg') {
+      const PgStore = require('connect-pg-simple')(session);
+      store = pgStore = new PgStore({ conString: env.DATABASE_URL, createTableIfMissing: true,
+        errorLog: (...args) => console.error('pg:', ...args) });
     } else if (mode !== 'memory') {
-      throw new Error('SESSION_STORE must be redis, memory or none');
+      throw new Error('SESSION_STORE must be redis, pg, memory or none');
     }
     app.use(session({
       secret: secrets,
@@ -89,7 +96,8 @@ async function main() {
   const stop = () => {
     server.close();
     server.closeAllConnections && server.closeAllConnections();
-    Promise.resolve(client && client.quit()).catch(() => {}).finally(() => process.exit(0));
+    Promise.all([client && client.quit(), pgStore && pgStore.close()])
+      .catch(() => {}).finally(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

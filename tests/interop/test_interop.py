@@ -47,11 +47,13 @@ def _quiet_stop(proc: subprocess.Popen) -> None:
 class NodeApp:
     """app.js in a node process on a free port, configured through its environment."""
 
-    def __init__(self, redis_url: str, secrets: list, max_age_ms: int | None, rolling: bool) -> None:
+    def __init__(self, redis_url: str | None, secrets: list, max_age_ms: int | None, rolling: bool,
+                 *, store_env: dict | None = None) -> None:
         self.port = free_port()
-        env = dict(os.environ, PORT=str(self.port), REDIS_URL=redis_url, SESSION_STORE="redis",
+        env = dict(os.environ, PORT=str(self.port), REDIS_URL=redis_url or "", SESSION_STORE="redis",
                    SECRETS=json.dumps(secrets), MAX_AGE="" if max_age_ms is None else str(max_age_ms),
                    ROLLING="1" if rolling else "0")
+        env.update(store_env or {})  # e.g. SESSION_STORE=pg and DATABASE_URL
         env.pop("NODE_ENV", None)
         self.proc = subprocess.Popen(["node", "app.js"], cwd=HERE, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
