@@ -3,6 +3,7 @@
     python bench/store_ops.py            # get/set table, 1 and 2 threads (about 40 s)
     python bench/store_ops.py --wall     # the same, one thread timed by the wall clock
     python bench/store_ops.py --only sqlite   # only the rows named so, and their ceilings
+    python bench/store_ops.py --only postgres # PostgresStore beside raw psycopg (private cluster)
     python bench/store_ops.py --scale    # also SQLiteStore at 1,000,000 records and a
                                          # 100,000-record prune (about 1.5 min, ~300 MB of disk)
 
@@ -241,6 +242,103 @@ def redis_rows() -> list:
                 "redis-py GET / SET EX")]
 
 
+# -- PostgreSQL rows (owned with stores/postgres_store.py): both on one private cluster -----------
+
+_pg_server: dict = {"server": None, "users": 0}
+
+
+def pg_url() -> str:
+    """Start the shared, private PostgreSQL cluster on first use (stopped when its last row
+    closes); clients connect through its Unix socket, as an app beside its database would."""
+    from tests.postgres_server import PostgresServer
+    if _pg_server["server"] is None:
+        _pg_server["server"] = PostgresServer().start()
+    _pg_server["users"] += 1
+    return _pg_server["server"].socket_url
+
+
+def release_pg() -> None:
+    _pg_server["users"] -= 1
+    if _pg_server["users"] == 0:
+        _pg_server["server"].close()
+        _pg_server["server"] = None
+
+
+def make_postgres_store(tmp: str) -> Ops:
+    from stores.postgres_store import PostgresStore
+    store = PostgresStore(conninfo=pg_url(), create_table_if_missing=True)
+    return Ops(store.get, store.set, lambda: (store.close(), release_pg()))
+
+
+def make_postgres_store_from_middleware(tmp: str) -> Ops:
+    """PostgresStore as SessionMiddleware calls it: get_text (the stored JSON, which the
+    middleware decodes itself), and set with the JSON and expiry it has already computed."""
+    import psycopg
+    from stores.postgres_store import PostgresStore
+    url = pg_url()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS mw")
+    store = PostgresStore(conninfo=url, schema_name="mw", create_table_if_missing=True)
+    prepared = middleware_record()
+    return Ops(store.get_text, lambda sid, _: store.set(sid, prepared),
+               lambda: (store.close(), release_pg()))
+
+
+def raw_psycopg(tmp: str, with_json: bool) -> Ops:
+    """psycopg 3, one autocommit connection per thread, PostgresStore's SELECT and upsert on a
+    table of its own (connect-pg-simple's, in schema raw): the least work the same rows allow."""
+    import math
+    import psycopg
+    from stores.postgres_store import TABLE_SQL
+    url, local, conns = pg_url(), threading.local(), []
+    schema = f"raw{int(with_json)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        conn.execute(TABLE_SQL.replace('"session"', f'{schema}."session"'))
+    select = f"SELECT sess::text FROM {schema}.session WHERE sid = %s AND expire >= to_timestamp(%s)"
+    upsert = (f"INSERT INTO {schema}.session (sess, expire, sid) SELECT %s::json, to_timestamp(%s), %s "
+              "ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire")
+    text = dumps(typical_record())
+    expire = float(math.ceil(time.time() + 86400))
+
+    def cur():
+        c = getattr(local, "cur", None)
+        if c is None:
+            conn = psycopg.connect(url, autocommit=True)
+            conns.append(conn)
+            c = local.cur = conn.cursor()
+        return c
+
+    if with_json:
+        def get(sid):
+            row = cur().execute(select, (sid, float(math.ceil(time.time())))).fetchone()
+            return None if row is None else json.loads(row[0])
+
+        def set_(sid, record):
+            cur().execute(upsert, (dumps(record), expire, sid))
+    else:
+        def get(sid):
+            return cur().execute(select, (sid, float(math.ceil(time.time())))).fetchone()
+
+        def set_(sid, record):
+            cur().execute(upsert, (text, expire, sid))
+    return Ops(get, set_, lambda: ([c.close() for c in conns], release_pg()))
+
+
+def postgres_rows() -> list:
+    """The PostgreSQL rows, or none (with a note) when the server or psycopg is missing."""
+    import importlib.util
+    from tests.postgres_server import postgres_server_available
+    if not postgres_server_available() or importlib.util.find_spec("psycopg") is None:
+        print('(PostgreSQL rows skipped: apt-get install -y postgresql && pip install "psycopg[binary]")\n')
+        return []
+    return [Row("psycopg SELECT / upsert", lambda tmp: raw_psycopg(tmp, False), None),
+            Row("psycopg + json", lambda tmp: raw_psycopg(tmp, True), "psycopg SELECT / upsert"),
+            Row("PostgresStore", make_postgres_store, "psycopg SELECT / upsert"),
+            Row("PostgresStore, as the middleware calls it", make_postgres_store_from_middleware,
+                "psycopg SELECT / upsert")]
+
+
 def shelve_backend() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         store = ShelveStore(os.path.join(tmp, "probe"))
@@ -381,6 +479,10 @@ def print_table(rows: list, results: tuple) -> None:
           "pair for 2 threads.")
     print("Bold: the row's rate as a share of the row named in 'vs', the median of the round-by-round "
           "ratios (range in brackets).")
+    if "PostgresStore" in medians and "psycopg + json" in medians:
+        print("PostgresStore vs psycopg + json (the same work a store must do): " + ", ".join(
+            f"{k} {t}T {paired(samples['PostgresStore'][(k, t)], samples['psycopg + json'][(k, t)])[0]:.0%}"
+            for k, t in cols))
     if "SQLiteStore" in medians and "sqlite3 + json" in medians:
         print("SQLiteStore vs sqlite3 + json (the same work a store must do): " + ", ".join(
             f"{k} {t}T {paired(samples['SQLiteStore'][(k, t)], samples['sqlite3 + json'][(k, t)])[0]:.0%}"
@@ -497,10 +599,11 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
           f"ShelveStore on {shelve_backend()}\n")
-    rows = ROWS + redis_rows()
+    rows = ROWS + redis_rows() + postgres_rows()
     if args.only:
         chosen = [row for row in rows if args.only.lower() in row.name.lower()]
         wanted = {row.name for row in chosen} | {row.ceiling for row in chosen if row.ceiling}
+        wanted |= {row.name for row in rows if row.ceiling in wanted}  # e.g. "+ json" beside them
         rows = [row for row in rows if row.name in wanted]
     results = measure(rows, args.seconds, args.repeats)
     print_table(rows, results)
