@@ -2,7 +2,8 @@
 
     python http_demo.py                      # http://127.0.0.1:8000/, sessions in ./http_demo.sqlite3
     python http_demo.py --port 0             # any free port
-    python http_demo.py --store memory       # or shelve:PATH, sqlite:PATH, redis://..., mongodb://...
+    python http_demo.py --store memory       # or shelve:PATH, sqlite:PATH, redis://..., mongodb://...,
+                                             # postgresql://...
 
 Open the printed URL, reload the home page (the counter lives in the session),
 log in under any name (watch the session ID change), then log out. Stop the
@@ -319,7 +320,9 @@ def format_expiry(expires) -> str:
 # --- Store and secret from the command line ---------------------------------------------
 
 DEFAULT_STORE = "sqlite:http_demo.sqlite3"
-DRIVERS = {"redis": "redis", "rediss": "redis", "mongodb": "pymongo", "mongodb+srv": "pymongo"}
+DRIVERS = {"redis": "redis", "rediss": "redis", "mongodb": "pymongo", "mongodb+srv": "pymongo",
+           "postgresql": "psycopg", "postgres": "psycopg"}
+PIP_NAMES = {"psycopg": '"psycopg[binary]"'}  # what to pip install, where it is not the import name
 
 
 class UsageError(Exception):
@@ -340,12 +343,15 @@ def open_store(spec: str) -> tuple[session.Store, str, str | None]:
         package = DRIVERS[kind]
         if importlib.util.find_spec(package) is None:
             raise UsageError(f"--store {kind}://… needs the Python package {package!r}: "
-                             f"pip install {package}")
+                             f"pip install {PIP_NAMES.get(package, package)}")
         import stores
-        store = stores.RedisStore(url=spec) if package == "redis" else stores.MongoStore(url=spec)
+        if package == "psycopg":
+            store = stores.PostgresStore(conninfo=spec, create_table_if_missing=True)
+        else:
+            store = stores.RedisStore(url=spec) if package == "redis" else stores.MongoStore(url=spec)
         return store, f"{type(store).__name__}, {redact(spec)}", os.path.abspath("http_demo.secret")
     raise UsageError(f"unknown --store {spec!r}: "
-                     "use memory, sqlite:PATH, shelve:PATH, redis://… or mongodb://…")
+                     "use memory, sqlite:PATH, shelve:PATH, redis://…, mongodb://… or postgresql://…")
 
 
 def redact(url: str) -> str:
@@ -423,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=port_number, default=8000,
                         help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--store", default=DEFAULT_STORE,
-                        help="memory, sqlite:PATH, shelve:PATH, redis://… or mongodb://… "
+                        help="memory, sqlite:PATH, shelve:PATH, redis://…, mongodb://… or postgresql://… "
                              f"(default {DEFAULT_STORE})")
     parser.add_argument("--secret", help="cookie signing secret (better: SESSION_SECRET, "
                                          "since arguments show in ps)")

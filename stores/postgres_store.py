@@ -164,7 +164,9 @@ class PostgresStore(session.Store):
         self._closed = False
         self._idle: list = []          # cursors of open, unused connections (pop/append are atomic)
         self._all: set = set()         # every connection this store opened and has not closed
-        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._opening = threading.Condition()  # guards the two counts below
+        self._open_count = 0           # connections open (idle or in use) or being opened
+        self._waiting = 0              # threads waiting for a connection to come back
         self._prune_lock = threading.Lock()
         self._prune_thread: Optional[threading.Thread] = None
         self._prune_due = math.inf
@@ -376,7 +378,6 @@ class PostgresStore(session.Store):
             self._start_prune()
         if self.pool is not None:
             return self._call_pool(work)
-        error: Optional[Exception] = None
         for attempt in (0, 1):
             cur = self._take()
             conn = cur.connection
@@ -388,7 +389,6 @@ class PostgresStore(session.Store):
                     raise self._error(exc) from None
                 self._discard(cur)
                 self._drop_idle()  # they were connected to the same, lost, server
-                error = exc
                 if attempt == 0 and isinstance(exc, self._psycopg.OperationalError):
                     continue
                 raise self._error(exc) from None
@@ -402,7 +402,6 @@ class PostgresStore(session.Store):
                 raise
             self._give(cur)
             return result
-        raise self._error(error)  # pragma: no cover  (the loop always returns or raises)
 
     def _call_pool(self, work: Callable[[Any], Any]) -> Any:
         """The same over the app's pool; its ``connection()`` commits (unless autocommit)
@@ -422,20 +421,40 @@ class PostgresStore(session.Store):
 
     def _take(self) -> Any:
         """A connection's cursor, for this thread alone until ``_give`` or ``_discard``."""
-        if self._closed:
-            raise self._psycopg.OperationalError(f"{self!r} is closed")
-        if not self._slots.acquire(timeout=self.connect_wait):
-            raise self._psycopg.OperationalError(
-                f"PostgresStore: all {self.max_connections} connections to {self._where} stayed "
-                f"busy for {self.connect_wait} s")
         try:
-            return self._idle.pop()
+            return self._idle.pop()  # the usual case, first, and without a lock
         except IndexError:
-            pass
+            return self._open()
+
+    def _open(self) -> Any:
+        """A new connection while fewer than ``max_connections`` are open; else wait for
+        one to come back, ``connect_wait`` seconds at most."""
+        deadline = time.monotonic() + self.connect_wait
+        with self._opening:
+            while True:
+                if self._closed:
+                    raise self._psycopg.OperationalError(f"{self!r} is closed")
+                try:
+                    return self._idle.pop()
+                except IndexError:
+                    pass
+                if self._open_count < self.max_connections:
+                    self._open_count += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._psycopg.OperationalError(
+                        f"PostgresStore: all {self.max_connections} connections to {self._where} "
+                        f"stayed busy for {self.connect_wait} s")
+                # _give notifies without the lock's help only when it sees a waiter; the
+                # short wait covers the moment between this check and the wait.
+                self._waiting += 1
+                self._opening.wait(min(left, 0.05))
+                self._waiting -= 1
         try:
             conn = self._psycopg.connect(self.conninfo, autocommit=True)
         except BaseException as exc:
-            self._slots.release()
+            self._closed_one()
             if isinstance(exc, self._psycopg.Error):
                 raise self._error(exc) from None
             raise
@@ -450,18 +469,23 @@ class PostgresStore(session.Store):
             self._discard(cur)
             return
         self._idle.append(cur)
-        self._slots.release()
+        if self._waiting:
+            with self._opening:
+                self._opening.notify()
 
-    def _discard(self, cur: Any, release: bool = True) -> None:
-        """Close a connection that is lost or no longer wanted; ``release`` its slot if it
-        was in use (idle connections hold none)."""
+    def _discard(self, cur: Any) -> None:
+        """Close a connection that is lost or no longer wanted."""
         conn = cur.connection
         self._all.discard(conn)
         try:
             conn.close()
         finally:
-            if release:
-                self._slots.release()
+            self._closed_one()
+
+    def _closed_one(self) -> None:
+        with self._opening:
+            self._open_count -= 1
+            self._opening.notify()
 
     def _drop_idle(self) -> None:
         while True:
@@ -469,7 +493,7 @@ class PostgresStore(session.Store):
                 cur = self._idle.pop()
             except IndexError:
                 return
-            self._discard(cur, release=False)
+            self._discard(cur)
 
     def _create_table(self, cur: Any) -> None:
         """Run connect-pg-simple's table.sql unless the table exists; an advisory lock
@@ -540,7 +564,8 @@ def _after_fork_in_child() -> None:
     for store in list(_STORES):
         _INHERITED.extend(store._all)
         store._all, store._idle = set(), []
-        store._slots = threading.BoundedSemaphore(store.max_connections)
+        store._opening = threading.Condition()
+        store._open_count = store._waiting = 0
         store._prune_lock = threading.Lock()
         store._prune_thread = None
         store._schedule_prune()

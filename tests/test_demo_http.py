@@ -375,7 +375,7 @@ class TestDemoCommandLine(unittest.TestCase):
                 self.assertEqual(result.stdout, "")
 
     def test_unknown_store_is_status_2(self):
-        result = self.run_demo("--store", "postgres://localhost/x")
+        result = self.run_demo("--store", "cassandra://localhost/x")
         self.assertEqual(result.returncode, 2)
         self.assertIn("unknown --store", result.stderr)
 

@@ -709,6 +709,43 @@ class TestOutagesAndProcesses(unittest.TestCase):
                         sorted(set(confirmed) - set(store.ids()))[:5])
 
 
+# ---------------------------------------------------------------- the demo
+
+@needs_postgres
+class TestDemoOnPostgres(unittest.TestCase):
+    """``python http_demo.py --store postgresql://...``."""
+
+    def test_demo_keeps_users_logged_in_across_a_restart_and_names_a_down_server(self):
+        import tempfile
+        from tests.demo_process import DemoProcess, clean_env
+        from tests.test_demo_http import Client
+        with PostgresServer(timezone=ZONE) as server, tempfile.TemporaryDirectory() as cwd:
+            env = clean_env(SESSION_SECRET="demo secret")
+            with DemoProcess("--store", server.url, env=env, cwd=cwd) as demo:
+                self.assertIn("Store:  PostgresStore, postgresql://postgres@127.0.0.1:", demo.stdout())
+                ada = Client(demo.url)
+                self.assertEqual(ada.login("ada")[0], 303)
+            with DemoProcess("--store", server.url, env=env, cwd=cwd) as demo:
+                self.assertIn("(1 live session)", demo.stdout())
+                ada.base_url = demo.url
+                self.assertEqual(ada.get("/members")[0], 200)
+            server.stop()
+            result = subprocess.run(demo.command(), capture_output=True, text=True, timeout=60, cwd=cwd)
+            self.assertEqual(result.returncode, 1, "a store that is down is an error at startup")
+            first = result.stderr.splitlines()[0]
+            self.assertIn(f'port {server.port} failed: Connection refused (PostgresStore', first)
+
+    def test_demo_without_the_driver_names_the_package(self):
+        import tempfile
+        from tests.demo_process import DemoProcess, clean_env
+        demo = DemoProcess("--store", "postgresql://127.0.0.1:1/demo", env=clean_env(),
+                           python_prelude="import sys; sys.modules['psycopg'] = None")
+        with tempfile.TemporaryDirectory() as cwd:
+            result = subprocess.run(demo.command(), capture_output=True, text=True, timeout=30, cwd=cwd)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn('pip install "psycopg[binary]"', result.stderr)
+
+
 # ---------------------------------------------------------------- records as text, merge
 
 @needs_postgres
