@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import weakref
 from typing import Optional
 
@@ -62,6 +61,20 @@ def postgres_server_available() -> bool:
     return True
 
 
+def _scratch_parent(user: Optional[str]) -> Optional[str]:
+    """Where the cluster's directory goes: the usual temporary directory, unless another user
+    runs the server and cannot reach it (a TMPDIR inside /root), then /tmp."""
+    if user is None:
+        return None
+    path = os.path.abspath(tempfile.gettempdir())
+    while True:
+        if not os.stat(path).st_mode & 0o001:  # others may not enter it
+            return "/tmp"
+        if path == os.path.dirname(path):
+            return None
+        path = os.path.dirname(path)
+
+
 class PostgresServer:
     """One PostgreSQL cluster on 127.0.0.1:<port>; stopped on ``stop()``/``close()`` and at exit.
 
@@ -81,7 +94,7 @@ class PostgresServer:
         self.settings = dict(settings or {})
         self.startup_timeout = startup_timeout
         self.user = server_user()
-        self.dir = tempfile.mkdtemp(prefix="pg-test-")
+        self.dir = tempfile.mkdtemp(prefix="pg-test-", dir=_scratch_parent(self.user))
         self.data = os.path.join(self.dir, "data")
         self.socket_dir = os.path.join(self.dir, "socket")
         self.log_path = os.path.join(self.dir, "server.log")
