@@ -78,8 +78,9 @@ class TestStoresPackage(unittest.TestCase):
     def test_importing_stores_imports_no_driver_and_no_store(self):
         code = """
             import sys, stores
-            print(sorted(m for m in ("redis", "pymongo", "stores.sqlite_store", "stores.shelve_store",
-                                     "stores.redis_store", "stores.mongo_store") if m in sys.modules))
+            print(sorted(m for m in ("redis", "pymongo", "psycopg", "stores.sqlite_store",
+                                     "stores.shelve_store", "stores.redis_store", "stores.mongo_store",
+                                     "stores.postgres_store") if m in sys.modules))
             stores.SQLiteStore
             print(sorted(m for m in ("redis", "pymongo", "stores.sqlite_store") if m in sys.modules))
         """
@@ -91,7 +92,8 @@ class TestStoresPackage(unittest.TestCase):
         from stores import shelve_store, sqlite_store
         self.assertIs(stores.SQLiteStore, sqlite_store.SQLiteStore)
         self.assertIs(stores.ShelveStore, shelve_store.ShelveStore)
-        self.assertEqual(stores.__all__, ["SQLiteStore", "ShelveStore", "RedisStore", "MongoStore"])
+        self.assertEqual(stores.__all__, ["SQLiteStore", "ShelveStore", "RedisStore", "MongoStore",
+                                         "PostgresStore"])
         self.assertTrue(set(stores.__all__) <= set(dir(stores)))
         with self.assertRaises(AttributeError):
             stores.NoSuchStore
