@@ -244,7 +244,15 @@ class Cookie:
         return c
 
     def serialize(self, name: str, value: str) -> str:
-        """The Set-Cookie header value, attributes in the order the npm package cookie writes them."""
+        """The Set-Cookie header value, attributes in the order the npm package cookie writes them.
+
+        ``value`` is sent as given (encode it first); a name or value that is not a cookie
+        token or cookie-value raises ValueError, as the npm package cookie does.
+        """
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"cookie name must be a token (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
+        if not _COOKIE_VALUE.fullmatch(value):
+            raise ValueError(f"cookie value has characters a cookie cannot carry: {value!r}")
         before, after = _templates(self._attrs)[1]
         ms = self._expires
         return "".join((name, "=", value, before,
@@ -1345,6 +1353,7 @@ _MAX_AGE = 10_000_000_000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+_COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\1')  # RFC 6265 cookie-value
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 

@@ -171,6 +171,19 @@ class TestCookieAttributesAreValidatedWherever(unittest.TestCase):
         self.assertIn("Expires=Thu, 01 Jan 1970 00:00:00 GMT", header)
 
 
+class TestSerializeRefusesWhatACookieCannotCarry(unittest.TestCase):
+
+    def test_serialize_checks_name_and_value_as_the_npm_package_cookie_does(self):
+        cookie = session.Cookie()
+        for name, value in (("a;b", "v"), ("a b", "v"), ("a\r\nX: 1", "v"), ("", "v"),
+                            ("a", "v; Domain=evil.example"), ("a", "v\r\nX-Injected: 1"),
+                            ("a", "caf\u00e9"), ("a", 'v"')):
+            with self.subTest(name=name, value=value):
+                with self.assertRaises(ValueError):
+                    cookie.serialize(name, value)
+        self.assertEqual(cookie.serialize("a", '"v"'), 'a="v"; Path=/; HttpOnly')
+
+
 class TestVerifiedIdIsAlwaysEncoded(unittest.TestCase):
     """An ID signed by another holder of the secret is re-sent as encodeURIComponent sends it."""
 
