@@ -536,8 +536,11 @@ class TestDemoKnownHosts(DemoTestCase):
         self.assertEqual(client.request("POST", "/login", b"user=ada", other)[0], 403,
                          "the Origin must be the request's own, not just another known name")
 
+
+class TestKnownHosts(unittest.TestCase):
+    """The names the demo answers to, for binds no test should make for real."""
+
     def test_known_hosts_on_the_default_port_and_on_every_interface(self):
-        """What no test should bind for real: port 80, and every interface."""
         self.assertEqual(http_demo.known_hosts("127.0.0.1", ("127.0.0.1", 80)),
                          {"127.0.0.1:80", "localhost:80", "[::1]:80", "127.0.0.1", "localhost", "[::1]"})
         self.assertEqual(http_demo.known_hosts("192.0.2.7", ("192.0.2.7", 8000)), {"192.0.2.7:8000"})
