@@ -21,6 +21,7 @@ import base64
 import hashlib
 import html
 import importlib.util
+import ipaddress
 import os
 import secrets
 import signal
@@ -29,6 +30,7 @@ import socketserver
 import sys
 import time
 import urllib.parse
+from collections.abc import Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import session
@@ -82,8 +84,9 @@ class DemoApp:
         "/logout": {"POST": "logout"},
     }
 
-    def __init__(self, store_label: str):
+    def __init__(self, store_label: str, hosts: Iterable[str]):
         self.store_label = store_label
+        self.hosts = frozenset(hosts)  # the Host header values this server answers to, e.g. "localhost:8000"
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO") or "/"
@@ -92,19 +95,27 @@ class DemoApp:
         if "GET" in handlers:
             handlers = {**handlers, "HEAD": handlers["GET"]}  # HEAD is GET without the body
         try:
+            check_host(environ, self.hosts)
             if not handlers:
                 raise ClientError("404 Not Found", f"There is no page at {path}.")
             if method not in handlers:
                 raise ClientError("405 Method Not Allowed", f"{path} does not accept {method}.")
-            if method == "POST" and not same_origin(environ):
-                raise ClientError("403 Forbidden", "Forms are only accepted from this site's own pages.")
+            if method == "POST":
+                check_same_origin(environ)
             status, headers, body = getattr(self, handlers[method])(environ)
         except ClientError as exc:
             status, headers, body = error_page(exc.status, exc.message, environ)
             if exc.status.startswith("405"):
                 headers.append(("Allow", ", ".join(handlers)))
+        if method == "HEAD" or not status.startswith(("2", "3")):
+            # HEAD and refused requests change nothing: letting go of the session
+            # (unset="keep") means it is neither saved nor touched and no cookie is sent.
+            environ["session"] = None
+        if method == "HEAD":
+            headers.append(("Content-Length", str(len(body))))  # the length GET would send
+            body = b""
         start_response(status, headers)
-        return [b"" if method == "HEAD" else body]
+        return [body]
 
     def home(self, environ):
         """GET /: count views in the session and show what the session is made of."""
@@ -201,33 +212,66 @@ class DemoApp:
         return redirect("/")
 
 
-def same_origin(environ) -> bool:
-    """False for a POST from another site's page (login CSRF), which SameSite=Lax alone allows.
+def check_host(environ, hosts: frozenset[str]) -> None:
+    """ClientError unless the request names this server in its Host header.
 
-    Browsers send Origin with every POST; a client that sends none (curl) is not a browser.
+    A page on another site whose name was made to resolve to this machine (DNS
+    rebinding) reaches the server with that site's name in Host: refused before anything else.
     """
-    origin = environ.get("HTTP_ORIGIN")
-    return origin is None or origin == f"{environ['wsgi.url_scheme']}://{environ.get('HTTP_HOST', '')}"
+    host = environ.get("HTTP_HOST")
+    if host is None:
+        raise ClientError("400 Bad Request", "The request has no Host header.")
+    if host.lower() not in hosts:
+        raise ClientError("421 Misdirected Request",
+                          "This server does not answer to that name: use the address it printed at startup.")
+
+
+def check_same_origin(environ) -> None:
+    """ClientError unless a POST comes from this site's own pages: against login CSRF,
+    which SameSite=Lax alone allows.
+
+    Browsers send Origin with every POST; one that leaves it out sends Referer (our
+    Referrer-Policy keeps it for same-origin requests). A request with neither did not
+    come from our pages and is refused too: with curl, add -H "Origin: http://HOST:PORT".
+    """
+    own = f"{environ['wsgi.url_scheme']}://{environ['HTTP_HOST'].lower()}"  # Host was checked
+    origin, referer = environ.get("HTTP_ORIGIN"), environ.get("HTTP_REFERER")
+    if origin is not None:
+        ok = origin.lower() == own
+    else:
+        ok = referer is not None and referer.lower().startswith(own + "/")
+    if not ok:
+        raise ClientError("403 Forbidden", "Forms are only accepted from this site's own pages.")
 
 
 def read_form(environ) -> dict[str, str]:
-    """The url-encoded form in the request body; ClientError if it is missing, too big or malformed."""
+    """The url-encoded form in the request body; ClientError if it is missing, too big, cut short or malformed."""
     content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise ClientError("400 Bad Request", "Expected a form (application/x-www-form-urlencoded).")
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or "")
-    except ValueError:
-        raise ClientError("400 Bad Request", "The request has no valid Content-Length.") from None
-    if not 0 <= length <= MAX_FORM_BYTES:
+    if "HTTP_TRANSFER_ENCODING" in environ:  # the server does not decode chunked bodies
+        raise ClientError("400 Bad Request", "Send the form with a Content-Length, not chunked.")
+    text = environ.get("CONTENT_LENGTH", "")
+    if not (text.isascii() and text.isdigit()):  # missing, or "-5"; int() would take "+5" or "5_0"
+        raise ClientError("400 Bad Request", "The request has no valid Content-Length.")
+    if len(text) > 9 or int(text) > MAX_FORM_BYTES:  # (int() is never given a huge number)
         raise ClientError("400 Bad Request", f"A form here is at most {MAX_FORM_BYTES} bytes.")
-    body = environ["wsgi.input"].read(length)
+    length = int(text)
+    try:
+        body = environ["wsgi.input"].read(length)
+    except OSError:  # the server's read timeout: the client stopped sending
+        body = b""
+    if len(body) != length:
+        raise ClientError("400 Bad Request", "The form was shorter than its Content-Length said.")
     try:
         pairs = urllib.parse.parse_qsl(body.decode("utf-8"), strict_parsing=True,
                                        errors="strict", max_num_fields=10)
     except ValueError:  # includes UnicodeDecodeError
         raise ClientError("400 Bad Request", "The form could not be read.") from None
-    return dict(pairs)
+    form = dict(pairs)
+    if len(form) != len(pairs):
+        raise ClientError("400 Bad Request", "A field was sent twice.")
+    return form
 
 
 # --- HTML -------------------------------------------------------------------------------
@@ -393,6 +437,11 @@ def load_secret(given: str | None, secret_file: str | None) -> tuple[str, str]:
 
 # --- Server -----------------------------------------------------------------------------
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+BODY_SECONDS = 2     # the longest pause within a request body
+LINGER_SECONDS = 2   # the longest a refused body is read and dropped after the answer
+
+
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     """wsgiref's server with a thread per connection."""
 
@@ -405,9 +454,52 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         if not isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
             super().handle_error(request, client_address)
 
+    def shutdown_request(self, request):
+        # Lingering close: a client still sending a body the app refused unread (a huge
+        # form) would get a reset and lose the answer; drop what it sends for a moment first.
+        try:
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(LINGER_SECONDS)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while request.recv(65536) and time.monotonic() < deadline:
+                pass
+        except OSError:
+            pass
+        self.close_request(request)
+
 
 class RequestHandler(WSGIRequestHandler):
     timeout = 10  # seconds: a connection that sends no request does not keep its thread for long
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # reads the headers
+        # The body must follow promptly, or the app reads it cut short and answers 400
+        # (rather than a 500 after `timeout` seconds).
+        self.connection.settimeout(BODY_SECONDS)
+        return parsed
+
+
+def known_hosts(given: str, address: tuple) -> set[str]:
+    """The Host header values the server answers to: the names its address is reached by, with the port.
+
+    That is the --host given and the address bound; on loopback also 127.0.0.1,
+    localhost and [::1]; on every interface (0.0.0.0) also this machine's name and addresses.
+    """
+    ip, port = address[:2]
+    names = {name for name in (given.lower(), ip) if name}
+    bound = ipaddress.ip_address(ip)
+    if bound.is_loopback:
+        names.update(LOOPBACK_NAMES)
+    if bound.is_unspecified:
+        hostname = socket.gethostname().lower()
+        names.update(LOOPBACK_NAMES, [hostname])
+        try:
+            names.update(info[4][0] for info in socket.getaddrinfo(hostname, None, socket.AF_INET))
+        except OSError:  # a machine name that does not resolve: reached by address only
+            pass
+    names = {f"[{name}]" if ":" in name and not name.startswith("[") else name for name in names}
+    hosts = {f"{name}:{port}" for name in names}
+    return hosts | names if port == 80 else hosts  # browsers leave out the default port
 
 
 def port_number(text: str) -> int:
@@ -448,12 +540,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, UsageError) else 1
     # From here on an exception in a request (a store that goes down) is wsgiref's to catch:
     # it answers a bare 500 and logs the traceback on stderr, never in the page.
-    server.set_app(session.SessionMiddleware(DemoApp(store_label), secret=secret, store=store,
+    hosts = known_hosts(args.host, server.server_address)
+    server.set_app(session.SessionMiddleware(DemoApp(store_label, hosts), secret=secret, store=store,
                                              **SESSION_OPTIONS))
     signal.signal(signal.SIGTERM, stop)
 
     print(f"Store:  {store_label} ({count} live session{'' if count == 1 else 's'})")
     print(f"Secret: {secret_source}")
+    print(f"Hosts:  {', '.join(sorted(hosts))} (requests naming any other are refused)")
     print(f"Serving on http://{args.host}:{server.server_port}/  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

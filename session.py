@@ -126,27 +126,26 @@ class Cookie:
 
     ``max_age`` is the time left; setting it sets ``expires`` and
     ``original_max_age`` too.  Times are kept as integer milliseconds since the
-    epoch, as JavaScript does, so records round-trip exactly.
+    epoch, as JavaScript does, so records round-trip exactly.  Every attribute
+    is checked when it is given (constructor, assignment, stored record), so
+    nothing that could break the Set-Cookie header ever reaches it.
     """
 
-    __slots__ = ("_expires", "_stored_expires", "_original", "http_only", "secure", "path",
-                 "domain", "same_site", "partitioned", "priority")
+    # The seven attributes live in one tuple, ``_attrs`` (see _ATTRIBUTES): the
+    # record and header templates are cached by it, and each property below
+    # checks a new value before building the next tuple.
+    __slots__ = ("_expires", "_original", "_attrs")
 
     def __init__(self, *, max_age: Union[float, timedelta, None] = None,
                  expires: Optional[datetime] = None, http_only: bool = True,
-                 secure: Optional[bool] = None, path: str = "/", domain: Optional[str] = None,
-                 same_site: Union[str, bool, None] = None, partitioned: Optional[bool] = None,
-                 priority: Optional[str] = None) -> None:
+                 secure: Optional[bool] = None, path: Optional[str] = "/",
+                 domain: Optional[str] = None, same_site: Union[str, bool, None] = None,
+                 partitioned: Optional[bool] = None, priority: Optional[str] = None) -> None:
+        given = {"partitioned": partitioned, "priority": priority, "secure": secure,
+                 "http_only": http_only, "domain": domain, "path": path, "same_site": same_site}
+        self._attrs = tuple(_check_cookie_attribute(name, given[name]) for name in _ATTRIBUTES)
         self._expires: Optional[int] = None
-        self._stored_expires = None
         self._original: Optional[float] = None
-        self.http_only = http_only
-        self.secure = secure
-        self.path = path
-        self.domain = domain
-        self.same_site = same_site
-        self.partitioned = partitioned
-        self.priority = priority
         if max_age is not None:
             self.max_age = max_age
         elif expires is not None:
@@ -155,7 +154,7 @@ class Cookie:
     @property
     def expires(self) -> Optional[datetime]:
         """When the cookie expires (aware UTC), or None for a browser-session cookie."""
-        ms = self._ms()
+        ms = self._expires
         return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
 
     @expires.setter
@@ -163,20 +162,19 @@ class Cookie:
         if value is None:
             self._expires = self._original = None
             return
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise ValueError("cookie expires must be an aware datetime or None")
-        self._expires = _datetime_ms(value)
-        self._original = self._expires - _now_ms()
+        ms = _expires_option_ms(value, "cookie expires")
+        self._expires = ms
+        self._original = ms - _now_ms()
 
     @property
     def max_age(self) -> Optional[float]:
         """Seconds until expiry (negative once expired), or None."""
-        ms = self._ms()
+        ms = self._expires
         return None if ms is None else (ms - _now_ms()) / 1000
 
     @max_age.setter
     def max_age(self, seconds: Union[float, timedelta, None]) -> None:
-        ms = _max_age_ms(seconds, "max_age", allow_negative=True)
+        ms = _max_age_ms(seconds, "cookie max_age", allow_negative=True)
         if ms is None:
             self._expires = self._original = None
         else:
@@ -187,18 +185,6 @@ class Cookie:
     def original_max_age(self) -> Optional[float]:
         """The max_age the cookie was given, in seconds (express keeps it in ms)."""
         return None if self._original is None else self._original / 1000
-
-    def _ms(self) -> Optional[int]:
-        """Expiry in epoch ms; a loaded cookie's stored date is parsed the first time it is needed
-        (most requests only restart the clock, which never reads it)."""
-        if self._expires is _UNPARSED:
-            try:
-                self._expires = _expires_ms(self._stored_expires)
-            except ValueError:
-                log.warning("stored cookie expires %r is not a date; treating it as unset",
-                            self._stored_expires)
-                self._expires = None
-        return self._expires
 
     def touch(self) -> None:
         """Restart the clock: max_age = original_max_age, as express's resetMaxAge."""
@@ -216,10 +202,10 @@ class Cookie:
     def _stored(self) -> tuple:
         """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
         of attributes, in which only the two times vary."""
-        ms = self._ms()
+        ms = self._expires
         expires = None if ms is None else _iso_ms(ms)
         original = self._original
-        (before, between, after), _, fields = _templates(*self._settings())
+        (before, between, after), _, fields = _templates(self._attrs)
         fields = fields.copy()
         fields["originalMaxAge"] = original
         fields["expires"] = expires
@@ -228,100 +214,125 @@ class Cookie:
             str(original) if type(original) is int else _encode(original),
             between, "null" if expires is None else f'"{expires}"', after)), ms
 
-    def _fields(self, original: Any, expires: Any) -> dict:
-        rec: dict = {"originalMaxAge": original}
-        if self.partitioned is not None:
-            rec["partitioned"] = self.partitioned
-        if self.priority is not None:
-            rec["priority"] = self.priority
-        rec["expires"] = expires
-        if self.secure is not None:
-            rec["secure"] = self.secure
-        rec["httpOnly"] = self.http_only
-        if self.domain is not None:
-            rec["domain"] = self.domain
-        if self.path is not None:
-            rec["path"] = self.path
-        if self.same_site is not None:
-            rec["sameSite"] = self.same_site
-        return rec
-
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> "Cookie":
-        """Rebuild a Cookie from a stored record's ``cookie`` (what Express wrote reads the same)."""
-        c = cls.__new__(cls)
+        """Rebuild a Cookie from a stored record's ``cookie`` (what Express wrote reads the same).
+
+        Raises TypeError or ValueError, naming the field, when any field is not what
+        express-session writes: such a record is not a session.
+        """
+        if not isinstance(rec, Mapping):
+            raise TypeError("the record's cookie is not an object")
         get = rec.get
-        expires = get("expires")
-        c._expires = None if expires is None else _UNPARSED
-        c._stored_expires = expires
+        c = cls.__new__(cls)
+        try:
+            c._attrs = _record_attributes((
+                get("partitioned"), get("priority"), get("secure"), get("httpOnly", True),
+                get("domain"), get("path", "/"), get("sameSite")))
+        except TypeError as exc:
+            if "unhashable" in str(exc):
+                raise TypeError("a cookie field of the stored record is not a plain value") from None
+            raise
         original = get("originalMaxAge")
-        if original is not None and (isinstance(original, bool)
-                                     or not isinstance(original, (int, float))):
-            raise ValueError("originalMaxAge is not a number")
+        if original is not None and not (_is_number(original) and math.isfinite(original)
+                                         and abs(original) <= _MAX_AGE * 1000):
+            raise ValueError("the stored cookie's originalMaxAge must be a number of ms within "
+                             f"{_MAX_AGE * 1000} either way, or null, not {original!r}")
         c._original = original
-        c.http_only = get("httpOnly", True) is not False
-        c.secure = get("secure")
-        c.path = path = get("path", "/")
-        c.domain = domain = get("domain")
-        c.same_site = get("sameSite")
-        c.partitioned = get("partitioned")
-        c.priority = get("priority")
-        if path != "/" and path is not None:
-            _check_attr(path, "cookie path in the stored record")
-        if domain is not None:
-            _check_attr(domain, "cookie domain in the stored record")
+        expires = get("expires")
+        c._expires = None if expires is None else _expires_ms(expires)
         return c
 
     def serialize(self, name: str, value: str) -> str:
-        """The Set-Cookie header value, attributes in the order the npm package cookie writes them."""
-        before, after = _templates(*self._settings())[1]
-        ms = self._ms()
+        """The Set-Cookie header value, attributes in the order the npm package cookie writes them.
+
+        ``value`` is sent as given (encode it first); a name or value that is not a cookie
+        token or cookie-value raises ValueError, as the npm package cookie does.
+        """
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"cookie name must be a token (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
+        if not _COOKIE_VALUE.fullmatch(value):
+            raise ValueError(f"cookie value has characters a cookie cannot carry: {value!r}")
+        before, after = _templates(self._attrs)[1]
+        ms = self._expires
         return "".join((name, "=", value, before,
                         "" if ms is None else "; Expires=" + _http_date(ms // 1000), after))
 
-    def _settings(self) -> tuple:
-        """Everything but the times: what the JSON and Set-Cookie templates depend on."""
-        return (self.partitioned, self.priority, self.secure, self.http_only, self.domain,
-                self.path, self.same_site)
+    def _fields(self, original: Any, expires: Any) -> dict:
+        partitioned, priority, secure, http_only, domain, path, same_site = self._attrs
+        rec: dict = {"originalMaxAge": original}
+        if partitioned is not None:
+            rec["partitioned"] = partitioned
+        if priority is not None:
+            rec["priority"] = priority
+        rec["expires"] = expires
+        if secure is not None:
+            rec["secure"] = secure
+        rec["httpOnly"] = http_only
+        if domain is not None:
+            rec["domain"] = domain
+        if path is not None:
+            rec["path"] = path
+        if same_site is not None:
+            rec["sameSite"] = same_site
+        return rec
 
     def _attributes(self, expires: Optional[str]) -> str:
+        partitioned, priority, secure, http_only, domain, path, same_site = self._attrs
         parts = []
-        if self.domain:
-            parts += ("; Domain=", self.domain)
-        if self.path:
-            parts += ("; Path=", self.path)
+        if domain:
+            parts += ("; Domain=", domain)
+        if path:
+            parts += ("; Path=", path)
         if expires is not None:
             parts += ("; Expires=", expires)
-        if self.http_only:
+        if http_only:
             parts.append("; HttpOnly")
-        if self.secure:
+        if secure:
             parts.append("; Secure")
-        if self.partitioned:
+        if partitioned:
             parts.append("; Partitioned")
-        if self.priority:
-            parts += ("; Priority=", self.priority.capitalize())
-        same_site = self.same_site
-        if same_site is not None and same_site is not False:
-            same_site = _SAME_SITE_ATTR.get(same_site if same_site is True else str(same_site).lower())
+        if priority:
+            parts += ("; Priority=", priority.capitalize())
         if same_site:
-            parts += ("; SameSite=", same_site)
+            parts += ("; SameSite=", _SAME_SITE_ATTR[same_site if same_site is True
+                                                     else same_site.lower()])
         return "".join(parts)
 
     def __repr__(self) -> str:
         return f"Cookie({self.to_record()!r})"
 
 
+# Cookie's attributes, in the order of its ``_attrs`` tuple.
+_ATTRIBUTES = ("partitioned", "priority", "secure", "http_only", "domain", "path", "same_site")
+
+
+def _attribute_property(index: int, name: str) -> property:
+    def get_attribute(self: Cookie) -> Any:
+        return self._attrs[index]
+
+    def set_attribute(self: Cookie, value: Any) -> None:
+        attrs = list(self._attrs)
+        attrs[index] = _check_cookie_attribute(name, value)
+        self._attrs = tuple(attrs)
+    return property(get_attribute, set_attribute,
+                    doc=f"The cookie's {name} attribute (checked when set).")
+
+
+for _index, _name in enumerate(_ATTRIBUTES):
+    setattr(Cookie, _name, _attribute_property(_index, _name))
+del _index, _name
+
 _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
 
 
 @functools.lru_cache(maxsize=64, typed=True)
-def _templates(*settings: Any) -> tuple:
-    """For cookies with these ``_settings()``: the record's JSON cut around its two times,
+def _templates(attrs: tuple) -> tuple:
+    """For cookies with these attributes: the record's JSON cut around its two times,
     the Set-Cookie attributes cut where Expires goes, and the record's fields (times None).
     Only the times vary per request."""
     cookie = Cookie.__new__(Cookie)
-    (cookie.partitioned, cookie.priority, cookie.secure, cookie.http_only, cookie.domain,
-     cookie.path, cookie.same_site) = settings
+    cookie._attrs = attrs
     text = _encode(cookie._fields("\0original", "\0expires"))
     before, rest = text.split('"\\u0000original"')
     between, after = rest.split('"\\u0000expires"')
@@ -329,7 +340,63 @@ def _templates(*settings: Any) -> tuple:
             cookie._fields(None, None))
 
 
-_UNPARSED: Any = object()  # Cookie._expires of a loaded cookie whose date is not parsed yet
+@functools.lru_cache(maxsize=256, typed=True)
+def _record_attributes(raw: tuple) -> tuple:
+    """A stored cookie's attributes (record field values, in _ATTRIBUTES order), checked."""
+    return tuple(_check_cookie_attribute(name, value, _RECORD_FIELDS[name])
+                 for name, value in zip(_ATTRIBUTES, raw))
+
+
+_RECORD_FIELDS = {"partitioned": "partitioned", "priority": "priority", "secure": "secure",
+                  "http_only": "httpOnly", "domain": "domain", "path": "path",
+                  "same_site": "sameSite"}
+
+
+def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) -> Any:
+    """``value`` if it is valid for the cookie attribute ``name``, else TypeError or ValueError.
+
+    The one check every attribute passes, wherever it comes from (options, the
+    Cookie constructor, assignment, a stored record), with the rules of the npm
+    package cookie 0.7 that express-session uses: booleans as booleans, enums
+    (case-insensitive, kept as given), and domain and path against its allow-lists,
+    so no value can add attributes or headers to Set-Cookie.  ``field`` names the
+    value in the error (default: ``cookie <name>``).
+    """
+    what = field and f"the stored cookie's {field}" or f"cookie {name}"
+    if name in ("http_only", "secure", "partitioned"):
+        if type(value) is bool or (value is None and name != "http_only"):
+            return value
+        raise TypeError(f"{what} must be True or False{'' if name == 'http_only' else ' or None'}, "
+                        f"not {value!r}")
+    if value is None:
+        return None
+    if name in ("priority", "same_site"):
+        allowed = _PRIORITIES if name == "priority" else _SAME_SITES
+        if name == "same_site" and type(value) is bool:
+            return value
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be one of {allowed} or None, not {value!r}")
+        if value.lower() not in allowed or not value.isascii():
+            raise ValueError(f"{what} must be one of {allowed} or None, not {value!r}")
+        return value
+    if name in ("domain", "path"):
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a str or None, not {type(value).__name__}")
+        if not (_DOMAIN if name == "domain" else _PATH).fullmatch(value):
+            raise ValueError(f"{what} is not a valid cookie {name} (" +
+                             ("letters, digits, '-' and '.' labels" if name == "domain" else
+                              "printable ASCII without ';' or '<'") + f"): {value!r}")
+        return value
+    raise KeyError(f"no cookie attribute {name!r}")
+
+
+_PRIORITIES = ("low", "medium", "high")
+_SAME_SITES = ("lax", "strict", "none")  # and True (Strict) or False (none sent)
+# The npm package cookie 0.7's allow-lists (ASCII only, spelled out: Python's re.I would let
+# Unicode letters such as 'ſ' or the Kelvin sign match [a-z]).
+_DOMAIN = re.compile(r"\.?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_PATH = re.compile(r"[\x20-\x3a\x3d-\x7e]*")
 
 
 # ---------------------------------------------------------------- Session
@@ -514,10 +581,14 @@ class Session(dict):
 
     def _dump(self) -> str:
         """The data as JSON (without the cookie); TypeError names the key JSON cannot encode."""
+        # A plain copy: encoding the Session itself would call its items(),
+        # which counts as the app using it.
+        data = dict(dict.items(self))
         try:
-            # A plain copy: encoding the Session itself would call its items(),
-            # which counts as the app using it.
-            return _encode(dict(dict.items(self)))
+            try:
+                return _encode(data)
+            except RecursionError:
+                return _on_a_new_stack(_encode, data)
         except (TypeError, ValueError, RecursionError) as exc:
             for key, value in dict.items(self):
                 try:
@@ -782,7 +853,7 @@ class MemoryStore(Store):
                 if self._data.get(sid) is entry:  # not replaced meanwhile by a set()
                     del self._data[sid]
             return None
-        record = _scan_json(entry[1], 0)[0]  # our own compact JSON: one scan reads all of it
+        record = _decode(entry[1])
         if entry[2] is not None:
             record["cookie"] = dict(entry[2])
         return record
@@ -1021,13 +1092,28 @@ class SessionMiddleware:
             if text is not None and text.startswith(head):
                 end = len(head)
                 data = "{" + text[end + 1:] if text[end] == "," else "{}"
-                return _scan_json(data, 0)[0], None, data
+                try:
+                    return _decode(data), None, data
+                except ValueError as exc:
+                    log.warning("session record %.6s... is not a valid session (%s); starting a "
+                                "new one", sid, exc)
+                    return None
         record = self.store.get(sid)
         if record is None:
             return None
         try:
-            return record, Cookie.from_record(record["cookie"]), None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if type(record) is not dict and not isinstance(record, dict):
+                raise TypeError("the record is not an object")
+            cookie = Cookie.from_record(record["cookie"])
+            # The data must be JSON as JSON.parse reads it (no NaN, no depth the encoder refuses):
+            # what cannot be saved again must not be loaded.
+            data = {k: v for k, v in record.items() if k != "cookie"}
+            try:
+                data = _encode(data)
+            except RecursionError:
+                data = _on_a_new_stack(_encode, data)
+            return record, cookie, data
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
             log.warning("session record %.6s... is not a valid session (%s); starting a new one",
                         sid, exc)
             return None
@@ -1166,6 +1252,12 @@ class SessionMiddleware:
         sid = self.genid(environ)
         if not isinstance(sid, str) or not sid:
             raise TypeError(f"genid must return a non-empty str, not {sid!r}")
+        if not sid.isascii():
+            try:
+                sid.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"genid must return a str that is valid Unicode (no lone "
+                                 f"surrogates), not {sid!r}") from None
         return sid
 
     def _new_cookie(self, environ: dict, options: "_CookieOptions") -> Cookie:
@@ -1182,7 +1274,7 @@ class SessionMiddleware:
     def _cookie_value(self, sid: str, signature: Optional[str] = None) -> str:
         """``s:<id>.<signature>``, percent-encoded as express sends it."""
         signature = signature or _mac(sid, self._signing_key)
-        if self.genid is None:  # token_urlsafe IDs need no escaping; base64 has + and /
+        if _URL_SAFE_ID.fullmatch(sid):  # token_urlsafe's alphabet needs no escaping; base64 has + and /
             return f"s%3A{sid}.{signature.replace('+', '%2B').replace('/', '%2F')}"
         return _encode_uri_component(f"s:{sid}.{signature}")
 
@@ -1233,9 +1325,7 @@ class SessionMiddleware:
     def _expired_cookie(self, sess: Session) -> str:
         cookie = sess._cookie or self._new_cookie(sess._environ, sess._opts)
         gone = Cookie.__new__(Cookie)
-        for attr in Cookie.__slots__:
-            setattr(gone, attr, getattr(cookie, attr, None))
-        gone._expires = 0
+        gone._attrs, gone._original, gone._expires = cookie._attrs, None, 0
         return gone.serialize(self.name, "")
 
     def _warn_insecure(self) -> None:
@@ -1257,9 +1347,13 @@ class SessionMiddleware:
 
 _VERIFIED_CACHE_SIZE = 4096  # cookie values (and headers) remembered as verified, per middleware
 _VERIFIED_KEY_MAX = 1024     # longer ones are checked every time rather than kept
+# The longest cookie lifetime accepted, either way, in seconds.  Beyond a few thousand years
+# an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
+_MAX_AGE = 10_000_000_000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_ATTR = re.compile(r"[;\x00-\x1f\x7f]")
+_URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+_COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\1')  # RFC 6265 cookie-value
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -1280,17 +1374,59 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _encode = _json_encoder()
-_scan_json = json.JSONDecoder().scan_once
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON.parse rejects it)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+# What JSON.parse accepts and no more: no NaN or Infinity, no number that overflows to one.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+_scan_json = _DECODER.scan_once
 
 
 def _decode(text: str) -> Any:
-    """json.loads without its per-call checks: the scanner straight away, and json.loads
-    only to raise its usual error (or to allow surrounding whitespace)."""
+    """json.loads as JSON.parse reads (see _DECODER), without its per-call checks.
+
+    JSON nested deeper than this thread's stack allows is read again in a thread of its own:
+    whatever the encoder accepted, at whatever depth the app saved it, can be loaded.
+    """
     try:
         value, end = _scan_json(text, 0)
     except StopIteration:
-        return json.loads(text)
-    return value if end == len(text) else json.loads(text)
+        return _DECODER.decode(text)  # raises json's usual error, or allows leading whitespace
+    except RecursionError:
+        try:
+            return _on_a_new_stack(_DECODER.decode, text)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply to be a session") from None
+    return value if end == len(text) else _DECODER.decode(text)
+
+
+def _on_a_new_stack(function: Callable[[Any], Any], arg: Any) -> Any:
+    """``function(arg)`` in a thread of its own, for JSON nested deeper than this thread's
+    stack leaves room for (the C encoder and decoder recurse once per level)."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, function(arg)))
+        except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
+            outcome.append((False, exc))
+    thread = threading.Thread(target=run, name="session-json")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -1300,7 +1436,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 class _CookieOptions:
     """Cookie options checked once: what every new session's cookie starts from."""
 
-    __slots__ = _COOKIE_OPTIONS + ("max_age_ms",)
+    __slots__ = ("max_age_ms", "expires_ms", "secure", "same_site", "path", "_attrs")
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - set(_COOKIE_OPTIONS))
@@ -1309,68 +1445,55 @@ class _CookieOptions:
                             f"(known: {', '.join(_COOKIE_OPTIONS)})")
         get = options.get
         self.max_age_ms = _max_age_ms(get("max_age"), "cookie max_age", allow_negative=False)
-        self.max_age = get("max_age")
         expires = get("expires")
-        if expires is not None and (not isinstance(expires, datetime) or expires.tzinfo is None):
-            raise ValueError("cookie expires must be an aware datetime or None")
-        self.expires = expires
-        self.http_only = get("http_only", True)
-        if not isinstance(self.http_only, bool):
-            raise TypeError("cookie http_only must be True or False")
-        self.secure = get("secure")
-        if self.secure not in (None, True, False, "auto"):
-            raise ValueError(f'cookie secure must be True, False or "auto", not {self.secure!r}')
-        same_site = get("same_site")
-        if isinstance(same_site, str):
-            same_site = same_site.lower()
-        if same_site is False:
-            same_site = None
-        if same_site not in (None, True, "lax", "strict", "none", "auto"):
-            raise ValueError('cookie same_site must be None, True, "lax", "strict", "none" or '
-                             f'"auto", not {get("same_site")!r}')
-        self.same_site = same_site
-        self.domain = get("domain")
-        if self.domain is not None:
-            _check_attr(self.domain, "cookie domain")
-        self.path = get("path", "/")
-        _check_attr(self.path, "cookie path")
-        self.partitioned = get("partitioned")
-        if self.partitioned not in (None, True, False):
-            raise TypeError("cookie partitioned must be True or False")
-        priority = get("priority")
-        if priority is not None:
-            if not isinstance(priority, str) or priority.lower() not in ("low", "medium", "high"):
-                raise ValueError(f'cookie priority must be "low", "medium" or "high", not {priority!r}')
-            priority = priority.lower()
-        self.priority = priority
+        self.expires_ms = None if expires is None else _expires_option_ms(expires, "cookie expires")
+        # "auto" is resolved per request; the rest is checked as any cookie attribute is.
+        secure, same_site = get("secure"), get("same_site")
+        if secure != "auto":
+            _check_cookie_attribute("secure", secure)
+        if isinstance(same_site, str) and same_site.lower() == "auto":
+            same_site = "auto"
+        else:
+            same_site = _check_cookie_attribute("same_site", same_site)
+            if isinstance(same_site, str):
+                same_site = same_site.lower()
+            elif same_site is False:
+                same_site = None
+        priority = _check_cookie_attribute("priority", get("priority"))
+        self.secure, self.same_site = secure, same_site
+        self.path = _check_cookie_attribute("path", get("path", "/"))
+        self._attrs = (_check_cookie_attribute("partitioned", get("partitioned")),
+                       priority and priority.lower(),
+                       None if secure == "auto" else secure,
+                       _check_cookie_attribute("http_only", get("http_only", True)),
+                       _check_cookie_attribute("domain", get("domain")),
+                       self.path,
+                       None if same_site == "auto" else same_site)
 
     def new_cookie(self, is_secure: Callable[[], bool]) -> Cookie:
         c = Cookie.__new__(Cookie)
         if self.max_age_ms is not None:
             c._original = self.max_age_ms
             c._expires = _now_ms() + int(self.max_age_ms)
-        elif self.expires is not None:
-            c._expires = _datetime_ms(self.expires)
+        elif self.expires_ms is not None:
+            c._expires = self.expires_ms
             c._original = c._expires - _now_ms()
         else:
             c._expires = c._original = None
-        c.http_only = self.http_only
-        c.secure = is_secure() if self.secure == "auto" else self.secure
-        c.path = self.path
-        c.domain = self.domain
-        if self.same_site == "auto":
-            c.same_site = "none" if is_secure() else "lax"
-        else:
-            c.same_site = self.same_site
-        c.partitioned = self.partitioned
-        c.priority = self.priority
+        attrs = self._attrs
+        if self.secure == "auto" or self.same_site == "auto":
+            secure = is_secure()
+            attrs = (attrs[0], attrs[1], secure if self.secure == "auto" else attrs[2], attrs[3],
+                     attrs[4], attrs[5],
+                     ("none" if secure else "lax") if self.same_site == "auto" else attrs[6])
+        c._attrs = attrs
         return c
 
 
 def _record_head(options: _CookieOptions) -> Optional[str]:
     """How a stored record begins when its cookie is the one ``options`` make and has no
     expiry: ``{"cookie":{...}``; None when that cookie has an expiry or depends on the request."""
-    if (options.max_age_ms is not None or options.expires is not None
+    if (options.max_age_ms is not None or options.expires_ms is not None
             or options.secure == "auto" or options.same_site == "auto"):
         return None
     return '{"cookie":' + options.new_cookie(lambda: False).to_json()
@@ -1436,20 +1559,27 @@ def _find_cookie(header: str, name: str) -> Optional[str]:
 
 
 def _raw_cookie(header: str, name: str) -> Optional[str]:
-    """``_find_cookie`` before percent-decoding: the value as sent, surrounding quotes removed."""
+    """``_find_cookie`` before percent-decoding: the value as sent, surrounding quotes removed.
+
+    Linear in the header's length: each ``;``-separated pair is looked at once at most,
+    however many times the name occurs in it.
+    """
     at = header.find(name)
     while at >= 0:
         # The pair around this occurrence runs between the semicolons either side;
         # it is ours if its key, trimmed, is the name (an earlier pair with our
         # key would have been an earlier occurrence).
+        start = header.rfind(";", 0, at) + 1
         end = header.find(";", at)
-        key, eq, value = header[header.rfind(";", 0, at) + 1:end if end >= 0 else None].partition("=")
+        if end < 0:
+            end = len(header)
+        key, eq, value = header[start:end].partition("=")
         if eq and key.strip(" \t") == name:
             value = value.strip(" \t")
             if value[:1] == '"' and value[-1:] == '"':
                 value = value[1:-1]
             return value
-        at = header.find(name, at + 1)
+        at = header.find(name, end + 1)  # the next pair: this one is not ours
     return None
 
 
@@ -1512,31 +1642,44 @@ def _check_secrets(secret: Any) -> list:
     return list(listed)
 
 
-def _check_attr(value: Any, what: str) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if _BAD_ATTR.search(value):
-        raise ValueError(f"{what} contains ';' or a control character: {value!r}")
-
-
 def _check_ttl(ttl: Any) -> None:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl >= 0:
         raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
 
 
 def _max_age_ms(seconds: Any, what: str, allow_negative: bool) -> Optional[float]:
+    """``seconds`` (a number or timedelta) in milliseconds, checked: finite, within _MAX_AGE."""
     if seconds is None:
         return None
     if isinstance(seconds, timedelta):
         seconds = seconds.total_seconds()
-    elif isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+    elif not _is_number(seconds):
         raise TypeError(f"{what} must be a number of seconds, a timedelta or None, not {seconds!r}")
     if not math.isfinite(seconds):
-        raise ValueError(f"{what} must be finite")
+        raise ValueError(f"{what} must be finite, not {seconds!r}")
     if seconds < 0 and not allow_negative:
         raise ValueError(f"{what} must not be negative: {seconds!r}")
+    if abs(seconds) > _MAX_AGE:
+        raise ValueError(f"{what} must be at most {_MAX_AGE} seconds (about 317 years) either "
+                         f"way, not {seconds!r}")
     ms = seconds * 1000
     return int(ms) if ms == int(ms) else ms
+
+
+def _is_number(value: Any) -> bool:
+    return (type(value) is int or type(value) is float
+            or (isinstance(value, (int, float)) and not isinstance(value, bool)))
+
+
+def _expires_option_ms(value: Any, what: str) -> int:
+    """An aware datetime given as an expiry, in epoch ms; the same bounds as max_age."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError(f"{what} must be an aware datetime or None, not {value!r}")
+    ms = _datetime_ms(value)
+    if abs(ms - _now_ms()) > _MAX_AGE * 1000:
+        raise ValueError(f"{what} must be within {_MAX_AGE} seconds (about 317 years) of now, "
+                         f"not {value!r}")
+    return ms
 
 
 def _now_ms() -> int:

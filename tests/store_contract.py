@@ -22,6 +22,11 @@ skips the tests that need it, with the reason):
     close ``store`` first (dbm cannot be opened twice); the suite does not use
     ``store`` afterwards.
 
+``plant_text(self, store, sid, text: str) -> None``
+    Put ``text`` in the backend as the record of ``sid`` (live for a minute) with the
+    backend's own client, as a corrupted record, or one planted by anyone who can write
+    to the backend, would be.  Call ``self.skipTest`` for texts the backend cannot hold.
+
 Class attributes:
 
 ``expiry_slack: float = 0``
@@ -37,6 +42,7 @@ each); everything else runs in a few seconds at most.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -88,6 +94,9 @@ class StoreContract:
 
     def raw_bytes(self, store: session.Store, sid: str) -> bytes:
         self.skipTest("this store's test class has no raw_bytes(store, sid) hook")
+
+    def plant_text(self, store: session.Store, sid: str, text: str) -> None:
+        self.skipTest("this store's test class has no plant_text(store, sid, text) hook")
 
     # -- plumbing ----------------------------------------------------------
     def setUp(self) -> None:
@@ -320,6 +329,96 @@ class StoreContract:
         json.loads(raw.decode("utf-8"))  # the whole value is JSON
         self.assertIn(session.encode_record(record).encode("utf-8"), raw)
 
+    # -- records that are not sessions (through the middleware) -------------
+    HOSTILE_COOKIE_FIELDS = [
+        {"priority": "high\r\nX-Injected: 1"}, {"priority": "low; Domain=evil.example"},
+        {"priority": 7}, {"sameSite": ["lax"]}, {"sameSite": "lax; Secure"}, {"secure": {}},
+        {"secure": "yes"}, {"partitioned": []}, {"httpOnly": "no"},
+        {"domain": "evil.example; Path=/"}, {"path": "/\r\nX-Injected: 1"}, {"path": 5},
+        {"expires": 5}, {"expires": "soon"}, {"expires": ["2026-01-01T00:00:00.000Z"]},
+        {"originalMaxAge": "3600000"}, {"originalMaxAge": True}, {"originalMaxAge": 1e300},
+    ]
+    _COOKIE = '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}'
+    HOSTILE_TEXTS = [
+        _COOKIE.replace("null", "NaN", 1) + "}", _COOKIE.replace("null", "Infinity", 1) + "}",
+        _COOKIE.replace("null", "1e400", 1) + "}", _COOKIE + ',"n":NaN}',
+        _COOKIE + ',"n":-Infinity}', _COOKIE + ',"n":' + "[" * 100_000 + "]" * 100_000 + "}",
+        _COOKIE + ',"n":1}x', '["cookie"]', '{"cookie":"yes"}', "{}", "", "\ud800",
+    ]
+
+    def _request_with_cookie_for(self, sid: str) -> tuple:
+        from test_session import SECRET, call_wsgi, cookie_value, make_environ
+        seen: list = []
+
+        def app(environ, start_response):
+            sess = environ["session"]
+            seen.append((sess.id, dict(sess)))
+            sess["fresh"] = True
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        mw = session.SessionMiddleware(app, secret=SECRET, store=self.store, rolling=True,
+                                       cookie={"max_age": 60})
+        with self.assertLogs(level=logging.WARNING) as logs:
+            resp = call_wsgi(mw, make_environ(cookie=f"connect.sid={cookie_value(sid)}"))
+        return resp, seen, logs
+
+    def _assert_missing(self, sid: str) -> None:
+        resp, seen, logs = self._request_with_cookie_for(sid)
+        self.assertEqual(resp.status, "200 OK")
+        self.assertEqual(len(seen), 1)
+        self.assertNotEqual(seen[0][0], sid, "a fresh session has a new ID")
+        self.assertEqual(seen[0][1], {})
+        self.assertEqual(len(logs.records), 1, [r.getMessage() for r in logs.records])
+        for header in resp.values("Set-Cookie"):
+            self.assertNotIn("evil", header)
+            self.assertNotIn("Injected", header)
+
+    def test_a_record_with_a_cookie_field_express_would_not_write_is_missing(self):
+        for i, bad in enumerate(self.HOSTILE_COOKIE_FIELDS):
+            with self.subTest(field=bad):
+                cookie = {"originalMaxAge": 60000, "expires": None, "httpOnly": True, "path": "/"}
+                cookie.update(bad)
+                self.plant_text(self.store, f"hostile-cookie-{i}",
+                                json.dumps({"cookie": cookie, "n": 1}))
+                self._assert_missing(f"hostile-cookie-{i}")
+
+    def test_a_record_json_parse_would_refuse_is_missing(self):
+        for i, text in enumerate(self.HOSTILE_TEXTS):
+            with self.subTest(text=text[:60]):
+                self.plant_text(self.store, f"hostile-text-{i}", text)
+                self._assert_missing(f"hostile-text-{i}")
+
+    def test_what_the_app_can_save_the_next_request_can_load(self):
+        from test_session import SECRET, Client, call_wsgi, cookie_value, make_environ
+        saved, loaded = [], []
+
+        def app(environ, start_response):
+            sess = environ["session"]
+            if "deep" in sess:
+                loaded.append(_depth_of(sess["deep"]))
+                sess["n"] = 2
+            else:
+                for depth in range(1000, 0, -5):  # the deepest list the encoder takes here
+                    sess["deep"] = _nested(depth)
+                    try:
+                        sess.save()
+                    except TypeError:
+                        continue
+                    saved.append(depth)
+                    break
+            start_response("200 OK", [])
+            return [b"ok"]
+        mw = session.SessionMiddleware(app, secret=SECRET, store=self.store)
+        Client(mw).request()
+        [sid] = self.store.ids()
+        # The next request arrives on a deeper stack than the one that saved.
+        resp = _on_a_deeper_stack(80, lambda: call_wsgi(
+            mw, make_environ(cookie=f"connect.sid={cookie_value(sid)}")))
+        self.assertEqual(resp.status, "200 OK")
+        self.assertGreater(saved[0], 800)
+        self.assertEqual(loaded, saved)
+        self.assertEqual(self.store.get(sid)["n"], 2)
+
     # -- threads -----------------------------------------------------------
     def test_threads_share_the_store_without_lost_writes(self):
         threads, ops, own_ids, shared_ids = 8, 500, 8, 4
@@ -369,3 +468,21 @@ class StoreContract:
             thread.join(120)
         self.assertFalse(any(thread.is_alive() for thread in pool), "a thread hung")
         self.assertEqual(errors, [])
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _depth_of(value: list) -> int:
+    depth = 0
+    while value:
+        value, depth = value[0], depth + 1
+    return depth
+
+
+def _on_a_deeper_stack(frames: int, call):
+    return call() if frames == 0 else _on_a_deeper_stack(frames - 1, call)

@@ -16,7 +16,9 @@ from tests.support import has_module, requires
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 # What DNS rebinding achieves: another site's name resolving to the demo's address.
+                 "--host-resolver-rules=MAP rebound.example 127.0.0.1"]
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output", "demo_browser")
 SECRET = "browser-test-secret"
 
@@ -181,6 +183,26 @@ class TestDemoInChromium(unittest.TestCase):
         self.assertEqual(refused.value.status, 400)
         self.assertIn("Please enter a name.", self.page.inner_text(".error"))
         self.screenshot("7-login-refused")
+
+    def test_a_name_rebound_to_the_demo_is_refused(self):
+        port = urllib.parse.urlsplit(self.url()).port
+        response = self.page.goto(f"http://rebound.example:{port}/")
+        self.assertEqual(response.status, 421)
+        self.assertIn("does not answer to that name", self.page.inner_text("main"))
+        self.assertIsNone(self.sid_cookie(), "no session was started for the other name")
+        self.screenshot("8-misdirected")
+
+    def test_a_form_on_another_site_cannot_log_the_visitor_out(self):
+        self.page.goto(self.url())
+        self.log_in("ada")
+        forged = (f'<form method="post" action="{self.url("/logout")}"><button>win a prize</button></form>')
+        other = self.context.new_page()
+        other.goto("data:text/html," + urllib.parse.quote(forged))  # another origin (an opaque one)
+        with other.expect_response(self.url("/logout")) as refused:
+            other.click("button")
+        self.assertEqual(refused.value.status, 403)
+        self.page.goto(self.url("/members"))
+        self.assertEqual(self.page.inner_text("#user"), "ada", "still logged in")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,23 @@
 """http_demo.py over real HTTP: a subprocess on a free port, driven by urllib with a cookie jar."""
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import re
 import socket
+import sqlite3
 import stat
 import subprocess
 import tempfile
+import time
 import unittest
 import urllib.error
 import urllib.parse
 import urllib.request
 
+import http_demo
+import stores
 from tests.demo_process import DemoProcess, clean_env
 from tests.redis_server import RedisServer, redis_server_available
 from tests.support import has_module, requires
@@ -34,7 +39,10 @@ class Client:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect)
 
     def request(self, method: str, path: str, data: bytes | None = None, headers: dict | None = None):
-        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers or {})
+        """As a browser does, with Origin on every method but GET and HEAD (a None header is left out)."""
+        headers = {**({} if method in ("GET", "HEAD") else {"Origin": self.base_url}), **(headers or {})}
+        headers = {name: value for name, value in headers.items() if value is not None}
+        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             resp = self.opener.open(req, timeout=10)
         except urllib.error.HTTPError as err:
@@ -75,6 +83,25 @@ def views(body: str) -> int:
     return int(re.search(r'id="views">(\d+)<', body).group(1))
 
 
+def raw_request(url: str, lines: list[str], body: bytes = b"", *, half_close: bool = False,
+                timeout: float = 8) -> tuple[int, str, bytes]:
+    """Send a request byte for byte (a Host or Content-Length no client library would send);
+    returns (status, head, body) of the whole answer. ``half_close`` ends the sending side."""
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head.decode("latin-1"), body
+
+
 class DemoTestCase(unittest.TestCase):
     """Each test gets its own folder, SQLite file and demo process."""
 
@@ -93,6 +120,29 @@ class DemoTestCase(unittest.TestCase):
 
     def client(self) -> Client:
         return Client(self.demo.url)
+
+    @property
+    def host(self) -> str:
+        """The Host header a browser sends for the demo's URL."""
+        return urllib.parse.urlsplit(self.demo.url).netloc
+
+    def stored(self, sid: str) -> tuple | None:
+        """(expires, data) of the row the demo's SQLite store holds for that ID: a touch moves expires."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT expires, data FROM sessions WHERE sid = ?", (sid,)).fetchone()
+
+    def stored_count(self) -> int:
+        store = stores.SQLiteStore(self.db)
+        try:
+            return store.length()
+        finally:
+            store.close()
+
+    def form_request(self, head: list[str], body: bytes = b"user=ada", **kwargs) -> tuple[int, str, bytes]:
+        """A raw POST /login with the demo's own Host and Origin plus ``head``'s lines."""
+        lines = ["POST /login HTTP/1.0", f"Host: {self.host}", f"Origin: {self.demo.url}",
+                 "Content-Type: application/x-www-form-urlencoded", *head]
+        return raw_request(self.demo.url, lines, body, **kwargs)
 
 
 class TestDemoSessions(DemoTestCase):
@@ -264,11 +314,52 @@ class TestDemoRefusesBadRequests(DemoTestCase):
         self.assertEqual(client.post("/members")[0], 405)
         self.assertEqual(client.request("PUT", "/login", b"user=x")[1]["Allow"], "GET, POST, HEAD")
 
-    def test_head_is_get_without_a_body(self):
-        status, headers, body = self.client().request("HEAD", "/")
-        self.assertEqual((status, body), (200, ""))
-        self.assertEqual(headers["Content-Type"], "text/html; charset=utf-8")
+    def test_head_is_get_without_a_body_and_does_not_change_the_session(self):
+        ada = self.client()
+        ada.login("ada")
+        sid = session_id(ada.sid_cookie)
+        self.assertEqual(views(ada.get("/")[2]), 1)
+        record = self.stored(sid)
+        time.sleep(0.01)  # a touch would move the stored expiry by at least this
+        for path in ("/", "/login", "/members"):
+            with self.subTest(path):
+                status, headers, body = ada.request("HEAD", path)
+                self.assertEqual((status, body), (200, ""))
+                self.assertIsNone(headers["Set-Cookie"])
+        self.assertEqual(self.stored(sid), record, "neither saved nor touched")
+        _, head_headers, _ = ada.request("HEAD", "/")
+        status, get_headers, body = ada.get("/")
+        self.assertEqual(views(body), 2, "three HEADs of / were not visits")
+        self.assertEqual(head_headers["Content-Length"], str(len(body.encode())))
+        for name in ("Content-Type", "Content-Security-Policy", "Cache-Control", "Vary"):
+            self.assertEqual(head_headers[name], get_headers[name], name)
 
+        newcomer = self.client()
+        status, headers, _ = newcomer.request("HEAD", "/")
+        self.assertEqual(status, 200)
+        self.assertIsNone(headers["Set-Cookie"])
+        self.assertEqual(self.stored_count(), 1, "a HEAD stores no record for a new visitor")
+
+    def test_refused_requests_do_not_touch_the_session(self):
+        ada = self.client()
+        ada.login("ada")
+        sid = session_id(ada.sid_cookie)
+        record = self.stored(sid)
+        time.sleep(0.01)
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        responses = {
+            "404": ada.get("/nope"),
+            "405": ada.request("DELETE", "/members"),
+            "403": ada.request("POST", "/logout", b"", {**form, "Origin": "http://evil.example"}),
+            "421": ada.request("POST", "/logout", b"", {**form, "Host": "evil.example"}),
+            "400": ada.request("POST", "/login", b"user=%ff", form),
+        }
+        for expected, (status, headers, _) in responses.items():
+            with self.subTest(expected):
+                self.assertEqual(status, int(expected))
+                self.assertIsNone(headers["Set-Cookie"])
+        self.assertEqual(self.stored(sid), record)
+        self.assertEqual(ada.get("/members")[0], 200, "still logged in")
     def test_malformed_login_forms_are_400(self):
         client = self.client()
         form = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -289,14 +380,68 @@ class TestDemoRefusesBadRequests(DemoTestCase):
 
     def test_post_from_another_site_is_403(self):
         client = self.client()
+        port = urllib.parse.urlsplit(self.demo.url).port
+        foreign = ("http://evil.example", "null", f"http://127.0.0.1:{port + 1}", f"https://{self.host}",
+                   f"http://{self.host}.evil.example", f"{self.demo.url}/")
         for path in ("/login", "/logout"):
-            with self.subTest(path):
-                response = client.request("POST", path, b"user=mallory", {
-                    "Content-Type": "application/x-www-form-urlencoded", "Origin": "http://evil.example"})
-                self.assertRefused(response, 403)
+            for origin in foreign:
+                with self.subTest(path=path, origin=origin):
+                    response = client.request("POST", path, b"user=mallory", {
+                        "Content-Type": "application/x-www-form-urlencoded", "Origin": origin})
+                    self.assertRefused(response, 403)
+        self.assertEqual(self.stored_count(), 0)
         same_site = {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.demo.url}
         self.assertEqual(client.request("POST", "/login", b"user=ada", same_site)[0], 303)
 
+    def test_post_without_origin_must_have_a_referer_from_this_site(self):
+        client = self.client()
+        form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": None}
+        foreign = ("http://evil.example/login", f"http://{self.host}.evil.example/", f"http://{self.host}@evil.example/",
+                   f"https://{self.host}/login", self.demo.url, "")
+        for path in ("/login", "/logout"):
+            for referer in foreign:
+                with self.subTest(path=path, referer=referer):
+                    self.assertRefused(client.request("POST", path, b"user=mallory", {**form, "Referer": referer}), 403)
+        self.assertEqual(self.stored_count(), 0)
+        own = {**form, "Referer": self.demo.url + "/login"}
+        self.assertEqual(client.request("POST", "/login", b"user=ada", own)[0], 303)
+        self.assertEqual(client.request("POST", "/logout", b"", own)[0], 303)
+
+    def test_post_with_neither_origin_nor_referer_is_403(self):
+        client = self.client()
+        for path in ("/login", "/logout"):
+            with self.subTest(path):
+                response = client.request("POST", path, b"user=ada", {
+                    "Content-Type": "application/x-www-form-urlencoded", "Origin": None})
+                body = self.assertRefused(response, 403)
+                self.assertIn("only accepted from this site", body)
+        self.assertEqual(self.stored_count(), 0)
+
+    def test_a_host_the_server_does_not_answer_to_is_421(self):
+        port = urllib.parse.urlsplit(self.demo.url).port
+        client = self.client()
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1", f"127.0.0.1:{port + 1}",
+                     f"127.0.0.1:0{port}", f"127.0.0.1:{port}:{port}", f"127.0.0.1.:{port}",
+                     f"localhost.:{port}", f"127.0.0.1:{port}, evil.example", f"127.0.0.2:{port}"):
+            with self.subTest(host=host):
+                # The DNS-rebinding shape: Host and Origin agree, both naming the other site.
+                rebound = {"Content-Type": "application/x-www-form-urlencoded",
+                           "Host": host, "Origin": f"http://{host}"}
+                for path in ("/login", "/logout"):
+                    body = self.assertRefused(client.request("POST", path, b"user=mallory", rebound), 421)
+                    self.assertIn("does not answer to that name", body)
+                self.assertRefused(client.request("GET", "/", headers={"Host": host}), 421)
+        self.assertEqual(self.stored_count(), 0)
+
+    def test_a_request_without_host_is_400(self):
+        status, _, body = raw_request(self.demo.url, ["GET / HTTP/1.0"])
+        self.assertEqual(status, 400)
+        self.assertIn(b"no Host header", body)
+        self.assertEqual(self.stored_count(), 0)
+
+    def test_two_host_headers_are_421(self):
+        status, _, _ = raw_request(self.demo.url, ["GET / HTTP/1.0", f"Host: {self.host}", "Host: evil.example"])
+        self.assertEqual(status, 421)
     def test_a_failing_store_is_a_500_without_a_traceback_in_the_page(self):
         client = self.client()
         client.get("/")
@@ -314,6 +459,42 @@ class TestDemoRefusesBadRequests(DemoTestCase):
     def test_oversized_form_is_400(self):
         body = self.assertRefused(self.client().post("/login", {"user": "a" * 100_000}), 400)
         self.assertIn("at most 1024 bytes", body)
+
+    def test_a_large_refused_body_still_gets_its_answer(self):
+        """The client sends all 32 MB before reading: the server drops the rest instead of a reset."""
+        body = self.assertRefused(self.client().post("/login", {"user": "a" * 32_000_000}), 400)
+        self.assertIn("at most 1024 bytes", body)
+
+    def test_a_body_shorter_than_its_content_length_is_400_at_once(self):
+        status, _, body = self.form_request(["Content-Length: 100"], b"user=ada", half_close=True)
+        self.assertEqual(status, 400)
+        self.assertIn(b"shorter than its Content-Length", body)
+        self.assertEqual(self.stored_count(), 0, "the 8 bytes that came are not a login")
+
+    def test_a_stalled_body_is_400_after_a_short_read_timeout(self):
+        """The client sends 8 of 100 bytes and waits: the answer comes after the demo's 2 s read
+        timeout; the client gives up at 7 s, well before the 10 s the idle timeout would take."""
+        status, _, body = self.form_request(["Content-Length: 100"], b"user=ada", timeout=7)
+        self.assertEqual(status, 400)
+        self.assertIn(b"shorter than its Content-Length", body)
+        self.demo.stop()
+        self.assertNotIn("Traceback", self.demo.stderr())
+
+    def test_content_length_must_be_plain_digits(self):
+        for length in ("+8", "0_8", "-8", "8.0", "0x8", "\u00b2", "9" * 30, ""):
+            with self.subTest(length=length):
+                status, _, _ = self.form_request([f"Content-Length: {length}"])
+                self.assertEqual(status, 400)
+        self.assertEqual(self.form_request([], half_close=True)[0], 400, "no Content-Length")
+        chunked = ["Transfer-Encoding: chunked", "Content-Length: 8"]
+        self.assertEqual(self.form_request(chunked)[0], 400, "a chunked body is not taken for the form")
+        self.assertEqual(self.stored_count(), 0)
+        self.assertEqual(self.form_request(["Content-Length: 8"])[0], 303)
+
+    def test_a_field_sent_twice_is_400(self):
+        status, _, body = self.form_request(["Content-Length: 17"], b"user=ada&user=bob")
+        self.assertEqual(status, 400)
+        self.assertIn(b"sent twice", body)
 
     def test_html_in_a_user_name_is_escaped(self):
         client = self.client()
@@ -334,6 +515,42 @@ class TestDemoRefusesBadRequests(DemoTestCase):
                                                "Content-Length": "-5"})
         self.assertEqual(self.demo.stop(), 0)
         self.assertNotIn("Traceback", self.demo.stderr())
+
+
+class TestDemoKnownHosts(DemoTestCase):
+
+    def test_loopback_names_and_the_host_given_are_known(self):
+        self.demo.stop()
+        self.demo = self.start_demo("--host", "localhost", "--store", f"sqlite:{self.db}", "--secret", SECRET)
+        port = urllib.parse.urlsplit(self.demo.url).port
+        self.assertIn(f"Hosts:  127.0.0.1:{port}, [::1]:{port}, localhost:{port} (", self.demo.stdout())
+        client = Client(f"http://127.0.0.1:{port}")
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for name in ("127.0.0.1", "localhost", "LocalHost", "[::1]"):
+            with self.subTest(name):
+                host = f"{name}:{port}"
+                self.assertEqual(client.request("GET", "/", headers={"Host": host})[0], 200)
+                own = {**form, "Host": host, "Origin": f"http://{host}"}
+                self.assertEqual(client.request("POST", "/login", b"user=ada", own)[0], 303)
+        other = {**form, "Host": f"localhost:{port}", "Origin": f"http://127.0.0.1:{port}"}
+        self.assertEqual(client.request("POST", "/login", b"user=ada", other)[0], 403,
+                         "the Origin must be the request's own, not just another known name")
+
+
+class TestKnownHosts(unittest.TestCase):
+    """The names the demo answers to, for binds no test should make for real."""
+
+    def test_known_hosts_on_the_default_port_and_on_every_interface(self):
+        self.assertEqual(http_demo.known_hosts("127.0.0.1", ("127.0.0.1", 80)),
+                         {"127.0.0.1:80", "localhost:80", "[::1]:80", "127.0.0.1", "localhost", "[::1]"})
+        self.assertEqual(http_demo.known_hosts("192.0.2.7", ("192.0.2.7", 8000)), {"192.0.2.7:8000"})
+        self.assertEqual(http_demo.known_hosts("Demo.Example", ("192.0.2.7", 8000)),
+                         {"192.0.2.7:8000", "demo.example:8000"})
+        everywhere = http_demo.known_hosts("0.0.0.0", ("0.0.0.0", 8000))
+        for host in ("0.0.0.0:8000", "127.0.0.1:8000", "localhost:8000", f"{socket.gethostname().lower()}:8000"):
+            self.assertIn(host, everywhere)
+        self.assertNotIn("evil.example:8000", everywhere)
+        self.assertNotIn("localhost", everywhere, "not on port 80: the port is part of the name")
 
 
 @requires(has_module("redis") and redis_server_available(),

@@ -9,6 +9,7 @@ Needs ``pip install pymongo mongomock mockupdb``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -105,6 +106,20 @@ class _MongomockStores:
     def raw_bytes(self, store, sid):
         return self.client.test.sessions.find_one({"_id": sid})["session"].encode("utf-8")
 
+    def plant_text(self, store, sid, text):
+        value = text
+        if not store.stringify:  # the record is a sub-document: plant what the text parses to
+            try:
+                value = json.loads(text)
+            except (ValueError, RecursionError):
+                self.skipTest("not a document: cannot be planted unstringified")
+        expires = datetime.now(timezone.utc) + timedelta(seconds=60)
+        try:
+            self.client.test.sessions.replace_one(
+                {"_id": sid}, {"_id": sid, "session": value, "expires": expires}, upsert=True)
+        except Exception as exc:  # noqa: BLE001 - BSON's own limits (depth, surrogates)
+            self.skipTest(f"BSON cannot hold it: {type(exc).__name__}")
+
 
 @requires(HAVE_MONGOMOCK, "needs pymongo and mongomock: pip install pymongo mongomock")
 class TestMongoStoreContract(_MongomockStores, StoreContract, unittest.TestCase):
@@ -116,6 +131,10 @@ class TestMongoStoreContractUnstringified(_MongomockStores, StoreContract, unitt
     """The conformance suite with the record stored as a sub-document."""
 
     store_options = {"auto_remove": "disabled", "stringify": False}
+
+    def test_what_the_app_can_save_the_next_request_can_load(self):
+        self.skipTest("unstringified, the record is a BSON document: MongoDB refuses to save "
+                      "one nested over 100 levels, so nothing deeper can need loading")
 
     def test_bytes_at_rest_are_json_not_pickle(self):
         """stringify=False keeps the record as a BSON sub-document of its own fields:

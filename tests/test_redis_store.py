@@ -91,6 +91,10 @@ class TestRedisStoreContract(StoreContract, unittest.TestCase):
         with redis.Redis.from_url(_server.url) as client:
             return client.get(store.prefix + sid)
 
+    def plant_text(self, store, sid, text):
+        with redis.Redis.from_url(_server.url) as client:
+            client.set(store.prefix + sid, text.encode("utf-8", "surrogatepass"), ex=60)
+
 
 @requires(HAVE_REDIS, REASON)
 class TestRedisStoreFormat(RedisTestCase):

@@ -19,7 +19,7 @@ import time
 import unittest
 
 import session
-from stores import ShelveStore, SQLiteStore
+from stores import ShelveStore, SQLiteStore, shelve_store
 from tests import support
 from tests.store_contract import StoreContract, make_record
 
@@ -99,6 +99,14 @@ class TestStoresPackage(unittest.TestCase):
             stores.NoSuchStore
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 # ---------------------------------------------------------------- the contract, per store
 
 class TestMemoryStore(StoreContract, unittest.TestCase):
@@ -118,6 +126,13 @@ class TestMemoryStore(StoreContract, unittest.TestCase):
             self.skipTest("MemoryStore's internal layout changed; nothing to read")
         return entry[1].encode("utf-8")
 
+    def plant_text(self, store, sid, text):
+        try:
+            store.set(sid, json.loads(text))
+        except (TypeError, ValueError, AttributeError, RecursionError):
+            # MemoryStore holds only what its own encoder wrote from a dict.
+            self.skipTest("MemoryStore.set refuses this record, so it cannot be planted")
+
 
 class TestSQLiteStore(TempDir, StoreContract, unittest.TestCase):
     def make_store(self):
@@ -133,6 +148,14 @@ class TestSQLiteStore(TempDir, StoreContract, unittest.TestCase):
         with sqlite3.connect(store.path) as conn:
             return conn.execute(f'SELECT CAST(data AS BLOB) FROM "{store.table}" WHERE sid = ?',
                                 (sid,)).fetchone()[0]
+
+    def plant_text(self, store, sid, text):
+        if not _utf8(text):
+            self.skipTest("sqlite3 cannot write a str that is not valid UTF-8")
+        with sqlite3.connect(store.path) as conn:
+            conn.execute(f'INSERT OR REPLACE INTO "{store.table}" (sid, expires, data) '
+                         "VALUES (?, ?, ?)", (sid, time.time() + 60, text))
+        conn.close()
 
 
 class TestSQLiteStoreInMemory(StoreContract, unittest.TestCase):
@@ -168,6 +191,13 @@ class TestShelveStore(TempDir, StoreContract, unittest.TestCase):
         store.close()  # a dbm file is opened by one reader/writer at a time
         with dbm.open(store.path, "r") as db:
             return db[sid.encode()]
+
+    def plant_text(self, store, sid, text):
+        # The file is locked to its store, so the bytes go in through the store's own handle,
+        # in its value format, as a corrupted or planted value would be.
+        with store._lock:
+            store._open()[sid.encode()] = shelve_store._pack(
+                time.time() + 60, text.encode("utf-8", "surrogatepass"))
 
 
 # ---------------------------------------------------------------- SQLiteStore only
