@@ -1,9 +1,9 @@
-"""express-session for Python: server-side sessions for any WSGI app, standard library only.
+"""express-session for Python: server-side sessions for WSGI and ASGI apps, standard library only.
 
-Wrap a WSGI application and every request gets ``environ["session"]``, a dict
-that is saved to a store and found again through a signed cookie.  Options,
-semantics, cookies and store records follow Node's express-session 1.19, so an
-Express app given the same secret and the same store shares logged-in users::
+Wrap an application and every request gets a session: a dict that is saved to
+a store and found again through a signed cookie.  Options, semantics, cookies
+and store records follow Node's express-session 1.19, so an Express app given
+the same secret and the same store shares logged-in users::
 
     from session import SessionMiddleware
 
@@ -15,12 +15,18 @@ Express app given the same secret and the same store shares logged-in users::
 
     app = SessionMiddleware(app, secret="keyboard cat", cookie={"max_age": 3600})
 
-The file is self-contained: copy it into a project to vendor it.  Sections, in
-order: errors, signing, Cookie, Session, Store and MemoryStore,
-SessionMiddleware, private helpers.
+An ASGI app (Starlette, FastAPI, Quart, Litestar) is wrapped the same way by
+``ASGISessionMiddleware``, and finds its session at ``scope["session"]``
+(Starlette's ``request.session``).
+
+The file is self-contained: copy it into a project to vendor it.  It reads top
+down: signing; the core (options, and express's decisions, with no I/O);
+Session; Cookie; records; stores; the WSGI adapter; the ASGI adapter; private
+helpers.
 """
 from __future__ import annotations
 
+import asyncio
 import binascii
 import functools
 import hashlib
@@ -38,10 +44,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from urllib.parse import quote, unquote
 
 __all__ = [
-    "SessionMiddleware", "Session", "Cookie", "Store", "MemoryStore", "SessionError",
-    "sign", "unsign", "encode_record", "decode_record", "expires_at",
+    "SessionMiddleware", "ASGISessionMiddleware", "Session", "Cookie", "Store", "MemoryStore",
+    "Change", "SessionError", "sign", "unsign", "encode_record", "decode_record", "expires_at",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 log = logging.getLogger("session")
 
@@ -119,6 +125,912 @@ _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
+
+# ---------------------------------------------------------------- the core: options and decisions
+
+_COOKIE_OPTIONS = ("max_age", "expires", "http_only", "secure", "same_site", "domain", "path",
+                   "partitioned", "priority")
+
+
+class _Core:
+    """What the WSGI and the ASGI middleware share: the options, checked once, and every
+    per-request decision, with no I/O.
+
+    An adapter reads the cookie and the store, calls the app, and asks the core two
+    questions at the end: which Set-Cookie to send (``_set_cookie``) and what the store
+    must do (``_store_action``).  Both answers come from express-session's four
+    predicates below, the only place those decisions are made.
+    """
+
+    def __init__(self, *, secret: Any, store: Any, name: Any, cookie: Any, genid: Any,
+                 proxy: Any, resave: Any, save_uninitialized: Any, rolling: Any,
+                 unset: Any) -> None:
+        self._warned_insecure = self._warned_same_site = False
+        self.secrets = _check_secrets(secret)
+        self._signing_key = _key(self.secrets[0])
+        self._verify_keys = [_key(s) for s in self.secrets]
+        self._verified: dict = {}  # cookie value -> (ID, value to re-send) that passed _verify
+        self._verified_headers: dict = {}  # the same, by the whole Cookie header it came in
+        self.store = MemoryStore() if store is None else store
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"name must be a cookie name (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
+        self.name = name
+        if cookie is None or isinstance(cookie, Mapping):
+            self._cookie_fn = None
+            self._options: Optional[_CookieOptions] = _CookieOptions(cookie or {})
+            self._check_same_site_secure(self._options)
+        elif callable(cookie):
+            self._cookie_fn, self._options = cookie, None
+        else:
+            raise TypeError("cookie must be a dict of cookie options or a callable returning one")
+        if genid is not None and not callable(genid):
+            raise TypeError("genid must be a callable returning a session ID")
+        self.genid = genid
+        if proxy not in (None, True, False):
+            raise TypeError("proxy must be None, True or False")
+        self.proxy = bool(proxy)
+        for option, value in (("resave", resave), ("save_uninitialized", save_uninitialized),
+                              ("rolling", rolling)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{option} must be True or False, not {value!r}")
+        self.resave = resave
+        self.save_uninitialized = save_uninitialized
+        self.rolling = rolling
+        if unset not in ("keep", "destroy"):
+            raise ValueError(f'unset must be "keep" or "destroy", not {unset!r}')
+        self.unset_destroy = unset == "destroy"
+
+    @property
+    def store(self) -> "Store":
+        """The store; what it offers beyond get/set/touch/destroy is found when it is set."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Any) -> None:
+        for method in ("get", "set", "destroy", "touch"):
+            if not callable(getattr(store, method, None)):
+                raise TypeError(f"store must be a session.Store (it has no {method}() method)")
+        self._store = store
+        # As express tests `typeof store.touch === 'function'` once: see "Writing a store".
+        # (Store's own get_text only encodes what get() decoded: reading through get is cheaper.)
+        self._reads_text = _offers(store, "get_text", "get") and _owner(store, "get_text") is not Store
+        self._read_store = store.get_text if self._reads_text else store.get
+        if _offers(store, "merge", "get", "set"):
+            self._merge = store.merge
+        elif isinstance(store, Store):  # a subclass that overrides get or set but not merge
+            self._merge = functools.partial(Store.merge, store)
+        else:
+            self._merge = None
+        self._merges = self._merge is not None
+        self._async_calls = {method: getattr(store, "a" + method)
+                             for method, over in _STORE_CALLS.items()
+                             if _offers(store, "a" + method, *over)}
+        if self._merge is None:
+            log.warning("%s has no merge(): each save writes the whole record with set(), so "
+                        "concurrent requests on one session can lose each other's changes",
+                        type(store).__name__)
+        elif _owner(store, "merge") is Store or type(self._merge) is functools.partial:
+            log.warning("%s has no merge() of its own: Store's default reads, merges and writes "
+                        "without a lock, so concurrent requests on one session can still lose "
+                        "changes", type(store).__name__)
+
+    # -- a request
+
+    def _request_options(self, context: Any) -> "_CookieOptions":
+        options = self._cookie_fn(context)
+        if not isinstance(options, Mapping):
+            raise TypeError("the cookie callable must return a dict of cookie options")
+        options = _CookieOptions(options)
+        self._check_same_site_secure(options)
+        return options
+
+    def _read_cookie(self, header: Optional[str]) -> tuple:
+        """(session ID, the cookie value to send back for it) from our cookie in ``header``,
+        or (None, None); never raises.  The value to send back is None when an older
+        secret signed the cookie: it is then re-signed with the first."""
+        # Returning visitors send the same header, or at least the same cookie,
+        # again and again.  Only what passed the full check below is remembered,
+        # keyed by all of it as sent (parsing and decoding are deterministic), so
+        # a forged one can never hit; the bound keeps memory flat.
+        if not header:
+            return None, None
+        verified = self._verified_headers.get(header)
+        if verified is not None:
+            return verified
+        raw = _raw_cookie(header, self.name)
+        if raw is None:
+            return None, None
+        verified = self._verified.get(raw)
+        if verified is None:
+            value = _decode_uri_component(raw)
+            if not value.startswith("s:"):
+                return None, None
+            sid, key = _verify(value[2:], self._verify_keys)
+            if not sid:
+                return None, None
+            verified = sid, (self._cookie_value(sid, value[value.rfind(".") + 1:])
+                             if key == 0 else None)
+            _remember(self._verified, raw, verified)
+        _remember(self._verified_headers, header, verified)
+        return verified
+
+    def _session(self, request: "_Request", stored: Any) -> "Session":
+        """The request's session: loaded from what the store returned for the cookie's ID (a
+        record's JSON text or the record), or new when there was none or it is not a session."""
+        if stored is not None:
+            sid = request.cookie_id
+            try:
+                if type(stored) is str:
+                    return Session._loaded(request, *self._read_text(request, stored))
+                return Session._loaded(request, *_read_record(stored))
+            except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+                log.warning("session record %.6s... is not a valid session (%s); starting a new "
+                            "one", sid, exc)
+        return Session._new(request)
+
+    def _read_text(self, request: "_Request", text: str) -> tuple:
+        """A stored record's text as (data, Cookie, position of "cookie", the text, the data's
+        JSON or None); ValueError if it is not a valid session.
+
+        A record whose cookie has the attributes the options give (as every record this
+        middleware writes does) is read with its cookie's two times found in place and only
+        the data decoded; any other goes through ``decode_record`` and is checked in full.
+        """
+        options = request.options
+        if options.auto:
+            attrs = options.attrs(request)
+            head, between, after, no_expiry = _templates(attrs)[4]
+        else:
+            attrs = options.fixed_attrs
+            head, between, after, no_expiry = options.record_head
+        if text.startswith(no_expiry):  # a browser-session cookie: both times null
+            at, original, expires = len(no_expiry), None, None
+        elif text.startswith(head):
+            at = len(head)
+            original = expires = _NOTHING
+            if text.startswith("null", at):
+                original, at = None, at + 4
+            else:
+                end = text.find(",", at)
+                digits = text[at:end]
+                if digits.isdigit() and digits.isascii() and len(digits) <= 13:
+                    original, at = int(digits), end
+            if original is not _NOTHING and text.startswith(between, at):
+                at += len(between)
+                if text.startswith("null", at):
+                    expires, at = None, at + 4
+                elif text[at:at + 1] == '"' and text[at + 25:at + 26] == '"':
+                    expires, at = _expires_ms(text[at + 1:at + 25]), at + 26
+            if expires is not _NOTHING and text.startswith(after, at):
+                at += len(after)
+            else:
+                at = -1
+        else:
+            at = -1
+        if at > 0:
+            rest = text[at:at + 1]
+            data = "{}" if rest == "}" and at + 1 == len(text) else \
+                "{" + text[at + 1:] if rest == "," else None
+            if data is not None:
+                return _decode(data), Cookie._make(attrs, original, expires), 0, text, data
+        return _read_record(decode_record(text), text)
+
+    # -- express-session's four decisions (index.js: shouldSetCookie, shouldSave,
+    #    shouldTouch, shouldDestroy), over what the Session knows of itself
+
+    def _should_set_cookie(self, sess: "Session", current: Optional[str]) -> bool:
+        """A new session's cookie once it is saved or changed; an existing one's on every
+        response with rolling, else when it changed and the cookie has an expiry."""
+        if sess._gone:
+            return False
+        if sess.is_new:
+            return self.save_uninitialized or sess._modified(current)
+        return self.rolling or (sess._cookie.has_expiry and sess._modified(current))
+
+    def _should_save(self, sess: "Session", current: Optional[str]) -> bool:
+        """A new session once it changed (or always, with save_uninitialized); any other
+        unless the store holds it as it is (with resave, it never does)."""
+        if not self.save_uninitialized and sess._saved is None and sess.is_new:
+            return sess._modified(current)
+        return not sess._is_saved(current)
+
+    def _should_touch(self, sess: "Session", current: Optional[str]) -> bool:
+        """An existing session that is not saved gets its expiry moved instead."""
+        return not sess.is_new and not self._should_save(sess, current)
+
+    def _should_destroy(self, sess: "Session") -> bool:
+        """The app set the session to None under unset="destroy"."""
+        return self.unset_destroy and sess._id is not None and not sess._destroyed
+
+    # -- what they come to
+
+    def _set_cookie(self, sess: "Session", attached: bool, current: Optional[str]) -> Optional[str]:
+        """The Set-Cookie value to send for this session, or None."""
+        if not attached:
+            if (sess._destroyed or self.unset_destroy) and sess._cookie_id:
+                return self._expired_cookie(sess)
+            return None
+        if not self._should_set_cookie(sess, current):
+            return None
+        cookie = sess._ensure_cookie()
+        if cookie.secure and not sess._req.is_secure():
+            self._warn_insecure()
+            return None
+        sess._touch_once()
+        sid = sess._ensure_id()
+        # The cookie the browser sent is re-sent as it is when the first secret made it.
+        value = sess._req.resend if sid == sess._cookie_id else None
+        return cookie.serialize(self.name, value or self._cookie_value(sid))
+
+    def _store_action(self, sess: "Session", attached: bool, current: Optional[str]) -> Optional[tuple]:
+        """What the store must do as the response ends: ("merge", sid, Change, data's JSON),
+        ("set", sid, record, data's JSON), ("touch", sid, record), ("destroy", sid), or None."""
+        if not attached:
+            return ("destroy", sess._id) if self._should_destroy(sess) else None
+        if not sess._touched:
+            sess._touch_once()  # express restarts the cookie's clock before saving or touching
+        if self._should_save(sess, current):
+            # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
+            data = current or sess._snapshot or sess._dump()
+            sid = sess._id or sess._ensure_id()
+            if self._merges:
+                return "merge", sid, sess._change(data), data
+            return "set", sid, sess._record(data), data
+        if self._should_touch(sess, current):
+            return "touch", sess._id, sess._record()
+        return None
+
+    def _carry_out(self, sess: "Session", action: tuple) -> None:
+        """Do a store action (see _store_action) and note on the session what came of it."""
+        kind, sid, store = action[0], action[1], self._store
+        if kind == "merge":
+            sess._merged(sid, action[2], action[3], self._merge(sid, action[2]))
+        elif kind == "touch":
+            store.touch(sid, action[2])
+        elif kind == "set":
+            store.set(sid, action[2])
+            sess._saved = (sid, action[3])
+        else:
+            store.destroy(sid)
+
+    # -- helpers for the above
+
+    def _generate_id(self, context: Any) -> str:
+        if self.genid is None:
+            return _secrets.token_urlsafe(24)
+        sid = self.genid(context)
+        if not isinstance(sid, str) or not sid:
+            raise TypeError(f"genid must return a non-empty str, not {sid!r}")
+        if not sid.isascii():
+            try:
+                sid.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"genid must return a str that is valid Unicode (no lone "
+                                 f"surrogates), not {sid!r}") from None
+        return sid
+
+    def _cookie_value(self, sid: str, signature: Optional[str] = None) -> str:
+        """``s:<id>.<signature>``, percent-encoded as express sends it, whatever the ID."""
+        signature = signature or _mac(sid, self._signing_key)
+        if _URL_SAFE_ID.fullmatch(sid):  # token_urlsafe's alphabet needs no escaping; base64 has + and /
+            return f"s%3A{sid}.{signature.replace('+', '%2B').replace('/', '%2F')}"
+        return _encode_uri_component(f"s:{sid}.{signature}")
+
+    def _expired_cookie(self, sess: "Session") -> str:
+        cookie = sess._cookie or sess._req.options.new_cookie(sess._req)
+        return Cookie._make(cookie._attrs, None, 0).serialize(self.name, "")
+
+    def _is_secure(self, context: Any) -> bool:
+        raise NotImplementedError  # each adapter reads its own request
+
+    def _warn_insecure(self) -> None:
+        if not self._warned_insecure:
+            self._warned_insecure = True
+            log.warning("session cookie is secure but the request is not HTTPS, so no cookie was "
+                        "sent; behind a TLS-terminating proxy, pass proxy=True to trust "
+                        "X-Forwarded-Proto")
+
+    def _check_same_site_secure(self, options: "_CookieOptions") -> None:
+        if (options.same_site == "none" and not options.secure
+                and not self._warned_same_site):
+            self._warned_same_site = True
+            log.warning('cookie same_site="none" without secure: browsers reject such cookies; '
+                        'set secure=True (or "auto")')
+
+
+# A store's coroutine methods, and the methods each must be no older than to be used.
+_STORE_CALLS = {"get": ("get",), "get_text": ("get_text", "get"), "set": ("set",),
+                "merge": ("merge", "get", "set"), "touch": ("touch",), "destroy": ("destroy",)}
+def _read_record(record: Any, text: Optional[str] = None) -> tuple:
+    """A stored record (a dict) as (data, Cookie, position of "cookie", its text or None, the
+    data's JSON); TypeError, KeyError or ValueError if it is not a valid session."""
+    if not isinstance(record, dict):
+        raise TypeError("the record is not an object")
+    cookie = Cookie.from_record(record["cookie"])
+    data = dict(record)
+    position = 0 if next(iter(data)) == "cookie" else list(data).index("cookie")
+    del data["cookie"]
+    if text is not None:
+        return data, cookie, position, text, None  # the data's JSON is taken when needed
+    # The data must be what JSON.parse reads (no NaN, no nesting the encoder refuses): what
+    # could not be saved again is not loaded.  Its JSON is what a change is found against.
+    try:
+        data_json = _encode(data)
+    except RecursionError:
+        data_json = _on_a_new_stack(_encode, data)
+    return data, cookie, position, None, data_json
+
+
+def _owner(store: Any, method: str) -> Optional[type]:
+    """The class in the store's MRO that defines ``method`` (None: not defined there)."""
+    for cls in type(store).__mro__:
+        if method in vars(cls):
+            return cls
+    return None
+
+
+def _offers(store: Any, method: str, *over: str) -> bool:
+    """Whether the store's ``method`` can stand in for its ``over`` methods: it has one, and
+    it is either Store's default (built on them) or defined no higher in the store's
+    classes than they are (a subclass that overrides ``get`` alone is read through it)."""
+    if not callable(getattr(store, method, None)):
+        return False
+    mine = _owner(store, method)
+    if mine is None or mine is Store:
+        return True
+    return all(theirs is None or issubclass(mine, theirs)
+               for theirs in (_owner(store, name) for name in over))
+
+
+class _Request:
+    """What a session needs from the request it belongs to: the middleware (its core), the
+    WSGI environ or ASGI scope, the cookie options and cookie, and, under ASGI, the store
+    work that regenerate() and destroy() leave for the middleware to do."""
+
+    __slots__ = ("core", "context", "key", "options", "cookie_id", "resend", "pending", "ended",
+                 "_secure")
+
+    def __init__(self, core: _Core, context: Any, key: str, options: "_CookieOptions",
+                 cookie_id: Optional[str], resend: Optional[str], pending: Optional[list]) -> None:
+        self.core, self.context, self.key, self.options = core, context, key, options
+        self.cookie_id, self.resend, self.pending = cookie_id, resend, pending
+        self.ended = False
+        self._secure: Optional[bool] = None
+
+    def _generate_id(self) -> str:
+        return self.core._generate_id(self.context)
+
+    def is_secure(self) -> bool:
+        if self._secure is None:
+            self._secure = self.core._is_secure(self.context)
+        return self._secure
+
+    def attached(self) -> bool:
+        """Whether the app left the session in place (not set it to None)."""
+        return self.context is not None and self.context.get(self.key) is not None
+
+    def destroy(self, sid: str) -> None:
+        """Delete a record now (WSGI) or before the response ends (ASGI)."""
+        if self.pending is None:
+            self.core.store.destroy(sid)
+        elif self.ended:
+            raise SessionError("the response has ended: regenerate() and destroy() must be "
+                               "called before it does (a background task cannot)")
+        else:
+            self.pending.append(("destroy", sid))
+
+
+class _CookieOptions:
+    """Cookie options checked once: what every new session's cookie starts from."""
+
+    __slots__ = ("max_age_ms", "expires_ms", "secure", "same_site", "path", "fixed_attrs",
+                 "auto", "scoped", "record_head")
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(_COOKIE_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown cookie option(s): {', '.join(map(repr, unknown))} "
+                            f"(known: {', '.join(_COOKIE_OPTIONS)})")
+        get = options.get
+        self.max_age_ms = _max_age_ms(get("max_age"), "cookie max_age", allow_negative=False)
+        expires = get("expires")
+        self.expires_ms = None if expires is None else _expires_option_ms(expires, "cookie expires")
+        # "auto" is resolved per request; the rest is checked as any cookie attribute is.
+        secure, same_site = get("secure"), get("same_site")
+        if secure != "auto":
+            _check_cookie_attribute("secure", secure)
+        if isinstance(same_site, str) and same_site.lower() == "auto":
+            same_site = "auto"
+        else:
+            same_site = _check_cookie_attribute("same_site", same_site)
+            if isinstance(same_site, str):
+                same_site = same_site.lower()
+            elif same_site is False:
+                same_site = None
+        priority = _check_cookie_attribute("priority", get("priority"))
+        self.secure, self.same_site = secure, same_site
+        self.path = _check_cookie_attribute("path", get("path", "/"))
+        self.fixed_attrs = (_check_cookie_attribute("partitioned", get("partitioned")),
+                       priority and priority.lower(),
+                       None if secure == "auto" else secure,
+                       _check_cookie_attribute("http_only", get("http_only", True)),
+                       _check_cookie_attribute("domain", get("domain")),
+                       self.path,
+                       None if same_site == "auto" else same_site)
+        self.auto = secure == "auto" or same_site == "auto"
+        self.scoped = bool(self.path) and self.path != "/"  # else every path has the session
+        self.record_head = None if self.auto else _templates(self.fixed_attrs)[4]
+
+    def covers(self, path: str) -> bool:
+        """Whether a request for ``path`` is in the cookie's path (else it gets no session)."""
+        return not self.scoped or path.startswith(self.path)
+
+    def attrs(self, request: "_Request") -> tuple:
+        """A new cookie's attributes for this request ("auto" resolved)."""
+        attrs = self.fixed_attrs
+        if self.auto:
+            secure = request.is_secure()
+            attrs = (attrs[0], attrs[1], secure if self.secure == "auto" else attrs[2],
+                     attrs[3], attrs[4], attrs[5],
+                     ("none" if secure else "lax") if self.same_site == "auto" else attrs[6])
+        return attrs
+
+    def new_cookie(self, request: "_Request") -> Cookie:
+        if self.max_age_ms is not None:
+            original = self.max_age_ms
+            expires = _now_ms() + int(original)
+        elif self.expires_ms is not None:
+            expires = self.expires_ms
+            original = expires - _now_ms()
+        else:
+            original = expires = None
+        return Cookie._make(self.attrs(request), original, expires)
+
+
+
+# ---------------------------------------------------------------- Session
+
+def _reads(method):
+    """Wrap a dict method so calling it marks the session as read (for Vary and change tracking)."""
+    base = getattr(dict, method)
+
+    def wrapper(self, *args, **kwargs):
+        self._use()
+        return base(self, *args, **kwargs)
+    wrapper.__name__ = method
+    wrapper.__doc__ = base.__doc__
+    return wrapper
+
+
+class Session(dict):
+    """The user's session data (a dict of JSON values) plus its ID, cookie and store actions.
+
+    Changes are found by comparing the data's JSON with what was loaded, so
+    ``session["cart"].append(x)`` is saved with no flag to set.  The key
+    ``"cookie"`` is reserved: the cookie is the ``.cookie`` attribute.
+    """
+
+    __slots__ = ("_req", "_id", "_cookie_id", "_cookie", "_cookie_pos", "_base", "_snapshot",
+                 "_originals", "_saved", "_lifetime", "_read", "_regenerated", "_destroyed",
+                 "_touched", "_gone")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """A detached session (for tests): data only; store actions need the middleware."""
+        dict.__init__(self)
+        self._start(None, None)
+        self.update(*args, **kwargs)
+
+    def _start(self, request: Optional[_Request], sid: Optional[str]) -> None:
+        """Every field as a new, empty session's."""
+        self._req = request
+        self._cookie_id = None if request is None else request.cookie_id
+        self._id = sid
+        self._cookie = self._base = self._originals = self._saved = self._lifetime = None
+        self._cookie_pos = 0
+        self._snapshot = "{}"
+        self._read = self._regenerated = self._destroyed = self._touched = self._gone = False
+
+    @classmethod
+    def _new(cls, request: _Request) -> "Session":
+        """A new session: its ID and cookie are made when first needed."""
+        self = dict.__new__(cls)
+        self._start(request, None)
+        return self
+
+    @classmethod
+    def _loaded(cls, request: _Request, data: dict, cookie: "Cookie", position: int,
+                text: Optional[str], data_json: Optional[str]) -> "Session":
+        """A session loaded from the store (see _Core._read_text and _read_record)."""
+        self = dict.__new__(cls)
+        dict.update(self, data)
+        self._req = request
+        self._id = self._cookie_id = request.cookie_id
+        self._cookie, self._cookie_pos, self._lifetime = cookie, position, cookie._original
+        self._snapshot, self._originals = data_json, None  # see _fill
+        self._base = text if text is not None else self._record_text(data_json)
+        self._saved = None if request.core.resave else (self._id, None)
+        self._read = self._regenerated = self._destroyed = self._touched = self._gone = False
+        return self
+
+    def _fill(self, data: dict, cookie: "Cookie", position: int, text: Optional[str],
+              data_json: Optional[str]) -> None:
+        dict.update(self, data)
+        self._cookie, self._cookie_pos, self._lifetime = cookie, position, cookie._original
+        # The JSON a change is found against: given, or taken before the app can change a
+        # mutable value (see _use); the record's text is what the store's merge compares.
+        self._snapshot = data_json
+        self._originals = None
+        self._base = text if text is not None else self._record_text(data_json)
+
+    # -- identity and cookie
+
+    @property
+    def id(self) -> str:
+        """The session ID (read-only; ``regenerate()`` replaces it)."""
+        self._read = True
+        return self._ensure_id()
+
+    @property
+    def cookie(self) -> "Cookie":
+        """The session cookie: its expiry and attributes, settable per session."""
+        self._read = True
+        return self._ensure_cookie()
+
+    @property
+    def is_new(self) -> bool:
+        """True for a session this request made: none was loaded, or regenerate() replaced it
+        (express: the cookie's ID is not the session's)."""
+        return self._id is None or self._id != self._cookie_id
+
+    @property
+    def modified(self) -> bool:
+        """Whether the data (or the ID) changed during this request (express's isModified)."""
+        return self._modified(self._current())
+
+    @property
+    def accessed(self) -> bool:
+        """Whether the app read or changed the session during this request (then the
+        response varies by Cookie)."""
+        return self._read
+
+    def _ensure_id(self) -> str:
+        if self._id is None:
+            self._id = self._request()._generate_id()
+        return self._id
+
+    def _ensure_cookie(self) -> "Cookie":
+        if self._cookie is None:
+            request = self._request()
+            self._cookie = request.options.new_cookie(request)
+        return self._cookie
+
+    def _request(self) -> _Request:
+        if self._req is None:
+            raise SessionError("this session is not attached to a request's middleware")
+        return self._req
+
+    # -- store actions
+
+    def regenerate(self) -> None:
+        """Destroy the stored record and continue, in place, as a new empty session with a new ID.
+
+        Call it at login: an ID an attacker planted before login is worth nothing after.
+        Under ASGI the old record is deleted before the response ends.
+        """
+        request = self._request()
+        self._use()
+        if self._id is not None:
+            request.destroy(self._id)
+        dict.clear(self)
+        self._start(request, None)
+        self._id = request._generate_id()
+        self._read = self._regenerated = True
+
+    def destroy(self) -> None:
+        """Delete the stored record; the session becomes None where the app found it and the
+        response expires the cookie.  Under ASGI the record is deleted before the response ends."""
+        request = self._request()
+        self._read = True
+        if self._id is not None:
+            request.destroy(self._id)
+        self._destroyed = True
+        context = request.context
+        if context is not None and context.get(request.key) is self:
+            context[request.key] = None
+
+    def reload(self) -> None:
+        """Replace the data with what the store holds now; SessionError if the record is gone."""
+        request = self._sync_request("reload", "areload")
+        self._use()
+        self._reload_from(request.core._read_store(self._ensure_id()))
+
+    async def areload(self) -> None:
+        """``reload()``, awaitable: under ASGI the store is read without blocking the loop."""
+        request = self._request()
+        if request.pending is None:
+            return self.reload()
+        self._use()
+        self._reload_from(await request.core._aread_store(self._ensure_id()))
+
+    def save(self) -> None:
+        """Write the session to the store now; if unchanged after, it is not written again at the end."""
+        request = self._sync_request("save", "asave")
+        request.core._carry_out(self, self._save_action())
+
+    async def asave(self) -> None:
+        """``save()``, awaitable: under ASGI the store is written without blocking the loop."""
+        request = self._request()
+        if request.pending is None:
+            return self.save()
+        await request.core._acarry_out(self, self._save_action())
+
+    def touch(self) -> None:
+        """Reset ``cookie.max_age`` to ``cookie.original_max_age``."""
+        self._ensure_cookie().touch()
+
+    def _sync_request(self, method: str, awaitable: str) -> _Request:
+        request = self._request()
+        if request.pending is not None:
+            raise SessionError(f"under ASGI, use await session.{awaitable}() instead of "
+                               f"session.{method}(): the store is not called from the event loop")
+        return request
+
+    def _save_action(self) -> tuple:
+        if self._destroyed:
+            raise SessionError("this session was destroyed: there is nothing to save")
+        self._use()
+        data = self._dump()
+        self._ensure_id()
+        if self._req.core._merges:
+            return "merge", self._id, self._change(data), data
+        return "set", self._id, self._record(data), data
+
+    def _reload_from(self, stored: Any) -> None:
+        if stored is not None:
+            request = self._req
+            try:
+                loaded = (request.core._read_text(request, stored) if type(stored) is str
+                          else _read_record(stored))
+            except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+                log.warning("session record %.6s... is not a valid session (%s)", self._id, exc)
+            else:
+                dict.clear(self)
+                self._fill(*loaded)
+                if self._snapshot is None:
+                    self._snapshot = self._dump()
+                self._touched = self._gone = False
+                if not request.core.resave:
+                    self._saved = (self._id, None)  # the store holds what was just read
+                return
+        raise SessionError(f"session {self._id[:6]}... is no longer in the store")
+
+    def _merged(self, sid: str, change: "Change", data: str, written: bool) -> None:
+        """Take note of what the store's merge did with this session's change."""
+        if written:
+            self._base = change.text
+            self._saved = (sid, data)
+        elif change.base is None:
+            raise SessionError(f"session ID {sid[:6]}... is already in use: a new session never "
+                               "replaces a record (genid must return unique IDs)")
+        else:
+            self._gone = True
+            log.info("session %.6s... left the store while this request ran (destroyed, "
+                     "regenerated or expired): it is not written back", sid)
+
+    def _touch_once(self) -> None:
+        """Restart the cookie's clock once per request, as express does when it is sent or saved."""
+        if not self._touched:
+            cookie = self._cookie  # if None, it is made when needed, and starts its clock then
+            if cookie is not None and cookie._original is not None:
+                cookie.touch()
+            self._touched = True
+
+    # -- change tracking
+
+    def _use(self) -> None:
+        """Mark the session read and, before the app can change it, keep its JSON to compare with."""
+        self._read = True
+        if self._snapshot is None:
+            originals, self._originals = self._originals, None
+            self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
+
+    def _as_loaded(self, originals: dict) -> dict:
+        """The data as loaded: the current data with the keys written so far put back."""
+        data = {}
+        for key, value in dict.items(self):
+            original = originals.get(key, _NOTHING)
+            if original is _NOTHING:
+                data[key] = value
+            elif original is not _MISSING:
+                data[key] = original
+        return data
+
+    def _dump(self) -> str:
+        """The data as JSON (without the cookie); TypeError names the key JSON cannot encode."""
+        # A plain copy, through dict's own items: encoding the Session itself (or dict.copy)
+        # would call its items() or keys(), which count as the app using it.
+        data = dict(dict.items(self))
+        try:
+            try:
+                return _encode(data)
+            except RecursionError:
+                return _on_a_new_stack(_encode, data)
+        except (TypeError, ValueError, RecursionError) as exc:
+            for key, value in dict.items(self):
+                try:
+                    _encode({key: value})
+                except (TypeError, ValueError, RecursionError):
+                    raise TypeError(f"session[{key!r}] cannot be stored as JSON: {exc}") from None
+            raise TypeError(f"session cannot be stored as JSON: {exc}") from None
+
+    def _current(self) -> Optional[str]:
+        """JSON of the data now, or None when it cannot have changed.
+
+        Until the app gets hold of a mutable value, changes can only come
+        through ``session[key] = value``, so comparing the keys written with
+        their loaded values is enough and saves encoding the data twice.
+        """
+        if not self._read:
+            return None
+        if self._snapshot is None:
+            originals = self._originals
+            if not originals:
+                return None
+            for key, value in originals.items():
+                now = dict.get(self, key, _MISSING)
+                if now is not value and not _same(now, value):
+                    break
+            else:
+                return None
+        return self._dump()
+
+    def _modified(self, current: Optional[str]) -> bool:
+        """express's isModified: a new ID, or data whose JSON is not the loaded one."""
+        return self._regenerated or (current is not None and current != self._snapshot)
+
+    def _is_saved(self, current: Optional[str]) -> bool:
+        """express's isSaved: the store holds this ID with this data."""
+        if self._saved is None:
+            return False
+        saved_id, saved_data = self._saved
+        if saved_id != self._id:
+            return False
+        if saved_data is None:  # loaded and not yet changed: the store holds the snapshot
+            return current is None or current == self._snapshot
+        return (current or self._snapshot) == saved_data
+
+    # -- what the store is given
+
+    def _change(self, data: str) -> "Change":
+        """This session's write for the store's merge(): the record as loaded, the record now."""
+        cookie = self._cookie or self._ensure_cookie()
+        cookie_json, ms = cookie._json()
+        if self._cookie_pos == 0:
+            text = _join_record('{"cookie":' + cookie_json, data)
+        else:
+            text = _encode(self._record())
+        # Another request's later expiry is kept unless this one set the cookie's lifetime.
+        return Change(self._base, text, None if ms is None else ms / 1000,
+                      keep_later=cookie._original == self._lifetime)
+
+    def _record(self, data: Optional[str] = None) -> "_Record":
+        """The store record: the cookie at its stored position, then the data.
+
+        Given the data's JSON, the record's JSON is built from it, so the
+        store does not encode the same data a second time.
+        """
+        cookie = self._ensure_cookie()
+        fields, cookie_json, ms = cookie._stored()
+        rec = _Record()
+        rec.expires_ms = ms
+        rec.keep_later = cookie._original == self._lifetime
+        rec.text, rec.cookie_text = None, cookie_json
+        if self._cookie_pos == 0:
+            rec["cookie"] = fields
+            rec.update(dict.items(self))
+            if data is not None:
+                rec.text = _join_record('{"cookie":' + cookie_json, data)
+            return rec
+        for i, (key, value) in enumerate(dict.items(self)):
+            if i == self._cookie_pos:
+                rec["cookie"] = fields
+            rec[key] = value
+        rec.setdefault("cookie", fields)
+        return rec
+
+    def _record_text(self, data: str) -> str:
+        """The record's JSON with this data, for a record read as a dict."""
+        if self._cookie_pos == 0:
+            return _join_record('{"cookie":' + self._cookie.to_json(), data)
+        return _encode(self._record())
+
+    def __repr__(self) -> str:
+        return f"Session({dict.__repr__(self)})"
+
+    # -- reserved key and reads that count as using the session
+
+    def __getitem__(self, key: str) -> Any:
+        self._read = True
+        value = dict.__getitem__(self, key)
+        if self._snapshot is None and type(value) not in _IMMUTABLE:
+            self._use()  # the app may change what it gets: keep what it was
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._read = True
+        value = dict.get(self, key, default)
+        if self._snapshot is None and type(value) not in _IMMUTABLE:
+            self._use()
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        self._read = True
+        return dict.__contains__(self, key)
+
+    def __len__(self) -> int:
+        self._read = True
+        return dict.__len__(self)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "cookie":
+            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
+        self._read = True
+        if self._snapshot is None:  # remember the loaded value instead of taking a snapshot
+            originals = self._originals
+            if originals is None:
+                originals = self._originals = {}
+            if key not in originals:
+                originals[key] = dict.get(self, key, _MISSING)
+        dict.__setitem__(self, key, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key == "cookie":
+            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
+        self._use()
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        other = dict(*args, **kwargs)
+        if "cookie" in other:
+            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
+        self._use()
+        dict.update(self, other)
+
+    def __ior__(self, other: Any) -> "Session":
+        self.update(other)
+        return self
+
+    def copy(self) -> dict:
+        self._use()
+        return dict(dict.items(self))
+
+
+for _name in ("__iter__", "keys", "values",
+              "items", "pop", "popitem", "__delitem__", "clear", "__eq__", "__ne__",
+              "__reversed__", "__or__", "__ror__"):
+    setattr(Session, _name, _reads(_name))
+del _name
+
+
+_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
+_MISSING: Any = object()  # "no such key" among a session's loaded values
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two values have the same JSON (as express's hash would see them)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if type(a) in _IMMUTABLE:
+        return a == b
+    try:
+        return _encode(a) == _encode(b)
+    except (TypeError, ValueError, RecursionError):
+        return False  # the encode at save time names the key
+
+
+
 # ---------------------------------------------------------------- Cookie
 
 class Cookie:
@@ -150,6 +1062,19 @@ class Cookie:
             self.max_age = max_age
         elif expires is not None:
             self.expires = expires
+
+    @classmethod
+    def _make(cls, attrs: tuple, original: Optional[float], expires: Optional[int]) -> "Cookie":
+        """A cookie from checked attributes and its two times (ms), as a record or the options
+        give them: the one way a Cookie is made other than through its checks."""
+        cookie = cls.__new__(cls)
+        cookie._attrs, cookie._original, cookie._expires = attrs, original, expires
+        return cookie
+
+    @property
+    def has_expiry(self) -> bool:
+        """Whether the cookie has an expiry (else the browser drops it when it closes)."""
+        return self._expires is not None
 
     @property
     def expires(self) -> Optional[datetime]:
@@ -202,17 +1127,23 @@ class Cookie:
     def _stored(self) -> tuple:
         """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
         of attributes, in which only the two times vary."""
+        fields = _templates(self._attrs)[2].copy()
+        fields["originalMaxAge"] = self._original
         ms = self._expires
-        expires = None if ms is None else _iso_ms(ms)
-        original = self._original
-        (before, between, after), _, fields = _templates(self._attrs)
-        fields = fields.copy()
-        fields["originalMaxAge"] = original
-        fields["expires"] = expires
-        return fields, "".join((
+        fields["expires"] = None if ms is None else _iso_ms(ms)
+        return (fields,) + self._json()
+
+    def _json(self) -> tuple:
+        """(``to_json()``, expiry in epoch ms)."""
+        ms, original = self._expires, self._original
+        templates = _templates(self._attrs)
+        if ms is None and original is None:
+            return templates[3], None
+        before, between, after = templates[0]
+        return "".join((
             before, "null" if original is None else
             str(original) if type(original) is int else _encode(original),
-            between, "null" if expires is None else f'"{expires}"', after)), ms
+            between, "null" if ms is None else f'"{_iso_ms(ms)}"', after)), ms
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> "Cookie":
@@ -224,9 +1155,8 @@ class Cookie:
         if not isinstance(rec, Mapping):
             raise TypeError("the record's cookie is not an object")
         get = rec.get
-        c = cls.__new__(cls)
         try:
-            c._attrs = _record_attributes((
+            attrs = _record_attributes((
                 get("partitioned"), get("priority"), get("secure"), get("httpOnly", True),
                 get("domain"), get("path", "/"), get("sameSite")))
         except TypeError as exc:
@@ -238,10 +1168,8 @@ class Cookie:
                                          and abs(original) <= _MAX_AGE * 1000):
             raise ValueError("the stored cookie's originalMaxAge must be a number of ms within "
                              f"{_MAX_AGE * 1000} either way, or null, not {original!r}")
-        c._original = original
         expires = get("expires")
-        c._expires = None if expires is None else _expires_ms(expires)
-        return c
+        return cls._make(attrs, original, None if expires is None else _expires_ms(expires))
 
     def serialize(self, name: str, value: str) -> str:
         """The Set-Cookie header value, attributes in the order the npm package cookie writes them.
@@ -326,18 +1254,28 @@ del _index, _name
 _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
 
 
-@functools.lru_cache(maxsize=64, typed=True)
 def _templates(attrs: tuple) -> tuple:
-    """For cookies with these attributes: the record's JSON cut around its two times,
-    the Set-Cookie attributes cut where Expires goes, and the record's fields (times None).
-    Only the times vary per request."""
-    cookie = Cookie.__new__(Cookie)
-    cookie._attrs = attrs
-    text = _encode(cookie._fields("\0original", "\0expires"))
-    before, rest = text.split('"\\u0000original"')
-    between, after = rest.split('"\\u0000expires"')
-    return ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
-            cookie._fields(None, None))
+    """For cookies with these (checked) attributes: the cookie's JSON cut around its two
+    times, the Set-Cookie attributes cut where Expires goes, the record's fields (times
+    None), the JSON with both times null, and how a record with this cookie first reads
+    (see _Core._read_text).  Only the times vary per request, so this is made once."""
+    found = _TEMPLATES.get(attrs)
+    if found is None:
+        cookie = Cookie._make(attrs, None, None)
+        text = _encode(cookie._fields("\0original", "\0expires"))
+        before, rest = text.split('"\\u0000original"')
+        between, after = rest.split('"\\u0000expires"')
+        null = f"{before}null{between}null{after}"
+        head = '{"cookie":' + before
+        found = ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
+                 cookie._fields(None, None), null, (head, between, after, '{"cookie":' + null))
+        if len(_TEMPLATES) >= 256:
+            _TEMPLATES.clear()
+        _TEMPLATES[attrs] = found
+    return found
+
+
+_TEMPLATES: dict = {}
 
 
 @functools.lru_cache(maxsize=256, typed=True)
@@ -399,358 +1337,24 @@ _DOMAIN = re.compile(r"\.?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PATH = re.compile(r"[\x20-\x3a\x3d-\x7e]*")
 
 
-# ---------------------------------------------------------------- Session
 
-def _reads(method):
-    """Wrap a dict method so calling it marks the session as read (for Vary and change tracking)."""
-    base = getattr(dict, method)
-
-    def wrapper(self, *args, **kwargs):
-        self._use()
-        return base(self, *args, **kwargs)
-    wrapper.__name__ = method
-    wrapper.__doc__ = base.__doc__
-    return wrapper
-
-
-class Session(dict):
-    """The user's session data (a dict of JSON values) plus its ID, cookie and store actions.
-
-    Changes are found by comparing the data's JSON with what was loaded, so
-    ``session["cart"].append(x)`` is saved with no flag to set.  The key
-    ``"cookie"`` is reserved: the cookie is the ``.cookie`` attribute.
-    """
-
-    __slots__ = ("_mw", "_environ", "_opts", "_sid", "_cookie", "_loaded", "_regenerated", "_read",
-                 "_snapshot", "_originals", "_loaded_json", "_saved", "_cookie_pos", "_cookie_id",
-                 "_resend", "_touched", "_destroyed")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """A detached session (for tests): data only; store actions need the middleware."""
-        dict.__init__(self)
-        self._mw = self._environ = self._opts = self._sid = self._cookie = None
-        self._cookie_id = self._resend = None
-        self._loaded = self._regenerated = self._read = self._touched = self._destroyed = False
-        self._snapshot, self._originals, self._saved, self._cookie_pos = "{}", None, None, 0
-        self._loaded_json = None
-        self.update(*args, **kwargs)
-
-    @classmethod
-    def _create(cls, mw: "SessionMiddleware", environ: dict, options: "_CookieOptions",
-                cookie_id: Optional[str], resend: Optional[str],
-                loaded: Optional[tuple]) -> "Session":
-        """A session for one request: loaded (a record and its Cookie), or new (its ID made
-        when first needed)."""
-        self = dict.__new__(cls)
-        self._mw = mw
-        self._environ = environ
-        self._opts = options
-        self._cookie_id = cookie_id
-        self._resend = resend
-        self._read = False
-        self._regenerated = False
-        self._touched = False
-        self._destroyed = False
-        self._originals = None
-        if loaded is None:
-            self._sid = None
-            self._cookie = None
-            self._loaded_json = None
-            self._loaded = False
-            self._snapshot = "{}"
-            self._saved = None
-            self._cookie_pos = 0
-        else:
-            self._sid = cookie_id
-            self._loaded = True
-            self._snapshot = None  # taken on first use: untouched data needs no JSON work
-            self._fill(loaded)
-            self._saved = None if mw.resave else (cookie_id, None)
-        return self
-
-    def _fill(self, loaded: tuple) -> None:
-        """Take the data, cookie and data's JSON of a record that ``SessionMiddleware._load``
-        checked (into an empty session)."""
-        record, self._cookie, self._loaded_json = loaded
-        dict.update(self, record)
-        if self._cookie is None:  # the data alone; the cookie is the options' own (see _load)
-            self._cookie_pos = 0
-            return
-        # express keeps a loaded record's key order: remember where "cookie" was.
-        self._cookie_pos = 0 if next(iter(record)) == "cookie" else list(record).index("cookie")
-        dict.__delitem__(self, "cookie")
-
-    # -- identity and cookie
-
-    @property
-    def id(self) -> str:
-        """The session ID (read-only; ``regenerate()`` replaces it)."""
-        self._read = True
-        return self._ensure_id()
-
-    @property
-    def cookie(self) -> Cookie:
-        """The session cookie: its expiry and attributes, settable per session."""
-        self._read = True
-        return self._ensure_cookie()
-
-    def _ensure_id(self) -> str:
-        if self._sid is None:
-            self._sid = self._middleware()._generate_id(self._environ)
-        return self._sid
-
-    def _ensure_cookie(self) -> Cookie:
-        if self._cookie is None:
-            self._cookie = self._middleware()._new_cookie(self._environ, self._opts)
-        return self._cookie
-
-    def _middleware(self) -> "SessionMiddleware":
-        if self._mw is None:
-            raise SessionError("this session is not attached to a request's SessionMiddleware")
-        return self._mw
-
-    # -- store actions
-
-    def regenerate(self) -> None:
-        """Destroy the stored record and continue, in place, as a new empty session with a new ID.
-
-        Call it at login: an ID an attacker planted before login is worth nothing after.
-        """
-        self._use()
-        if self._sid is not None:
-            self._middleware().store.destroy(self._sid)
-        dict.clear(self)
-        self._sid = self._middleware()._generate_id(self._environ)
-        self._cookie = self._loaded_json = None
-        self._loaded = False
-        self._regenerated = True
-        self._cookie_pos = 0
-
-    def destroy(self) -> None:
-        """Delete the stored record; ``environ[key]`` becomes None and the response expires the cookie."""
-        mw = self._middleware()
-        self._read = True
-        if self._sid is not None:
-            mw.store.destroy(self._sid)
-        self._destroyed = True
-        if self._environ is not None and self._environ.get(mw.environ_key) is self:
-            self._environ[mw.environ_key] = None
-
-    def reload(self) -> None:
-        """Replace the data with what the store holds now; SessionError if the record is gone."""
-        self._use()
-        loaded = self._middleware()._load(self._ensure_id())
-        if loaded is None:
-            raise SessionError(f"session {self._sid[:6]}... is no longer in the store")
-        dict.clear(self)
-        self._fill(loaded)
-
-    def save(self) -> None:
-        """Write the session to the store now; if unchanged after, it is not written again at the end."""
-        self._use()
-        data = self._dump()
-        self._middleware().store.set(self._ensure_id(), self._record(data))
-        self._saved = (self._sid, data)
-
-    def touch(self) -> None:
-        """Reset ``cookie.max_age`` to ``cookie.original_max_age``."""
-        self._ensure_cookie().touch()
-
-    # -- change tracking
-
-    def _use(self) -> None:
-        """Mark the session read and, before the app can change it, keep its JSON to compare with."""
-        self._read = True
-        if self._snapshot is None:
-            if self._loaded_json is not None:  # read as text: the JSON as loaded is known
-                self._snapshot = self._loaded_json
-            else:
-                originals, self._originals = self._originals, None
-                self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
-
-    def _as_loaded(self, originals: dict) -> dict:
-        """The data as loaded: the current data with the keys written so far put back."""
-        data = {}
-        for key, value in dict.items(self):
-            original = originals.get(key, _NOTHING)
-            if original is _NOTHING:
-                data[key] = value
-            elif original is not _MISSING:
-                data[key] = original
-        return data
-
-    def _dump(self) -> str:
-        """The data as JSON (without the cookie); TypeError names the key JSON cannot encode."""
-        # A plain copy: encoding the Session itself would call its items(),
-        # which counts as the app using it.
-        data = dict(dict.items(self))
-        try:
-            try:
-                return _encode(data)
-            except RecursionError:
-                return _on_a_new_stack(_encode, data)
-        except (TypeError, ValueError, RecursionError) as exc:
-            for key, value in dict.items(self):
-                try:
-                    _encode({key: value})
-                except (TypeError, ValueError, RecursionError):
-                    raise TypeError(f"session[{key!r}] cannot be stored as JSON: {exc}") from None
-            raise TypeError(f"session cannot be stored as JSON: {exc}") from None
-
-    def _current(self) -> Optional[str]:
-        """JSON of the data now, or None when it cannot have changed.
-
-        Until the app gets hold of a mutable value, changes can only come
-        through ``session[key] = value``, so comparing the keys written with
-        their loaded values is enough and saves encoding the data twice.  (A
-        session read as text has its JSON as loaded already: see _load.)
-        """
-        if not self._read:
-            return None
-        if self._snapshot is None:
-            originals = self._originals
-            if not originals:
-                return None
-            for key, value in originals.items():
-                now = dict.get(self, key, _MISSING)
-                if now is not value and not _same(now, value):
-                    break
-            else:
-                return None
-        return self._dump()
-
-    def _record(self, data: Optional[str] = None) -> "_Record":
-        """The store record: the cookie at its stored position, then the data.
-
-        Given the data's JSON, the record's JSON is built from it, so the
-        store does not encode the same data a second time.
-        """
-        cookie, cookie_json, ms = self._ensure_cookie()._stored()
-        rec = _Record()
-        rec.expires_ms = ms
-        if self._cookie_pos == 0:
-            rec["cookie"] = cookie
-            rec.update(dict.items(self))
-            if data is not None:
-                rec.text = _join_record('{"cookie":' + cookie_json, data)
-            return rec
-        for i, (key, value) in enumerate(dict.items(self)):
-            if i == self._cookie_pos:
-                rec["cookie"] = cookie
-            rec[key] = value
-        rec.setdefault("cookie", cookie)
-        return rec
-
-    def __repr__(self) -> str:
-        return f"Session({dict.__repr__(self)})"
-
-    # -- reserved key and reads that count as using the session
-
-    def __getitem__(self, key: str) -> Any:
-        self._read = True
-        value = dict.__getitem__(self, key)
-        if self._snapshot is None and type(value) not in _IMMUTABLE:
-            self._use()  # the app may change what it gets: keep what it was
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self._read = True
-        value = dict.get(self, key, default)
-        if self._snapshot is None and type(value) not in _IMMUTABLE:
-            self._use()
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        self._read = True
-        return dict.__contains__(self, key)
-
-    def __len__(self) -> int:
-        self._read = True
-        return dict.__len__(self)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key == "cookie":
-            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
-        self._read = True
-        if self._snapshot is None and self._loaded_json is not None:
-            self._snapshot = self._loaded_json  # read as text: the JSON as loaded is known
-        elif self._snapshot is None:   # remember the loaded value instead of taking a snapshot
-            originals = self._originals
-            if originals is None:
-                originals = self._originals = {}
-            if key not in originals:
-                originals[key] = dict.get(self, key, _MISSING)
-        dict.__setitem__(self, key, value)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key == "cookie":
-            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
-        self._use()
-        return dict.setdefault(self, key, default)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        other = dict(*args, **kwargs)
-        if "cookie" in other:
-            raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
-        self._use()
-        dict.update(self, other)
-
-    def __ior__(self, other: Any) -> "Session":
-        self.update(other)
-        return self
-
-    def copy(self) -> dict:
-        self._use()
-        return dict(dict.items(self))
-
-
-for _name in ("__iter__", "keys", "values",
-              "items", "pop", "popitem", "__delitem__", "clear", "__eq__", "__ne__",
-              "__reversed__", "__or__", "__ror__"):
-    setattr(Session, _name, _reads(_name))
-del _name
-
-
-_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
-_MISSING: Any = object()  # "no such key" among a session's loaded values
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether two values have the same JSON (as express's hash would see them)."""
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return False
-    if type(a) in _IMMUTABLE:
-        return a == b
-    try:
-        return _encode(a) == _encode(b)
-    except (TypeError, ValueError, RecursionError):
-        return False  # the encode at save time names the key
-
-
-def _join_record(head: str, data: str) -> str:
-    """A record's JSON from its cookie's part, ``{"cookie":{...}``, and the data's JSON."""
-    return head + ("}" if data == "{}" else "," + data[1:])
-
-
-class _Record(dict):
-    """A record from the middleware, carrying what stores would otherwise compute again:
-    its JSON (when the data was just encoded) and its expiry in epoch ms."""
-
-    __slots__ = ("text", "expires_ms")
-
-
-# ---------------------------------------------------------------- stores
+# ---------------------------------------------------------------- records
 
 def encode_record(record: Mapping[str, Any]) -> str:
     """The record's JSON exactly as express writes it: compact, UTF-8, no NaN."""
-    text = getattr(record, "text", None) if type(record) is _Record else None
-    return _encode(record) if text is None else text
+    text = record.text if type(record) is _Record else None
+    if text is not None:
+        return text
+    try:
+        return _encode(record)
+    except RecursionError:  # deeper than this thread's stack leaves room for: see _decode
+        return _on_a_new_stack(_encode, record)
 
 
 def decode_record(text: Union[str, bytes]) -> dict:
-    """Parse a stored record; ValueError unless it is a JSON object with a ``cookie`` object."""
+    """Parse a stored record; ValueError unless it is a JSON object with a ``cookie`` object,
+    in JSON that ``JSON.parse`` reads (no NaN or Infinity) and not nested beyond what the
+    encoder accepts."""
     record = _decode(text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text)
     if type(record) is not dict or type(record.get("cookie")) is not dict:
         raise ValueError("not a session record: a JSON object with a 'cookie' object")
@@ -759,602 +1363,99 @@ def decode_record(text: Union[str, bytes]) -> dict:
 
 def expires_at(record: Mapping[str, Any]) -> Optional[float]:
     """Epoch seconds of ``record["cookie"]["expires"]`` (ISO string or datetime), or None."""
-    ms = getattr(record, "expires_ms", _NOTHING) if type(record) is _Record else _NOTHING
-    if ms is not _NOTHING:
+    if type(record) is _Record:
+        ms = record.expires_ms
         return None if ms is None else ms / 1000
     cookie = record.get("cookie")
     expires = cookie.get("expires") if isinstance(cookie, dict) else None
     return None if expires is None else _expires_ms(expires) / 1000
 
 
-class Store:
-    """Where sessions live between requests: the base every store implements.
+class _Record(dict):
+    """A record from the middleware, carrying what stores would otherwise compute again:
+    its JSON (or None), its expiry in epoch ms, and whether a touch may move an expiry
+    that another request just moved later (``keep_later``: see Change)."""
 
-    Records are dicts in express-session's format (see ``encode_record``).  A
-    record expires at its ``cookie.expires``, or ``ttl`` seconds after its last
-    write when it has none; an expired record is never returned.  Every store
-    must be safe to share between the threads of one process.
-    """
+    __slots__ = ("text", "cookie_text", "expires_ms", "keep_later")
 
-    ttl: float = 86400
-
-    def get(self, sid: str) -> Optional[dict]:
-        """The live record for ``sid``, or None if it is missing or expired."""
-        raise NotImplementedError
-
-    def set(self, sid: str, record: dict) -> None:
-        """Create or replace the record, with its expiry."""
-        raise NotImplementedError
-
-    def destroy(self, sid: str) -> None:
-        """Delete the record; deleting a missing one is not an error."""
-        raise NotImplementedError
-
-    def touch(self, sid: str, record: dict) -> None:
-        """Move the expiry to the one ``record`` gives, without rewriting data; no-op if gone."""
-        raise NotImplementedError
-
-    def all(self) -> dict:
-        """Every live record, by ID."""
-        raise NotImplementedError
-
-    def ids(self) -> list:
-        """The IDs of the live records."""
-        return list(self.all())
-
-    def length(self) -> int:
-        """How many live records there are."""
-        return len(self.all())
-
-    def clear(self) -> None:
-        """Delete every record."""
-        raise NotImplementedError
-
-    def prune(self) -> int:
-        """Delete expired records now and return how many; stores whose backend expires
-        records by itself return 0."""
-        return 0
-
-    def close(self) -> None:
-        """Release connections and files the store opened (never a client it was given)."""
-
-    def expiry_time(self, record: Mapping[str, Any], now: Optional[float] = None) -> float:
-        """Epoch seconds when ``record`` expires: its cookie's expiry, else ``ttl`` from now."""
-        at = expires_at(record)
-        if at is not None:
-            return at
-        return (time.time() if now is None else now) + self.ttl
-
-
-class MemoryStore(Store):
-    """Sessions in this process's memory: for development, tests and single-process apps.
-
-    Records are kept as JSON strings, so the app can never change stored state
-    through a reference.  Expired records are found through a heap ordered by
-    expiry, so removing them never scans the whole store (express's
-    MemoryStore only drops an expired record when it is asked for it again).
-    """
-
-    def __init__(self, *, ttl: float = 86400) -> None:
-        _check_ttl(ttl)
-        self.ttl = ttl
-        self._lock = threading.Lock()  # held by writers; readers need none (see get)
-        # sid -> (expiry, record JSON, cookie as last touched or None).  Entries
-        # are tuples, replaced whole, so a reader always sees a consistent one.
-        self._data: dict = {}
-        self._heap: list = []  # (expiry, sid); stale pairs are skipped when popped
-
-    def get(self, sid: str) -> Optional[dict]:
-        entry = self._data.get(sid)  # one atomic dict read: no lock needed
-        if entry is None:
-            return None
-        if entry[0] <= time.time():
-            with self._lock:
-                if self._data.get(sid) is entry:  # not replaced meanwhile by a set()
-                    del self._data[sid]
-            return None
-        record = _decode(entry[1])
-        if entry[2] is not None:
-            record["cookie"] = dict(entry[2])
+    @classmethod
+    def of(cls, text: str, expires: Optional[float]) -> "_Record":
+        """The record whose JSON is ``text``, for a store that writes dicts (see Store.merge)."""
+        record = cls(decode_record(text))
+        record.text, record.cookie_text = text, None
+        record.expires_ms = None if expires is None else round(expires * 1000)
+        record.keep_later = True
         return record
 
-    def set(self, sid: str, record: dict) -> None:
-        text = encode_record(record)
-        now = time.time()
-        self._set_text(sid, text, self.expiry_time(record, now), now)
 
-    def _set_text(self, sid: str, text: str, expiry: Optional[float] = None,
-                  now: Optional[float] = None) -> None:
-        """Store a record's JSON until ``expiry`` (by default ``ttl`` from now; removed at once
-        if it has passed).  The middleware gives it the JSON of records whose cookie has no
-        expiry (see the shortcut below)."""
-        if now is None:
-            now = time.time()
-        if expiry is None:
-            expiry = now + self.ttl
-        with self._lock:
-            if self._heap and self._heap[0][0] <= now:
-                self._expire(now)
-            if expiry <= now:
-                self._data.pop(sid, None)
-                return
-            # No call while the lock is held, in the common case: the interpreter switches
-            # threads at calls, and a thread switched out holding the lock stalls every other
-            # set() (measured: two threads' sets at 0.35 of a plain locked dict, 0.87 without).
-            data = self._data
-            previous = data[sid] if sid in data else None
-            data[sid] = (expiry, text, None)
-            if previous is None or expiry < previous[0]:
-                self._schedule(expiry, sid)
+class Change:
+    """One request's write to a session record, as ``Store.merge`` receives it.
 
-    def destroy(self, sid: str) -> None:
-        with self._lock:
-            self._data.pop(sid, None)
-
-    def touch(self, sid: str, record: dict) -> None:
-        cookie = dict(record["cookie"])
-        now = time.time()
-        self._retime(sid, self.expiry_time(record, now), now, cookie)
-
-    def _retime(self, sid: str, expiry: float, now: float, cookie: Optional[dict],
-                head: Optional[str] = None) -> None:
-        """Give a live record a new expiry and its cookie as touched (None: the one in its
-        text); with ``head``, only if its text starts so and no cookie is kept apart."""
-        with self._lock:
-            data = self._data
-            entry = data[sid] if sid in data else None  # no call under the lock: see _set_text
-            if entry is None or entry[0] <= now:
-                return
-            if head is not None and (entry[2] is not None or not entry[1].startswith(head)):
-                return
-            data[sid] = (expiry, entry[1], cookie)
-            if expiry < entry[0]:
-                self._schedule(expiry, sid)
-
-    def all(self) -> dict:
-        now = time.time()
-        with self._lock:
-            live = [sid for sid, e in self._data.items() if e[0] > now]
-        return {sid: record for sid in live if (record := self.get(sid)) is not None}
-
-    def length(self) -> int:
-        with self._lock:
-            self._expire(time.time())
-            return len(self._data)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._heap.clear()
-
-    def prune(self) -> int:
-        with self._lock:
-            return self._expire(time.time())
-
-    def close(self) -> None:
-        self.clear()
-
-    # -- the middleware's shortcut for records whose cookie is its options' own, with no
-    #    expiry: it reads and writes their JSON as text.  Used on MemoryStore itself
-    #    only, never on a subclass, which may override get() and set().
-
-    def _text(self, sid: str) -> Optional[str]:
-        """The live record's JSON as stored, or None: missing, expired, or touched (a touched
-        record's cookie is kept apart from its text)."""
-        entry = self._data.get(sid)
-        if entry is None or entry[2] is not None or entry[0] <= time.time():
-            return None
-        return entry[1]
-
-    def _extend(self, sid: str, head: str) -> None:
-        """touch() for a record whose text starts with ``head``, its cookie with no expiry: only
-        the expiry moves, to ``ttl`` from now.  A record replaced or touched meanwhile is left
-        alone, as if that write had come after this touch."""
-        now = time.time()
-        self._retime(sid, now + self.ttl, now, None, head)
-
-    def _schedule(self, expiry: float, sid: str) -> None:
-        """File a new expiry in the heap.  Callers skip this when the record's expiry only
-        moved later: its old heap entry comes due first and _expire() then re-files it."""
-        heap = self._heap
-        heapq.heappush(heap, (expiry, sid))
-        if len(heap) > 2 * len(self._data) + 64:
-            # Touches leave stale heap entries behind; rebuilding from the live
-            # entries now and then keeps the heap proportional to the store.
-            self._heap = [(e[0], s) for s, e in self._data.items()]
-            heapq.heapify(self._heap)
-
-    def _expire(self, now: float) -> int:
-        heap, data, removed = self._heap, self._data, 0
-        while heap and heap[0][0] <= now:
-            _, sid = heapq.heappop(heap)
-            entry = data.get(sid)
-            if entry is None:
-                continue
-            if entry[0] <= now:
-                del data[sid]
-                removed += 1
-            else:  # its expiry moved later since it was filed: file it again
-                heapq.heappush(heap, (entry[0], sid))
-        return removed
-
-
-# ---------------------------------------------------------------- middleware
-
-_COOKIE_OPTIONS = ("max_age", "expires", "http_only", "secure", "same_site", "domain", "path",
-                   "partitioned", "priority")
-
-
-class SessionMiddleware:
-    """WSGI middleware that gives each request a session, as express-session does for Express.
-
-    ``secret`` signs the cookie: a str/bytes, or a list whose first entry signs
-    and every entry verifies, so secrets rotate without logging anyone out.
-    Options are validated here, at construction; see the README for each.
+    ``base`` is the record's JSON as the request loaded it (or last wrote it), None for
+    a new session; ``text`` the record's JSON as the request would write it; ``expires``
+    its expiry in epoch seconds, or None when the cookie has none (the store's ttl then
+    applies).  When the stored record is no longer ``base``, ``apply`` merges: the keys
+    this request set, changed in place or deleted, applied to the record as stored.  A
+    store keeps the later of its stored expiry and ``expires`` when ``keep_later``
+    (False only when the request itself changed the cookie's lifetime).
     """
 
-    def __init__(self, app: Callable, *, secret: Union[Secret, Sequence[Secret], None] = None,
-                 store: Optional[Store] = None, name: str = "connect.sid",
-                 cookie: Union[Mapping[str, Any], Callable[[dict], Mapping[str, Any]], None] = None,
-                 genid: Optional[Callable[[dict], str]] = None, proxy: Optional[bool] = None,
-                 resave: bool = False, save_uninitialized: bool = False, rolling: bool = False,
-                 unset: str = "keep", environ_key: str = "session") -> None:
-        if not callable(app):
-            raise TypeError("app must be a WSGI callable")
-        self.app = app
-        self._warned_insecure = self._warned_same_site = False
-        self.secrets = _check_secrets(secret)
-        self._signing_key = _key(self.secrets[0])
-        self._verify_keys = [_key(s) for s in self.secrets]
-        self._verified: dict = {}  # cookie value -> (ID, value to re-send) that passed _verify
-        self._verified_headers: dict = {}  # the same, by the whole Cookie header it came in
-        if store is None:
-            store = MemoryStore()
-        for method in ("get", "set", "destroy", "touch"):
-            if not callable(getattr(store, method, None)):
-                raise TypeError(f"store must be a session.Store (it has no {method}() method)")
-        self.store = store
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-            raise ValueError(f"name must be a cookie name (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
-        self.name = name
-        if cookie is None or isinstance(cookie, Mapping):
-            self._cookie_fn = None
-            self._options = _CookieOptions(cookie or {})
-            self._check_same_site_secure(self._options)
-            self._record_head = _record_head(self._options)
-        elif callable(cookie):
-            self._cookie_fn = cookie
-            self._options = None
-            self._record_head = None
-        else:
-            raise TypeError("cookie must be a dict of cookie options or a callable(environ) returning one")
-        if genid is not None and not callable(genid):
-            raise TypeError("genid must be a callable(environ) returning a session ID")
-        self.genid = genid
-        if proxy not in (None, True, False):
-            raise TypeError("proxy must be None, True or False")
-        self.proxy = bool(proxy)
-        for option, value in (("resave", resave), ("save_uninitialized", save_uninitialized),
-                              ("rolling", rolling)):
-            if not isinstance(value, bool):
-                raise TypeError(f"{option} must be True or False, not {value!r}")
-        self.resave = resave
-        self.save_uninitialized = save_uninitialized
-        self.rolling = rolling
-        if unset not in ("keep", "destroy"):
-            raise ValueError(f'unset must be "keep" or "destroy", not {unset!r}')
-        self.unset_destroy = unset == "destroy"
-        if not isinstance(environ_key, str) or not environ_key:
-            raise TypeError("environ_key must be a non-empty str")
-        self.environ_key = environ_key
+    __slots__ = ("base", "text", "expires", "keep_later")
 
-    # -- the request
+    def __init__(self, base: Optional[str], text: str, expires: Optional[float],
+                 keep_later: bool = True) -> None:
+        self.base, self.text, self.expires, self.keep_later = base, text, expires, keep_later
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        key = self.environ_key
-        if environ.get(key) is not None:
-            return self.app(environ, start_response)
-        options = self._options or self._request_options(environ)
-        if options.path != "/" and not _request_path(environ).startswith(options.path or "/"):
-            return self.app(environ, start_response)
+    def changes(self) -> tuple:
+        """(keys set, with their values; keys deleted): what this request changed at the top
+        level of the data, against ``base`` (the cookie is not among them)."""
+        mine = _decode(self.text)
+        base = _decode(self.base) if self.base is not None else {}
+        sets = {key: value for key, value in mine.items()
+                if key != "cookie" and (key not in base or not _same(base[key], value))}
+        deleted = [key for key in base if key != "cookie" and key not in mine]
+        return sets, deleted
 
-        header = environ.get("HTTP_COOKIE")
-        # A returning visitor's header, verified before, is found whole (see _read_cookie).
-        cookie_id, resend = self._verified_headers.get(header) or self._read_cookie(header)
-        loaded = self._load(cookie_id) if cookie_id else None
-        sess = Session._create(self, environ, options, cookie_id, resend, loaded)
-        environ[key] = sess
-        exchange = _Exchange(self, sess, start_response)
-        result = self.app(environ, exchange.start_response)
-        if type(result) is list or type(result) is tuple:
-            # The body is complete: no app code runs between the two steps, so
-            # the data is encoded once for both.
-            current = sess._current()
-            if not self._end_as_text(sess, exchange, current):
-                exchange.send_headers(current)
-                self._finish(sess, current)
-            return result
-        exchange.body = result
-        return exchange
+    def cookie(self) -> dict:
+        """The cookie of the record this request would write."""
+        return _decode(self.text)["cookie"]
 
-    def _load(self, sid: str) -> Optional[tuple]:
-        """(stored record, its Cookie, None), or None when it is missing or not a session.
-
-        From MemoryStore, a record whose cookie is the one the options make, with no
-        expiry, is read as (its data alone, None, the data's JSON): its cookie is made
-        only if asked for, and the JSON is what a change is found against, with no
-        encoding (the record's text is our own encoder's, so encoding the data again
-        would give the same string).
-        """
-        head = self._record_head
-        if head is not None and type(self.store) is MemoryStore:
-            text = self.store._text(sid)
-            if text is not None and text.startswith(head):
-                end = len(head)
-                data = "{" + text[end + 1:] if text[end] == "," else "{}"
-                try:
-                    return _decode(data), None, data
-                except ValueError as exc:
-                    log.warning("session record %.6s... is not a valid session (%s); starting a "
-                                "new one", sid, exc)
-                    return None
-        record = self.store.get(sid)
-        if record is None:
-            return None
+    def apply(self, stored: str) -> tuple:
+        """(JSON, expiry in epoch seconds or None) of the record ``stored`` with this
+        request's changes applied: keys keep their stored order, new ones come last; the
+        cookie is this request's, unless ``keep_later`` and the stored one expires later."""
         try:
-            if type(record) is not dict and not isinstance(record, dict):
-                raise TypeError("the record is not an object")
-            cookie = Cookie.from_record(record["cookie"])
-            # The data must be JSON as JSON.parse reads it (no NaN, no depth the encoder refuses):
-            # what cannot be saved again must not be loaded.
-            data = {k: v for k, v in record.items() if k != "cookie"}
-            try:
-                data = _encode(data)
-            except RecursionError:
-                data = _on_a_new_stack(_encode, data)
-            return record, cookie, data
-        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-            log.warning("session record %.6s... is not a valid session (%s); starting a new one",
-                        sid, exc)
-            return None
-
-    def _response_headers(self, sess: Session, headers: list, current: Any = _NOTHING) -> list:
-        """The app's headers plus our Set-Cookie (per shouldSetCookie) and Vary: Cookie."""
-        set_cookie = None
-        if sess._environ.get(self.environ_key) is None:
-            if (sess._destroyed or self.unset_destroy) and sess._cookie_id:
-                set_cookie = self._expired_cookie(sess)
-        elif self._should_set_cookie(sess, sess._current() if current is _NOTHING else current):
-            cookie = sess._ensure_cookie()
-            if cookie.secure and not self._is_secure(sess._environ):
-                self._warn_insecure()
-            else:
-                self._touch_once(sess)
-                sid = sess._ensure_id()
-                # The cookie the browser sent is re-sent as it is when the first secret made it.
-                value = sess._resend if sid == sess._cookie_id else None
-                set_cookie = cookie.serialize(self.name, value or self._cookie_value(sid))
-        if set_cookie is None and not sess._read:
-            return headers
-        headers = list(headers)
-        if set_cookie is not None:
-            headers.append(("Set-Cookie", set_cookie))
-        _add_vary_cookie(headers)
-        return headers
-
-    def _finish(self, sess: Session, current: Any = _NOTHING) -> None:
-        """Save, touch or destroy the stored record, as express does when the response ends."""
-        if sess._environ.get(self.environ_key) is None:
-            if self.unset_destroy and sess._sid is not None and not sess._destroyed:
-                self.store.destroy(sess._sid)
+            record = decode_record(stored)
+        except ValueError:
+            return self.text, self.expires  # what is stored is not a session: this one replaces it
+        sets, deleted = self.changes()
+        for key in deleted:
+            record.pop(key, None)
+        record.update(sets)
+        expires = self.expires
+        theirs = _record_expiry(record)
+        if self.keep_later and theirs is not None and (expires is None or theirs > expires):
+            expires = theirs
         else:
-            if current is _NOTHING:
-                current = sess._current()
-            # The cookie is still the options' own, with no expiry: MemoryStore takes the
-            # record as text, its cookie's part already made (see _load).
-            as_text = (sess._cookie is None and self._record_head is not None
-                       and type(self.store) is MemoryStore)
-            # (As text, there is no Cookie object to touch: the store moves the expiry.)
-            if self._should_save(sess, current):
-                # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
-                data = current or sess._snapshot or sess._dump()
-                if as_text:
-                    self._write_as_text(sess._ensure_id(), data)
-                else:
-                    self._touch_once(sess)
-                    self.store.set(sess._ensure_id(), sess._record(data))
-            elif self._should_touch(sess, current):
-                if as_text:
-                    self._write_as_text(sess._sid, None)
-                else:
-                    self._touch_once(sess)
-                    self.store.touch(sess._sid, sess._record())
-        sess._environ = None  # the request is over: drop the environ <-> session cycle
+            record["cookie"] = self.cookie()
+        return _encode(record), expires
 
-    def _end_as_text(self, sess: Session, exchange: "_Exchange", current: Optional[str]) -> bool:
-        """Headers and store write at once for the usual request, or False (doing nothing).
-
-        The usual request: a session read from MemoryStore as text (see _load), still
-        attached, neither regenerated, destroyed nor saved by the app, without rolling or
-        resave, its headers not sent yet.  express's four decisions then come down to: no
-        Set-Cookie (the cookie has no expiry); Vary when the session was read; save when the
-        data changed, else touch.  Any other request goes through _response_headers and
-        _finish, which decide in full (TestMemoryStoreAsText checks the two ways agree).
-        """
-        saved = sess._saved
-        if (sess._cookie is not None or sess._loaded_json is None or saved is None or saved[1] is not None
-                or sess._destroyed or self.rolling or exchange._sent or exchange._status is None
-                or type(self.store) is not MemoryStore or sess._environ.get(self.environ_key) is None):
-            return False
-        headers = exchange._headers
-        if sess._read:
-            headers = list(headers)
-            _add_vary_cookie(headers)
-        exchange._sent = True
-        exchange._write = exchange._start_response(exchange._status, headers, exchange._exc_info)
-        changed = current is not None and current != sess._snapshot
-        self._write_as_text(sess._sid, current if changed else None)
-        sess._environ = None  # as _finish does
-        return True
-
-    def _write_as_text(self, sid: str, data: Optional[str]) -> None:
-        """Save MemoryStore's record as text, its cookie the options' own (see _load), with
-        ``data`` as the data's JSON; with None, only touch it (its expiry moves)."""
-        if data is None:
-            self.store._extend(sid, self._record_head)
-        else:
-            self.store._set_text(sid, _join_record(self._record_head, data))
-
-    @staticmethod
-    def _touch_once(sess: Session) -> None:
-        if not sess._touched:
-            if sess._cookie is not None:  # else it is made when needed, and starts its clock then
-                sess._cookie.touch()
-            sess._touched = True
-
-    # -- express-session's four decisions
-
-    def _should_set_cookie(self, sess: Session, current: Optional[str]) -> bool:
-        if not sess._loaded:
-            return self.save_uninitialized or self._is_modified(sess, current)
-        cookie = sess._cookie  # None: the options' own, with no expiry (see _load)
-        return self.rolling or (cookie is not None and cookie._expires is not None
-                                and self._is_modified(sess, current))
-
-    def _should_save(self, sess: Session, current: Optional[str]) -> bool:
-        if not self.save_uninitialized and sess._saved is None and not sess._loaded:
-            return self._is_modified(sess, current)
-        return not self._is_saved(sess, current)
-
-    def _should_touch(self, sess: Session, current: Optional[str]) -> bool:
-        return sess._loaded and not self._should_save(sess, current)
-
-    @staticmethod
-    def _is_modified(sess: Session, current: Optional[str]) -> bool:
-        return sess._regenerated or (current is not None and current != sess._snapshot)
-
-    @staticmethod
-    def _is_saved(sess: Session, current: Optional[str]) -> bool:
-        if sess._saved is None:
-            return False
-        saved_id, saved_data = sess._saved
-        if saved_id != sess._sid:
-            return False
-        if saved_data is None:  # loaded and not yet changed: the store holds the snapshot
-            return current is None or current == sess._snapshot
-        return (current or sess._snapshot) == saved_data
-
-    # -- helpers for the above
-
-    def _generate_id(self, environ: dict) -> str:
-        if self.genid is None:
-            return _secrets.token_urlsafe(24)
-        sid = self.genid(environ)
-        if not isinstance(sid, str) or not sid:
-            raise TypeError(f"genid must return a non-empty str, not {sid!r}")
-        if not sid.isascii():
-            try:
-                sid.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(f"genid must return a str that is valid Unicode (no lone "
-                                 f"surrogates), not {sid!r}") from None
-        return sid
-
-    def _new_cookie(self, environ: dict, options: "_CookieOptions") -> Cookie:
-        return options.new_cookie(lambda: self._is_secure(environ))
-
-    def _request_options(self, environ: dict) -> "_CookieOptions":
-        options = self._cookie_fn(environ)
-        if not isinstance(options, Mapping):
-            raise TypeError("the cookie callable must return a dict of cookie options")
-        options = _CookieOptions(options)
-        self._check_same_site_secure(options)
-        return options
-
-    def _cookie_value(self, sid: str, signature: Optional[str] = None) -> str:
-        """``s:<id>.<signature>``, percent-encoded as express sends it."""
-        signature = signature or _mac(sid, self._signing_key)
-        if _URL_SAFE_ID.fullmatch(sid):  # token_urlsafe's alphabet needs no escaping; base64 has + and /
-            return f"s%3A{sid}.{signature.replace('+', '%2B').replace('/', '%2F')}"
-        return _encode_uri_component(f"s:{sid}.{signature}")
-
-    def _read_cookie(self, header: str) -> tuple:
-        """(session ID, the cookie value to send back for it) from our cookie in ``header``,
-        or (None, None); never raises.  The value to send back is None when an older
-        secret signed the cookie: it is then re-signed with the first."""
-        # Returning visitors send the same header, or at least the same cookie,
-        # again and again.  Only what passed the full check below is remembered,
-        # keyed by all of it as sent (parsing and decoding are deterministic), so
-        # a forged one can never hit; the bound keeps memory flat.  __call__
-        # looks the whole header up before calling this.
-        if not header:
-            return None, None
-        raw = _raw_cookie(header, self.name)
-        if raw is None:
-            return None, None
-        verified = self._verified.get(raw)
-        if verified is not None:
-            self._remember(self._verified_headers, header, verified)
-            return verified
-        value = _decode_uri_component(raw)
-        if not value.startswith("s:"):
-            return None, None
-        sid, key = _verify(value[2:], self._verify_keys)
-        if not sid:
-            return None, None
-        verified = sid, (self._cookie_value(sid, value[value.rfind(".") + 1:]) if key == 0 else None)
-        self._remember(self._verified, raw, verified)
-        self._remember(self._verified_headers, header, verified)
-        return verified
-
-    @staticmethod
-    def _remember(verified: dict, key: str, result: tuple) -> None:
-        if len(key) <= _VERIFIED_KEY_MAX:
-            if len(verified) >= _VERIFIED_CACHE_SIZE:
-                verified.clear()
-            verified[key] = result
-
-    def _is_secure(self, environ: dict) -> bool:
-        if environ.get("wsgi.url_scheme") == "https":
-            return True
-        if not self.proxy:
-            return False
-        proto = environ.get("HTTP_X_FORWARDED_PROTO", "")
-        return proto.split(",", 1)[0].strip().lower() == "https"
-
-    def _expired_cookie(self, sess: Session) -> str:
-        cookie = sess._cookie or self._new_cookie(sess._environ, sess._opts)
-        gone = Cookie.__new__(Cookie)
-        gone._attrs, gone._original, gone._expires = cookie._attrs, None, 0
-        return gone.serialize(self.name, "")
-
-    def _warn_insecure(self) -> None:
-        if not self._warned_insecure:
-            self._warned_insecure = True
-            log.warning("session cookie is secure but the request is not HTTPS, so no cookie was "
-                        "sent; behind a TLS-terminating proxy, pass proxy=True to trust "
-                        "X-Forwarded-Proto")
-
-    def _check_same_site_secure(self, options: "_CookieOptions") -> None:
-        if (options.same_site == "none" and not options.secure
-                and not self._warned_same_site):
-            self._warned_same_site = True
-            log.warning('cookie same_site="none" without secure: browsers reject such cookies; '
-                        'set secure=True (or "auto")')
+    def __repr__(self) -> str:
+        return f"Change(base={self.base!r:.40}, text={self.text!r:.60}, expires={self.expires!r})"
 
 
-# ---------------------------------------------------------------- private helpers
+def _record_expiry(record: dict) -> Optional[float]:
+    """A decoded record's ``cookie.expires`` in epoch seconds, or None (unset or unreadable)."""
+    try:
+        return expires_at(record)
+    except ValueError:
+        return None
 
-_VERIFIED_CACHE_SIZE = 4096  # cookie values (and headers) remembered as verified, per middleware
-_VERIFIED_KEY_MAX = 1024     # longer ones are checked every time rather than kept
-# The longest cookie lifetime accepted, either way, in seconds.  Beyond a few thousand years
-# an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
-_MAX_AGE = 10_000_000_000
-_URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
-_COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\1')  # RFC 6265 cookie-value
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+def _join_record(head: str, data: str) -> str:
+    """A record's JSON from its cookie's part, ``{"cookie":{...}``, and the data's JSON."""
+    return head + ("}" if data == "{}" else "," + data[1:])
+
 
 
 def _json_encoder() -> Callable[[Any], str]:
@@ -1429,90 +1530,405 @@ def _on_a_new_stack(function: Callable[[Any], Any], arg: Any) -> Any:
     raise value
 
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
+# ---------------------------------------------------------------- stores
 
-class _CookieOptions:
-    """Cookie options checked once: what every new session's cookie starts from."""
+class Store:
+    """Where sessions live between requests: the base every store implements.
 
-    __slots__ = ("max_age_ms", "expires_ms", "secure", "same_site", "path", "_attrs")
+    Records are dicts in express-session's format (see ``encode_record``).  A
+    record expires at its ``cookie.expires``, or ``ttl`` seconds after its last
+    write when it has none; an expired record is never returned.  Every store
+    must be safe to share between the threads of one process.
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - set(_COOKIE_OPTIONS))
-        if unknown:
-            raise TypeError(f"unknown cookie option(s): {', '.join(map(repr, unknown))} "
-                            f"(known: {', '.join(_COOKIE_OPTIONS)})")
-        get = options.get
-        self.max_age_ms = _max_age_ms(get("max_age"), "cookie max_age", allow_negative=False)
-        expires = get("expires")
-        self.expires_ms = None if expires is None else _expires_option_ms(expires, "cookie expires")
-        # "auto" is resolved per request; the rest is checked as any cookie attribute is.
-        secure, same_site = get("secure"), get("same_site")
-        if secure != "auto":
-            _check_cookie_attribute("secure", secure)
-        if isinstance(same_site, str) and same_site.lower() == "auto":
-            same_site = "auto"
+    A store must implement get, set, destroy, touch, all and clear.  It may also
+    offer ``get_text`` (records as JSON text, so the middleware decodes only what
+    it needs), ``merge`` (a concurrent-safe write of one request's changes) and
+    coroutine forms ``a<method>`` (for ASGI); each has a correct default here,
+    and the middleware uses a store's own only when it is defined no higher in
+    the store's classes than the method it stands for (a subclass overriding
+    ``get`` alone keeps being read through ``get``).  See "Writing a store" in
+    docs/stores.md.
+    """
+
+    ttl: float = 86400
+
+    def get(self, sid: str) -> Optional[dict]:
+        """The live record for ``sid``, or None if it is missing or expired."""
+        raise NotImplementedError
+
+    def set(self, sid: str, record: dict) -> None:
+        """Create or replace the record, with its expiry."""
+        raise NotImplementedError
+
+    def destroy(self, sid: str) -> None:
+        """Delete the record; deleting a missing one is not an error."""
+        raise NotImplementedError
+
+    def touch(self, sid: str, record: dict) -> None:
+        """Move the expiry to the one ``record`` gives, without rewriting data; no-op if gone.
+        Never move it earlier than the stored one when ``getattr(record, "keep_later", True)``."""
+        raise NotImplementedError
+
+    def all(self) -> dict:
+        """Every live record, by ID."""
+        raise NotImplementedError
+
+    def ids(self) -> list:
+        """The IDs of the live records."""
+        return list(self.all())
+
+    def length(self) -> int:
+        """How many live records there are."""
+        return len(self.all())
+
+    def clear(self) -> None:
+        """Delete every record."""
+        raise NotImplementedError
+
+    def prune(self) -> int:
+        """Delete expired records now and return how many; stores whose backend expires
+        records by itself return 0."""
+        return 0
+
+    def close(self) -> None:
+        """Release connections and files the store opened (never a client it was given)."""
+
+    def expiry_time(self, record: Mapping[str, Any], now: Optional[float] = None) -> float:
+        """Epoch seconds when ``record`` expires: its cookie's expiry, else ``ttl`` from now."""
+        at = expires_at(record)
+        if at is not None:
+            return at
+        return (time.time() if now is None else now) + self.ttl
+
+    # -- optional: override to be faster or safer; these defaults are correct
+
+    def get_text(self, sid: str) -> Optional[str]:
+        """The live record's JSON as stored, or None.  A store that keeps JSON returns it
+        without decoding: the middleware reads (and checks) only what it needs."""
+        record = self.get(sid)
+        return None if record is None else encode_record(record)
+
+    def merge(self, sid: str, change: Change) -> bool:
+        """Write one request's change into the record as it is stored now; True if written.
+
+        Nothing is written, and False returned, when ``change.base`` is None (a new
+        session) and a live record has this ID, or when it is not None and no live
+        record has.  Otherwise the store writes ``change.text`` if it still holds
+        ``change.base``, else ``change.apply(stored)``, as one atomic step (a
+        compare-and-set, retried).  This default reads, merges and writes without a
+        lock: right when requests on one session do not overlap, not when they do.
+        """
+        record = self.get(sid)
+        if (record is None) != (change.base is None):
+            return False
+        stored = None if record is None else encode_record(record)
+        if stored is None or stored == change.base:
+            text, expires = change.text, change.expires
         else:
-            same_site = _check_cookie_attribute("same_site", same_site)
-            if isinstance(same_site, str):
-                same_site = same_site.lower()
-            elif same_site is False:
-                same_site = None
-        priority = _check_cookie_attribute("priority", get("priority"))
-        self.secure, self.same_site = secure, same_site
-        self.path = _check_cookie_attribute("path", get("path", "/"))
-        self._attrs = (_check_cookie_attribute("partitioned", get("partitioned")),
-                       priority and priority.lower(),
-                       None if secure == "auto" else secure,
-                       _check_cookie_attribute("http_only", get("http_only", True)),
-                       _check_cookie_attribute("domain", get("domain")),
-                       self.path,
-                       None if same_site == "auto" else same_site)
+            text, expires = change.apply(stored)
+        self.set(sid, _Record.of(text, expires))
+        return True
 
-    def new_cookie(self, is_secure: Callable[[], bool]) -> Cookie:
-        c = Cookie.__new__(Cookie)
-        if self.max_age_ms is not None:
-            c._original = self.max_age_ms
-            c._expires = _now_ms() + int(self.max_age_ms)
-        elif self.expires_ms is not None:
-            c._expires = self.expires_ms
-            c._original = c._expires - _now_ms()
-        else:
-            c._expires = c._original = None
-        attrs = self._attrs
-        if self.secure == "auto" or self.same_site == "auto":
-            secure = is_secure()
-            attrs = (attrs[0], attrs[1], secure if self.secure == "auto" else attrs[2], attrs[3],
-                     attrs[4], attrs[5],
-                     ("none" if secure else "lax") if self.same_site == "auto" else attrs[6])
-        c._attrs = attrs
-        return c
+    async def aget(self, sid: str) -> Optional[dict]:
+        """``get``, awaitable; this default runs it in a thread."""
+        return await _in_thread(self.get, sid)
+
+    async def aget_text(self, sid: str) -> Optional[str]:
+        """``get_text``, awaitable; this default runs it in a thread."""
+        return await _in_thread(self.get_text, sid)
+
+    async def aset(self, sid: str, record: dict) -> None:
+        """``set``, awaitable; this default runs it in a thread."""
+        await _in_thread(self.set, sid, record)
+
+    async def amerge(self, sid: str, change: Change) -> bool:
+        """``merge``, awaitable; this default runs it in a thread."""
+        return await _in_thread(self.merge, sid, change)
+
+    async def atouch(self, sid: str, record: dict) -> None:
+        """``touch``, awaitable; this default runs it in a thread."""
+        await _in_thread(self.touch, sid, record)
+
+    async def adestroy(self, sid: str) -> None:
+        """``destroy``, awaitable; this default runs it in a thread."""
+        await _in_thread(self.destroy, sid)
 
 
-def _record_head(options: _CookieOptions) -> Optional[str]:
-    """How a stored record begins when its cookie is the one ``options`` make and has no
-    expiry: ``{"cookie":{...}``; None when that cookie has an expiry or depends on the request."""
-    if (options.max_age_ms is not None or options.expires_ms is not None
-            or options.secure == "auto" or options.same_site == "auto"):
-        return None
-    return '{"cookie":' + options.new_cookie(lambda: False).to_json()
+async def _in_thread(function: Callable, *args: Any) -> Any:
+    """``function(*args)`` in the event loop's default thread pool, so it cannot block the loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
 
-class _Exchange:
-    """One request's response: holds the app's headers and its last body chunk back.
+class MemoryStore(Store):
+    """Sessions in this process's memory: for development, tests and single-process apps.
+
+    Records are kept as JSON strings, so the app can never change stored state
+    through a reference, and ``get_text`` hands them over as they are.  Writes
+    are computed outside the lock and made under it only if the record is still
+    the one they were computed from (else computed again: see _put_if), so
+    ``merge`` is a compare-and-set and the lock is held for a few assignments.  Expired records
+    are found through a heap ordered by expiry, so removing them never scans the
+    whole store (express's MemoryStore only drops an expired record when it is
+    asked for it again).  The coroutine methods run inline: nothing here blocks.
+    """
+
+    def __init__(self, *, ttl: float = 86400) -> None:
+        _check_ttl(ttl)
+        self.ttl = ttl
+        self._lock = threading.Lock()  # held by writers; readers need none (see get_text)
+        # sid -> (expiry, record JSON).  Entries are tuples, replaced whole, so a reader
+        # always sees a consistent one.
+        self._data: dict = {}
+        self._heap: list = []  # (expiry, sid); stale pairs are skipped when popped
+
+    def get(self, sid: str) -> Optional[dict]:
+        text = self.get_text(sid)
+        return None if text is None else _decode(text)
+
+    def get_text(self, sid: str) -> Optional[str]:
+        entry = self._data.get(sid)  # one atomic dict read: no lock needed
+        if entry is None:
+            return None
+        if entry[0] <= time.time():
+            with self._lock:
+                if self._data.get(sid) is entry:  # not replaced meanwhile
+                    del self._data[sid]
+            return None
+        return entry[1]
+
+    def set(self, sid: str, record: dict) -> None:
+        text = encode_record(record)
+        expiry = self.expiry_time(record)
+        while True:
+            seen, now = self._data.get(sid), time.time()
+            if self._put_if(sid, seen, (expiry, text) if expiry > now else None, now):
+                return
+
+    def merge(self, sid: str, change: Change) -> bool:
+        data, base = self._data, change.base
+        while True:
+            seen, now = data.get(sid), time.time()
+            live = seen if seen is not None and seen[0] > now else None
+            if (live is None) != (base is None):
+                return False  # a new session whose ID is taken, or one that is gone
+            if live is None or live[1] is base or live[1] == base:
+                text, expires = change.text, change.expires
+            else:
+                text, expires = change.apply(live[1])
+            expiry = now + self.ttl if expires is None else expires
+            if live is not None and change.keep_later and live[0] > expiry:
+                expiry = live[0]
+            if self._put_if(sid, seen, (expiry, text) if expiry > now else None, now):
+                return True
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            self._data.pop(sid, None)
+
+    def touch(self, sid: str, record: dict) -> None:
+        """Move the expiry and keep the record's cookie as touched, as express's MemoryStore."""
+        cookie = getattr(record, "cookie_text", None) or _encode(record["cookie"])
+        expiry = self.expiry_time(record)
+        keep_later = getattr(record, "keep_later", True)
+        while True:
+            seen, now = self._data.get(sid), time.time()
+            if seen is None or seen[0] <= now or (keep_later and seen[0] > expiry):
+                return
+            new = (expiry, _with_cookie(seen[1], cookie)) if expiry > now else None
+            if self._put_if(sid, seen, new, now):
+                return
+
+    def all(self) -> dict:
+        now = time.time()
+        entries = list(self._data.items())
+        return {sid: _decode(entry[1]) for sid, entry in entries if entry[0] > now}
+
+    def length(self) -> int:
+        with self._lock:
+            self._expire(time.time())
+            return len(self._data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._heap.clear()
+
+    def prune(self) -> int:
+        with self._lock:
+            return self._expire(time.time())
+
+    def close(self) -> None:
+        self.clear()
+
+    async def aget(self, sid: str) -> Optional[dict]:
+        return self.get(sid)
+
+    async def aget_text(self, sid: str) -> Optional[str]:
+        return self.get_text(sid)
+
+    async def aset(self, sid: str, record: dict) -> None:
+        self.set(sid, record)
+
+    async def amerge(self, sid: str, change: Change) -> bool:
+        return self.merge(sid, change)
+
+    async def atouch(self, sid: str, record: dict) -> None:
+        self.touch(sid, record)
+
+    async def adestroy(self, sid: str) -> None:
+        self.destroy(sid)
+
+    # -- private
+
+    def _put_if(self, sid: str, seen: Optional[tuple], new: Optional[tuple], now: float) -> bool:
+        """Replace the entry of ``sid`` by ``new`` (None: delete it) if it is still ``seen``,
+        the entry it was computed from (a write computed outside the lock); False if not."""
+        data = self._data
+        with self._lock:
+            # No call while the lock is held, in the common case: the interpreter switches
+            # threads at calls, and a thread switched out holding the lock stalls every other
+            # writer (measured: two threads' sets at 0.35 of a plain locked dict, 0.87 without).
+            if (data[sid] if sid in data else None) is not seen:
+                return False
+            if self._heap and self._heap[0][0] <= now:
+                self._expire(now)
+            if new is None:
+                if sid in data:
+                    del data[sid]
+            else:
+                data[sid] = new
+                # An expired entry's heap pair may be gone already: file the new one.
+                if seen is None or new[0] < seen[0] or seen[0] <= now:
+                    self._schedule(new[0], sid)
+            return True
+
+    def _schedule(self, expiry: float, sid: str) -> None:
+        """File a new expiry in the heap.  Callers skip this when the record's expiry only
+        moved later: its old heap entry comes due first and _expire() then re-files it."""
+        heap = self._heap
+        heapq.heappush(heap, (expiry, sid))
+        if len(heap) > 2 * len(self._data) + 64:
+            # Touches leave stale heap entries behind; rebuilding from the live
+            # entries now and then keeps the heap proportional to the store.
+            self._heap = [(e[0], s) for s, e in self._data.items()]
+            heapq.heapify(self._heap)
+
+    def _expire(self, now: float) -> int:
+        heap, data, removed = self._heap, self._data, 0
+        while heap and heap[0][0] <= now:
+            _, sid = heapq.heappop(heap)
+            entry = data.get(sid)
+            if entry is None:
+                continue
+            if entry[0] <= now:
+                del data[sid]
+                removed += 1
+            else:  # its expiry moved later since it was filed: file it again
+                heapq.heappush(heap, (entry[0], sid))
+        return removed
+
+
+def _with_cookie(text: str, cookie: str) -> str:
+    """A record's JSON with its cookie replaced by ``cookie`` (JSON), kept in its place."""
+    if text.startswith('{"cookie":{'):
+        end = _scan_json(text, 10)[1]  # just past the cookie object: the data is not decoded
+        return '{"cookie":' + cookie + text[end:]
+    record = _decode(text)
+    record["cookie"] = _decode(cookie)
+    return _encode(record)
+
+
+
+# ---------------------------------------------------------------- the WSGI adapter
+
+class SessionMiddleware(_Core):
+    """WSGI middleware that gives each request a session, as express-session does for Express.
+
+    ``secret`` signs the cookie: a str/bytes, or a list whose first entry signs
+    and every entry verifies, so secrets rotate without logging anyone out.
+    Options are validated here, at construction; see the README for each.
+    """
+
+    def __init__(self, app: Callable, *, secret: Union[Secret, Sequence[Secret], None] = None,
+                 store: Optional[Store] = None, name: str = "connect.sid",
+                 cookie: Union[Mapping[str, Any], Callable[[dict], Mapping[str, Any]], None] = None,
+                 genid: Optional[Callable[[dict], str]] = None, proxy: Optional[bool] = None,
+                 resave: bool = False, save_uninitialized: bool = False, rolling: bool = False,
+                 unset: str = "keep", environ_key: str = "session") -> None:
+        if not callable(app):
+            raise TypeError("app must be a WSGI callable")
+        super().__init__(secret=secret, store=store, name=name, cookie=cookie, genid=genid,
+                         proxy=proxy, resave=resave, save_uninitialized=save_uninitialized,
+                         rolling=rolling, unset=unset)
+        if not isinstance(environ_key, str) or not environ_key:
+            raise TypeError("environ_key must be a non-empty str")
+        self.app = app
+        self.environ_key = environ_key
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        key = self.environ_key
+        if environ.get(key) is not None:
+            return self.app(environ, start_response)
+        options = self._options or self._request_options(environ)
+        if options.scoped and not options.covers(_request_path(environ)):
+            return self.app(environ, start_response)
+        cookie_id, resend = self._read_cookie(environ.get("HTTP_COOKIE"))
+        exchange = _Exchange(self, environ, key, options, cookie_id, resend, start_response)
+        sess = exchange.sess = self._session(exchange, self._read_store(cookie_id) if cookie_id else None)
+        environ[key] = sess
+        result = self.app(environ, exchange.start_response)
+        if type(result) is list or type(result) is tuple:
+            exchange.end()  # the body is complete: no app code can run after this
+            return result
+        exchange.body = result
+        return exchange
+
+    def _is_secure(self, environ: dict) -> bool:
+        if environ.get("wsgi.url_scheme") == "https":
+            return True
+        if not self.proxy:
+            return False
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", "")
+        return proto.split(",", 1)[0].strip().lower() == "https"
+
+    def _response_headers(self, sess: Session, headers: list, current: Any = _NOTHING,
+                          attached: Any = _NOTHING) -> list:
+        """The app's headers plus our Set-Cookie (see _Core._set_cookie) and Vary: Cookie."""
+        if current is _NOTHING:
+            current, attached = sess._current(), sess._req.attached()
+        set_cookie = self._set_cookie(sess, attached, current)
+        if set_cookie is None and not sess._read:
+            return headers
+        headers = list(headers)
+        if set_cookie is not None:
+            headers.append(("Set-Cookie", set_cookie))
+        _add_vary_cookie(headers)
+        return headers
+
+
+class _Exchange(_Request):
+    """One WSGI request, and its response: holds the app's headers and its last body chunk back.
 
     Like express, which decides Set-Cookie when the response head is written,
     the headers are decided when the first body chunk is about to go out (or
     the app calls write()), so session changes made after start_response
-    still count.  The last chunk waits until the store write has finished.
+    still count.  The last chunk waits until the store write has finished; a
+    body complete by then gets its headers after the store write, so a
+    session found gone from the store is not sent a cookie.
     """
 
-    __slots__ = ("_mw", "_sess", "_start_response", "_status", "_headers", "_exc_info",
-                 "_write", "_sent", "body")
+    __slots__ = ("sess", "_start_response", "_status", "_headers", "_exc_info", "_write",
+                 "_sent", "body")
 
-    def __init__(self, mw: SessionMiddleware, sess: Session, start_response: Callable) -> None:
-        self._mw, self._sess, self._start_response = mw, sess, start_response
+    def __init__(self, mw: SessionMiddleware, environ: dict, key: str, options: "_CookieOptions",
+                 cookie_id: Optional[str], resend: Optional[str], start_response: Callable) -> None:
+        # One object per request: the session's _Request (store calls made at once), and the
+        # response (see _Request.__init__ for the first fields).
+        self.core, self.context, self.key, self.options = mw, environ, key, options
+        self.cookie_id, self.resend, self.pending, self.ended, self._secure = \
+            cookie_id, resend, None, False, None
+        self._start_response = start_response
         self._status = None
         self._sent = False
 
@@ -1522,15 +1938,29 @@ class _Exchange:
         self._status, self._headers, self._exc_info = status, headers, exc_info
         return self.write
 
-    def send_headers(self, current: Any = _NOTHING) -> None:
+    def send_headers(self, current: Any = _NOTHING, attached: Any = _NOTHING) -> None:
         if not self._sent and self._status is not None:
             self._sent = True
-            headers = self._mw._response_headers(self._sess, self._headers, current)
+            headers = self.core._response_headers(self.sess, self._headers, current, attached)
             self._write = self._start_response(self._status, headers, self._exc_info)
 
     def write(self, data: bytes) -> None:
         self.send_headers()
         self._write(data)
+
+    def end(self) -> None:
+        """The app is done: the store action, then the headers if they are not sent yet."""
+        mw, sess = self.core, self.sess
+        current = sess._current()  # once for both steps, as is whether the app detached it
+        attached = self.context.get(self.key) is not None
+        action = mw._store_action(sess, attached, current)
+        if action is not None:
+            mw._carry_out(sess, action)
+        if not self._sent and self._status is not None:
+            self._sent = True
+            headers = mw._response_headers(sess, self._headers, current, attached)
+            self._write = self._start_response(self._status, headers, self._exc_info)
+        self.context = self.sess = None  # the request is over: drop the environ <-> session cycle
 
     def __iter__(self) -> Iterator[bytes]:
         held = _NOTHING
@@ -1539,10 +1969,7 @@ class _Exchange:
                 self.send_headers()
                 yield held
             held = chunk
-        current = self._sess._current()  # once for both steps, as on the list path
-        if not self._mw._end_as_text(self._sess, self, current):
-            self.send_headers(current)
-            self._mw._finish(self._sess, current)
+        self.end()
         if held is not _NOTHING:
             yield held
 
@@ -1552,10 +1979,198 @@ class _Exchange:
             close()
 
 
-def _find_cookie(header: str, name: str) -> Optional[str]:
-    """The first value of cookie ``name`` in a Cookie header, parsed as the npm package cookie does."""
-    value = _raw_cookie(header, name)
-    return None if value is None else _decode_uri_component(value)
+
+# ---------------------------------------------------------------- the ASGI adapter
+
+class ASGISessionMiddleware(_Core):
+    """ASGI middleware with the same options and decisions as SessionMiddleware.
+
+    The session is at ``scope[scope_key]`` for ``http`` and ``websocket`` scopes
+    (Starlette's ``request.session`` and ``websocket.session``); other scopes pass
+    through.  The store is called without blocking the event loop: through its
+    coroutine methods (``aget_text``, ``amerge``...) where it has them, else in a
+    thread.  ``regenerate()`` and ``destroy()`` stay plain calls, their store work
+    done before the response ends; ``await session.asave()`` and
+    ``await session.areload()`` reach the store at once.
+    """
+
+    def __init__(self, app: Callable, *, secret: Union[Secret, Sequence[Secret], None] = None,
+                 store: Optional[Store] = None, name: str = "connect.sid",
+                 cookie: Union[Mapping[str, Any], Callable[[dict], Mapping[str, Any]], None] = None,
+                 genid: Optional[Callable[[dict], str]] = None, proxy: Optional[bool] = None,
+                 resave: bool = False, save_uninitialized: bool = False, rolling: bool = False,
+                 unset: str = "keep", scope_key: str = "session") -> None:
+        if not callable(app):
+            raise TypeError("app must be an ASGI application")
+        super().__init__(secret=secret, store=store, name=name, cookie=cookie, genid=genid,
+                         proxy=proxy, resave=resave, save_uninitialized=save_uninitialized,
+                         rolling=rolling, unset=unset)
+        if not isinstance(scope_key, str) or not scope_key:
+            raise TypeError("scope_key must be a non-empty str")
+        self.app = app
+        self.scope_key = scope_key
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        kind = scope["type"]
+        key = self.scope_key
+        if (kind != "http" and kind != "websocket") or scope.get(key) is not None:
+            return await self.app(scope, receive, send)
+        options = self._options or self._request_options(scope)
+        if not options.covers(_scope_path(scope)):
+            return await self.app(scope, receive, send)
+        cookie_id, resend = self._read_cookie(_cookie_header(scope))
+        request = _Request(self, scope, key, options, cookie_id, resend, [])
+        sess = self._session(request, await self._aread_store(cookie_id) if cookie_id else None)
+        scope[key] = sess
+        if kind == "http":
+            await self._http(scope, receive, send, sess)
+        else:
+            await self._websocket(scope, receive, send, sess)
+
+    async def _http(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
+        start: Optional[dict] = None  # http.response.start, held until the body goes out
+        ended = False
+
+        async def send_with_session(message: dict) -> None:
+            nonlocal start, ended
+            kind = message["type"]
+            if kind == "http.response.start":
+                start = message
+                return
+            last = (kind == "http.response.pathsend"
+                    or (kind in ("http.response.body", "http.response.zerocopysend")
+                        and not message.get("more_body", False)))
+            if last and not ended:
+                ended = True
+                current = await self._end(sess)
+            else:
+                current = _NOTHING
+            if start is not None and kind != "http.response.early_hint":
+                held, start = start, None
+                await send(self._start_message(sess, held, current))
+            await send(message)
+
+        await self._run(sess, scope, receive, send_with_session)
+        if not ended:  # the app stopped before its last body message (the client went away)
+            current = await self._end(sess)
+            if start is not None:
+                await send(self._start_message(sess, start, current))
+        sess._req.context = None  # the request is over: drop the scope <-> session cycle
+
+    async def _websocket(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
+        ended = False
+
+        async def send_with_session(message: dict) -> None:
+            nonlocal ended
+            kind = message["type"]
+            if kind == "websocket.accept":  # the one message a Set-Cookie can go out in
+                set_cookie = self._set_cookie(sess, sess._req.attached(), sess._current())
+                if set_cookie is not None:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()),
+                                          (b"set-cookie", set_cookie.encode("latin-1"))]
+            elif kind == "websocket.close" and not ended:
+                ended = True
+                await self._end(sess)
+            await send(message)
+
+        await self._run(sess, scope, receive, send_with_session)
+        if not ended:  # the socket closed from the client's side, or never opened
+            await self._end(sess)
+        sess._req.context = None
+
+    async def _run(self, sess: Session, scope: dict, receive: Callable, send: Callable) -> None:
+        """Call the app; if it raises, nothing is saved (as under WSGI) but the records that
+        regenerate() and destroy() meant to delete are deleted, and the error propagates."""
+        try:
+            await self.app(scope, receive, send)
+        except BaseException:
+            await self._do_pending(sess._req)
+            sess._req.ended = True
+            raise
+
+    async def _end(self, sess: Session) -> Optional[str]:
+        """The response is ending: the store work left by regenerate() and destroy(), then
+        the store action; returns the data's JSON the decisions were made on."""
+        request = sess._req
+        await self._do_pending(request)
+        current = sess._current()
+        action = self._store_action(sess, request.attached(), current)
+        if action is not None:
+            await self._acarry_out(sess, action)
+        request.ended = True
+        return current
+
+    async def _do_pending(self, request: _Request) -> None:
+        pending = request.pending
+        while pending:
+            kind, sid = pending.pop(0)
+            await self._async_call(kind, sid)
+
+    def _start_message(self, sess: Session, start: dict, current: Any = _NOTHING) -> dict:
+        """http.response.start with our Set-Cookie and Vary: Cookie (a new message: the
+        app's is not changed)."""
+        if current is _NOTHING:
+            current = sess._current()
+        set_cookie = self._set_cookie(sess, sess._req.attached(), current)
+        if set_cookie is None and not sess._read:
+            return start
+        headers = list(start.get("headers") or ())
+        if set_cookie is not None:
+            headers.append((b"set-cookie", set_cookie.encode("latin-1")))
+        _add_vary_cookie_bytes(headers)
+        return {**start, "headers": headers}
+
+    def _is_secure(self, scope: dict) -> bool:
+        if scope.get("scheme") in ("https", "wss"):
+            return True
+        if not self.proxy:
+            return False
+        for name, value in scope.get("headers") or ():
+            if name.lower() == b"x-forwarded-proto":
+                return value.split(b",", 1)[0].strip().lower() == b"https"
+        return False
+
+    async def _aread_store(self, sid: str) -> Any:
+        """``_read_store``, without blocking the event loop."""
+        if self._reads_text:
+            return await self._async_call("get_text", sid)
+        return await self._async_call("get", sid)
+
+    async def _acarry_out(self, sess: Session, action: tuple) -> None:
+        """``_carry_out``, without blocking the event loop."""
+        kind, sid = action[0], action[1]
+        result = await self._async_call(kind, *action[1:3])
+        if kind == "merge":
+            sess._merged(sid, action[2], action[3], result)
+        elif kind == "set":
+            sess._saved = (sid, action[3])
+
+    async def _async_call(self, method: str, *args: Any) -> Any:
+        call = self._async_calls.get(method)
+        if call is not None and (method != "merge" or self._merge == self._store.merge):
+            return await call(*args)
+        return await _in_thread(self._merge if method == "merge" else getattr(self._store, method),
+                                *args)
+
+
+
+# ---------------------------------------------------------------- private helpers
+
+_VERIFIED_CACHE_SIZE = 4096  # cookie values (and headers) remembered as verified, per middleware
+_VERIFIED_KEY_MAX = 1024     # longer ones are checked every time rather than kept
+# The longest cookie lifetime accepted, either way, in seconds.  Beyond a few thousand years
+# an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
+_MAX_AGE = 10_000_000_000
+_URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+_COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\1')  # RFC 6265 cookie-value
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _raw_cookie(header: str, name: str) -> Optional[str]:
@@ -1624,6 +2239,41 @@ def _add_vary_cookie(headers: list) -> None:
     if "cookie" not in fields and "*" not in fields:
         i = next(i for i, header in enumerate(headers) if header[0] is name)
         headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
+
+
+def _scope_path(scope: dict) -> str:
+    """The request's path under the ASGI app's mount point (root_path), as WSGI's
+    SCRIPT_NAME + PATH_INFO: servers that already put root_path in path are read as such."""
+    root, path = scope.get("root_path", ""), scope.get("path", "")
+    return (path if not root or path.startswith(root) else root + path) or "/"
+
+
+def _cookie_header(scope: dict) -> Optional[str]:
+    """The request's Cookie header; several (HTTP/2 sends one per cookie) joined with "; "."""
+    found = None
+    for name, value in scope.get("headers") or ():
+        if len(name) == 6 and name.lower() == b"cookie":
+            found = value if found is None else found + b"; " + value
+    return None if found is None else found.decode("latin-1")
+
+
+def _add_vary_cookie_bytes(headers: list) -> None:
+    """``_add_vary_cookie`` for ASGI's (bytes, bytes) headers."""
+    for i, (name, value) in enumerate(headers):
+        if name.lower() == b"vary":
+            fields = [f.strip().lower() for f in value.split(b",")]
+            if b"cookie" not in fields and b"*" not in fields:
+                headers[i] = (name, value + b", Cookie" if value.strip() else b"Cookie")
+            return
+    headers.append((b"vary", b"Cookie"))
+
+
+def _remember(verified: dict, key: str, result: tuple) -> None:
+    """Keep a verified cookie (by value or whole header), within the cache's bounds."""
+    if len(key) <= _VERIFIED_KEY_MAX:
+        if len(verified) >= _VERIFIED_CACHE_SIZE:
+            verified.clear()
+        verified[key] = result
 
 
 def _check_secrets(secret: Any) -> list:

@@ -149,7 +149,7 @@ def floor_app():
 
     def middleware(environ, start_response):
         header = environ.get("HTTP_COOKIE")
-        raw = session._find_cookie(header, "connect.sid") if header else None
+        raw = session._decode_uri_component(session._raw_cookie(header, "connect.sid") or "") if header else None
         sid = verified.get(raw)
         if sid is None and raw and raw.startswith("s:"):
             sid = session.unsign(raw[2:], SECRET)
