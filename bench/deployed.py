@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from urllib.parse import quote, unquote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -517,7 +518,7 @@ class Row:
         self.seqs: dict = {}             # pid -> last counters seq seen
 
     def start(self, workdir: str, redis_url: str | None, cpus: set) -> None:
-        self.dir = os.path.join(workdir, re.sub(r"[^a-z0-9]+", "-", self.label.lower()))
+        self.dir = os.path.join(workdir, self.server, re.sub(r"[^a-z0-9]+", "-", self.label.lower()))
         self.stats = os.path.join(self.dir, "stats")
         os.makedirs(self.stats)
         self.port = _free_port()
@@ -872,37 +873,15 @@ def main() -> None:
         f.write(LUA)
     workdir = tempfile.mkdtemp(prefix="bench-deployed-")
     redis = Redis() if "redis" in stores else None
-    started = time.monotonic()
+    started, failed = time.monotonic(), []
     try:
         for server, rows in sections:
-            if redis:
-                redis.client.flushall()
-            # Run each framework's rows next to its bare app; the tables list them by store.
-            order = sorted(rows, key=lambda row: FAMILIES.index(row.family))
             try:
-                for row in rows:
-                    row.start(workdir, redis.url if redis else None, set(cpus))
-                for row in rows:
-                    row.make_users(args.users)
-                for row in rows:                          # warm-up: imports, caches, Node's JIT
-                    run_wrk(row, mixes[0], args, 1, set(cpus), redis)
-                for pinned, mix in conditions:
-                    server_cpus, wrk_cpus = ({cpus[0]}, {cpus[1]}) if pinned else (set(cpus), set(cpus))
-                    for row in rows:
-                        _set_affinity(row.proc.pid, server_cpus)
-                    if redis:
-                        _set_affinity(redis.pid, server_cpus)
-                    for round_no in range(args.rounds):
-                        for row in order if round_no % 2 == 0 else order[::-1]:
-                            result = run_wrk(row, mix, args, args.duration, wrk_cpus, redis)
-                            row.results.setdefault((pinned, mix), []).append(result)
-                    print(f"  {server}, {'pinned' if pinned else 'unpinned'}, {mix}: done "
-                          f"({(time.monotonic() - started) / 60:.1f} min)", file=sys.stderr, flush=True)
-            finally:
-                for row in rows:
-                    row.stop()
-                if redis:
-                    _set_affinity(redis.pid, set(cpus))
+                measure(rows, conditions, args, workdir, redis, cpus)
+            except Exception:   # report what the other sections measured
+                traceback.print_exc()
+                failed.append(server)
+            print(f"  {server}: done ({(time.monotonic() - started) / 60:.1f} min)", file=sys.stderr, flush=True)
     finally:
         if redis:
             redis.close()
@@ -910,6 +889,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
     report(sections, conditions, args, elapsed)
+    if failed:
+        print(f"\nINCOMPLETE: {', '.join(failed)} stopped with an error (above, on stderr)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "script"}, "elapsed": elapsed,
@@ -918,6 +899,38 @@ def main() -> None:
                                  "runs": {f"{'pinned' if p else 'unpinned'} {m}": runs
                                           for (p, m), runs in row.results.items()}}
                                 for server, rows in sections for row in rows]}, f, indent=1)
+
+
+def measure(rows: list, conditions: list, args, workdir: str, redis: Redis | None, cpus: list) -> None:
+    """One server's rows: start them, create their users, warm up, then the interleaved rounds of
+    every condition (each framework's rows run next to its bare app; the tables list them by store)."""
+    if redis:
+        redis.client.flushall()
+    order = sorted(rows, key=lambda row: FAMILIES.index(row.family))
+    try:
+        for row in rows:
+            row.start(workdir, redis.url if redis else None, set(cpus))
+        for row in rows:
+            row.make_users(args.users)
+        for row in rows:                          # warm-up: imports, caches, Node's JIT
+            run_wrk(row, conditions[0][1], args, 1, set(cpus), redis)
+        for pinned, mix in conditions:
+            server_cpus, wrk_cpus = ({cpus[0]}, {cpus[1]}) if pinned else (set(cpus), set(cpus))
+            for row in rows:
+                _set_affinity(row.proc.pid, server_cpus)
+            if redis:
+                _set_affinity(redis.pid, server_cpus)
+            for round_no in range(args.rounds):
+                for row in order if round_no % 2 == 0 else order[::-1]:
+                    result = run_wrk(row, mix, args, args.duration, wrk_cpus, redis)
+                    row.results.setdefault((pinned, mix), []).append(result)
+            print(f"  {rows[0].server}, {'pinned' if pinned else 'unpinned'}, {mix}: measured",
+                  file=sys.stderr, flush=True)
+    finally:
+        for row in rows:
+            row.stop()
+        if redis:
+            _set_affinity(redis.pid, set(cpus))
 
 
 def _spread(values: list, fmt: str = "{:.2f}") -> str:
@@ -945,7 +958,7 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
                     continue
                 base = bare.get(row.family)
                 ratio = ""
-                if row is not base and base is not None:
+                if row is not base and base is not None and base.results.get((pinned, mix)):
                     ratio = _spread([r["rate"] / b["rate"] for r, b in zip(runs, base.results[(pinned, mix)])])
                 p50 = statistics.median(r["p50"] for r in runs if r["p50"] is not None)
                 p99 = statistics.median(r["p99"] for r in runs if r["p99"] is not None)
