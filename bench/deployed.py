@@ -817,6 +817,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s, 100 users")
     parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument("--from-json", metavar="FILE", help="print the tables of a run saved with --json, and stop")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--prepare", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -825,6 +826,8 @@ def main() -> None:
         return serve(args.serve, args.port)
     if args.prepare:
         return prepare(args.prepare)
+    if args.from_json:
+        return report_saved(args.from_json)
     if args.quick:
         args.rounds, args.duration, args.users = 1, 1, 100
 
@@ -933,6 +936,23 @@ def measure(rows: list, conditions: list, args, workdir: str, redis: Redis | Non
             _set_affinity(redis.pid, set(cpus))
 
 
+def report_saved(path: str) -> None:
+    """The tables of a run saved with --json."""
+    with open(path) as f:
+        saved = json.load(f)
+    sections: dict = {}
+    keys: list = []
+    for data in saved["rows"]:
+        row = Row(data["label"], data["family"], data["role"], data["server"], data["store"])
+        for key, runs in data["runs"].items():
+            pinned, mix = key.split()
+            row.results[(pinned == "pinned", mix)] = runs
+            keys.append((pinned == "pinned", mix))
+        sections.setdefault(data["server"], []).append(row)
+    conditions = [c for c in ((True, "writes"), (True, "reads"), (False, "writes"), (False, "reads")) if c in keys]
+    report(list(sections.items()), conditions, argparse.Namespace(**saved["args"]), saved["elapsed"])
+
+
 def _spread(values: list, fmt: str = "{:.2f}") -> str:
     if len(values) == 1:
         return fmt.format(values[0])
@@ -949,17 +969,19 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
                      else "unpinned: the OS schedules server, redis-server and wrk")
             what = "every request increments" if mix == "writes" else "90% of requests only read"
             print(f"\n#### {SERVER_TITLES[server]}: {mix} ({what}); {where}\n")
-            print("| row | req/s | with / bare | p50 ms | p99 ms | CPU µs/req | writes / 1k req |")
-            print("|---|---:|---:|---:|---:|---:|---:|")
+            print("| row | req/s | with / bare | p50 ms | p99 ms | CPU µs/req | over bare | writes / 1k req |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
             bare = {row.family: row for row in rows if row.role == "bare"}
             for row in rows:
                 runs = row.results.get((pinned, mix), [])
                 if not runs:
                     continue
                 base = bare.get(row.family)
-                ratio = ""
+                ratio = extra = ""
                 if row is not base and base is not None and base.results.get((pinned, mix)):
-                    ratio = _spread([r["rate"] / b["rate"] for r, b in zip(runs, base.results[(pinned, mix)])])
+                    pairs = list(zip(runs, base.results[(pinned, mix)]))
+                    ratio = _spread([r["rate"] / b["rate"] for r, b in pairs])
+                    extra = f"{statistics.median((r['cpu'] - b['cpu']) * 1e6 for r, b in pairs):.0f}"
                 p50 = statistics.median(r["p50"] for r in runs if r["p50"] is not None)
                 p99 = statistics.median(r["p99"] for r in runs if r["p99"] is not None)
                 label = f"**{row.label}**" if row.role == "ours" else row.label
@@ -967,11 +989,13 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
                 label += f" ({errors} socket errors)" if errors else ""
                 writes = "" if row.role == "bare" else f"{statistics.median(r['writes_per_1k'] for r in runs):.0f}"
                 print(f"| {label} | {_spread([r['rate'] for r in runs], '{:,.0f}')} | {ratio} | {p50:.1f} | "
-                      f"{p99:.1f} | {statistics.median(r['cpu'] for r in runs) * 1e6:.0f} | {writes} |")
+                      f"{p99:.1f} | {statistics.median(r['cpu'] for r in runs) * 1e6:.0f} | {extra} | {writes} |")
     print("\nreq/s: median of the rounds (range). with / bare: median of the per-round ratios against the same\n"
           "framework's bare app on the same server (range). p50/p99: medians of wrk's per-run percentiles.\n"
-          "CPU: the server's processes plus, for Redis rows, redis-server, per request. writes: store writes\n"
-          "per 1,000 requests, including touches (Redis write commands; SQLite rows changed; MemoryStore calls).")
+          "CPU: the server's processes plus, for Redis rows, redis-server, per request; over bare: the median of\n"
+          "the per-round differences from the bare app's (what the session costs, comparable across frameworks).\n"
+          "writes: store writes per 1,000 requests, touches included (Redis write commands; SQLite rows changed;\n"
+          "MemoryStore calls).")
     print("\nTargets (medians of this run; each ratio is with / bare on the same server):")
     for server, rows in sections:
         for pinned, mix in conditions:
@@ -1006,7 +1030,14 @@ def _targets(rows: list, condition: tuple) -> list:
         if not runs or base is None or condition not in base.results:
             return None
         return statistics.median(r["rate"] / b["rate"] for r, b in zip(runs, base.results[condition]))
+    def extra_cpu(row):
+        base = bare.get(row.family)
+        runs = row.results.get(condition)
+        if not runs or base is None or condition not in base.results:
+            return None
+        return statistics.median((r["cpu"] - b["cpu"]) * 1e6 for r, b in zip(runs, base.results[condition]))
     ours = {row.store: ratio(row) for row in rows if row.role == "ours"}
+    ours_cpu = {row.store: extra_cpu(row) for row in rows if row.role == "ours"}
     floors = {row.store: ratio(row) for row in rows if row.role == "floor"}
     parts = []
     if ours.get("memory") and ours.get("sqlite"):
@@ -1023,8 +1054,11 @@ def _targets(rows: list, condition: tuple) -> list:
         peers = [(r, label) for r, label in peers if r is not None]
         if peers:
             best, label = max(peers)
+            cheapest, cheap_label = min((extra_cpu(row), row.label) for row in rows
+                                        if row.role == "peer" and row.store == store and row.results.get(condition))
             parts.append(f"{STORE_LABELS[store]} ours {value:.2f} vs best peer {best:.2f}, {label} "
-                         f"({'met' if value > best else 'missed'}: above)")
+                         f"({'met' if value > best else 'missed'}: above); CPU over bare: ours "
+                         f"{ours_cpu[store]:.0f} µs, least of the peers {cheapest:.0f} µs ({cheap_label})")
     return parts
 
 
