@@ -868,7 +868,7 @@ def main() -> None:
     if not sections or not conditions:
         sys.exit("nothing to measure")
     runs = sum(len(rows) for _, rows in sections) * len(conditions) * args.rounds
-    estimate = runs * (args.duration + 0.6) + sum(len(r) for _, r in sections) * (args.users * 0.003 + 4)
+    estimate = runs * (args.duration + 0.25) + sum(len(r) for _, r in sections) * (args.users * 0.002 + 2)
     print(f"{runs} wrk runs of {args.duration:g} s; about {estimate / 60:.0f} min", file=sys.stderr, flush=True)
 
     fd, args.script = tempfile.mkstemp(suffix=".lua")
