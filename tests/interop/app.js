@@ -1,5 +1,6 @@
 'use strict';
-// The Express side of tests/interop and of bench/http_load.py: the same routes as wsgi_app.py.
+// The Express side of tests/interop and of bench/http_load.py and bench/deployed.py: the same
+// routes as wsgi_app.py, plus /read (the session's views, unchanged) for the benchmarks.
 //
 // Options come from the environment, so the Python suite can start one process per configuration:
 //   PORT            port to listen on (127.0.0.1 only)
@@ -38,6 +39,7 @@ async function main() {
   if (mode === 'none') {
     let views = 0;
     app.get('/incr', (req, res) => res.json({ views: ++views }));
+    app.get('/read', (req, res) => res.json({ views }));
   } else {
     let store;
     if (mode === 'redis') {
@@ -77,6 +79,7 @@ async function main() {
       req.session.views = (req.session.views || 0) + 1;
       res.json({ views: req.session.views });
     });
+    app.get('/read', (req, res) => res.json({ views: req.session.views || 0 }));
     app.get('/put', (req, res) => {
       Object.assign(req.session, JSON.parse(req.query.data));
       res.json({ id: req.sessionID });
