@@ -371,10 +371,9 @@ _SQLITE_LOCK = threading.Lock()
 
 
 def _counted_memory_store(store):
-    """Count a MemoryStore's writes by wrapping its methods on the instance: the middleware's
-    fast path tests ``type(store) is MemoryStore``, which a subclass would fail.  The lowest
-    methods are wrapped where they exist (set() and the middleware's text path both end in
-    _set_text, touch() and _extend() in _retime), the public ones otherwise."""
+    """Count a MemoryStore's writes by wrapping its methods on the instance, before the
+    middleware is built (it takes the store's methods when it gets the store): a save is a
+    merge() (or a set()), a touch a touch(); none of them calls another."""
     def counted(method, kind):
         count = _MEMORY_COUNTS[kind]
 
@@ -382,10 +381,10 @@ def _counted_memory_store(store):
             next(count)
             return method(*args, **kwargs)
         return wrapper
-    for kind, names in (("set", ("_set_text", "set")), ("touch", ("_retime", "touch")),
+    for kind, names in (("set", ("merge", "set")), ("touch", ("touch",)),
                         ("destroy", ("destroy",))):
-        name = next(n for n in names if hasattr(store, n))
-        setattr(store, name, counted(getattr(store, name), kind))
+        for name in names:
+            setattr(store, name, counted(getattr(store, name), kind))
     return store
 
 
