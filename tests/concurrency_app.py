@@ -153,12 +153,42 @@ class WholeRecord:
         self.inner.close()
 
 
+class Serialized:
+    """A mongomock collection behind one lock: mongomock is not thread-safe (a MongoDB
+    server is), and one lock per call keeps each operation atomic, as on a server."""
+
+    def __init__(self, collection: Any, lock: threading.Lock) -> None:
+        self._collection, self._lock = collection, lock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._collection, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                result = attr(*args, **kwargs)
+                return list(result) if name == "find" else result
+        return locked
+
+
+def mongomock_store(stringify: bool = True) -> session.Store:
+    """A MongoStore on a mongomock client of its own (this process only)."""
+    import mongomock
+    from stores.mongo_store import MongoStore
+    store = MongoStore(mongomock.MongoClient(), auto_remove="disabled", stringify=stringify)
+    store.collection = Serialized(store.collection, threading.Lock())
+    return store
+
+
 def open_store(spec: str) -> session.Store:
     """A store from ``kind:where``: ``sqlite:PATH``, ``shelve:PATH``, ``redis:URL``,
-    ``postgres:URL`` (table created if missing) or ``memory``."""
+    ``postgres:URL`` (table created if missing), ``memory`` or ``mongomock``."""
     kind, _, where = spec.partition(":")
     if kind == "memory":
         return session.MemoryStore()
+    if kind == "mongomock":
+        return mongomock_store()
     if kind == "sqlite":
         from stores.sqlite_store import SQLiteStore
         return SQLiteStore(where)

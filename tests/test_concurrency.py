@@ -29,7 +29,7 @@ from typing import Any, Optional
 from urllib.parse import urlencode
 
 import session
-from tests.concurrency_app import WholeRecord, make_app, serve
+from tests.concurrency_app import WholeRecord, make_app, mongomock_store, serve
 from tests.postgres_server import INSTALL as POSTGRES_INSTALL, PostgresServer, postgres_server_available
 from tests.redis_server import RedisServer, redis_server_available
 from tests.support import has_module, requires
@@ -442,25 +442,6 @@ class TestShelveStore(InProcess, ConcurrencyRules, unittest.TestCase):
         return ShelveStore(os.path.join(cls.dir, "sessions"))
 
 
-class _Serialized:
-    """A mongomock collection behind one lock: mongomock is not thread-safe (a MongoDB
-    server is), and one lock per call keeps each operation atomic, as on a server."""
-
-    def __init__(self, collection: Any, lock: threading.Lock) -> None:
-        self._collection, self._lock = collection, lock
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._collection, name)
-        if not callable(attr):
-            return attr
-
-        def locked(*args: Any, **kwargs: Any) -> Any:
-            with self._lock:
-                result = attr(*args, **kwargs)
-                return list(result) if name == "find" else result
-        return locked
-
-
 @requires(HAVE_MONGOMOCK, NEEDS_MONGOMOCK)
 @requires(*_merges("mongo_store", "MongoStore", HAVE_MONGOMOCK))
 class TestMongoStoreOnMongomock(InProcess, ConcurrencyRules, unittest.TestCase):
@@ -470,11 +451,7 @@ class TestMongoStoreOnMongomock(InProcess, ConcurrencyRules, unittest.TestCase):
 
     @classmethod
     def open_store(cls):
-        import mongomock
-        from stores.mongo_store import MongoStore
-        store = MongoStore(mongomock.MongoClient(), auto_remove="disabled", stringify=cls.stringify)
-        store.collection = _Serialized(store.collection, threading.Lock())
-        return store
+        return mongomock_store(cls.stringify)
 
 
 class TestMongoStoreUnstringifiedOnMongomock(TestMongoStoreOnMongomock):

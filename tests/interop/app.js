@@ -1,6 +1,7 @@
 'use strict';
 // The Express side of tests/interop and of bench/http_load.py and bench/deployed.py: the same
-// routes as wsgi_app.py, plus /read (the session's views, unchanged) for the benchmarks.
+// routes as wsgi_app.py, plus /read (the session's views, unchanged) for the benchmarks, and
+// /slow/set and /slow/incr (at the end) for bench/concurrency.py.
 //
 // Options come from the environment, so the Python suite can start one process per configuration:
 //   PORT            port to listen on (127.0.0.1 only)
@@ -92,6 +93,20 @@ async function main() {
     });
     app.get('/logout', (req, res, next) => {
       req.session.destroy((err) => (err ? next(err) : res.json({ ok: true })));
+    });
+
+    // For bench/concurrency.py only: requests that wait MS milliseconds (a "database call")
+    // after the session was loaded, then change it, as tests/concurrency_app.py's /set and /incr.
+    const after = (ms) => new Promise((resolve) => setTimeout(resolve, Number(ms) || 0));
+    app.get('/slow/set', async (req, res) => {
+      await after(req.query.ms);
+      req.session[req.query.key] = String(req.query.value);
+      res.json({ id: req.sessionID });
+    });
+    app.get('/slow/incr', async (req, res) => {
+      await after(req.query.ms);
+      req.session[req.query.key] = (req.session[req.query.key] || 0) + 1;
+      res.json({ id: req.sessionID });
     });
   }
 
