@@ -5,7 +5,10 @@ prints microseconds per request (median of interleaved runs), the overhead
 over the bare app, our overhead as a fraction of Beaker's, and the "floor":
 what just parsing, unsigning, decoding, encoding and signing one cookie and
 record costs in the same run.  Beaker rows appear when ``beaker`` is
-installed (``pip install beaker``).
+installed (``pip install beaker``).  The "set()" row is ours on the same
+MemoryStore offered without merge(), so each save writes the whole record as it
+did before merge(): in (c), a returning visitor who writes, the two rows differ
+only in that write, and merge's overhead should stay within 10% of set()'s.
 
     python bench/overhead.py            # full run: about 10 s of CPU (longer on a busy machine)
     python bench/overhead.py --quick    # about a quarter of that
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import http.cookies
 import json
 import os
@@ -174,16 +178,30 @@ def bare() -> Contender:
     return c
 
 
-def ours() -> Contender:
-    """session.SessionMiddleware with a MemoryStore and a max_age cookie."""
-    c = Contender("ours (MemoryStore)")
+class WholeRecordStore:
+    """A MemoryStore offered to the middleware without its merge(): not a session.Store, so
+    each save writes the whole record with set(), as before merge() (a Store subclass that
+    lacks merge() would get Store's default merge instead, a get and a set).  Its methods are
+    the MemoryStore's own bound methods, so only merge-or-set differs between the rows."""
+
+    def __init__(self, store: sx.MemoryStore) -> None:
+        self.get, self.get_text, self.set = store.get, store.get_text, store.set
+        self.touch, self.destroy, self.length = store.touch, store.destroy, store.length
+
+
+def ours(whole_record: bool = False) -> Contender:
+    """session.SessionMiddleware with a MemoryStore and a max_age cookie; ``whole_record``:
+    the store offered without merge(), so saves go through set()."""
+    c = Contender("ours, set() (before merge)" if whole_record else "ours (MemoryStore)")
     name = "connect.sid"
     for s in SCENARIOS:
         store = sx.MemoryStore()
         options = {"max_age": MAX_AGE}
         probe = [None]
-        app = sx.SessionMiddleware(make_app(s, "session", probe), secret=SECRET, store=store,
+        app = sx.SessionMiddleware(make_app(s, "session", probe), secret=SECRET,
+                                   store=WholeRecordStore(store) if whole_record else store,
                                    cookie=options)
+        assert app._merges is not whole_record, "the row would not measure what it says"
         template = dict(TEMPLATE)
         c.apps[s], c.probes[s], c.templates[s] = app, probe, template
         if s == "a":
@@ -193,7 +211,8 @@ def ours() -> Contender:
             assert store.length() == 0, "(a) must store nothing"
             c.after[s] = _check_empty(store)
             continue
-        seeder = sx.SessionMiddleware(seed_app("session"), secret=SECRET, store=store, cookie=options)
+        seeder = sx.SessionMiddleware(seed_app("session"), secret=SECRET, store=app.store,
+                                      cookie=options)
         seed_env, headers, _ = request(seeder, template)
         sid = seed_env["session"].id
         (cookie,) = set_cookies(headers)
@@ -371,6 +390,11 @@ def main(argv: Optional[list] = None) -> int:
     theirs = beaker(args.beaker_serializer)
     if theirs is not None:
         contenders.append(theirs)
+    quiet = sx.log.level
+    sx.log.setLevel(logging.ERROR)  # its warning, at construction, that the store has no merge()
+    whole = ours(whole_record=True)
+    sx.log.setLevel(quiet)
+    contenders.append(whole)
     ops, record_len = floor_ops(contenders[1])
 
     times = {(c.label, s): [] for c in contenders for s in SCENARIOS}
@@ -453,6 +477,8 @@ def main(argv: Optional[list] = None) -> int:
             targets.append(("overhead <= half of Beaker's",
                             None if theirs_over is None else theirs_over / 2))
             targets.append(("overhead <= 2x floor", 2 * floor_total))
+        if s == "c":
+            targets.append(("overhead <= 1.10x set()'s", 1.10 * results[whole.label, s]))
         for text, limit in targets:
             if limit is None:
                 print(f"{'':8}target {text:30} n/a (Beaker not installed)")
@@ -461,6 +487,9 @@ def main(argv: Optional[list] = None) -> int:
             verdicts.append(ok)
             print(f"{'':8}target {text:30} ours {results[mine, s]:6.2f} <= {limit:6.2f} µs  "
                   f"{'PASS' if ok else 'MISS'}")
+        if s == "c":
+            print(f"{'':8}merge / set() = {results[mine, s] / results[whole.label, s]:.2f} "
+                  "(overhead over the bare app)")
         if s != "a":
             print(f"{'':8}ours = {results[mine, s] / floor_total:.2f}x the floor "
                   f"({results[mine, s] / floor_stdlib:.2f}x the http.cookies floor)")
