@@ -347,7 +347,7 @@ class StoreContract:
     ]
 
     def _request_with_cookie_for(self, sid: str) -> tuple:
-        from test_session import SECRET, call_wsgi, cookie_value, make_environ
+        from tests.harness import SECRET, call_wsgi, cookie_value, make_environ
         seen: list = []
 
         def app(environ, start_response):
@@ -389,7 +389,7 @@ class StoreContract:
                 self._assert_missing(f"hostile-text-{i}")
 
     def test_what_the_app_can_save_the_next_request_can_load(self):
-        from test_session import SECRET, Client, call_wsgi, cookie_value, make_environ
+        from tests.harness import SECRET, Client, call_wsgi, cookie_value, make_environ
         saved, loaded = [], []
 
         def app(environ, start_response):
