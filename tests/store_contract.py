@@ -453,7 +453,7 @@ class StoreContract:
                     elif roll < 0.97:
                         self.store.destroy(shared)
                     else:
-                        self.store.length()
+                        rng.choice((self.store.length, self.store.all, self.store.prune))()
                 for sid, n in last.items():
                     got = self.store.get(sid)
                     if got is None or got["n"] != n:
@@ -468,6 +468,7 @@ class StoreContract:
             thread.join(120)
         self.assertFalse(any(thread.is_alive() for thread in pool), "a thread hung")
         self.assertEqual(errors, [])
+        self.assertEqual(self.store.length(), len(self.store.all()))
 
 
 def _nested(depth: int) -> list:
