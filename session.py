@@ -369,6 +369,8 @@ class _Core:
         ("set", sid, record, data's JSON), ("touch", sid, record), ("destroy", sid), or None."""
         if not attached:
             return ("destroy", sess._id) if self._should_destroy(sess) else None
+        if sess._gone:
+            return None  # it left the store while this request ran: nothing to write back
         if not sess._touched:
             sess._touch_once()  # express restarts the cookie's clock before saving or touching
         saving = self._should_save(sess, current)
@@ -444,6 +446,8 @@ class _Core:
 # A store's coroutine methods, and the methods each must be no older than to be used.
 _STORE_CALLS = {"get": ("get",), "get_text": ("get_text", "get"), "set": ("set",),
                 "merge": ("merge", "get", "set"), "touch": ("touch",), "destroy": ("destroy",)}
+
+
 def _read_record(record: Any, text: Optional[str] = None) -> tuple:
     """A stored record (a dict) as (data, Cookie, position of "cookie", its text or None, the
     data's JSON); TypeError, KeyError or ValueError if it is not a valid session."""
@@ -554,12 +558,12 @@ class _CookieOptions:
         self.secure, self.same_site = secure, same_site
         self.path = _check_cookie_attribute("path", get("path", "/"))
         self.fixed_attrs = (_check_cookie_attribute("partitioned", get("partitioned")),
-                       priority and priority.lower(),
-                       None if secure == "auto" else secure,
-                       _check_cookie_attribute("http_only", get("http_only", True)),
-                       _check_cookie_attribute("domain", get("domain")),
-                       self.path,
-                       None if same_site == "auto" else same_site)
+                            priority and priority.lower(),
+                            None if secure == "auto" else secure,
+                            _check_cookie_attribute("http_only", get("http_only", True)),
+                            _check_cookie_attribute("domain", get("domain")),
+                            self.path,
+                            None if same_site == "auto" else same_site)
         self.auto = secure == "auto" or same_site == "auto"
         self.scoped = bool(self.path) and self.path != "/"  # else every path has the session
         self.record_head = None if self.auto else _templates(self.fixed_attrs)[4]
@@ -588,7 +592,6 @@ class _CookieOptions:
         else:
             original = expires = None
         return Cookie._make(self.attrs(request), original, expires)
-
 
 
 # ---------------------------------------------------------------- Session
