@@ -178,13 +178,19 @@ class ConcurrencyRules:
         cls.dir = tempfile.mkdtemp(prefix="concurrency-")
         cls.gates = os.path.join(cls.dir, "gates")
         os.mkdir(cls.gates)
-        cls.store = cls.open_store()
-        if cls.processes:
-            cls.servers = Processes(cls.processes, cls.spec(), cls.gates)
-            cls.ports = cls.servers.ports
-        else:
-            port, cls.errors, cls.stop = serve(make_app(cls.store, cls.gates))
-            cls.ports = [port]
+        try:
+            cls.store = cls.open_store()
+            if cls.processes:
+                cls.servers = Processes(cls.processes, cls.spec(), cls.gates)
+                cls.ports = cls.servers.ports
+            else:
+                port, cls.errors, cls.stop = serve(make_app(cls.store, cls.gates))
+                cls.ports = [port]
+        except BaseException:
+            if hasattr(cls, "store"):
+                cls.store.close()
+            shutil.rmtree(cls.dir, ignore_errors=True)
+            raise
 
     @classmethod
     def tearDownClass(cls) -> None:
