@@ -42,7 +42,6 @@ import argparse
 import http.client
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -103,19 +102,24 @@ class Server:
 
 
 def _wait_listening(proc: subprocess.Popen) -> int:
-    deadline = time.monotonic() + 30
-    seen = []
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            line = proc.stdout.readline()
+    """The port a server prints once it listens (after any warnings it logs)."""
+    port: list = []
+    seen: list = []
+
+    def read() -> None:
+        for line in proc.stdout:  # a thread, since a buffered pipe and select() do not mix
             if line.startswith(b"listening"):
-                threading.Thread(target=_drain, args=(proc,), daemon=True).start()
-                return int(line.split()[1])
-            if not line:
-                break
+                port.append(int(line.split()[1]))
+                return
             seen.append(line)
-    raise RuntimeError(f"server did not start: {b''.join(seen).decode(errors='replace')[-2000:]}")
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    if not port:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {b''.join(seen).decode(errors='replace')[-2000:]}")
+    threading.Thread(target=_drain, args=(proc,), daemon=True).start()
+    return port[0]
 
 
 def _drain(proc: subprocess.Popen) -> None:

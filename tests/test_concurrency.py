@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -124,18 +123,22 @@ class Processes:
     @staticmethod
     def _wait_ready(proc: subprocess.Popen) -> int:
         """The port the process prints once it listens (after any warnings it logs)."""
-        deadline = time.monotonic() + 30
-        lines = []
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                line = proc.stdout.readline()
+        port: list = []
+        seen: list = []
+
+        def read() -> None:
+            for line in proc.stdout:  # a thread, since a buffered pipe and select() do not mix
                 if line.startswith(b"listening"):
-                    return int(line.split()[1])
-                if not line:
-                    break
-                lines.append(line)
-        raise RuntimeError(f"server process did not start: {b''.join(lines)!r}")
+                    port.append(int(line.split()[1]))
+                    return
+                seen.append(line)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(30)
+        if not port:
+            proc.kill()
+            raise RuntimeError(f"server process did not start: {b''.join(seen)!r}")
+        return port[0]
 
     def stop(self) -> str:
         """Stop every process; what they printed after starting (errors the apps raised)."""
