@@ -12,6 +12,7 @@ redis-py (``pip install redis``)::
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import hashlib
 import inspect
@@ -155,9 +156,9 @@ class RedisStore(session.Store):
         return self._decode(sid, self._call(self._sync_client(), ("GET", self.prefix + sid)))
 
     def get_text(self, sid: str) -> Optional[str]:
-        """The stored JSON as it is (UTF-8; bytes that are not UTF-8 come back as surrogate
-        escapes, which the middleware rejects as it rejects any invalid record)."""
-        return _text(self._call(self._sync_client(), ("GET", self.prefix + sid)))
+        """The stored JSON as it is, or None (a value that is not UTF-8 is None, with a
+        warning, as ``get`` treats it; the middleware checks everything else)."""
+        return self._text(sid, self._call(self._sync_client(), ("GET", self.prefix + sid)))
 
     def set(self, sid: str, record: dict) -> None:
         """``SET key json EX ttl``; a record that has already expired is deleted instead."""
@@ -188,7 +189,7 @@ class RedisStore(session.Store):
         client = self._async_client()
         if client is None:
             return await _in_thread(self.get_text, sid)
-        return _text(await self._acall(client, ("GET", self.prefix + sid)))
+        return self._text(sid, await self._acall(client, ("GET", self.prefix + sid)))
 
     async def aset(self, sid: str, record: dict) -> None:
         client = self._async_client()
@@ -258,12 +259,13 @@ class RedisStore(session.Store):
             self._sync.close()
 
     async def aclose(self) -> None:
-        """``close()`` from async code: this event loop's connections are closed before it returns."""
+        """Close the connections the store opened for the running event loop, gracefully: at
+        an ASGI app's shutdown, or before ``asyncio.run`` returns.  Other loops' clients and
+        the sync client are left to ``close()``; the store stays usable either way."""
         with self._lock:
             client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
-        self.close()
 
     # -- the commands, shared by the sync and async methods ------------------
     def _set_command(self, sid: str, record: dict) -> tuple:
@@ -291,8 +293,10 @@ class RedisStore(session.Store):
             if not isinstance(reply, bytes):
                 return reply == 1
             # Someone else wrote since this request loaded: merge into what is stored now,
-            # and compare-and-set against exactly those bytes.
-            text, expires = change.apply(_text(reply))
+            # and compare-and-set against exactly those bytes.  (A value that is not UTF-8
+            # is no session: this request's record replaces it, as apply() does for bad JSON.)
+            stored = _utf8(reply)
+            text, expires = (change.text, change.expires) if stored is None else change.apply(stored)
             mode, base = "cas", reply
 
     def _touch_steps(self, sid: str, record: dict) -> Generator:
@@ -408,6 +412,14 @@ class RedisStore(session.Store):
         for key in seen:
             yield key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
 
+    def _text(self, sid: str, raw: Any) -> Optional[str]:
+        if raw is None:
+            return None
+        text = _utf8(raw)
+        if text is None:
+            log.warning("ignoring unreadable session record %s%.6s...: not UTF-8", self.prefix, sid)
+        return text
+
     def _decode(self, sid: str, raw: Any) -> Optional[dict]:
         if raw is None:
             return None
@@ -424,11 +436,14 @@ class RedisStore(session.Store):
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's per-command option (redis.client.NEVER_DECODE)
 
 
-def _text(raw: Any) -> Optional[str]:
-    """A reply as text: UTF-8, with bytes that are not kept as surrogate escapes (no error)."""
-    if raw is None or isinstance(raw, str):
+def _utf8(raw: Any) -> Optional[str]:
+    """A reply as text; None when it is not UTF-8."""
+    if isinstance(raw, str):
         return raw
-    return bytes(raw).decode("utf-8", "surrogateescape")
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _unsupported(exc: Exception) -> bool:
@@ -531,7 +546,8 @@ def _options(redis: Any, kwargs: dict, accepted: set, to_async: bool) -> dict:
     if retry is not None:
         retry_class = redis.asyncio.retry.Retry if to_async else redis.retry.Retry
         try:
-            options["retry"] = retry_class(retry._backoff, retry._retries, retry._supported_errors)
+            options["retry"] = retry_class(copy.copy(retry._backoff), retry._retries,
+                                           retry._supported_errors)
         except AttributeError:
             pass  # an unknown Retry: redis-py's default policy applies
     return options
