@@ -1082,16 +1082,33 @@ def _serve(app):
     return errors, server.server_address[1], stop
 
 
-def _request(port: int, cookie: str | None = None) -> tuple:
+def _request(port: int, cookie: str | None = None, path: str = "/") -> tuple:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", "/", headers={"Cookie": cookie} if cookie else {})
+        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
         resp = conn.getresponse()
         body = resp.read()
         set_cookie = resp.getheader("Set-Cookie")
         return resp.status, body, set_cookie.split(";")[0] if set_cookie else None
     finally:
         conn.close()
+
+
+async def _asgi_get(app, path: str, cookie: str) -> list:
+    """GET ``path`` through an ASGI app, in this process: the messages it sent."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "headers": [(b"host", b"test"), (b"cookie", cookie.encode())],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
+    sent: list = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+    await app(scope, receive, send)
+    return sent
 
 
 @requires(HAVE_REDIS, REASON)
@@ -1116,6 +1133,56 @@ class TestMiddlewareOverRedis(unittest.TestCase):
         list(mw(environ, lambda *a: None))
         self.assertEqual(seen, [{"n": 41}])
         self.assertGreater(store.client.ttl("sess:rolled"), 3500)  # rolled on: touched
+
+    def test_one_store_serves_a_wsgi_and_an_asgi_app_on_one_session_at_once(self):
+        store = RedisStore(url=_server.url)
+        self.addCleanup(store.close)
+
+        def wsgi_app(environ, start_response):
+            sess = environ["session"]
+            time.sleep(0.005)   # the app's work, between load and save
+            sess[environ["PATH_INFO"][1:]] = "wsgi"
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+
+        async def asgi_app(scope, receive, send):
+            sess = scope["session"]
+            await asyncio.sleep(0.005)
+            sess[scope["path"][1:]] = "asgi"
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        options = dict(secret="shared", store=store, cookie={"max_age": 3600})
+        errors, port, stop = _serve(session.SessionMiddleware(wsgi_app, **options))
+        self.addCleanup(stop)
+        asgi = session.ASGISessionMiddleware(asgi_app, **options)
+        status, _, cookie = _request(port, path="/start")
+        self.assertEqual(status, 200)
+        statuses: list = []
+
+        def wsgi_client(t):
+            for i in range(8):
+                statuses.append(_request(port, cookie, path=f"/w{t}-{i}")[0])
+
+        async def asgi_client(t):
+            for i in range(8):
+                messages = await _asgi_get(asgi, f"/a{t}-{i}", cookie)
+                statuses.append(messages[0]["status"])
+
+        async def main():
+            await asyncio.gather(*(asgi_client(t) for t in range(4)))
+            await store.aclose()
+        threads = [threading.Thread(target=wsgi_client, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        asyncio.run(main())
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual((errors, statuses), ([], [200] * 64))
+        [sid] = store.ids()
+        data = store.get(sid)
+        expected = {"start": "wsgi", **{f"w{t}-{i}": "wsgi" for t in range(4) for i in range(8)},
+                    **{f"a{t}-{i}": "asgi" for t in range(4) for i in range(8)}}
+        self.assertEqual({k: v for k, v in data.items() if k != "cookie"}, expected)
 
     def _serve_counter(self, server):
         """The counter app behind SessionMiddleware + RedisStore on ``server``, served over
