@@ -19,7 +19,7 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Generator, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import session
 
@@ -103,18 +103,18 @@ class RedisStore(session.Store):
     then run the sync methods in the loop's thread pool.  ``await aclose()`` at an
     ASGI app's shutdown closes the loop's connections gracefully.
 
-    ``merge`` is one Lua script on the session's key (so it runs on Redis Cluster):
-    it compares the stored JSON with the request's base and writes in the same
-    step, or hands the stored JSON back for the request to merge into and try
-    again.  Measured with ``python bench/store_ops.py --only redis`` (200-byte
-    record, one private redis-server, CPU time per operation in this process): a
-    merged save costs 91-100% of a plain ``SET EX``'s throughput (one round trip,
-    EVALSHA), where WATCH, GET, MULTI/SET/EXEC costs 44-52% (three round trips and
-    a connection held across them); with 8 threads merging into one session at
-    once, the script loses no write and retries 0.2 times per save, the
-    transaction 1.1 times (every touch or write by another request breaks a
-    WATCH).  The server-side work the script adds (a GET and a string compare)
-    is a few microseconds.
+    ``merge`` is one Lua script on the session's key (so it runs on Redis Cluster): it
+    compares the stored JSON with the request's base and writes in the same step, or
+    hands the stored JSON back for the request to merge into and send again.  WATCH /
+    GET / MULTI-SET-EXEC with retry was measured beside it (``python bench/store_ops.py
+    --only redis --contention``: 200-byte record, one private redis-server, 2 shared
+    CPUs).  With nothing written meanwhile, the script's save runs at 96% of a plain
+    ``SET EX``'s rate by CPU time and 94% by the wall clock (one round trip; the
+    transaction: 39% and 61%, three round trips).  With 2 threads saving into one
+    session at once: 2,368 saves/s and 0.52 retries per save, against 1,400 and 1.67
+    (a touch or any write breaks a WATCH); with 8 threads: 441 against 410, 3.8
+    retries against 7.7.  The script's own server time is a GET, a string compare and
+    a PTTL.  (A Redis ACL user for the store needs EVALSHA and EVAL.)
     """
 
     def __init__(self, client: Any = None, *, url: Optional[str] = None, prefix: str = "sess:",
@@ -168,12 +168,30 @@ class RedisStore(session.Store):
         """Write one request's change as one compare-and-set on the key (see the class
         docstring); False, writing nothing, for a new session whose ID is taken or a
         session that is no longer in Redis."""
-        return self._run(self._merge_steps(sid, change))
+        client, key = self._sync_client(), self.prefix + sid
+        args = self._merge_args(change, change.base, change.text, change.expires)
+        while True:
+            reply = self._script(client, _MERGE, key, args)
+            if type(reply) is not bytes:
+                return reply == 1
+            args = self._merge_again(change, reply)
 
     def touch(self, sid: str, record: dict) -> None:
         """``EXPIRE key ttl`` (``GT`` unless the request set the cookie's lifetime itself, so
         another request's later expiry is kept): the stored JSON is not rewritten."""
-        self._run(self._touch_steps(sid, record))
+        if self.disable_touch or self.disable_ttl:
+            return
+        client, key, ttl = self._sync_client(), self.prefix + sid, self._ttl_for(record)
+        if not getattr(record, "keep_later", True):
+            self._call(client, ("EXPIRE", key, ttl))
+            return
+        if self._expire_gt:
+            try:
+                self._call(client, ("EXPIRE", key, ttl, "GT"))
+                return
+            except self._redis.ResponseError as exc:
+                self._without_expire_gt(exc)
+        self._script(client, _EXPIRE_LATER, key, (ttl,))
 
     def destroy(self, sid: str) -> None:
         self._call(self._sync_client(), ("DEL", self.prefix + sid))
@@ -201,13 +219,31 @@ class RedisStore(session.Store):
         client = self._async_client()
         if client is None:
             return await _in_thread(self.merge, sid, change)
-        return await self._arun(client, self._merge_steps(sid, change))
+        key = self.prefix + sid
+        args = self._merge_args(change, change.base, change.text, change.expires)
+        while True:
+            reply = await self._ascript(client, _MERGE, key, args)
+            if type(reply) is not bytes:
+                return reply == 1
+            args = self._merge_again(change, reply)
 
     async def atouch(self, sid: str, record: dict) -> None:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.touch, sid, record)
-        await self._arun(client, self._touch_steps(sid, record))
+        if self.disable_touch or self.disable_ttl:
+            return
+        key, ttl = self.prefix + sid, self._ttl_for(record)
+        if not getattr(record, "keep_later", True):
+            await self._acall(client, ("EXPIRE", key, ttl))
+            return
+        if self._expire_gt:
+            try:
+                await self._acall(client, ("EXPIRE", key, ttl, "GT"))
+                return
+            except self._redis.ResponseError as exc:
+                self._without_expire_gt(exc)
+        await self._ascript(client, _EXPIRE_LATER, key, (ttl,))
 
     async def adestroy(self, sid: str) -> None:
         client = self._async_client()
@@ -277,52 +313,28 @@ class RedisStore(session.Store):
             return ("SET", key, session.encode_record(record))
         return ("SET", key, session.encode_record(record), "EX", ttl)
 
-    def _merge_steps(self, sid: str, change: session.Change) -> Generator:
-        """The merge as commands to send (yielded) and their replies (received)."""
-        key = self.prefix + sid
-        keep_later = "1" if change.keep_later else "0"
-        if change.base is None:
-            mode, base = "new", b""
-        else:
-            mode, base = "cas", change.base.encode("utf-8", "surrogateescape")
-        text, expires = change.text, change.expires
-        while True:
-            ttl = self._ttl_of(expires)
-            ttl_arg = "" if self.disable_ttl and ttl > 0 else ttl
-            reply = yield from self._eval(_MERGE, key, mode, base, text, ttl_arg, keep_later)
-            if not isinstance(reply, bytes):
-                return reply == 1
-            # Someone else wrote since this request loaded: merge into what is stored now,
-            # and compare-and-set against exactly those bytes.  (A value that is not UTF-8
-            # is no session: this request's record replaces it, as apply() does for bad JSON.)
-            stored = _utf8(reply)
-            text, expires = (change.text, change.expires) if stored is None else change.apply(stored)
-            mode, base = "cas", reply
+    def _merge_args(self, change: session.Change, base: Any, text: str,
+                    expires: Optional[float]) -> tuple:
+        """The merge script's arguments (see _MERGE) to write ``text`` over ``base``."""
+        ttl = self._ttl_of(expires)
+        return ("new" if base is None else "cas", b"" if base is None else base, text,
+                "" if self.disable_ttl and ttl > 0 else ttl, "1" if change.keep_later else "0")
 
-    def _touch_steps(self, sid: str, record: dict) -> Generator:
-        if self.disable_touch or self.disable_ttl:
-            return
-        key, ttl = self.prefix + sid, self._ttl_for(record)
-        if not getattr(record, "keep_later", True):
-            yield ("EXPIRE", key, ttl)
-            return
-        if self._expire_gt:
-            try:
-                yield ("EXPIRE", key, ttl, "GT")
-                return
-            except self._redis.ResponseError as exc:
-                if not _unsupported(exc):
-                    raise
-                self._expire_gt = False
-                log.info("this Redis has no EXPIRE ... GT (Redis < 7): touch uses a script")
-        yield from self._eval(_EXPIRE_LATER, key, ttl)
+    def _merge_again(self, change: session.Change, stored: bytes) -> tuple:
+        """Someone else wrote since this request loaded: its change merged into what is
+        stored now, to compare-and-set against exactly those bytes.  (A value that is not
+        UTF-8 is no session: this request's record replaces it, as apply() does for bad JSON.)"""
+        text = _utf8(stored)
+        if text is None:
+            return self._merge_args(change, stored, change.text, change.expires)
+        return self._merge_args(change, stored, *change.apply(text))
 
-    def _eval(self, script: _Script, key: str, *args: Any) -> Generator:
-        """Steps running ``script`` on ``key``: EVALSHA, and EVAL if the server lacks it."""
-        try:
-            return (yield ("EVALSHA", script.sha, 1, key) + args)
-        except self._redis.exceptions.NoScriptError:
-            return (yield ("EVAL", script.text, 1, key) + args)
+    def _without_expire_gt(self, exc: Exception) -> None:
+        """Redis refused ``EXPIRE ... GT``: if as a server older than 7 does, use the script."""
+        if not _unsupported(exc):
+            raise exc
+        self._expire_gt = False
+        log.info("this Redis has no EXPIRE ... GT (Redis < 7): touch uses a script instead")
 
     def _ttl_for(self, record: dict) -> int:
         """connect-redis's rule: whole seconds to ``cookie.expires``, rounded up; else ``ttl``."""
@@ -343,32 +355,18 @@ class RedisStore(session.Store):
     async def _acall(self, client: Any, command: tuple) -> Any:
         return await client.execute_command(*command, **{_NEVER_DECODE: []})
 
-    def _run(self, steps: Generator) -> Any:
-        """Drive ``steps`` on the sync client: send each command, hand back its reply (or its
-        ResponseError); return what the steps return."""
-        client, reply, error = self._sync_client(), None, None
-        while True:
-            try:
-                command = steps.send(reply) if error is None else steps.throw(error)
-            except StopIteration as done:
-                return done.value
-            try:
-                reply, error = self._call(client, command), None
-            except self._redis.ResponseError as exc:
-                reply, error = None, exc
+    def _script(self, client: Any, script: _Script, key: str, args: tuple) -> Any:
+        """EVALSHA, or EVAL when the server does not have the script yet (it keeps it)."""
+        try:
+            return self._call(client, ("EVALSHA", script.sha, 1, key) + args)
+        except self._redis.exceptions.NoScriptError:
+            return self._call(client, ("EVAL", script.text, 1, key) + args)
 
-    async def _arun(self, client: Any, steps: Generator) -> Any:
-        """``_run`` on an async client."""
-        reply, error = None, None
-        while True:
-            try:
-                command = steps.send(reply) if error is None else steps.throw(error)
-            except StopIteration as done:
-                return done.value
-            try:
-                reply, error = await self._acall(client, command), None
-            except self._redis.ResponseError as exc:
-                reply, error = None, exc
+    async def _ascript(self, client: Any, script: _Script, key: str, args: tuple) -> Any:
+        try:
+            return await self._acall(client, ("EVALSHA", script.sha, 1, key) + args)
+        except self._redis.exceptions.NoScriptError:
+            return await self._acall(client, ("EVAL", script.text, 1, key) + args)
 
     def _sync_client(self) -> Any:
         client = self._sync
