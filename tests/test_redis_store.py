@@ -876,6 +876,22 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
         self.assertEqual([c["name"] for c in self.raw.client_list()].count("own-pool"), 1,
                          "no second client: the app's, from the loop's threads")
 
+    def test_an_async_client_that_cannot_be_mirrored_serves_the_async_methods_only(self):
+        class OwnPool(redis.asyncio.ConnectionPool):
+            pass
+
+        async def main():
+            client = redis.asyncio.Redis(connection_pool=OwnPool.from_url(_server.url))
+            store = RedisStore(client)
+            await store.aset("s", record(None, n=1))
+            got = await store.aget("s")
+            with self.assertRaisesRegex(TypeError, "give it a redis.Redis"):
+                store.get("s")
+            store.close()
+            await client.aclose()
+            return got
+        self.assertEqual(self.loop.run_until_complete(main()), record(None, n=1))
+
     def test_close_closes_the_async_connections_the_store_made(self):
         store = RedisStore(url=_server.url + "?client_name=store-async")
         self.loop.run_until_complete(store.aset("x", record(None)))
