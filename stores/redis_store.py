@@ -57,7 +57,7 @@ end
 local ttl = tonumber(ARGV[4])
 if stored and ttl and ARGV[5] == '1' then
   local left = redis.call('PTTL', KEYS[1])
-  if left == -1 then
+  if left == -1 then  -- the key never expires: that is the latest expiry there is
     ttl = nil
   elseif left > ttl * 1000 then
     redis.call('SET', KEYS[1], ARGV[3], 'PX', left)
