@@ -990,7 +990,7 @@ class TestRedisStoreOnACluster(unittest.TestCase):
         store.touch("s7", record(time.time() + 99))
         self.assertGreater(client.ttl("sess:s7"), 86000, "a touch never shortens by default")
         store.touch("s7", prepared(time.time() + 99, keep_later=False))
-        self.assertIn(client.ttl("sess:s7"), (98, 99))
+        self.assertIn(client.ttl("sess:s7"), (98, 99, 100))   # ceil of 99 s and a millisecond: 100
         store.destroy("s8")
         self.assertIsNone(store.get("s8"))
         self.assertEqual(store.length(), 59)
