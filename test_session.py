@@ -401,73 +401,9 @@ _QUIET = logging.NullHandler()
 # ================================================================ express-session's predicates
 
 class TestExpressPredicates(unittest.TestCase):
-    """shouldSetCookie / shouldSave / shouldTouch / shouldDestroy walked as truth tables."""
-
-    STATES = ("no-cookie", "unknown-id", "existing")
-
-    @staticmethod
-    def expected(state, modified, save_uninitialized, resave, rolling, with_expires):
-        if state != "existing":
-            return {"set_cookie": save_uninitialized or modified,
-                    "save": save_uninitialized or modified, "touch": False}
-        save = modified or resave
-        return {"set_cookie": rolling or (with_expires and modified), "save": save, "touch": not save}
-
-    def run_case(self, state, modified, save_uninitialized, resave, rolling, with_expires):
-        max_age = HOUR if with_expires else None
-
-        def action(environ):
-            if modified:
-                sess(environ)["n"] = 2
-        h = Harness(action, save_uninitialized=save_uninitialized, resave=resave, rolling=rolling,
-                    cookie={"max_age": max_age})
-        if state == "existing":
-            h.seed({"n": 1}, max_age=max_age)
-        elif state == "unknown-id":
-            h.client.jar[NAME] = cookie_value("no-such-id-in-the-store")
-        resp = h.request()
-        return {"set_cookie": resp.cookie() is not None, "save": h.store.count("set") > 0,
-                "touch": h.store.count("touch") > 0}
-
-    def walk(self, predicate):
-        for state in self.STATES:
-            for flags in [(m, su, rs, ro, ex) for m in (False, True) for su in (False, True)
-                          for rs in (False, True) for ro in (False, True) for ex in (False, True)]:
-                case = dict(zip(("modified", "save_uninitialized", "resave", "rolling", "with_expires"), flags))
-                with self.subTest(state=state, **case):
-                    got = self.run_case(state, *flags)
-                    self.assertEqual(got[predicate], self.expected(state, *flags)[predicate])
-
-    def test_should_set_cookie_truth_table(self):
-        self.walk("set_cookie")
-
-    def test_should_save_truth_table(self):
-        self.walk("save")
-
-    def test_should_touch_truth_table(self):
-        self.walk("touch")
-
-    def test_should_destroy_truth_table(self):
-        for state in ("no-cookie", "existing"):
-            for unset in ("keep", "destroy"):
-                for dropped in (False, True):
-                    with self.subTest(state=state, unset=unset, dropped=dropped):
-                        def action(environ, dropped=dropped):
-                            sess(environ)["n"] = 5
-                            if dropped:
-                                environ["session"] = None
-                        h = Harness(action, unset=unset)
-                        sid = h.seed({"n": 1}) if state == "existing" else None
-                        h.request()
-                        if state == "existing":
-                            gone = h.store.get(sid) is None
-                            self.assertEqual(gone, unset == "destroy" and dropped)
-                            if dropped:
-                                self.assertEqual(h.store.count("set"), 0)
-                                if unset == "keep":
-                                    self.assertEqual(h.store.get(sid)["n"], 1)
-                        else:
-                            self.assertEqual(h.store.count("set"), 0 if dropped else 1)
+    """Scenarios of express-session's decisions on the WSGI side.  The truth tables of
+    shouldSetCookie / shouldSave / shouldTouch / shouldDestroy run over both adapters from one
+    definition, in tests/test_decisions_both_adapters.py."""
 
     def test_unmodified_session_is_not_saved(self):
         h = Harness(lambda e: sess(e).get("n"))
