@@ -509,13 +509,15 @@ class _Request:
         """Whether the app left the session in place (not set it to None)."""
         return self.context is not None and self.context.get(self.key) is not None
 
-    def destroy(self, sid: str) -> None:
-        """Delete a record now (WSGI) or before the response ends (ASGI)."""
-        if self.pending is None:
-            self.core.store.destroy(sid)
-        elif self.ended:
+    def destroy(self, sid: Optional[str]) -> None:
+        """Delete a record (None: there is none) now (WSGI) or before the response ends (ASGI)."""
+        if self.ended:
             raise SessionError("the response has ended: regenerate() and destroy() must be "
                                "called before it does (a background task cannot)")
+        if sid is None:
+            return
+        if self.pending is None:
+            self.core.store.destroy(sid)
         else:
             self.pending.append(("destroy", sid))
 
@@ -719,8 +721,7 @@ class Session(dict):
         """
         request = self._request()
         self._use()
-        if self._id is not None:
-            request.destroy(self._id)
+        request.destroy(self._id)
         dict.clear(self)
         self._start(request, None)
         self._id = request._generate_id()
@@ -731,8 +732,7 @@ class Session(dict):
         response expires the cookie.  Under ASGI the record is deleted before the response ends."""
         request = self._request()
         self._read = True
-        if self._id is not None:
-            request.destroy(self._id)
+        request.destroy(self._id)
         self._destroyed = True
         context = request.context
         if context is not None and context.get(request.key) is self:
@@ -2081,9 +2081,15 @@ class ASGISessionMiddleware(_Core):
 
     async def _run(self, sess: Session, scope: dict, receive: Callable, send: Callable) -> None:
         """Call the app; if it raises, nothing is saved (as under WSGI) but the records that
-        regenerate() and destroy() meant to delete are deleted, and the error propagates."""
+        regenerate() and destroy() meant to delete are deleted, and the error propagates.
+        A server that cancels the app (the client went away) is not the app failing: the
+        store action runs, as for a client that disconnects mid-stream."""
         try:
             await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not sess._req.ended:
+                await self._end(sess)
+            raise
         except BaseException:
             await self._do_pending(sess._req)
             sess._req.ended = True
@@ -2091,14 +2097,19 @@ class ASGISessionMiddleware(_Core):
 
     async def _end(self, sess: Session) -> Optional[str]:
         """The response is ending: the store work left by regenerate() and destroy(), then
-        the store action; returns the data's JSON the decisions were made on."""
+        the store action; returns the data's JSON the decisions were made on.
+
+        A cancellation that lands meanwhile (Starlette cancels a streaming response whose
+        client went away) cannot stop a write that runs inline (MemoryStore) or in a thread;
+        a store whose coroutines do I/O must shield its own writes (asyncio.shield) to survive it.
+        """
         request = sess._req
+        request.ended = True  # from here on, regenerate() and destroy() come too late
         await self._do_pending(request)
         current = sess._current()
         action = self._store_action(sess, request.attached(), current)
         if action is not None:
             await self._acarry_out(sess, action)
-        request.ended = True
         return current
 
     async def _do_pending(self, request: _Request) -> None:
