@@ -2029,10 +2029,17 @@ class ASGISessionMiddleware(_Core):
 
     async def _http(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
         start: Optional[dict] = None  # http.response.start, held until the body goes out
-        ended = False
+        ended = gone = False
+
+        async def receive_with_session() -> dict:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
 
         async def send_with_session(message: dict) -> None:
-            nonlocal start, ended
+            nonlocal start, ended, gone
             kind = message["type"]
             if kind == "http.response.start":
                 start = message
@@ -2045,12 +2052,16 @@ class ASGISessionMiddleware(_Core):
                 current = await self._end(sess)
             else:
                 current = _NOTHING
-            if start is not None and kind != "http.response.early_hint":
-                held, start = start, None
-                await send(self._start_message(sess, held, current))
-            await send(message)
+            try:
+                if start is not None and kind != "http.response.early_hint":
+                    held, start = start, None
+                    await send(self._start_message(sess, held, current))
+                await send(message)
+            except OSError:  # what a server's send raises once the client is gone (ASGI 2.4)
+                gone = True
+                raise
 
-        await self._run(sess, scope, receive, send_with_session)
+        await self._run(sess, scope, receive_with_session, send_with_session, lambda: gone)
         if not ended:  # the app stopped before its last body message (the client went away)
             current = await self._end(sess)
             if start is not None:
@@ -2058,10 +2069,17 @@ class ASGISessionMiddleware(_Core):
         sess._req.context = None  # the request is over: drop the scope <-> session cycle
 
     async def _websocket(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
-        ended = False
+        ended = gone = False
+
+        async def receive_with_session() -> dict:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                gone = True
+            return message
 
         async def send_with_session(message: dict) -> None:
-            nonlocal ended
+            nonlocal ended, gone
             kind = message["type"]
             if kind == "websocket.accept":  # the one message a Set-Cookie can go out in
                 set_cookie = self._set_cookie(sess, sess._req.attached(), sess._current())
@@ -2072,18 +2090,26 @@ class ASGISessionMiddleware(_Core):
             elif kind == "websocket.close" and not ended:
                 ended = True
                 await self._end(sess)
-            await send(message)
+            try:
+                await send(message)
+            except OSError:
+                gone = True
+                raise
 
-        await self._run(sess, scope, receive, send_with_session)
+        await self._run(sess, scope, receive_with_session, send_with_session, lambda: gone)
         if not ended:  # the socket closed from the client's side, or never opened
             await self._end(sess)
         sess._req.context = None
 
-    async def _run(self, sess: Session, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _run(self, sess: Session, scope: dict, receive: Callable, send: Callable,
+                   gone: Callable[[], bool]) -> None:
         """Call the app; if it raises, nothing is saved (as under WSGI) but the records that
         regenerate() and destroy() meant to delete are deleted, and the error propagates.
-        A server that cancels the app (the client went away) is not the app failing: the
-        store action runs, as for a client that disconnects mid-stream."""
+
+        A client that went away ends the request, it does not fail it: the store action runs
+        when the server cancels the app, and when the app raises after it was told (``gone()``:
+        it received the disconnect, or the server's send raised OSError), as Starlette's
+        ``receive_text()`` raises WebSocketDisconnect when the client closes a websocket."""
         try:
             await self.app(scope, receive, send)
         except asyncio.CancelledError:
@@ -2091,8 +2117,11 @@ class ASGISessionMiddleware(_Core):
                 await self._end(sess)
             raise
         except BaseException:
-            await self._do_pending(sess._req)
-            sess._req.ended = True
+            if gone() and not sess._req.ended:
+                await self._end(sess)
+            else:
+                await self._do_pending(sess._req)
+                sess._req.ended = True
             raise
 
     async def _end(self, sess: Session) -> Optional[str]:

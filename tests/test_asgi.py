@@ -372,6 +372,40 @@ class TestEndOfResponse(unittest.TestCase):
         self.assertEqual(sent, ["http.response.start", "http.response.body"])
         self.assertEqual(data_of(store, sid), {"n": 2})
 
+    def test_an_app_raising_after_it_was_told_the_client_left_still_gets_the_store_action(self):
+        # Starlette's request.body() raises ClientDisconnect once it receives http.disconnect.
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            if (await receive())["type"] == "http.disconnect":
+                raise ConnectionResetError("the client went away")
+
+        async def receive():
+            return {"type": "http.disconnect"}
+        with self.assertRaises(ConnectionResetError):
+            asyncio.run(middleware(app, store)(make_scope(cookie=cookie), receive, _ignore))
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_an_app_raising_because_the_servers_send_failed_still_gets_the_store_action(self):
+        # An ASGI 2.4 server's send raises OSError once the client is gone; Starlette turns it
+        # into ClientDisconnect, which the app raises.
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            scope["session"]["n"] = 2
+            try:
+                await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            except OSError:
+                raise RuntimeError("ClientDisconnect") from None
+
+        async def server_send(message):
+            raise OSError("connection closed")
+        with self.assertRaisesRegex(RuntimeError, "ClientDisconnect"):
+            asyncio.run(middleware(app, store)(make_scope(cookie=cookie), _never_receive, server_send))
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
     def test_an_app_that_returns_before_any_body_still_gets_its_head_and_store_action(self):
         store, sid, cookie = seeded({"n": 1})
         sent = []
@@ -884,6 +918,26 @@ class TestWebSocket(unittest.TestCase):
         sent, store = self.run_ws(app)
         self.assertNotIn("headers", sent[0])
         self.assertEqual(len(store.all()), 1)
+
+    def test_an_app_raising_because_the_client_closed_the_socket_still_saves(self):
+        # The usual handler loops on receive_text(), which raises WebSocketDisconnect when the
+        # client closes: the socket is over, and what the handler changed is saved.
+        store, sid, cookie = seeded({"n": 1})
+
+        class WebSocketDisconnect(Exception):
+            pass
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "websocket.accept"})
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message["code"])
+                scope["session"]["n"] += 1
+        with self.assertRaises(WebSocketDisconnect):
+            self.run_ws(app, store=store, cookie=cookie, client_closes=True)
+        self.assertEqual(data_of(store, sid), {"n": 2})
 
     def test_an_app_raising_on_a_websocket_saves_nothing(self):
         store, sid, cookie = seeded({"n": 1})
