@@ -2016,7 +2016,7 @@ class ASGISessionMiddleware(_Core):
         if (kind != "http" and kind != "websocket") or scope.get(key) is not None:
             return await self.app(scope, receive, send)
         options = self._options or self._request_options(scope)
-        if not options.covers(_scope_path(scope)):
+        if options.scoped and not options.covers(_scope_path(scope)):
             return await self.app(scope, receive, send)
         cookie_id, resend = self._read_cookie(_cookie_header(scope))
         request = _Request(self, scope, key, options, cookie_id, resend, [])
@@ -2134,7 +2134,8 @@ class ASGISessionMiddleware(_Core):
         """
         request = sess._req
         request.ended = True  # from here on, regenerate() and destroy() come too late
-        await self._do_pending(request)
+        if request.pending:
+            await self._do_pending(request)
         current = sess._current()
         action = self._store_action(sess, request.attached(), current)
         if action is not None:
@@ -2171,11 +2172,9 @@ class ASGISessionMiddleware(_Core):
                 return value.split(b",", 1)[0].strip().lower() == b"https"
         return False
 
-    async def _aread_store(self, sid: str) -> Any:
+    def _aread_store(self, sid: str) -> Any:
         """``_read_store``, without blocking the event loop."""
-        if self._reads_text:
-            return await self._async_call("get_text", sid)
-        return await self._async_call("get", sid)
+        return self._async_call("get_text" if self._reads_text else "get", sid)
 
     async def _acarry_out(self, sess: Session, action: tuple) -> None:
         """``_carry_out``, without blocking the event loop."""
@@ -2186,12 +2185,12 @@ class ASGISessionMiddleware(_Core):
         elif kind == "set":
             sess._saved = (sid, action[3])
 
-    async def _async_call(self, method: str, *args: Any) -> Any:
+    def _async_call(self, method: str, *args: Any) -> Any:
+        """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread."""
         call = self._async_calls.get(method)
         if call is not None and (method != "merge" or self._merge == self._store.merge):
-            return await call(*args)
-        return await _in_thread(self._merge if method == "merge" else getattr(self._store, method),
-                                *args)
+            return call(*args)
+        return _in_thread(self._merge if method == "merge" else getattr(self._store, method), *args)
 
 
 
