@@ -637,6 +637,31 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertNotEqual(resp.cookie().sid, sid)
         self.assertEqual(data_of(store, resp.cookie().sid), {"user": "ada"})
 
+    def test_concurrent_requests_on_one_session_keep_each_others_changes(self):
+        # Two requests of one visitor interleaved on the event loop: each saves what it changed
+        # into the record as stored then (the core's merge), whichever ends first.
+        for store in (session.MemoryStore(), SyncOnlyStore()):
+            with self.subTest(store=type(store).__name__):
+                store, sid, cookie = seeded({"n": 1}, store=store)
+
+                async def run():
+                    loaded = []
+
+                    async def action(scope):
+                        loaded.append(1)
+                        while len(loaded) < 2:              # both have read the record
+                            await asyncio.sleep(0.001)
+                        key = scope["path"].strip("/")
+                        scope["session"][key] = True
+                        scope["session"]["n"] += 1
+                        if key == "b":
+                            await asyncio.sleep(0.01)       # b ends after a
+                    mw = middleware(simple_app(action), store)
+                    await asyncio.gather(acall_asgi(mw, make_scope("/a", cookie=cookie)),
+                                         acall_asgi(mw, make_scope("/b", cookie=cookie)))
+                asyncio.run(run())
+                self.assertEqual(data_of(store, sid), {"n": 2, "a": True, "b": True})
+
     def test_a_store_without_coroutines_is_called_off_the_event_loop(self):
         store = SyncOnlyStore()
         loop_threads = []

@@ -288,7 +288,8 @@ class FrameworkFlows:
             self.assertEqual(ws.recv(timeout=5), "ok")
             self.assertEqual(data_of(self.store, b.sid), {"user": "ada"})   # not yet: saved at close
             ws.send("bye")
-            with self.assertRaises(Exception):
+            from websockets.exceptions import ConnectionClosedOK
+            with self.assertRaises(ConnectionClosedOK):
                 ws.recv(timeout=5)                                           # the server closed it
         self.assertEqual(data_of(self.store, b.sid), {"user": "ada", "said": ["hello", "bye"]})
 
