@@ -359,7 +359,7 @@ def litestar_app(store):
     async def whoami(request: Request) -> dict:
         return {"user": request.session.get("user"), "id": request.session.id}
 
-    return Litestar(route_handlers=[incr, login, whoami],
+    return Litestar(route_handlers=[incr, login, whoami], logging_config=None,   # leave the root logger be
                     middleware=[DefineMiddleware(session.ASGISessionMiddleware, secret=SECRET, store=store)])
 
 
