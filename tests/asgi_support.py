@@ -2,7 +2,7 @@
 
 ``call_asgi`` plays a strict server for one request (standard library only): it checks every
 message the app sends, records them, and answers ``receive`` as a server does (the request body,
-then ``http.disconnect`` once the response is complete).  ``ASGIHarness`` mirrors test_session's
+then ``http.disconnect`` once the response is complete).  ``ASGIHarness`` mirrors tests.harness's
 ``Harness`` for ASGISessionMiddleware, so one scenario can run through either adapter.
 ``UvicornServer`` and ``Browser`` are for the suites that use a real server over real sockets.
 """
@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Optional
 
 import session
-from test_session import MISSING, NAME, SECRET, RecordingStore, Response, SetCookie, cookie_value, make_record
+from tests.harness import MISSING, NAME, SECRET, RecordingStore, Response, SetCookie, cookie_value, make_record
 from tests.support import free_port
 
 __all__ = ["ASGIResponse", "call_asgi", "make_scope", "ASGIClient", "ASGIHarness", "UvicornServer",
@@ -24,7 +24,7 @@ __all__ = ["ASGIResponse", "call_asgi", "make_scope", "ASGIClient", "ASGIHarness
 
 
 class ASGIResponse(Response):
-    """test_session's Response (headers as str pairs) plus the raw ASGI messages sent."""
+    """tests.harness's Response (headers as str pairs) plus the raw ASGI messages sent."""
 
     def __init__(self, status, headers, body, events, messages, raw_headers):
         super().__init__(status, headers, body, events)
@@ -171,7 +171,7 @@ def simple_app(action: Optional[Callable[[dict], Any]] = None, *, body=(b"ok",),
 
 
 class ASGIHarness:
-    """test_session.Harness for ASGISessionMiddleware: ``action(scope)`` runs in the app, the
+    """tests.harness's Harness for ASGISessionMiddleware: ``action(scope)`` runs in the app, the
     session is at ``scope["session"]``, and setting it to None detaches it, as in the environ."""
 
     def __init__(self, action=None, *, store=None, body=(b"ok",), app_headers=(), **options):
@@ -249,7 +249,7 @@ class UvicornServer:
 
 
 class HTTPResponse(Response):
-    """A real HTTP response, in test_session's Response shape (headers as they came)."""
+    """A real HTTP response, in tests.harness's Response shape (headers as they came)."""
 
 
 class Browser:

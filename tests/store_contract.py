@@ -347,7 +347,7 @@ class StoreContract:
     ]
 
     def _request_with_cookie_for(self, sid: str) -> tuple:
-        from test_session import SECRET, call_wsgi, cookie_value, make_environ
+        from tests.harness import SECRET, call_wsgi, cookie_value, make_environ
         seen: list = []
 
         def app(environ, start_response):
@@ -389,7 +389,7 @@ class StoreContract:
                 self._assert_missing(f"hostile-text-{i}")
 
     def test_what_the_app_can_save_the_next_request_can_load(self):
-        from test_session import SECRET, Client, call_wsgi, cookie_value, make_environ
+        from tests.harness import SECRET, Client, call_wsgi, cookie_value, make_environ
         saved, loaded = [], []
 
         def app(environ, start_response):
@@ -453,7 +453,7 @@ class StoreContract:
                     elif roll < 0.97:
                         self.store.destroy(shared)
                     else:
-                        self.store.length()
+                        rng.choice((self.store.length, self.store.all, self.store.prune))()
                 for sid, n in last.items():
                     got = self.store.get(sid)
                     if got is None or got["n"] != n:
@@ -468,6 +468,7 @@ class StoreContract:
             thread.join(120)
         self.assertFalse(any(thread.is_alive() for thread in pool), "a thread hung")
         self.assertEqual(errors, [])
+        self.assertEqual(self.store.length(), len(self.store.all()))
 
 
 def _nested(depth: int) -> list:

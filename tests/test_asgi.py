@@ -12,7 +12,7 @@ import threading
 import unittest
 
 import session
-from test_session import HOUR, NAME, SECRET, RecordingStore, SetCookie, cookie_value, make_record
+from tests.harness import HOUR, NAME, SECRET, RecordingStore, SetCookie, cookie_value, make_record
 from tests.asgi_support import ASGIHarness, acall_asgi, call_asgi, make_scope, simple_app
 
 
@@ -661,6 +661,17 @@ class TestSessionUnderASGI(unittest.TestCase):
                                          acall_asgi(mw, make_scope("/b", cookie=cookie)))
                 asyncio.run(run())
                 self.assertEqual(data_of(store, sid), {"n": 2, "a": True, "b": True})
+
+    def test_a_session_deleted_while_the_request_ran_is_not_written_back_nor_its_cookie_resent(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        def action(scope):
+            scope["session"]["n"] = 2
+            store.destroy(sid)   # another request logged this session out meanwhile
+        resp = call_asgi(middleware(simple_app(action), store, rolling=True, cookie={"max_age": HOUR}),
+                         make_scope(cookie=cookie))
+        self.assertIsNone(store.get(sid))
+        self.assertIsNone(resp.cookie())
 
     def test_a_store_without_coroutines_is_called_off_the_event_loop(self):
         store = SyncOnlyStore()

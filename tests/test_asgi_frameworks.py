@@ -17,7 +17,7 @@ import time
 import unittest
 
 import session
-from test_session import NAME, SECRET, SetCookie, cookie_value
+from tests.harness import NAME, SECRET, SetCookie, cookie_value
 from tests.asgi_support import Browser, UvicornServer
 from tests.support import has_module, requires
 
