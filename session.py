@@ -2342,7 +2342,7 @@ def _cookie_header(scope: dict) -> Optional[str]:
 def _add_vary_cookie_bytes(headers: list) -> None:
     """``_add_vary_cookie`` for ASGI's (bytes, bytes) headers."""
     for i, (name, value) in enumerate(headers):
-        if name.lower() == b"vary":
+        if len(name) == 4 and name.lower() == b"vary":
             fields = [f.strip().lower() for f in value.split(b",")]
             if b"cookie" not in fields and b"*" not in fields:
                 headers[i] = (name, value + b", Cookie" if value.strip() else b"Cookie")

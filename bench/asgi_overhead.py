@@ -13,8 +13,9 @@ cookie the response sets, as a browser does.  Rows:
                                        without coroutines of its own costs)
     + ours, SQLiteStore (thread)       stores/sqlite_store.py, a file in a temporary directory;
                                        it has no coroutines, so every call goes through a thread
-    + ours, RedisStore                 with --redis: a private redis-server (tests/redis_server.py);
-                                       through its coroutines if it has them, else a thread
+    + ours, RedisStore                 with --redis: a private redis-server (tests/redis_server.py),
+                                       through the store's coroutines (redis.asyncio), and through
+                                       a thread (the same store with Store's default coroutines)
     + Starlette SessionMiddleware      the whole session in a signed cookie (itsdangerous)
     + starsessions (memory)            starsessions' SessionMiddleware + SessionAutoloadMiddleware,
                                        InMemoryStore
@@ -72,15 +73,14 @@ def starlette_app(middleware: list, with_session: bool, probe: list):
     return Starlette(routes=[Route("/incr", incr)], middleware=middleware)
 
 
-class ThreadedMemoryStore(sx.MemoryStore):
-    """MemoryStore called as a store without coroutines is: each call in the loop's thread pool."""
+A_METHODS = ("aget", "aget_text", "aset", "amerge", "atouch", "adestroy")
 
-    aget = sx.Store.aget
-    aget_text = sx.Store.aget_text
-    aset = sx.Store.aset
-    amerge = sx.Store.amerge
-    atouch = sx.Store.atouch
-    adestroy = sx.Store.adestroy
+
+def threaded(store_class: type) -> type:
+    """``store_class`` with Store's default coroutines: each call in the loop's thread pool, as a
+    store without coroutines of its own is called."""
+    return type(f"Threaded{store_class.__name__}", (store_class,),
+                {name: getattr(sx.Store, name) for name in A_METHODS})
 
 
 class Row:
@@ -109,7 +109,7 @@ def rows(args, cleanup: list) -> list:
         row.store = store
         return row
     out.append(ours("+ ours, MemoryStore", sx.MemoryStore()))
-    out.append(ours("+ ours, MemoryStore in a thread", ThreadedMemoryStore()))
+    out.append(ours("+ ours, MemoryStore in a thread", threaded(sx.MemoryStore)()))
     from stores.sqlite_store import SQLiteStore
     tmp = tempfile.mkdtemp(prefix="asgi-bench-")
     sqlite = SQLiteStore(os.path.join(tmp, "sessions.db"))
@@ -122,8 +122,11 @@ def rows(args, cleanup: list) -> list:
         cleanup.append(server.stop)
         redis_store = RedisStore(url=server.url)
         cleanup.append(redis_store.close)
-        has_own = sx._offers(redis_store, "aget", "get") and sx._owner(redis_store, "aget") is not sx.Store
-        out.append(ours(f"+ ours, RedisStore ({'coroutines' if has_own else 'thread'})", redis_store))
+        if sx._owner(redis_store, "aget") is not sx.Store:
+            out.append(ours("+ ours, RedisStore (coroutines)", redis_store))
+        threaded_redis = threaded(RedisStore)(url=server.url)
+        cleanup.append(threaded_redis.close)
+        out.append(ours("+ ours, RedisStore (thread)", threaded_redis))
 
     from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
     probe = [0]
