@@ -127,11 +127,11 @@ class TestMemoryStore(StoreContract, unittest.TestCase):
         return entry[1].encode("utf-8")
 
     def plant_text(self, store, sid, text):
-        try:
-            store.set(sid, json.loads(text))
-        except (TypeError, ValueError, AttributeError, RecursionError):
-            # MemoryStore holds only what its own encoder wrote from a dict.
-            self.skipTest("MemoryStore.set refuses this record, so it cannot be planted")
+        # A new session's merge() writes the change's text as it is: MemoryStore's way in
+        # for a text its own encoder did not write.
+        store.destroy(sid)
+        if not store.merge(sid, session.Change(None, text, time.time() + 60)):
+            self.fail(f"could not plant {sid!r}")
 
 
 class TestSQLiteStore(TempDir, StoreContract, unittest.TestCase):
