@@ -219,6 +219,25 @@ WRITER = """
 """
 
 
+MERGER = """
+    import json, sys, time
+    import session
+    from stores.sqlite_store import SQLiteStore
+    path, key, count, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    store = SQLiteStore(path)
+    store.get_text("one")  # connected before the start
+    time.sleep(max(0.0, start_at - time.time()))
+    refused = 0
+    for n in range(count):  # a request: load, set its own key, save
+        base = store.get_text("one")
+        record = json.loads(base)
+        record[f"{key}-{n}"] = n
+        change = session.Change(base, session.encode_record(record), session.expires_at(record))
+        refused += not store.merge("one", change)
+    store.close()
+    print(refused)
+"""
+
 class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
     store_class, file_name = SQLiteStore, "sessions.db"
 
@@ -277,6 +296,20 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store = self.store()
         self.assertEqual(store.length(), 2000)
         self.assertEqual(set(store.ids()), {f"p{n}-{i}" for n in range(4) for i in range(500)})
+
+    def test_four_processes_merging_their_own_keys_into_one_record_lose_none(self):
+        store = self.store()
+        store.set("one", make_record(user="ada"))
+        start_at = str(time.time() + 1.0)  # all four merge from the same moment
+        procs = [run_python(MERGER, self.path, f"p{n}", "100", start_at) for n in range(4)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err)
+            self.assertEqual(out.strip(), "0", "a merge returned False")
+        record = store.get("one")
+        missing = [f"p{n}-{i}" for n in range(4) for i in range(100) if record.get(f"p{n}-{i}") != i]
+        self.assertEqual(missing, [])
+        self.assertEqual(record["user"], "ada")
 
     def test_writer_killed_with_sigkill_keeps_every_returned_set_and_an_intact_file(self):
         confirmed = set()
