@@ -350,6 +350,29 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         with self.assertLogs("stores.sqlite_store", "WARNING"):
             self.assertEqual(list(store.all()), ["good"])
 
+    def test_get_text_and_merge_of_a_row_that_is_not_utf8_text(self):
+        store = self.store()
+        record = make_record(user="ada")
+        store.set("bytes", record)
+        store.set("blob", record)
+        base = store.get_text("bytes")
+        conn = self.raw()
+        conn.execute("UPDATE sessions SET data = CAST(? AS TEXT) WHERE sid = 'bytes'",
+                     (b'{"cookie":{},"x":"\xff"}',))
+        conn.execute("UPDATE sessions SET data = ? WHERE sid = 'blob'", (base.encode(),))  # a BLOB
+        with self.assertLogs("stores.sqlite_store", "WARNING") as logs:
+            self.assertIsNone(store.get_text("bytes"))
+        self.assertIn("'bytes'", logs.output[0])
+        self.assertEqual(store.get_text("blob"), base)
+        # A merge compares the stored bytes: a BLOB holding the loaded text is the same record,
+        # and bytes that are not a session are replaced by this request's record.
+        mine = make_record(user="ada", views=1)
+        change = session.Change(base, session.encode_record(mine), session.expires_at(mine))
+        self.assertTrue(store.merge("blob", change))
+        self.assertTrue(store.merge("bytes", change))
+        self.assertEqual(store.get("blob"), mine)
+        self.assertEqual(store.get("bytes"), mine)
+
     def test_constructor_rejects_a_directory_that_does_not_exist(self):
         with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
             SQLiteStore(os.path.join(self.dir, "nope", "sessions.db"))
@@ -529,6 +552,21 @@ class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
             with self.assertLogs("stores.shelve_store", "WARNING") as logs:
                 self.assertIsNone(store.get(sid))
             self.assertIn(repr(sid), logs.output[0])
+
+    def test_get_text_and_merge_of_a_value_that_is_not_utf8(self):
+        store = self.store()
+        record = make_record(user="ada")
+        store.set("s1", record)
+        base = store.get_text("s1")
+        with store._lock:  # the file is locked to its store: in through its own handle
+            store._open()[b"s1"] = shelve_store._pack(time.time() + 60, b'{"cookie":{},"x":"\xff"}')
+        with self.assertLogs("stores.shelve_store", "WARNING") as logs:
+            self.assertIsNone(store.get_text("s1"))
+        self.assertIn("'s1'", logs.output[0])
+        mine = make_record(user="ada", views=1)
+        change = session.Change(base, session.encode_record(mine), session.expires_at(mine))
+        self.assertTrue(store.merge("s1", change))  # not a session: this request's record replaces it
+        self.assertEqual(store.get("s1"), mine)
 
     def test_expired_records_are_swept_a_few_keys_per_write(self):
         class EagerSweep(ShelveStore):
