@@ -61,13 +61,15 @@ Why it is built this way:
   SELECT; UPDATE; COMMIT reaches 86%.  Under contention
   (``bench/sqlite_merge.py``: writers each setting their own key 300 times in
   one record, 1 ms between load and save, nearly every merge meeting a
-  conflict) both keep every key at the same rate (8 threads: 5,550 merges/s;
-  4 processes: 2,880 against 2,980), but the compare-and-set holds the write
-  lock for one statement, so the slowest merge took 9 ms against 19 (8
-  threads) and 5 against 7 (4 processes): a writer waiting for a transaction
-  sleeps in the busy handler (1, 2, 5, 10... ms) while it runs four
-  statements and the Python between them.  The compare-and-set first with the
-  transaction on a conflict gained nothing (5,000 merges/s, 34 ms at worst).
+  conflict) both keep every key at the same rate, within 6% (two runs; 8
+  threads: 5,550 and 3,890 merges/s against 5,550 and 4,150; 4 processes:
+  2,880 and 2,910 against 2,980 and 2,770), but the compare-and-set holds the
+  write lock for one statement, so its slowest merge took 9-15 ms against
+  19-104 (8 threads) and 5-6 against 7-9 (4 processes): a writer waiting for
+  a transaction sleeps in the busy handler (1, 2, 5, 10... ms) while it runs
+  four statements and the Python between them.  The compare-and-set first
+  with the transaction on a conflict gained nothing (as fast, 34-79 ms at
+  worst with 8 threads).
   A new session is ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expires <=
   <now>``: written over an expired row, never over a live one.
 - Pruning: every ``set()`` or ``merge()`` may delete one batch of at most ``prune_batch``
