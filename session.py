@@ -299,8 +299,9 @@ class _Core:
                 at += len(between)
                 if text.startswith("null", at):
                     expires, at = None, at + 4
-                elif text[at:at + 1] == '"' and text[at + 25:at + 26] == '"':
-                    expires, at = _expires_ms(text[at + 1:at + 25]), at + 26
+                elif text[at:at + 1] == '"' and _ISO_MS.fullmatch(text, at + 1, at + 25) \
+                        and text[at + 25:at + 26] == '"':
+                    expires, at = text[at + 1:at + 25], at + 26  # parsed when needed: Cookie._ms
             if expires is not _NOTHING and text.startswith(after, at):
                 at += len(after)
             else:
@@ -334,9 +335,10 @@ class _Core:
             return sess._modified(current)
         return not sess._is_saved(current)
 
-    def _should_touch(self, sess: "Session", current: Optional[str]) -> bool:
-        """An existing session that is not saved gets its expiry moved instead."""
-        return not sess.is_new and not self._should_save(sess, current)
+    def _should_touch(self, sess: "Session", saving: bool) -> bool:
+        """An existing session that is not being saved (``saving``: _should_save's answer)
+        gets its expiry moved instead."""
+        return not saving and not sess.is_new
 
     def _should_destroy(self, sess: "Session") -> bool:
         """The app set the session to None under unset="destroy"."""
@@ -360,23 +362,26 @@ class _Core:
         sid = sess._ensure_id()
         # The cookie the browser sent is re-sent as it is when the first secret made it.
         value = sess._req.resend if sid == sess._cookie_id else None
-        return cookie.serialize(self.name, value or self._cookie_value(sid))
+        return cookie._header(self.name, value or self._cookie_value(sid))
 
     def _store_action(self, sess: "Session", attached: bool, current: Optional[str]) -> Optional[tuple]:
         """What the store must do as the response ends: ("merge", sid, Change, data's JSON),
         ("set", sid, record, data's JSON), ("touch", sid, record), ("destroy", sid), or None."""
         if not attached:
             return ("destroy", sess._id) if self._should_destroy(sess) else None
+        if sess._gone:
+            return None  # it left the store while this request ran: nothing to write back
         if not sess._touched:
             sess._touch_once()  # express restarts the cookie's clock before saving or touching
-        if self._should_save(sess, current):
+        saving = self._should_save(sess, current)
+        if saving:
             # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
             data = current or sess._snapshot or sess._dump()
             sid = sess._id or sess._ensure_id()
             if self._merges:
                 return "merge", sid, sess._change(data), data
             return "set", sid, sess._record(data), data
-        if self._should_touch(sess, current):
+        if self._should_touch(sess, saving):
             return "touch", sess._id, sess._record()
         return None
 
@@ -418,7 +423,7 @@ class _Core:
 
     def _expired_cookie(self, sess: "Session") -> str:
         cookie = sess._cookie or sess._req.options.new_cookie(sess._req)
-        return Cookie._make(cookie._attrs, None, 0).serialize(self.name, "")
+        return Cookie._make(cookie._attrs, None, 0)._header(self.name, "")
 
     def _is_secure(self, context: Any) -> bool:
         raise NotImplementedError  # each adapter reads its own request
@@ -441,6 +446,8 @@ class _Core:
 # A store's coroutine methods, and the methods each must be no older than to be used.
 _STORE_CALLS = {"get": ("get",), "get_text": ("get_text", "get"), "set": ("set",),
                 "merge": ("merge", "get", "set"), "touch": ("touch",), "destroy": ("destroy",)}
+
+
 def _read_record(record: Any, text: Optional[str] = None) -> tuple:
     """A stored record (a dict) as (data, Cookie, position of "cookie", its text or None, the
     data's JSON); TypeError, KeyError or ValueError if it is not a valid session."""
@@ -551,12 +558,12 @@ class _CookieOptions:
         self.secure, self.same_site = secure, same_site
         self.path = _check_cookie_attribute("path", get("path", "/"))
         self.fixed_attrs = (_check_cookie_attribute("partitioned", get("partitioned")),
-                       priority and priority.lower(),
-                       None if secure == "auto" else secure,
-                       _check_cookie_attribute("http_only", get("http_only", True)),
-                       _check_cookie_attribute("domain", get("domain")),
-                       self.path,
-                       None if same_site == "auto" else same_site)
+                            priority and priority.lower(),
+                            None if secure == "auto" else secure,
+                            _check_cookie_attribute("http_only", get("http_only", True)),
+                            _check_cookie_attribute("domain", get("domain")),
+                            self.path,
+                            None if same_site == "auto" else same_site)
         self.auto = secure == "auto" or same_site == "auto"
         self.scoped = bool(self.path) and self.path != "/"  # else every path has the session
         self.record_head = None if self.auto else _templates(self.fixed_attrs)[4]
@@ -585,7 +592,6 @@ class _CookieOptions:
         else:
             original = expires = None
         return Cookie._make(self.attrs(request), original, expires)
-
 
 
 # ---------------------------------------------------------------- Session
@@ -882,7 +888,10 @@ class Session(dict):
                     break
             else:
                 return None
-        return self._dump()
+        try:
+            return _encode(dict(dict.items(self)))  # _dump, without its call in the usual case
+        except (TypeError, ValueError, RecursionError):
+            return self._dump()
 
     def _modified(self, current: Optional[str]) -> bool:
         """express's isModified: a new ID, or data whose JSON is not the loaded one."""
@@ -905,8 +914,8 @@ class Session(dict):
         """This session's write for the store's merge(): the record as loaded, the record now."""
         cookie = self._cookie or self._ensure_cookie()
         cookie_json, ms = cookie._json()
-        if self._cookie_pos == 0:
-            text = _join_record('{"cookie":' + cookie_json, data)
+        if self._cookie_pos == 0:  # as _join_record
+            text = f'{{"cookie":{cookie_json}}}' if data == "{}" else f'{{"cookie":{cookie_json},{data[1:]}'
         else:
             text = _encode(self._record())
         # Another request's later expiry is kept unless this one set the cookie's lifetime.
@@ -1065,8 +1074,9 @@ class Cookie:
 
     @classmethod
     def _make(cls, attrs: tuple, original: Optional[float], expires: Optional[int]) -> "Cookie":
-        """A cookie from checked attributes and its two times (ms), as a record or the options
-        give them: the one way a Cookie is made other than through its checks."""
+        """A cookie from checked attributes and its two times (ms; the expiry may also be a
+        stored ISO date checked for form, see _ms), as a record or the options give them:
+        the one way a Cookie is made other than through its checks."""
         cookie = cls.__new__(cls)
         cookie._attrs, cookie._original, cookie._expires = attrs, original, expires
         return cookie
@@ -1076,10 +1086,24 @@ class Cookie:
         """Whether the cookie has an expiry (else the browser drops it when it closes)."""
         return self._expires is not None
 
+    def _ms(self) -> Optional[int]:
+        """The expiry in epoch ms.  A cookie read from a record's text keeps its stored date,
+        checked for form, until it is needed (most requests restart the clock instead)."""
+        ms = self._expires
+        if type(ms) is str:
+            try:
+                ms = _expires_ms(ms)
+            except ValueError as exc:  # a well-formed date that does not exist: 2026-02-31
+                log.warning("stored cookie expires %r is not a date (%s): treating it as unset",
+                            ms, exc)
+                ms = None
+            self._expires = ms
+        return ms
+
     @property
     def expires(self) -> Optional[datetime]:
         """When the cookie expires (aware UTC), or None for a browser-session cookie."""
-        ms = self._expires
+        ms = self._ms()
         return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
 
     @expires.setter
@@ -1094,7 +1118,7 @@ class Cookie:
     @property
     def max_age(self) -> Optional[float]:
         """Seconds until expiry (negative once expired), or None."""
-        ms = self._expires
+        ms = self._ms()
         return None if ms is None else (ms - _now_ms()) / 1000
 
     @max_age.setter
@@ -1127,23 +1151,23 @@ class Cookie:
     def _stored(self) -> tuple:
         """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
         of attributes, in which only the two times vary."""
-        fields = _templates(self._attrs)[2].copy()
-        fields["originalMaxAge"] = self._original
-        ms = self._expires
-        fields["expires"] = None if ms is None else _iso_ms(ms)
-        return (fields,) + self._json()
+        templates = _templates(self._attrs)
+        ms, original = self._expires, self._original
+        expires = None if ms is None else ms if type(ms) is str else _iso_ms(ms)
+        ms = self._ms()
+        fields = templates[2].copy()
+        fields["originalMaxAge"] = original
+        fields["expires"] = expires
+        return fields, _cookie_json(templates, original, expires), ms
 
     def _json(self) -> tuple:
         """(``to_json()``, expiry in epoch ms)."""
         ms, original = self._expires, self._original
-        templates = _templates(self._attrs)
+        templates = _TEMPLATES.get(self._attrs) or _templates(self._attrs)
         if ms is None and original is None:
             return templates[3], None
-        before, between, after = templates[0]
-        return "".join((
-            before, "null" if original is None else
-            str(original) if type(original) is int else _encode(original),
-            between, "null" if ms is None else f'"{_iso_ms(ms)}"', after)), ms
+        expires = None if ms is None else ms if type(ms) is str else _iso_ms(ms)
+        return _cookie_json(templates, original, expires), self._ms()
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> "Cookie":
@@ -1181,8 +1205,12 @@ class Cookie:
             raise ValueError(f"cookie name must be a token (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
         if not _COOKIE_VALUE.fullmatch(value):
             raise ValueError(f"cookie value has characters a cookie cannot carry: {value!r}")
+        return self._header(name, value)
+
+    def _header(self, name: str, value: str) -> str:
+        """``serialize`` for a name and value already known to be valid (the middleware's)."""
         before, after = _templates(self._attrs)[1]
-        ms = self._expires
+        ms = self._ms()
         return "".join((name, "=", value, before,
                         "" if ms is None else "; Expires=" + _http_date(ms // 1000), after))
 
@@ -1276,6 +1304,16 @@ def _templates(attrs: tuple) -> tuple:
 
 
 _TEMPLATES: dict = {}
+
+
+def _cookie_json(templates: tuple, original: Optional[float], expires: Optional[str]) -> str:
+    """A cookie's JSON from its attributes' templates (see _templates) and its two times."""
+    if original is None and expires is None:
+        return templates[3]
+    before, between, after = templates[0]
+    return "".join((before, "null" if original is None else
+                    str(original) if type(original) is int else _encode(original),
+                    between, "null" if expires is None else f'"{expires}"', after))
 
 
 @functools.lru_cache(maxsize=256, typed=True)
@@ -1831,6 +1869,8 @@ class MemoryStore(Store):
 
 def _with_cookie(text: str, cookie: str) -> str:
     """A record's JSON with its cookie replaced by ``cookie`` (JSON), kept in its place."""
+    if text.startswith(cookie, 10) and text.startswith('{"cookie":'):
+        return text  # the same cookie (one with no expiry): nothing to replace
     if text.startswith('{"cookie":{'):
         end = _scan_json(text, 10)[1]  # just past the cookie object: the data is not decoded
         return '{"cookie":' + cookie + text[end:]
@@ -1873,7 +1913,9 @@ class SessionMiddleware(_Core):
         options = self._options or self._request_options(environ)
         if options.scoped and not options.covers(_request_path(environ)):
             return self.app(environ, start_response)
-        cookie_id, resend = self._read_cookie(environ.get("HTTP_COOKIE"))
+        header = environ.get("HTTP_COOKIE")
+        # A returning visitor's header, verified before, is found whole (see _read_cookie).
+        cookie_id, resend = self._verified_headers.get(header) or self._read_cookie(header)
         exchange = _Exchange(self, environ, key, options, cookie_id, resend, start_response)
         sess = exchange.sess = self._session(exchange, self._read_store(cookie_id) if cookie_id else None)
         environ[key] = sess
@@ -2165,6 +2207,7 @@ _MAX_AGE = 10_000_000_000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
+_ISO_MS = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")
 _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\1')  # RFC 6265 cookie-value
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 

@@ -4,6 +4,8 @@
     python bench/store_ops.py --wall     # the same, one thread timed by the wall clock
     python bench/store_ops.py --only sqlite   # only the rows named so, and their ceilings
     python bench/store_ops.py --only postgres # PostgresStore beside raw psycopg (private cluster)
+    python bench/store_ops.py --only redis --contention   # Redis rows, merged saves beside plain
+                                         # sets, and both merge designs with 8 threads on one session
     python bench/store_ops.py --scale    # also SQLiteStore at 1,000,000 records and a
                                          # 100,000-record prune (about 1.5 min, ~300 MB of disk)
 
@@ -215,6 +217,120 @@ def make_redis_store_from_middleware(tmp: str) -> Ops:
                lambda: (store.close(), release_redis()))
 
 
+def make_redis_store_merge(tmp: str) -> Ops:
+    """RedisStore as the middleware calls it for a returning visitor whose session nobody
+    else wrote meanwhile: get_text, and merge of a change whose base is the stored JSON
+    (one EVALSHA: GET, compare, PTTL, SET)."""
+    from stores.redis_store import RedisStore
+    store = RedisStore(url=redis_url(), prefix="merge:")
+    prepared = middleware_record()
+    change = session.Change(prepared.text, prepared.text, prepared.expires_ms / 1000)
+    for sid in IDS:
+        store.set(sid, prepared)
+
+    def set_(sid, _):
+        if not store.merge(sid, change):
+            raise AssertionError("the merge found no session")
+    return Ops(store.get_text, set_, lambda: (store.close(), release_redis()))
+
+
+def watch_merge(client, key: str, change: session.Change, ttl: int, retries: list) -> bool:
+    """The design RedisStore did not take: WATCH, GET, compare, MULTI/SET/EXEC, again while
+    another client's write (or touch) breaks the WATCH.  (Without the PTTL that keeping a
+    later expiry would add: a round trip fewer than a full equivalent.)"""
+    import redis
+    base = change.base.encode("utf-8")
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                stored = pipe.get(key)
+                if stored is None:
+                    pipe.unwatch()
+                    return False
+                text = change.text if stored == base else change.apply(stored.decode())[0]
+                pipe.multi()
+                pipe.set(key, text, ex=ttl)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                retries.append(1)
+
+
+def make_redis_watch_merge(tmp: str) -> Ops:
+    """watch_merge() with nothing written meanwhile, beside RedisStore's script."""
+    import redis
+    client = redis.Redis.from_url(redis_url())
+    text = dumps(typical_record())
+    change = session.Change(text, text, None)
+    for sid in IDS:
+        client.set("watch:" + sid, text, ex=86400)
+
+    def set_(sid, _):
+        if not watch_merge(client, "watch:" + sid, change, 86400, []):
+            raise AssertionError("the merge found no session")
+    return Ops(lambda sid: client.get("watch:" + sid), set_,
+               lambda: (client.close(), release_redis()))
+
+
+def redis_contention(saves: int = 100) -> None:
+    """Both merge designs with 2 and 8 threads each saving its own key into ONE session at
+    once (the worst case: every save races the others), plus a touch (EXPIRE) every fourth
+    save, as reads of the same session would do."""
+    import redis
+    from stores.redis_store import RedisStore
+    print(f"\n## Redis merge designs under contention: threads x {saves} saves into one session\n")
+    print("| design | threads | saves/s | retries per save | keys kept |")
+    print("|---|---|---|---|---|")
+    url = redis_url()
+    store = RedisStore(url=url, prefix="contention:")
+    client = redis.Redis.from_url(url)
+    base_text = dumps(typical_record())
+    try:
+        for threads, design in [(t, d) for t in (2, 8) for d in ("RedisStore.merge (Lua script)",
+                                                              "WATCH / MULTI / EXEC")]:
+            client.set("contention:one", base_text, ex=86400)
+            retries: list = []
+            real_apply = session.Change.apply
+
+            def counted(change, stored, _apply=real_apply):
+                retries.append(1)
+                return _apply(change, stored)
+
+            def work(t: int) -> None:
+                for i in range(saves):
+                    base = client.get("contention:one").decode()
+                    record = json.loads(base)
+                    record[f"t{t}-{i}"] = i
+                    change = session.Change(base, dumps(record), None)
+                    if design.startswith("RedisStore"):
+                        store.merge("one", change)
+                    else:
+                        watch_merge(client, "contention:one", change, 86400, retries)
+                    if i % 4 == 0:
+                        store.touch("one", typical_record())
+            session.Change.apply = counted
+            try:
+                pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+                started = time.perf_counter()
+                for thread in pool:
+                    thread.start()
+                for thread in pool:
+                    thread.join()
+                took = time.perf_counter() - started
+            finally:
+                session.Change.apply = real_apply
+            kept = len(json.loads(client.get("contention:one"))) - len(typical_record())
+            print(f"| {design} | {threads} | {threads * saves / took:,.0f} | "
+                  f"{len(retries) / (threads * saves):.2f} | {kept} of {threads * saves} |")
+    finally:
+        store.close()
+        client.close()
+        release_redis()
+    print("\nRetries: for the script, stored JSON that was no longer the request's base (merged "
+          "and sent again); for WATCH, those plus the transactions another write or touch broke.")
+
+
 def raw_redis(tmp: str, with_json: bool) -> Ops:
     """redis-py GET and SET EX of the same JSON, under another prefix: the least work Redis allows."""
     import redis
@@ -248,7 +364,11 @@ def redis_rows() -> list:
             Row("redis-py + json", lambda tmp: raw_redis(tmp, True), "redis-py GET / SET EX"),
             Row("RedisStore", make_redis_store, "redis-py GET / SET EX"),
             Row("RedisStore, record from the middleware", make_redis_store_from_middleware,
-                "redis-py GET / SET EX")]
+                "redis-py GET / SET EX"),
+            Row("RedisStore merged save (get_text / merge)", make_redis_store_merge,
+                "RedisStore, record from the middleware"),
+            Row("WATCH / MULTI / EXEC merge (not taken)", make_redis_watch_merge,
+                "RedisStore, record from the middleware")]
 
 
 # -- PostgreSQL rows (owned with stores/postgres_store.py): both on one private cluster -----------
@@ -700,6 +820,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.1, help="length of one timed run")
     parser.add_argument("--only", help="only the rows whose name contains this (and their ceilings)")
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per cell (median)")
+    parser.add_argument("--contention", action="store_true",
+                        help="also the Redis merge designs, 8 threads saving into one session")
     args = parser.parse_args()
     global ONE_THREAD_CLOCK
     if args.wall:
@@ -711,11 +833,16 @@ def main() -> None:
     rows = ROWS + redis_rows() + postgres_rows() + returning_visitor_rows()
     if args.only:
         chosen = [row for row in rows if args.only.lower() in row.name.lower()]
-        wanted = {row.name for row in chosen} | {row.ceiling for row in chosen if row.ceiling}
+        wanted = {row.name for row in chosen}
+        ceilings = {row.name: row.ceiling for row in rows}
+        while not {ceilings[name] for name in wanted if ceilings[name]} <= wanted:
+            wanted |= {ceilings[name] for name in wanted if ceilings[name]}  # theirs too
         wanted |= {row.name for row in rows if row.ceiling in wanted}  # e.g. "+ json" beside them
         rows = [row for row in rows if row.name in wanted]
     results = measure(rows, args.seconds, args.repeats)
     print_table(rows, results)
+    if args.contention and redis_rows():
+        redis_contention()
     if args.scale:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             scale(tmp, args.repeats)

@@ -352,7 +352,7 @@ class StoreContract:
     ]
 
     def _request_with_cookie_for(self, sid: str) -> tuple:
-        from test_session import SECRET, call_wsgi, cookie_value, make_environ
+        from tests.harness import SECRET, call_wsgi, cookie_value, make_environ
         seen: list = []
 
         def app(environ, start_response):
@@ -394,7 +394,7 @@ class StoreContract:
                 self._assert_missing(f"hostile-text-{i}")
 
     def test_what_the_app_can_save_the_next_request_can_load(self):
-        from test_session import SECRET, Client, call_wsgi, cookie_value, make_environ
+        from tests.harness import SECRET, Client, call_wsgi, cookie_value, make_environ
         saved, loaded = [], []
 
         def app(environ, start_response):
@@ -442,7 +442,7 @@ class StoreContract:
             self.assertEqual(got, text)
         else:
             self.assertEqual(json.loads(got), json.loads(text))
-        from test_session import SECRET, call_wsgi, cookie_value, make_environ
+        from tests.harness import SECRET, call_wsgi, cookie_value, make_environ
         seen: list = []
 
         def app(environ, start_response):
@@ -657,7 +657,7 @@ class StoreContract:
                     elif roll < 0.97:
                         self.store.destroy(shared)
                     else:
-                        self.store.length()
+                        rng.choice((self.store.length, self.store.all, self.store.prune))()
                 for sid, n in last.items():
                     got = self.store.get(sid)
                     if got is None or got["n"] != n:
@@ -672,6 +672,7 @@ class StoreContract:
             thread.join(120)
         self.assertFalse(any(thread.is_alive() for thread in pool), "a thread hung")
         self.assertEqual(errors, [])
+        self.assertEqual(self.store.length(), len(self.store.all()))
 
 
 def _nested(depth: int) -> list:

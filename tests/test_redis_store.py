@@ -4,6 +4,7 @@ Needs ``apt-get install -y redis-server`` and ``pip install redis``.
 """
 from __future__ import annotations
 
+import asyncio
 import http.client
 import io
 import json
@@ -55,6 +56,25 @@ def record(expires: float | None = None, **data) -> dict:
               "expires": None if expires is None else iso(expires),
               "httpOnly": True, "path": "/"}
     return {"cookie": cookie, **data}
+
+
+def prepared(expires: float | None, keep_later: bool = True, **data) -> "session._Record":
+    """A record as the middleware hands it to set and touch (with ``keep_later``)."""
+    rec = session._Record.of(session.encode_record(record(expires, **data)), expires)
+    rec.keep_later = keep_later
+    return rec
+
+
+def text_of(expires: float | None = None, **data) -> str:
+    """A record's JSON, as express writes it."""
+    return session.encode_record(record(expires, **data))
+
+
+def with_keys(text: str, **sets) -> str:
+    """``text`` with some top-level keys set, as a request that changed them would write it."""
+    rec = json.loads(text)
+    rec.update(sets)
+    return session.encode_record(rec)
 
 
 class RedisTestCase(unittest.TestCase):
@@ -322,6 +342,585 @@ class TestRedisStoreClient(RedisTestCase):
         self.assertEqual(out, "False")
 
 
+KINDS = ("sync", "async")
+
+
+class _Calls:
+    """A store's methods called one way: ``sync``, or their coroutine forms (``async``) run
+    on ``loop``, so one test definition proves both follow the same rules."""
+
+    def __init__(self, store, kind: str, loop) -> None:
+        self.store, self.kind, self.loop = store, kind, loop
+
+    def __getattr__(self, name):
+        if self.kind == "sync":
+            return getattr(self.store, name)
+        method = getattr(self.store, "a" + name)
+        return lambda *args: self.loop.run_until_complete(method(*args))
+
+
+def _monitored(raw, action) -> list:
+    """(client type, command) of every command Redis ran while ``action()`` ran, but for
+    what a new connection sends first."""
+    marker = f"end-of-action-{time.monotonic_ns()}"
+    with raw.monitor() as monitor:
+        action()
+        with redis.Redis(connection_pool=raw.connection_pool) as other:
+            other.echo(marker)
+        seen = []
+        for event in monitor.listen():
+            if event["command"] == f"ECHO {marker}":
+                return seen
+            if event["command"].split()[0] not in _HANDSHAKE:
+                seen.append((event["client_type"], event["command"]))
+
+
+_HANDSHAKE = {"HELLO", "CLIENT", "SELECT", "AUTH"}
+
+
+def _sent(commands: list) -> list:
+    """The names of the commands a client sent (not those a script ran)."""
+    return [command.split()[0] for kind, command in commands if kind != "lua"]
+
+
+class AsyncRedisTestCase(RedisTestCase):
+    """A RedisTestCase with an event loop of its own for the coroutine methods."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.loop = asyncio.new_event_loop()
+        self.addCleanup(self.loop.close)
+
+    def store(self, **kwargs) -> "RedisStore":
+        store = super().store(**kwargs)
+        self.addCleanup(lambda: self.loop.run_until_complete(store.aclose()))
+        return store
+
+    def calls(self, store, kind: str) -> _Calls:
+        return _Calls(store, kind, self.loop)
+
+
+@requires(HAVE_REDIS, REASON)
+class TestRedisStoreGetText(AsyncRedisTestCase):
+    """get_text hands over the stored JSON as it is, and never raises on what it finds."""
+
+    def test_get_text_is_the_stored_json_byte_for_byte(self):
+        text = ('{"cookie":{"originalMaxAge":3599999,"expires":"2099-01-01T00:00:00.000Z",'
+                '"httpOnly":true,"path":"/"},"name":"Zoë 🐍","url":"a/b","n":1.0,"s":"\u2028"}')
+        self.raw.set("sess:t", text.encode("utf-8"), ex=60)
+        for kind in KINDS:
+            with self.subTest(kind):
+                calls = self.calls(self.store(), kind)
+                self.assertEqual(calls.get_text("t"), text)
+                self.assertIsNone(calls.get_text("missing"))
+
+    def test_a_value_that_is_not_utf8_is_missing_with_a_warning(self):
+        for kind in KINDS:
+            for raw in (b'{"cookie":{},"x":"\xff"}', b"\xed\xa0\x80", b"\x80"):
+                with self.subTest(kind, raw=raw):
+                    self.raw.set("sess:bad", raw, ex=60)
+                    with self.assertLogs("stores.redis_store", logging.WARNING):
+                        self.assertIsNone(self.calls(self.store(), kind).get_text("bad"))
+
+    def test_a_client_with_decode_responses_gets_the_same_text(self):
+        client = redis.Redis.from_url(_server.url, decode_responses=True)
+        self.addCleanup(client.close)
+        store = RedisStore(client)
+        text = text_of(None, name="Zoë")
+        self.raw.set("sess:ok", text.encode("utf-8"), ex=60)
+        self.raw.set("sess:bad", b"\xff\xfe", ex=60)
+        for kind in KINDS:
+            with self.subTest(kind):
+                calls = self.calls(store, kind)
+                self.assertEqual(calls.get_text("ok"), text)
+                with self.assertLogs("stores.redis_store", logging.WARNING):
+                    self.assertIsNone(calls.get_text("bad"))
+                with self.assertLogs("stores.redis_store", logging.WARNING):
+                    self.assertIsNone(calls.get("bad"))
+        self.loop.run_until_complete(store.aclose())
+        store.close()
+
+    def test_the_middleware_reads_through_get_text(self):
+        store = self.store()
+        self.raw.set("sess:abc", text_of(None, n=1), ex=60)
+        seen = []
+
+        def app(environ, start_response):
+            seen.append(dict(environ["session"]))
+            start_response("200 OK", [])
+            return [b""]
+        mw = session.SessionMiddleware(app, secret="k", store=store)
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "",
+                   "wsgi.url_scheme": "http",
+                   "HTTP_COOKIE": "connect.sid=s%3A" + session.sign("abc", "k").replace("/", "%2F")}
+        with mock.patch.object(RedisStore, "get", side_effect=AssertionError("read through get")):
+            list(mw(environ, lambda *a: None))
+        self.assertEqual(seen, [{"n": 1}])
+
+
+@requires(HAVE_REDIS, REASON)
+class TestRedisStoreMerge(AsyncRedisTestCase):
+    """merge: one compare-and-set on the key, by the rules of Store.merge, sync and async alike."""
+
+    def test_stored_text_equal_to_the_base_is_replaced_by_the_change_as_given(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                base = text_of(time.time() + 600, user="ada")
+                self.raw.set("sess:s", base, ex=600)
+                mine = with_keys(base, views=2, name="Zoë/🐍\u2028", big=1e300, half=0.5)
+                merged = self.calls(self.store(), kind).merge(
+                    "s", session.Change(base, mine, time.time() + 600))
+                self.assertTrue(merged)
+                self.assertEqual(self.raw.get("sess:s"), mine.encode("utf-8"), "byte for byte")
+
+    def test_a_new_session_is_created_only_if_its_id_is_free(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.raw.flushdb()
+                calls = self.calls(self.store(), kind)
+                theirs, mine = text_of(None, user="someone"), text_of(None, user="me")
+                self.raw.set("sess:taken", theirs, ex=600)
+                self.assertFalse(calls.merge("taken", session.Change(None, mine, None)))
+                self.assertEqual(self.raw.get("sess:taken"), theirs.encode())
+                self.assertTrue(calls.merge("free", session.Change(None, mine, None)))
+                self.assertEqual(self.raw.get("sess:free"), mine.encode())
+
+    def test_a_key_redis_has_expired_frees_the_id(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.raw.set("sess:old", text_of(None), px=30)
+                time.sleep(0.1)
+                calls = self.calls(self.store(), kind)
+                self.assertTrue(calls.merge("old", session.Change(None, text_of(None, n=1), None)))
+                self.assertEqual(json.loads(self.raw.get("sess:old"))["n"], 1)
+
+    def test_a_session_gone_from_redis_is_not_written_back(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                base = text_of(None, user="ada")
+                calls = self.calls(self.store(), kind)
+                self.assertFalse(calls.merge("gone", session.Change(base, with_keys(base, n=2), None)))
+                self.assertFalse(self.raw.exists("sess:gone"))
+
+    def test_keys_another_request_wrote_meanwhile_are_kept(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                base = text_of(time.time() + 600, user="ada", cart=[1])
+                theirs = with_keys(base, theirs=1, cart=[1, 2])
+                self.raw.set("sess:s", theirs, ex=600)
+                mine = with_keys(base, mine="é")
+                calls = self.calls(self.store(), kind)
+                self.assertTrue(calls.merge("s", session.Change(base, mine, time.time() + 600)))
+                stored = self.raw.get("sess:s").decode()
+                self.assertEqual(json.loads(stored), {**json.loads(theirs), "mine": "é"})
+                self.assertEqual(list(json.loads(stored)), ["cookie", "user", "cart", "theirs", "mine"])
+                self.assertEqual(stored, session.encode_record(json.loads(stored)), "express's form")
+
+    def test_a_stored_value_that_is_not_a_session_is_replaced(self):
+        for kind in KINDS:
+            for bad in (b"\xff not UTF-8", b"not json", b'{"no":"cookie"}'):
+                with self.subTest(kind, stored=bad):
+                    self.raw.set("sess:s", bad, ex=600)
+                    base = text_of(None, user="ada")
+                    mine = with_keys(base, n=1)
+                    calls = self.calls(self.store(), kind)
+                    self.assertTrue(calls.merge("s", session.Change(base, mine, None)))
+                    self.assertEqual(self.raw.get("sess:s"), mine.encode())
+
+    def test_concurrent_merges_into_one_session_lose_nothing(self):
+        store = self.store()
+
+        def change(base: str, key: str) -> session.Change:
+            return session.Change(base, with_keys(base, **{key: 1}), None)
+
+        with self.subTest("threads"):
+            self.raw.set("sess:busy", text_of(None), ex=600)
+            errors: list = []
+            start = threading.Barrier(8)
+
+            def worker(t: int) -> None:
+                try:
+                    start.wait()
+                    for i in range(15):
+                        if not store.merge("busy", change(store.get_text("busy"), f"t{t}-{i}")):
+                            errors.append(f"thread {t}: merge refused")
+                except Exception as exc:  # collected: the test reports every thread's failure
+                    errors.append(f"thread {t}: {exc!r}")
+            threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            self.assertEqual(errors, [])
+            self.assertEqual(len(json.loads(self.raw.get("sess:busy"))), 1 + 8 * 15)
+
+        with self.subTest("tasks"):
+            self.raw.set("sess:busy", text_of(None), ex=600)
+
+            async def task(t: int) -> list:
+                return [await store.amerge("busy", change(await store.aget_text("busy"), f"a{t}-{i}"))
+                        for i in range(15)]
+
+            async def main():
+                return await asyncio.gather(*(task(t) for t in range(8)))
+            self.assertEqual(self.loop.run_until_complete(main()), [[True] * 15] * 8)
+            self.assertEqual(len(json.loads(self.raw.get("sess:busy"))), 1 + 8 * 15)
+
+    def test_the_common_case_is_one_round_trip(self):
+        store = self.store()
+        base = text_of(None, n=0)
+        store.set("s", json.loads(base))
+        store.merge("s", session.Change(base, base, None))  # Redis now knows the script
+        mine = with_keys(base, n=1)
+        for kind in KINDS:
+            with self.subTest(kind):
+                calls = self.calls(store, kind)
+                calls.get_text("s")   # the connection is open
+                commands = _monitored(self.raw, lambda: calls.merge("s", session.Change(base, mine, None)))
+                self.assertEqual(_sent(commands), ["EVALSHA"])
+                self.assertEqual([c.split()[0] for kind, c in commands if kind == "lua"],
+                                 ["GET", "PTTL", "SET"])
+                self.raw.set("sess:s", base, keepttl=True)
+
+    def test_a_server_without_the_script_gets_it_by_eval_once(self):
+        store = self.store()
+        base = text_of(None, n=0)
+        store.set("s", json.loads(base))
+        for kind in KINDS:
+            with self.subTest(kind):
+                calls = self.calls(store, kind)
+                calls.get_text("s")
+                self.raw.script_flush()
+
+                def twice():
+                    calls.merge("s", session.Change(base, base, None))
+                    calls.merge("s", session.Change(base, base, None))
+                self.assertEqual(_sent(_monitored(self.raw, twice)), ["EVALSHA", "EVAL", "EVALSHA"])
+
+    def test_a_change_made_after_a_concurrent_write_costs_one_more_round_trip(self):
+        store = self.store()
+        base = text_of(None, n=0)
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.raw.set("sess:s", with_keys(base, other=1), ex=600)
+                calls = self.calls(store, kind)
+                calls.merge("s", session.Change(text_of(None, n=0, other=1), text_of(None, n=0, other=1), None))
+                commands = _monitored(
+                    self.raw, lambda: calls.merge("s", session.Change(base, with_keys(base, n=1), None)))
+                self.assertEqual(_sent(commands), ["EVALSHA", "EVALSHA"])
+                self.assertEqual(json.loads(self.raw.get("sess:s")), json.loads(text_of(None, n=1, other=1)))
+
+
+def _within(pttl: int, seconds: float) -> bool:
+    """Whether a key's PTTL is what EX ceil(seconds to the expiry) gives, ``seconds`` from when
+    the expiry was taken (its millisecond rounding may add one second)."""
+    return seconds * 1000 - 1000 < pttl <= seconds * 1000 + 1000
+
+
+@requires(HAVE_REDIS, REASON)
+class TestRedisStoreMergeExpiry(AsyncRedisTestCase):
+    """merge keeps connect-redis's TTL rule, and never shortens a key unless asked to."""
+
+    def merge(self, kind, expires, keep_later=True, *, stored_ms=None, persist=False, **options):
+        """Merge a change with this expiry into ``sess:s``: a new session, or one stored with
+        ``stored_ms`` left (or without expiry, ``persist``)."""
+        base = text_of(None, n=0)
+        if stored_ms is not None or persist:
+            self.raw.set("sess:s", base, px=stored_ms)
+        else:
+            self.raw.delete("sess:s")
+        change = session.Change(None if stored_ms is None and not persist else base,
+                                with_keys(base, n=1), expires, keep_later)
+        return self.calls(self.store(**options), kind).merge("s", change)
+
+    def test_ttl_is_seconds_to_the_expiry_rounded_up(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.assertTrue(self.merge(kind, time.time() + 10.2))
+                self.assertTrue(10_300 < self.raw.pttl("sess:s") <= 11_000, self.raw.pttl("sess:s"))
+
+    def test_no_expiry_means_the_store_ttl(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.merge(kind, None, ttl=1234)
+                self.assertEqual(self.raw.ttl("sess:s"), 1234)
+
+    def test_an_expiry_already_past_deletes_the_key(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.assertTrue(self.merge(kind, time.time() - 1, False, stored_ms=60_000))
+                self.assertFalse(self.raw.exists("sess:s"))
+                self.assertTrue(self.merge(kind, time.time() - 1), "a new one: nothing to write")
+                self.assertFalse(self.raw.exists("sess:s"))
+
+    def test_a_later_stored_expiry_is_kept(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.merge(kind, time.time() + 100, stored_ms=500_000)
+                self.assertTrue(_within(self.raw.pttl("sess:s"), 500))
+                self.assertEqual(json.loads(self.raw.get("sess:s"))["n"], 1)
+                self.merge(kind, time.time() - 5, stored_ms=500_000)
+                self.assertTrue(_within(self.raw.pttl("sess:s"), 500), "nor deleted")
+
+    def test_an_earlier_stored_expiry_moves_later(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.merge(kind, time.time() + 900, stored_ms=100_000)
+                self.assertTrue(_within(self.raw.pttl("sess:s"), 900))
+
+    def test_keep_later_false_sets_the_expiry_it_is_given(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.merge(kind, time.time() + 100, False, stored_ms=500_000)
+                self.assertTrue(_within(self.raw.pttl("sess:s"), 100))
+
+    def test_a_key_without_expiry_keeps_none_unless_asked(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.merge(kind, time.time() + 100, persist=True)
+                self.assertEqual(self.raw.pttl("sess:s"), -1)
+                self.merge(kind, time.time() + 100, False, persist=True)
+                self.assertTrue(_within(self.raw.pttl("sess:s"), 100))
+
+    def test_disable_ttl_writes_without_expiry_and_still_deletes_the_expired(self):
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.merge(kind, time.time() + 100, stored_ms=5_000, disable_ttl=True)
+                self.assertEqual(self.raw.pttl("sess:s"), -1)
+                self.merge(kind, time.time() + 100, disable_ttl=True)
+                self.assertEqual(self.raw.pttl("sess:s"), -1)
+                self.merge(kind, time.time() - 1, False, persist=True, disable_ttl=True)
+                self.assertFalse(self.raw.exists("sess:s"))
+
+
+@requires(HAVE_REDIS, REASON)
+class TestRedisStoreTouch(AsyncRedisTestCase):
+    """touch is EXPIRE, with GT unless the request set the cookie's lifetime itself."""
+
+    def check_touch_rules(self, store) -> None:
+        for kind in KINDS:
+            with self.subTest(kind):
+                calls = self.calls(store, kind)
+                self.raw.set("sess:t", text_of(None), ex=500)
+                calls.touch("t", prepared(time.time() + 100))
+                self.assertTrue(_within(self.raw.pttl("sess:t"), 500), "not shortened")
+                calls.touch("t", record(time.time() + 100))   # a plain dict: keep_later too
+                self.assertTrue(_within(self.raw.pttl("sess:t"), 500))
+                calls.touch("t", prepared(time.time() + 900))
+                self.assertTrue(_within(self.raw.pttl("sess:t"), 900))
+                calls.touch("t", prepared(time.time() + 100, keep_later=False))
+                self.assertTrue(_within(self.raw.pttl("sess:t"), 100), "shortened when asked")
+                calls.touch("missing", prepared(time.time() + 900))
+                self.assertFalse(self.raw.exists("sess:missing"))
+                self.raw.persist("sess:t")
+                calls.touch("t", prepared(time.time() + 900))
+                self.assertEqual(self.raw.pttl("sess:t"), -1, "no expiry is the latest")
+                calls.touch("t", prepared(time.time() - 1, keep_later=False))
+                self.assertFalse(self.raw.exists("sess:t"), "EXPIRE with 0 or less deletes")
+
+    def test_touch_never_shortens_the_key_unless_asked(self):
+        self.check_touch_rules(self.store())
+
+    def test_touch_sends_expire_gt(self):
+        store = self.store()
+        self.raw.set("sess:t", text_of(None), ex=500)
+        for kind in KINDS:
+            with self.subTest(kind):
+                calls = self.calls(store, kind)
+                calls.get_text("t")
+                sent = [c for _, c in _monitored(
+                    self.raw, lambda: calls.touch("t", prepared(time.time() + 900)))]
+                self.assertEqual(len(sent), 1)
+                self.assertRegex(sent[0], r"^EXPIRE sess:t 90[01] GT$")
+
+    def test_before_redis_7_a_script_keeps_the_same_rules(self):
+        store = self.store()
+        store._expire_gt = False  # as it becomes when Redis refuses EXPIRE's GT option
+        self.check_touch_rules(store)
+        self.raw.set("sess:t", text_of(None), ex=500)
+        sent = _sent(_monitored(self.raw, lambda: store.touch("t", prepared(time.time() + 900))))
+        self.assertEqual(sent, ["EVALSHA"])
+
+
+@requires(HAVE_REDIS, REASON)
+class TestRedisStoreAsync(AsyncRedisTestCase):
+    """The coroutine methods: the same records through redis.asyncio, clients made as needed."""
+
+    def test_records_written_either_way_are_the_same_bytes_and_ttl(self):
+        store = self.store()
+        rec = record(time.time() + 600, user="Zoë")
+        store.set("sync", rec)
+        self.loop.run_until_complete(store.aset("async", rec))
+        self.assertEqual(self.raw.get("sess:async"), self.raw.get("sess:sync"))
+        self.assertLessEqual(abs(self.raw.pttl("sess:async") - self.raw.pttl("sess:sync")), 1000)
+        self.assertEqual(self.loop.run_until_complete(store.aget("sync")), rec)
+        self.assertEqual(self.loop.run_until_complete(store.aget_text("sync")),
+                         session.encode_record(rec))
+        self.assertEqual(store.get("async"), rec)
+
+    def test_adestroy_and_an_expired_aset_delete(self):
+        store = self.store()
+        store.set("a", record(None))
+        store.set("b", record(None))
+        self.loop.run_until_complete(store.adestroy("a"))
+        self.loop.run_until_complete(store.aset("b", record(time.time() - 1)))
+        self.assertEqual(self.raw.exists("sess:a", "sess:b"), 0)
+
+    def test_one_store_serves_event_loops_one_after_another(self):
+        store = self.store()
+        store.set("s", record(None, n=1))
+
+        async def read():
+            try:
+                return await store.aget("s")
+            finally:
+                await store.aclose()
+        for _ in range(3):   # a new loop each time: a client bound to the last one would fail
+            self.assertEqual(asyncio.run(read()), record(None, n=1))
+
+    def test_one_store_serves_event_loops_in_several_threads_at_once(self):
+        store = self.store()
+        store.set("s", record(None, n=1))
+        results: list = []
+
+        def in_a_thread():
+            async def main():
+                for _ in range(20):
+                    results.append(await store.aget("s"))
+                    await asyncio.sleep(0)
+                await store.aclose()
+            asyncio.run(main())
+        threads = [threading.Thread(target=in_a_thread) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(results, [record(None, n=1)] * 80)
+
+    def test_sync_and_async_code_share_one_store_at_once(self):
+        store = self.store()
+        store.set("s", record(None))
+        errors: list = []
+
+        def sync_worker(t):
+            try:
+                for i in range(20):
+                    base = store.get_text("s")
+                    store.merge("s", session.Change(base, with_keys(base, **{f"sync{t}-{i}": i}), None))
+            except Exception as exc:  # collected: reported by the assertion below
+                errors.append(exc)
+
+        async def async_worker(t):
+            for i in range(20):
+                base = await store.aget_text("s")
+                await store.amerge("s", session.Change(base, with_keys(base, **{f"async{t}-{i}": i}), None))
+
+        async def main():
+            await asyncio.gather(*(async_worker(t) for t in range(4)))
+        threads = [threading.Thread(target=sync_worker, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        self.loop.run_until_complete(main())
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(store.get("s")), 1 + 8 * 20)
+
+    def test_the_async_client_takes_the_sync_clients_connection_options(self):
+        client = redis.Redis.from_url(_server.url.rsplit("/", 1)[0] + "/3", client_name="apps-client")
+        self.addCleanup(client.close)
+        store = RedisStore(client)
+        self.loop.run_until_complete(store.aset("x", record(None)))
+        self.assertEqual([c["name"] for c in self.raw.client_list()].count("apps-client"), 1,
+                         "the async connection, named as the app's client names its own")
+        self.assertIsNotNone(client.get("sess:x"), "in the app's database, 3")
+        self.assertIsNone(self.raw.get("sess:x"))
+        self.loop.run_until_complete(store.aclose())
+        store.close()
+        self.assertTrue(client.ping(), "the app's client is not closed")
+
+    def test_an_async_client_given_is_used_as_is_and_never_closed(self):
+        async def main():
+            client = redis.asyncio.Redis.from_url(_server.url, client_name="apps-async")
+            store = RedisStore(client)
+            await store.aset("a", record(None, n=1))
+            # The sync methods, from a thread: a sync client made from the async one's options.
+            got = await asyncio.to_thread(store.get, "a")
+            await asyncio.to_thread(store.set, "b", record(None, n=2))
+            names = [c["name"] for c in await client.client_list()]
+            await store.aclose()
+            store.close()
+            alive = await client.ping()
+            await client.aclose()
+            return got, names, alive
+        got, names, alive = self.loop.run_until_complete(main())
+        self.assertEqual(got, record(None, n=1))
+        self.assertEqual(json.loads(self.raw.get("sess:b"))["n"], 2)
+        self.assertEqual(names.count("apps-async"), 2, "the app's connection and the store's sync one")
+        self.assertTrue(alive)
+
+    def test_a_client_that_cannot_be_mirrored_is_used_through_threads(self):
+        class OwnPool(redis.ConnectionPool):
+            pass
+        client = redis.Redis(connection_pool=OwnPool.from_url(_server.url, client_name="own-pool"))
+        self.addCleanup(client.close)
+        store = RedisStore(client)
+        store.set("s", record(None, n=1))
+
+        async def main():
+            got = await store.aget("s")
+            await store.amerge("s", session.Change(await store.aget_text("s"), text_of(None, n=2), None))
+            return got
+        self.assertEqual(self.loop.run_until_complete(main()), record(None, n=1))
+        self.assertEqual(store.get("s")["n"], 2)
+        self.assertEqual([c["name"] for c in self.raw.client_list()].count("own-pool"), 1,
+                         "no second client: the app's, from the loop's threads")
+
+    def test_an_async_client_that_cannot_be_mirrored_serves_the_async_methods_only(self):
+        class OwnPool(redis.asyncio.ConnectionPool):
+            pass
+
+        async def main():
+            client = redis.asyncio.Redis(connection_pool=OwnPool.from_url(_server.url))
+            store = RedisStore(client)
+            await store.aset("s", record(None, n=1))
+            got = await store.aget("s")
+            with self.assertRaisesRegex(TypeError, "give it a redis.Redis"):
+                store.get("s")
+            store.close()
+            await client.aclose()
+            return got
+        self.assertEqual(self.loop.run_until_complete(main()), record(None, n=1))
+
+    def test_close_closes_the_async_connections_the_store_made(self):
+        store = RedisStore(url=_server.url + "?client_name=store-async")
+        self.loop.run_until_complete(store.aset("x", record(None)))
+        self.assertIn("store-async", [c["name"] for c in self.raw.client_list()])
+        store.close()   # from sync code, with the loop idle
+        deadline = time.monotonic() + 5
+        while "store-async" in [c["name"] for c in self.raw.client_list()]:
+            self.assertLess(time.monotonic(), deadline, "the store's async connection stayed open")
+            time.sleep(0.02)
+
+    def test_outage_raises_connection_error_and_the_same_store_recovers(self):
+        with RedisServer() as server:
+            store = RedisStore(url=server.url)
+            self.addCleanup(store.close)
+            run = self.loop.run_until_complete
+            base = text_of(None, n=1)
+            self.assertTrue(run(store.amerge("s", session.Change(None, base, None))))
+            server.stop()
+            for call in (store.aget_text("s"), store.amerge("s", session.Change(base, base, None)),
+                         store.atouch("s", prepared(None)), store.adestroy("s")):
+                with self.assertRaises(redis.ConnectionError):
+                    run(call)
+            server.start()   # empty: there is no persistence
+            self.assertIsNone(run(store.aget_text("s")))
+            self.assertTrue(run(store.amerge("s", session.Change(None, base, None))))
+            self.assertEqual(run(store.aget_text("s")), base)
+            run(store.aclose())
+
+
 def _cluster_port() -> int:
     """A free port whose cluster-bus port (port + 10000) is free too; Redis caps it at 55535."""
     import random
@@ -389,7 +988,9 @@ class TestRedisStoreOnACluster(unittest.TestCase):
         self.assertTrue(all(per_node), f"keys should spread over every node: {per_node}")
         self.assertEqual(store.get("s7")["i"], 7)
         store.touch("s7", record(time.time() + 99))
-        self.assertIn(client.ttl("sess:s7"), (98, 99))
+        self.assertGreater(client.ttl("sess:s7"), 86000, "a touch never shortens by default")
+        store.touch("s7", prepared(time.time() + 99, keep_later=False))
+        self.assertIn(client.ttl("sess:s7"), (98, 99, 100))   # ceil of 99 s and a millisecond: 100
         store.destroy("s8")
         self.assertIsNone(store.get("s8"))
         self.assertEqual(store.length(), 59)
@@ -400,6 +1001,56 @@ class TestRedisStoreOnACluster(unittest.TestCase):
         self.assertEqual(store.length(), 0)
         store.close()
         self.assertEqual(client.get("absent"), None, "the app's cluster client stays usable")
+
+    def test_merge_and_touch_work_on_every_node_sync_and_async(self):
+        from redis.cluster import RedisCluster
+        client = RedisCluster(host="127.0.0.1", port=self.nodes[0].port)
+        self.addCleanup(client.close)
+        store = RedisStore(client)
+        self.addCleanup(store.close)
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        self.addCleanup(lambda: loop.run_until_complete(store.aclose()))
+        for kind in KINDS:
+            with self.subTest(kind):
+                calls = _Calls(store, kind, loop)
+                sids = [f"{kind}{i}" for i in range(30)]
+                for sid in sids:
+                    self.assertTrue(calls.merge(sid, session.Change(None, text_of(None, sid=sid), None)))
+                    self.assertFalse(calls.merge(sid, session.Change(None, text_of(None), None)))
+                slots = {client.keyslot("sess:" + sid) for sid in sids}
+                nodes = {client.get_node_from_key("sess:" + sid).name for sid in sids}
+                self.assertEqual(len(nodes), 3, f"sessions on every node ({len(slots)} slots)")
+                for sid in sids:
+                    base = text_of(None, sid=sid)
+                    client.set("sess:" + sid, with_keys(base, theirs=1), keepttl=True)
+                    self.assertTrue(calls.merge(sid, session.Change(base, with_keys(base, mine=1), None)))
+                    self.assertEqual(json.loads(calls.get_text(sid)),
+                                     json.loads(text_of(None, sid=sid, theirs=1, mine=1)))
+                    calls.touch(sid, prepared(time.time() + 99))
+                    self.assertGreater(client.ttl("sess:" + sid), 86000, "never shortened")
+                    calls.touch(sid, prepared(time.time() + 99, keep_later=False))
+                    self.assertIn(client.ttl("sess:" + sid), (98, 99, 100))
+                    calls.destroy(sid)
+                    self.assertFalse(calls.merge(sid, session.Change(base, base, None)), "gone")
+
+    def test_an_async_cluster_client_given_serves_the_sync_methods_too(self):
+        from redis.asyncio.cluster import RedisCluster
+
+        async def main():
+            client = RedisCluster(host="127.0.0.1", port=self.nodes[1].port)
+            store = RedisStore(client)
+            for i in range(20):
+                await store.amerge(f"a{i}", session.Change(None, text_of(None, i=i), None))
+            got = await asyncio.to_thread(lambda: [store.get(f"a{i}")["i"] for i in range(20)])
+            count = await asyncio.to_thread(store.length)
+            await asyncio.to_thread(store.clear)
+            store.close()
+            alive = await client.ping()
+            await client.aclose()
+            return got, count, alive
+        got, count, alive = asyncio.run(main())
+        self.assertEqual((got, count, alive), (list(range(20)), 20, True))
 
 
 # ---------------------------------------------------------------- the middleware over Redis
@@ -447,16 +1098,33 @@ def _serve(app):
     return errors, server.server_address[1], stop
 
 
-def _request(port: int, cookie: str | None = None) -> tuple:
+def _request(port: int, cookie: str | None = None, path: str = "/") -> tuple:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", "/", headers={"Cookie": cookie} if cookie else {})
+        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
         resp = conn.getresponse()
         body = resp.read()
         set_cookie = resp.getheader("Set-Cookie")
         return resp.status, body, set_cookie.split(";")[0] if set_cookie else None
     finally:
         conn.close()
+
+
+async def _asgi_get(app, path: str, cookie: str) -> list:
+    """GET ``path`` through an ASGI app, in this process: the messages it sent."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "headers": [(b"host", b"test"), (b"cookie", cookie.encode())],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
+    sent: list = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+    await app(scope, receive, send)
+    return sent
 
 
 @requires(HAVE_REDIS, REASON)
@@ -481,6 +1149,56 @@ class TestMiddlewareOverRedis(unittest.TestCase):
         list(mw(environ, lambda *a: None))
         self.assertEqual(seen, [{"n": 41}])
         self.assertGreater(store.client.ttl("sess:rolled"), 3500)  # rolled on: touched
+
+    def test_one_store_serves_a_wsgi_and_an_asgi_app_on_one_session_at_once(self):
+        store = RedisStore(url=_server.url)
+        self.addCleanup(store.close)
+
+        def wsgi_app(environ, start_response):
+            sess = environ["session"]
+            time.sleep(0.005)   # the app's work, between load and save
+            sess[environ["PATH_INFO"][1:]] = "wsgi"
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+
+        async def asgi_app(scope, receive, send):
+            sess = scope["session"]
+            await asyncio.sleep(0.005)
+            sess[scope["path"][1:]] = "asgi"
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        options = dict(secret="shared", store=store, cookie={"max_age": 3600})
+        errors, port, stop = _serve(session.SessionMiddleware(wsgi_app, **options))
+        self.addCleanup(stop)
+        asgi = session.ASGISessionMiddleware(asgi_app, **options)
+        status, _, cookie = _request(port, path="/start")
+        self.assertEqual(status, 200)
+        statuses: list = []
+
+        def wsgi_client(t):
+            for i in range(8):
+                statuses.append(_request(port, cookie, path=f"/w{t}-{i}")[0])
+
+        async def asgi_client(t):
+            for i in range(8):
+                messages = await _asgi_get(asgi, f"/a{t}-{i}", cookie)
+                statuses.append(messages[0]["status"])
+
+        async def main():
+            await asyncio.gather(*(asgi_client(t) for t in range(4)))
+            await store.aclose()
+        threads = [threading.Thread(target=wsgi_client, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        asyncio.run(main())
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual((errors, statuses), ([], [200] * 64))
+        [sid] = store.ids()
+        data = store.get(sid)
+        expected = {"start": "wsgi", **{f"w{t}-{i}": "wsgi" for t in range(4) for i in range(8)},
+                    **{f"a{t}-{i}": "asgi" for t in range(4) for i in range(8)}}
+        self.assertEqual({k: v for k, v in data.items() if k != "cookie"}, expected)
 
     def _serve_counter(self, server):
         """The counter app behind SessionMiddleware + RedisStore on ``server``, served over

@@ -1,12 +1,14 @@
 """The stores that need nothing but Python: MemoryStore, SQLiteStore, ShelveStore.
 
-Each runs the whole conformance suite (tests/store_contract.py); below it are
-the rules only a file-backed store has: several processes, a SIGKILLed writer,
-records written by something else, read-only, full or locked files.
+Each runs the whole conformance suite (tests/store_contract.py).  MemoryStore's class
+adds its own rules (its expiry heap, express's touch, threads through the middleware);
+below them are the rules only a file-backed store has: several processes, a SIGKILLed
+writer, records written by something else, read-only, full or locked files.
 """
 from __future__ import annotations
 
 import dbm
+import gc
 import json
 import os
 import signal
@@ -15,12 +17,15 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+import tracemalloc
 import unittest
 
 import session
 from stores import ShelveStore, SQLiteStore, shelve_store
 from tests import support
+from tests.harness import SECRET, Client, Harness
 from tests.store_contract import StoreContract, make_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,6 +138,119 @@ class TestMemoryStore(StoreContract, unittest.TestCase):
         if not store.merge(sid, session.Change(None, text, time.time() + 60)):
             self.fail(f"could not plant {sid!r}")
 
+    # -- MemoryStore's own rules, beyond the contract
+
+    def test_records_are_kept_as_json_not_references(self):
+        record = make_record(cart=[1])
+        self.store.set("a", record)
+        record["cart"].append(2)
+        record["cookie"]["path"] = "/mutated"
+        got = self.store.get("a")
+        self.assertEqual(got["cart"], [1])
+        got["cart"].append(3)
+        self.store.all()["a"]["cart"].append(4)
+        self.assertEqual(self.store.get("a")["cart"], [1])
+        self.assertEqual(self.store.get("a")["cookie"]["path"], "/")
+
+    def test_touch_moves_the_expiry_and_keeps_the_touched_cookie_but_not_its_data(self):
+        # As express's MemoryStore, which stores the session it is given with its data
+        # as stored: the cookie is the touched one.
+        self.store.set("a", make_record(0.3, n=1))
+        fresh = make_record(60, n=99)
+        self.store.touch("a", fresh)
+        time.sleep(0.4)
+        got = self.store.get("a")
+        self.assertIsNotNone(got, "touch must extend the expiry")
+        self.assertEqual(got["n"], 1, "touch must not write data")
+        self.assertEqual(got["cookie"]["expires"], fresh["cookie"]["expires"])
+
+    def test_expired_records_are_reclaimed_under_normal_traffic(self):
+        store = self.store
+        blob = "x" * 20_000
+        tracemalloc.start()
+        try:
+            gc.collect()
+            base = tracemalloc.get_traced_memory()[0]
+            deadline = time.time() + 0.5
+            for i in range(200):
+                store.set(f"old-{i}", make_record(deadline - time.time(), blob=blob))
+            self.assertEqual(store.length(), 200, "inserting took longer than the records live")
+            grown = tracemalloc.get_traced_memory()[0] - base
+            time.sleep(max(0.0, deadline - time.time()) + 0.1)
+            # Only what a server does (get/set/touch), never all()/length()/prune().
+            for i in range(300):
+                store.set(f"new-{i}", make_record(n=i))
+                store.get(f"new-{i}")
+            gc.collect()
+            left = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        self.assertGreater(grown, 200 * 20_000)
+        self.assertLess(left, grown * 0.35, f"expired records still held: {left} of {grown} bytes")
+        self.assertEqual(store.length(), 300)
+
+    def test_many_expired_records_disappear_from_length_as_time_passes(self):
+        for i in range(3000):
+            self.store.set(f"s{i}", make_record(2.0 if i % 3 else 60, n=i))
+        self.assertEqual(self.store.length(), 3000, "inserting took longer than the records live")
+        time.sleep(2.1)
+        self.assertEqual(self.store.length(), 1000)
+        self.assertEqual(len(self.store.all()), 1000)
+
+    def test_a_record_whose_expiry_moved_later_expires_at_the_new_time(self):
+        store = self.store
+        store.set("slide", make_record(0.3, n=1))
+        store.touch("slide", make_record(0.8, n=1))
+        store.set("moved", make_record(0.3, n=2))
+        store.set("moved", make_record(0.8, n=3))
+        store.set("earlier", make_record(60, n=4))
+        store.set("earlier", make_record(0.3, n=5))
+        time.sleep(0.5)
+        self.assertEqual(store.prune(), 1, "only the record moved earlier has expired")
+        self.assertEqual(sorted(store.all()), ["moved", "slide"])
+        self.assertEqual(store.get("moved")["n"], 3)
+        time.sleep(0.45)
+        self.assertEqual(store.length(), 0, "the later expiries are honoured, without a get")
+
+    def test_a_session_saved_by_the_middleware_without_expires_lives_ttl(self):
+        # The middleware hands the store its record with the JSON and expiry already
+        # worked out; a browser-session cookie has none, so the store's ttl applies.
+        for ttl, kept in ((0.3, False), (60, True)):
+            with self.subTest(ttl=ttl):
+                out = []
+                h = Harness(lambda e: out.append(e["session"].setdefault("n", len(out))),
+                            store=session.MemoryStore(ttl=ttl))
+                h.request()
+                time.sleep(0.4)
+                h.request()
+                self.assertEqual(out, [0, 0] if kept else [0, 1])
+
+    def test_memory_store_through_the_middleware_under_threads(self):
+        store = self.store
+
+        def app(environ, start_response):
+            s = environ["session"]
+            s["views"] = s.get("views", 0) + 1
+            start_response("200 OK", [])
+            return [b"%d" % s["views"]]
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        errors = []
+
+        def visitor():
+            try:
+                client = Client(mw)
+                for i in range(30):
+                    assert client.request().body == b"%d" % (i + 1)
+            except Exception as exc:  # collected and reported by the main thread
+                errors.append(exc)
+        threads = [threading.Thread(target=visitor) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(r["views"] for r in store.all().values()), [30] * 6)
+
 
 class TestSQLiteStore(TempDir, StoreContract, unittest.TestCase):
     def make_store(self):
@@ -237,6 +355,7 @@ MERGER = """
     store.close()
     print(refused)
 """
+
 
 class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
     store_class, file_name = SQLiteStore, "sessions.db"

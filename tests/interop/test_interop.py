@@ -311,6 +311,45 @@ class TestExpressInterop(unittest.TestCase):
             self.assertRegex(header, r"^connect\.sid=s%3A[A-Za-z0-9_-]{32}\.[A-Za-z0-9%]+; Path=/; "
                                      r"Expires=\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT; HttpOnly$")
 
+    # -- concurrent requests ----------------------------------------------------------------------
+    def test_what_express_writes_between_our_load_and_our_save_is_merged_not_lost(self):
+        from stores.redis_store import RedisStore
+        from tests.interop.wsgi_app import ServedApp
+        loaded, release = threading.Event(), threading.Event()
+
+        def slow(environ, start_response):
+            sess = environ["session"]
+            sess["python_saw_views"] = sess.get("views", 0)   # loaded before the app ran
+            loaded.set()
+            release.wait(10)   # meanwhile, the Express app writes to the same session
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b"{}"]
+        store = RedisStore(url=self.redis_server.url)
+        self.addCleanup(store.close)
+        py = ServedApp(session.SessionMiddleware(slow, secret=[OLD], store=store,
+                                                 cookie={"max_age": HOUR_MS / 1000}), free_port())
+        self.addCleanup(py.stop)
+        browser = Browser()
+        browser.get(self.node, "/login?user=ada")
+        browser.get(self.node, "/incr")
+        answer: dict = {}
+        request = threading.Thread(target=lambda: answer.update(
+            resp=fetch(py.port, "/slow", browser.cookie)))
+        request.start()
+        self.assertTrue(loaded.wait(10), "the Python request did not start")
+        browser.get(self.node, "/put?data=" + quote(json.dumps({"express_key": "A"})))
+        browser.get(self.node, "/incr")
+        release.set()
+        request.join(10)
+        self.assertEqual(answer["resp"].status, 200)
+        stored = json.loads(self.raw(browser.sid))
+        self.assertEqual({k: v for k, v in stored.items() if k != "cookie"},
+                         {"user": "ada", "views": 2, "express_key": "A", "python_saw_views": 1})
+        self.assertGreater(self.redis.pttl("sess:" + browser.sid), HOUR_MS - 5000)
+        seen = browser.get(self.node, "/raw").body["session"]   # Express reads the merged record
+        self.assertEqual(_ordered(json.dumps(seen)), _ordered(self.raw(browser.sid)))
+        self.assertEqual(browser.get(self.node, "/incr").body, {"views": 3})
+
     # -- secrets --------------------------------------------------------------------------------
     def test_rotated_secrets_accept_the_old_cookie_and_reissue_as_express_does(self):
         # (config, max_age_ms, rolling, route) -> does express re-issue the cookie?

@@ -1,7 +1,9 @@
-"""What an attacker can send or plant, and what the middleware does with it.
+"""What a client can send or a store can fail with, and what the middleware does with it.
 
-Each test is named after the rule it proves.  The header-parsing test compares the
-cost of two sizes of one hostile header (a ratio, never an absolute time).
+Cookie headers of every malformed shape, IDs the client chose, errors from the store and
+the app; then what an attacker can send or plant (hostile headers, cookie attributes,
+out-of-range values).  The header-parsing tests compare the cost of two sizes of one
+hostile header (a ratio, never an absolute time).
 """
 from __future__ import annotations
 
@@ -11,7 +13,216 @@ import unittest
 from datetime import datetime, timedelta, timezone
 
 import session
-from test_session import NAME, SECRET, call_wsgi, cookie_value, make_environ, make_record
+from tests.harness import (NAME, SECRET, Client, Harness, RecordingStore, call_wsgi, cookie_value,
+                           js_encode, make_environ, make_record, ref_sign, sess)
+from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
+
+
+# ================================================================ malformed cookies
+
+class TestBadCookies(unittest.TestCase):
+    """Malformed Cookie headers never cost a user the session, nor us an exception."""
+
+    def setUp(self):
+        self.out = []
+        self.h = Harness(lambda e: self.out.append((sess(e).id, sess(e).get("user"))))
+        self.sid = self.h.seed({"user": "ada"})
+        self.ours = f"{NAME}={cookie_value(self.sid)}"
+
+    def assert_logged_in(self, header):
+        del self.out[:]
+        self.h.request(cookie=header)
+        self.assertEqual(self.out, [(self.sid, "ada")], repr(header[:200]))
+
+    def assert_fresh(self, header):
+        del self.out[:]
+        self.h.request(cookie=header)
+        ((sid, user),) = self.out
+        self.assertIsNone(user, repr(header[:200]))
+        self.assertNotEqual(sid, self.sid)
+
+    def test_other_malformed_cookies_never_cost_us_ours(self):
+        ours = self.ours
+        headers = [
+            f"garbage\x01\x02\x7f; {ours}",
+            f'a="unbalanced; {ours}',
+            f'{ours}; b="unbalanced',
+            f"=; {ours}",
+            f"=; =; ;;; {ours}; ;",
+            f"nokey; {ours}",
+            f"a=%E0%A4%A; {ours}",
+            f"a=%zz; {ours}; b=%",
+            f"x=\xff\xfe\xc3; {ours}",
+            f"$Version=1; {ours}",
+            f"a=b=c=d; {ours}",
+            f"a=[]{{}}(),/:?@; {ours}",
+            f"{ours};other=1",
+            f"  {ours}  ",
+            f"{NAME.upper()}=junk; {ours}",
+        ]
+        for header in headers:
+            with self.subTest(header=header):
+                self.assert_logged_in(header)
+
+    def test_hundred_kilobyte_cookie_header(self):
+        self.assert_logged_in("big=" + "a" * 100_000 + "; " + self.ours)
+        self.assert_fresh("big=" + "a" * 100_000)
+
+    def test_thousand_cookies_in_header(self):
+        many = "; ".join(f"c{i}=v{i}" for i in range(1000))
+        self.assert_logged_in(f"{many}; {self.ours}")
+        self.assert_logged_in(f"{self.ours}; {many}")
+
+    def test_first_cookie_of_our_name_wins(self):
+        other = self.h.seed({"user": "bob"})
+        self.assert_logged_in(f"{self.ours}; {NAME}={cookie_value(other)}")
+
+    def test_first_cookie_of_our_name_wins_even_when_invalid(self):
+        self.assert_fresh(f"{NAME}=s%3Agarbage.sig; {self.ours}")
+
+    def test_quoted_cookie_value_is_unquoted(self):
+        self.assert_logged_in(f'{NAME}="{cookie_value(self.sid)}"')
+
+    def test_unencoded_value_is_used_raw(self):
+        self.assert_logged_in(f"{NAME}=s:{ref_sign(self.sid, SECRET)}")
+
+    def test_value_is_decoded_only_when_it_holds_a_percent_and_kept_raw_when_decoding_fails(self):
+        for sid in ("a+b", "%", "50%off", "x%zz"):
+            with self.subTest(sid=sid):
+                self.h.store.set(sid, make_record({"user": "raw"}))
+                del self.out[:]
+                self.h.request(cookie=f"{NAME}=s:{ref_sign(sid, SECRET)}")
+                self.assertEqual(self.out, [(sid, "raw")])
+
+    def test_whitespace_around_name_and_value_is_trimmed(self):
+        self.assert_logged_in(f"{NAME} = {cookie_value(self.sid)} ")
+        self.assert_logged_in(f"a=1;{NAME}={cookie_value(self.sid)};b=2")
+
+    def test_invalid_percent_escapes_in_our_cookie_give_fresh_session(self):
+        for value in ("%zz", "s%3A%zz.abc", "s%3A%FF%FE.abc", "%", "s%3A" + cookie_value(self.sid)[4:] + "%"):
+            with self.subTest(value=value):
+                self.assert_fresh(f"{NAME}={value}")
+
+    def test_value_without_s_prefix_is_ignored(self):
+        self.assert_fresh(f"{NAME}={js_encode(ref_sign(self.sid, SECRET))}")
+
+    def test_bad_signatures_and_ids_of_any_shape_give_fresh_session(self):
+        good = cookie_value(self.sid)
+        values = ["", "s%3A", "s:", "s%3A.", "s%3Aabc", good[:-2], good + "A", good.replace("s%3A", "s%3Ax"),
+                  "s%3A" + "a." * 2000, "s%3A" + "ü" * 50, "s%3A\xc3\xbc.\xc3\xbc", "s:abc.\xc3\xbc\xc3\xbc",
+                  "s%3Aabc.%C3%BC%C3%BC", "s%3A" + "%00" * 10, "\x00\x01\x02", "s%3A" + "x" * 10000 + ".sig",
+                  cookie_value(self.sid, "wrong secret")]
+        for value in values:
+            with self.subTest(value=value[:60]):
+                self.assert_fresh(f"{NAME}={value}")
+
+    def test_validly_signed_ids_of_any_shape_give_fresh_session(self):
+        for sid in ("", "../../etc/passwd", "a" * 5000, "ü-日本", "a b;c=d", "sess:x", "\x00", "null", "{}"):
+            with self.subTest(sid=sid[:40]):
+                self.assert_fresh(f"{NAME}={cookie_value(sid)}")
+                self.assertIsNone(self.h.store.get(sid) if sid else None)
+
+
+class TestClientChosenIds(unittest.TestCase):
+    """The server chooses every new ID; a client's is never adopted."""
+
+    def test_bad_input_never_costs_an_exception_nor_a_client_chosen_id(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1))
+        for header in ("\x00", "=", ";", '"', "connect.sid", "connect.sid=", 'connect.sid="', "connect.sid=%",
+                       f"connect.sid={cookie_value('chosen')}"):
+            with self.subTest(header=header):
+                h.store.reset()
+                sc = h.request(cookie=header).cookie()
+                self.assertNotEqual(sc.sid, "chosen")
+                self.assertEqual(h.store.ids("set"), [sc.sid])
+
+    def test_valid_signature_for_unknown_id_gets_new_server_chosen_id(self):
+        for save_uninitialized in (False, True):
+            with self.subTest(save_uninitialized=save_uninitialized):
+                h = Harness(lambda e: sess(e).__setitem__("user", "ada"), save_uninitialized=save_uninitialized)
+                h.client.jar[NAME] = cookie_value("attacker-chosen-id")
+                sc = h.request().cookie()
+                self.assertNotEqual(sc.sid, "attacker-chosen-id")
+                self.assertEqual(list(h.store.all()), [sc.sid])
+                self.assertNotIn("attacker-chosen-id", h.store.ids("set"))
+
+
+# ================================================================ errors from the store and the app
+
+class TestStoreAndAppErrors(unittest.TestCase):
+    """A failing store or app propagates its error, and nothing half-done is saved."""
+
+    def test_store_get_error_propagates_and_nothing_is_written(self):
+        class Down(RecordingStore):
+            def get(self, sid):
+                super().get(sid)
+                raise ConnectionError("store down")
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), store=Down())
+        h.seed({"u": 0})
+        with self.assertRaises(ConnectionError):
+            h.request()
+        self.assertEqual([n for n, _ in h.store.calls if n != "get"], [])
+
+    def test_store_set_error_propagates_and_record_stays_as_it_was(self):
+        class Full(RecordingStore):
+            def set(self, sid, record):
+                if self._depth == 0 and getattr(self, "armed", False):
+                    raise OSError("disk full")
+                return super().set(sid, record)
+        store = Full()
+        h = Harness(lambda e: sess(e).__setitem__("u", 2), store=store)
+        sid = h.seed({"u": 1})
+        store.armed = True
+        with self.assertRaises(OSError):
+            h.request()
+        store.armed = False
+        self.assertEqual(store.get(sid)["u"], 1)
+
+    def test_store_touch_and_destroy_errors_propagate(self):
+        class Flaky(RecordingStore):
+            def touch(self, sid, record):
+                raise ConnectionError("touch failed")
+
+            def destroy(self, sid):
+                raise ConnectionError("destroy failed")
+        for label, action, kw in (("touch", None, {}),
+                                  ("destroy", lambda e: e.__setitem__("session", None), {"unset": "destroy"})):
+            with self.subTest(label):
+                h = Harness(action, store=Flaky(), **kw)
+                h.seed({"u": 1})
+                with self.assertRaises(ConnectionError):
+                    h.request()
+
+    def test_app_raising_saves_nothing(self):
+        def boom(environ):
+            sess(environ)["u"] = 2
+            raise RuntimeError("app failed")
+        h = Harness(boom)
+        sid = h.seed({"u": 1})
+        with self.assertRaises(RuntimeError):
+            h.request()
+        self.assertEqual(h.store.count("set"), 0)
+        self.assertEqual(h.store.get(sid)["u"], 1)
+
+    def test_app_raising_mid_body_saves_nothing(self):
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            def body():
+                environ["session"]["u"] = 2
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                yield b"first"
+                yield b"second"
+                raise RuntimeError("app failed mid-body")
+            return body()
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        with self.assertRaises(RuntimeError):
+            Client(mw).request()
+        self.assertEqual(store.count("set"), 0)
+        self.assertEqual(store.length(), 0)
+
+
+# ================================================================ hostile input
 
 ATTRIBUTE_INJECTIONS = {
     "domain": ["example.com; Path=/evil", "example.com\r\nX-Injected: yes", "ex\u017fample.com",
@@ -237,7 +448,3 @@ class TestOutOfRangeValuesAreRefusedWhereGiven(unittest.TestCase):
                                        genid=lambda environ: "id\ud800")
         with self.assertRaisesRegex(ValueError, "genid"):
             call_wsgi(mw, make_environ())
-
-
-if __name__ == "__main__":
-    unittest.main()

@@ -1,0 +1,227 @@
+"""The middleware's options: checked at construction, genid, name and environ_key, proxy and
+secure, cookie options per request, and the cookie path that scopes the session.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import unittest
+
+import session
+from tests.harness import MISSING, NAME, SECRET, Harness, captured_warnings, norm, sess
+from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
+
+
+# ================================================================ checked at construction
+
+class TestConstruction(unittest.TestCase):
+    """Bad options fail when the middleware is made, never at the first request."""
+
+    def test_bad_options_raise_at_construction_naming_the_option(self):
+        app = lambda e, s: []  # noqa: E731
+        naive = dt.datetime.now() + dt.timedelta(days=1)
+        cases = [
+            ("secret", {"secret": ""}), ("secret", {"secret": b""}), ("secret", {"secret": []}),
+            ("secret", {"secret": None}), ("secret", {"secret": 42}),
+            ("maxAge", {"cookie": {"maxAge": 10}}), ("colour", {"cookie": {"colour": "red"}}),
+            ("unset", {"unset": "maybe"}),
+            ("same_site", {"cookie": {"same_site": "sometimes"}}),
+            ("genid", {"genid": "abc"}),
+            ("max_age", {"cookie": {"max_age": -1}}), ("max_age", {"cookie": {"max_age": True}}),
+            ("max_age", {"cookie": {"max_age": "3600"}}),
+            ("priority", {"cookie": {"priority": "urgent"}}),
+            ("secure", {"cookie": {"secure": "sometimes"}}),
+            ("expires", {"cookie": {"expires": naive}}), ("expires", {"cookie": {"expires": "tomorrow"}}),
+            ("cookie", {"cookie": "max_age=3"}),
+        ]
+        for option, kw in cases:
+            kw = dict(kw)
+            kw.setdefault("secret", SECRET)
+            with self.subTest(option=option, kw=repr(kw)):
+                with self.assertRaises((ValueError, TypeError)) as ctx:
+                    session.SessionMiddleware(app, **kw)
+                self.assertIn(norm(option), norm(str(ctx.exception)), str(ctx.exception))
+
+    def test_missing_secret_raises_naming_it(self):
+        with self.assertRaises((TypeError, ValueError)) as ctx:
+            session.SessionMiddleware(lambda e, s: [])
+        self.assertIn("secret", str(ctx.exception))
+
+
+# ================================================================ genid, name, environ_key
+
+class TestGenid(unittest.TestCase):
+    def test_genid_receives_environ_and_its_value_is_the_id(self):
+        calls = []
+
+        def genid(environ):
+            calls.append(environ)
+            return "id-%d" % len(calls)
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), genid=genid)
+        sc = h.request().cookie()
+        self.assertEqual(sc.sid, "id-1")
+        self.assertIn("PATH_INFO", calls[0])
+
+    def test_default_id_is_32_url_safe_characters(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1))
+        ids = {h.request(cookie="").cookie().sid for _ in range(5)}
+        self.assertEqual(len(ids), 5)
+        for sid in ids:
+            self.assertRegex(sid, r"^[A-Za-z0-9_-]{32}$")
+
+    def test_genid_values_are_encoded_as_express_sends_them(self):
+        # Values from express-session's own test suite (secret "keyboard cat").
+        for sid, sent in (("apple", "s%3Aapple.D8Y%2BpkTAmeR0PobOhY4G97PRW%2Bj7bUnP%2F5m6%2FOn1MCU"),
+                          ("%", "s%3A%25.kzQ6x52kKVdF35Qh62AWk4ZekS28K5XYCXKa%2FOTZ01g"),
+                          ("/foo", "s%3A%2Ffoo.paEKBtAHbV5s1IB8B2zPnzAgYmmnRPIqObW4VRYj%2FMQ")):
+            with self.subTest(genid=sid):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), genid=lambda environ, sid=sid: sid)
+                self.assertEqual(h.request().cookie().value, sent)
+
+
+class TestNameAndEnvironKey(unittest.TestCase):
+    def test_custom_name_and_environ_key(self):
+        keys = []
+        h = Harness(lambda e: keys.append("session" in e) or e["sess"].__setitem__("u", 1),
+                    name="sid", environ_key="sess")
+        resp = h.request()
+        self.assertIsNone(resp.cookie(NAME))
+        sc = resp.cookie("sid")
+        self.assertEqual(h.store.get(sc.sid)["u"], 1)
+        self.assertEqual(keys, [False])
+
+
+# ================================================================ proxy and secure
+
+class TestProxyAndSecure(unittest.TestCase):
+    """Secure cookies go only on secure requests; what counts as secure; the warnings."""
+
+    def test_secure_cookie_withheld_on_insecure_request_but_session_saved(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"secure": True})
+        resp = h.request()
+        self.assertIsNone(resp.cookie())
+        self.assertEqual(h.store.count("set"), 1)
+
+    def test_secure_cookie_sent_on_https_request(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"secure": True})
+        sc = h.request(https=True).cookie()
+        self.assertIs(sc.attrs.get("secure"), True)
+
+    def test_proxy_true_trusts_first_x_forwarded_proto(self):
+        cases = [("https", True), ("https, http", True), (" HTTPS ", True), ("http, https", False),
+                 ("http", False), ("", False)]
+        for header, sent in cases:
+            with self.subTest(x_forwarded_proto=header):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), proxy=True, cookie={"secure": True})
+                resp = h.request(headers={"X-Forwarded-Proto": header})
+                self.assertEqual(resp.cookie() is not None, sent)
+
+    def test_x_forwarded_proto_ignored_without_proxy(self):
+        for proxy in (None, False):
+            with self.subTest(proxy=proxy):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), proxy=proxy, cookie={"secure": True})
+                self.assertIsNone(h.request(headers={"X-Forwarded-Proto": "https"}).cookie())
+
+    def test_https_url_scheme_is_secure_whatever_proxy_says(self):
+        for proxy in (None, False, True):
+            with self.subTest(proxy=proxy):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), proxy=proxy, cookie={"secure": True})
+                self.assertIsNotNone(h.request(https=True, headers={"X-Forwarded-Proto": "http"}).cookie())
+
+    def test_secure_auto_follows_the_request_and_is_stored_as_bool(self):
+        for https, secure in ((True, True), (False, False)):
+            with self.subTest(https=https):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"secure": "auto"})
+                sc = h.request(https=https).cookie()
+                self.assertIsNotNone(sc)
+                self.assertEqual("secure" in sc.attrs, secure)
+                self.assertIs(h.store.get(sc.sid)["cookie"]["secure"], secure)
+
+    def test_secure_auto_with_proxy_reads_x_forwarded_proto(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), proxy=True, cookie={"secure": "auto"})
+        sc = h.request(headers={"X-Forwarded-Proto": "https"}).cookie()
+        self.assertIn("secure", sc.attrs)
+        self.assertIs(h.store.get(sc.sid)["cookie"]["secure"], True)
+
+    def test_same_site_auto_is_none_on_secure_and_lax_otherwise(self):
+        for https, attr, stored in ((True, "None", "none"), (False, "Lax", "lax")):
+            with self.subTest(https=https):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"same_site": "auto", "secure": "auto"})
+                sc = h.request(https=https).cookie()
+                self.assertEqual(sc.attrs.get("samesite"), attr)
+                self.assertEqual(h.store.get(sc.sid)["cookie"]["sameSite"], stored)
+
+    def test_warns_once_when_secure_cookie_is_withheld_pointing_at_proxy(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"secure": True})
+        with self.assertLogs(level="WARNING") as logs:
+            h.request()
+        self.assertTrue(any("proxy=True" in m or "proxy" in m for m in logs.output), logs.output)
+        with captured_warnings() as records:
+            h.client.jar.clear()
+            h.request()
+        self.assertEqual([r.getMessage() for r in records if "proxy" in r.getMessage()], [])
+
+    def test_warns_when_same_site_none_without_secure(self):
+        with self.assertLogs(level="WARNING") as logs:
+            h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"same_site": "none"})
+            h.request()
+        text = " ".join(logs.output).lower()
+        self.assertIn("secure", text)
+        self.assertTrue("samesite" in norm(text), logs.output)
+
+    def test_same_site_none_with_secure_does_not_warn(self):
+        with captured_warnings() as records:
+            h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"same_site": "none", "secure": True})
+            h.request(https=True)
+        self.assertEqual([r.getMessage() for r in records], [])
+
+
+# ================================================================ cookie options per request
+
+class TestCallableCookieOptions(unittest.TestCase):
+    def test_cookie_options_callable_is_resolved_per_request(self):
+        seen = []
+
+        def options(environ):
+            seen.append(environ)
+            return {"domain": environ["HTTP_HOST"], "max_age": 60}
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie=options)
+        for host in ("a.example", "b.example"):
+            h.client.jar.clear()
+            sc = h.request(headers={"Host": host}).cookie()
+            self.assertEqual(sc.attrs.get("domain"), host)
+            self.assertAlmostEqual(sc.expires, time.time() + 60, delta=3)
+        self.assertTrue(all(isinstance(e, dict) and "PATH_INFO" in e for e in seen))
+
+
+# ================================================================ the cookie path scopes the session
+
+class TestPathScoping(unittest.TestCase):
+    def test_outside_cookie_path_the_app_runs_without_a_session(self):
+        h = Harness(lambda e: "session" in e and sess(e).__setitem__("u", 1), cookie={"path": "/app"})
+        resp = h.request(path="/other")
+        self.assertIs(h.seen[-1], MISSING)
+        self.assertIsNone(resp.cookie())
+        self.assertEqual(h.store.length(), 0)
+        resp = h.request(path="/app/page")
+        self.assertIsNot(h.seen[-1], MISSING)
+        self.assertEqual(resp.cookie().attrs.get("path"), "/app")
+
+    def test_cookie_path_from_callable_options_scopes_the_session(self):
+        h = Harness(None, cookie=lambda environ: {"path": "/app"})
+        h.request(path="/other")
+        self.assertIs(h.seen[-1], MISSING)
+        h.request(path="/app/x")
+        self.assertIsNot(h.seen[-1], MISSING)
+
+    def test_cookie_path_is_matched_against_script_name_plus_path_info(self):
+        h = Harness(None, cookie={"path": "/app"})
+        h.request(path="/page", script_name="/app")
+        self.assertIsNot(h.seen[-1], MISSING)
+        h.request(path="/app", script_name="/mount")
+        self.assertIs(h.seen[-1], MISSING)
+
+    def test_empty_path_means_root(self):
+        h = Harness(None)
+        h.request(path="")
+        self.assertIsNot(h.seen[-1], MISSING)

@@ -1,0 +1,302 @@
+"""The Session in the app: a dict of the stored data, what counts as a change, and its
+methods regenerate, destroy, reload, save and touch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import unittest
+
+import session
+from tests.harness import (HOUR, MISSING, NAME, Harness, make_record, run_on_loaded_session, sess)
+from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
+
+
+class TestSession(unittest.TestCase):
+
+    def test_session_is_a_dict_of_the_stored_data(self):
+        out = {}
+
+        def look(environ):
+            s = sess(environ)
+            out.update(isinstance=isinstance(s, dict), d=dict(s), json=json.loads(json.dumps(s)),
+                       copy=s.copy(), star={**s}, items=sorted(s.items()), has="cookie" in s)
+        h = Harness(look)
+        h.seed({"a": 1, "b": [1, 2]})
+        h.request()
+        want = {"a": 1, "b": [1, 2]}
+        self.assertTrue(out["isinstance"])
+        for key in ("d", "json", "copy", "star"):
+            self.assertEqual(out[key], want, key)
+        self.assertEqual(out["items"], sorted(want.items()))
+        self.assertFalse(out["has"], '"cookie" is not a key of the Session')
+
+    def test_dict_mutators_as_first_operation_are_saved(self):
+        cases = {
+            "del": (lambda s: s.__delitem__("a"), {"b": [1]}),
+            "pop": (lambda s: s.pop("a"), {"b": [1]}),
+            "popitem": (lambda s: s.popitem(), {"a": 1}),
+            "clear": (lambda s: s.clear(), {}),
+            "setdefault-append": (lambda s: s.setdefault("c", []).append(1), {"a": 1, "b": [1], "c": [1]}),
+            "nested-append": (lambda s: s["b"].append(2), {"a": 1, "b": [1, 2]}),
+            "update": (lambda s: s.update(a=2), {"a": 2, "b": [1]}),
+            "ior": (lambda s: s.__ior__({"d": 4}), {"a": 1, "b": [1], "d": 4}),
+        }
+        for name, (op, want) in cases.items():
+            with self.subTest(op=name):
+                self.assertEqual(run_on_loaded_session(op)[1], want)
+
+    def test_writes_then_later_changes_are_saved_exactly(self):
+        # Plain writes are tracked by key; a later mutable read or dict method must
+        # still compare against the data as loaded, not as already written.
+        cases = {
+            "write-then-append": (lambda s: (s.__setitem__("a", 2), s["b"].append(2)),
+                                  {"a": 2, "b": [1, 2]}),
+            "write-new-then-del-it": (lambda s: (s.__setitem__("n", 1), s.__delitem__("n")),
+                                      None),
+            "write-then-items": (lambda s: (s.__setitem__("a", 5), list(s.items())),
+                                 {"a": 5, "b": [1]}),
+            "write-back-same-value": (lambda s: s.__setitem__("a", 1), None),
+            "int-to-float-is-a-change": (lambda s: s.__setitem__("a", 1.0), {"a": 1.0, "b": [1]}),
+            "int-to-true-is-a-change": (lambda s: s.__setitem__("a", True), {"a": True, "b": [1]}),
+            "same-list-value": (lambda s: s.__setitem__("b", [1]), None),
+            "write-twice-back-to-original": (lambda s: (s.__setitem__("a", 7), s.__setitem__("a", 1)),
+                                             None),
+            "write-then-reload-keeps-store": (lambda s: (s.__setitem__("a", 9), s.reload()), None),
+        }
+        for name, (op, want) in cases.items():
+            with self.subTest(op=name):
+                h, data = run_on_loaded_session(op)
+                if want is None:
+                    self.assertEqual(h.store.count("set"), 0, "unchanged data is not saved")
+                    self.assertEqual(data, {"a": 1, "b": [1]})
+                else:
+                    self.assertEqual(h.store.count("set"), 1)
+                    self.assertEqual(data, want)
+
+    def test_reading_plain_values_only_writes_nothing_back(self):
+        h = Harness(lambda e: (sess(e)["a"], sess(e).get("missing"), "a" in sess(e), len(sess(e))))
+        sid = h.seed({"a": 1, "b": [1]})
+        response = h.request()
+        self.assertEqual(h.store.count("set"), 0)
+        self.assertEqual(h.store.count("touch"), 1)
+        self.assertIn("cookie", response.vary)
+        self.assertIsNone(response.cookie(), "no Set-Cookie: nothing changed and not rolling")
+        self.assertIsNotNone(h.store.get(sid))
+
+    def test_id_is_the_cookie_id_and_read_only(self):
+        out = {}
+
+        def look(environ):
+            s = sess(environ)
+            out["id"] = s.id
+            try:
+                s.id = "other"
+            except AttributeError:
+                out["readonly"] = True
+        h = Harness(look)
+        sid = h.seed({"a": 1})
+        h.request()
+        self.assertEqual(out["id"], sid)
+        self.assertTrue(out.get("readonly"))
+
+    def test_reserved_key_cookie_gives_a_clear_error(self):
+        errors = {}
+
+        def abuse(environ):
+            s = sess(environ)
+            for name, op in (("setitem", lambda: s.__setitem__("cookie", 1)),
+                             ("update", lambda: s.update({"cookie": 1})),
+                             ("update_kw", lambda: s.update(cookie=1)),
+                             ("setdefault", lambda: s.setdefault("cookie", 1)),
+                             ("ior", lambda: s.__ior__({"cookie": 1}))):
+                try:
+                    op()
+                except Exception as exc:  # the type is the implementation's; the message must say why
+                    errors[name] = exc
+            errors["left"] = "cookie" in s
+        h = Harness(abuse)
+        h.request()
+        for name in ("setitem", "update", "update_kw", "setdefault", "ior"):
+            self.assertIn(name, errors, f"{name} accepted the reserved key")
+            self.assertIn("cookie", str(errors[name]).lower())
+            self.assertIsInstance(errors[name], (KeyError, ValueError, TypeError, session.SessionError))
+        self.assertFalse(errors["left"])
+
+    def test_regenerate_replaces_id_in_place_destroys_old_record_and_sends_cookie(self):
+        out = {}
+
+        def login(environ):
+            s = sess(environ)
+            out["old"] = s.id
+            s.regenerate()
+            out.update(same=environ["session"] is s, new=s.id, empty=len(s) == 0)
+            s["user"] = "ada"
+        h = Harness(login)
+        old = h.seed({"anon": 1})
+        sc = h.request().cookie()
+        self.assertEqual(out["old"], old)
+        self.assertTrue(out["same"])
+        self.assertTrue(out["empty"])
+        self.assertNotEqual(out["new"], old)
+        self.assertIsNone(h.store.get(old))
+        self.assertEqual(sc.sid, out["new"])
+        self.assertEqual(h.store.get(out["new"]), {**h.store.get(out["new"]), "user": "ada"})
+        self.assertNotIn("anon", h.store.get(out["new"]))
+
+    def test_regenerated_session_is_saved_and_sent_even_when_empty(self):
+        h = Harness(lambda e: sess(e).regenerate())
+        old = h.seed({"anon": 1})
+        sc = h.request().cookie()
+        self.assertIsNotNone(sc)
+        self.assertNotEqual(sc.sid, old)
+        self.assertIsNotNone(h.store.get(sc.sid))
+
+    def test_destroy_deletes_record_sets_environ_none_and_expires_cookie(self):
+        out = {}
+
+        def logout(environ):
+            sess(environ).destroy()
+            out["value"] = environ.get("session", MISSING)
+        h = Harness(lambda e: sess(e).__setitem__("user", "ada"),
+                    cookie={"domain": "example.com", "path": "/", "max_age": HOUR})
+        sid = h.request().cookie().sid
+        h.store.reset()
+        h.action = logout
+        resp = h.request()
+        self.assertIsNone(out["value"])
+        self.assertIsNone(h.store.get(sid))
+        self.assertEqual(h.store.count("set"), 0)
+        sc = resp.cookie()
+        self.assertIsNotNone(sc, "destroy() clears the cookie in the response")
+        self.assertTrue(sc.clears, sc.raw)
+        self.assertEqual(sc.attrs.get("domain"), "example.com")
+        self.assertEqual(sc.attrs.get("path"), "/")
+        self.assertNotIn(NAME, h.client.jar)
+
+    def test_one_set_cookie_per_response_with_rolling_destroy_or_regenerate(self):
+        for name, op in (("destroy", lambda s: s.destroy()), ("regenerate", lambda s: s.regenerate())):
+            with self.subTest(op=name):
+                h = Harness(lambda e, op=op: op(sess(e)), rolling=True, save_uninitialized=True,
+                            cookie={"max_age": HOUR})
+                sid = h.seed({"u": 1})
+                resp = h.request()
+                self.assertEqual(len(resp.cookies()), 1, resp.values("Set-Cookie"))
+                self.assertIsNone(h.store.get(sid))
+                if name == "destroy":
+                    self.assertTrue(resp.cookie().clears)
+                else:
+                    self.assertNotEqual(resp.cookie().sid, sid)
+
+    def test_reload_restores_stored_data_in_place(self):
+        out = {}
+
+        def act(environ):
+            s = sess(environ)
+            s["views"] = 50
+            s.reload()
+            out.update(views=s["views"], same=environ["session"] is s)
+        h = Harness(act)
+        sid = h.seed({"views": 1})
+        h.request()
+        self.assertEqual(out, {"views": 1, "same": True})
+        self.assertEqual(h.store.get(sid)["views"], 1)
+
+    def test_reload_sees_another_requests_write(self):
+        out = {}
+        h = Harness(None)
+        sid = h.seed({"views": 1})
+
+        def act(environ):
+            h.store.set(sid, make_record({"views": 7}))
+            sess(environ).reload()
+            out["views"] = sess(environ)["views"]
+        h.action = act
+        h.request()
+        self.assertEqual(out["views"], 7)
+
+    def test_reload_raises_session_error_when_record_is_gone(self):
+        out = {}
+        h = Harness(None)
+        sid = h.seed({"views": 1})
+
+        def act(environ):
+            h.store.destroy(sid)
+            try:
+                sess(environ).reload()
+            except session.SessionError as exc:
+                out["error"] = exc
+        h.action = act
+        h.request()
+        self.assertIsInstance(out.get("error"), session.SessionError)
+
+    def test_save_writes_now_and_not_again_when_unchanged(self):
+        out = {}
+        h = Harness(None)
+
+        def act(environ):
+            s = sess(environ)
+            s["a"] = 1
+            s.save()
+            out["stored"] = h.store.get(s.id)
+        h.action = act
+        h.request()
+        self.assertEqual(out["stored"]["a"], 1)
+        self.assertEqual(h.store.count("set"), 1)
+
+    def test_change_after_save_is_saved_at_the_end(self):
+        h = Harness(None)
+
+        def act(environ):
+            s = sess(environ)
+            s["a"] = 1
+            s.save()
+            s["b"] = 2
+        h.action = act
+        sc = h.request().cookie()
+        self.assertEqual(h.store.count("set"), 2)
+        self.assertEqual(h.store.get(sc.sid)["b"], 2)
+
+    def test_touch_resets_max_age_to_original_max_age(self):
+        out = {}
+
+        def act(environ):
+            c = sess(environ).cookie
+            out["before"] = c.max_age
+            sess(environ).touch()
+            out["after"] = c.max_age
+            out["original"] = c.original_max_age
+        h = Harness(act, cookie={"max_age": HOUR})
+        h.seed({"a": 1}, expires_in=100)
+        h.request()
+        self.assertAlmostEqual(out["before"], 100, delta=3)
+        self.assertAlmostEqual(out["after"], HOUR, delta=3)
+        self.assertEqual(out["original"], HOUR)
+
+    def test_nested_cookie_key_is_ordinary_data(self):
+        h = Harness(lambda e: sess(e).__setitem__("user", {"cookie": 1, "name": "bob"}))
+        sc = h.request().cookie()
+        self.assertEqual(h.store.get(sc.sid)["user"], {"cookie": 1, "name": "bob"})
+
+    def test_non_json_value_raises_type_error_naming_key_and_record_unchanged(self):
+        for where in ("end", "save"):
+            with self.subTest(where=where):
+                def act(environ, where=where):
+                    s = sess(environ)
+                    s["when"] = dt.datetime.now()
+                    if where == "save":
+                        s.save()
+                h = Harness(act)
+                sid = h.seed({"views": 1})
+                before = h.store.get(sid)
+                with self.assertRaises(TypeError) as ctx:
+                    h.request()
+                self.assertIn("when", str(ctx.exception))
+                self.assertEqual(h.store.get(sid), before)
+
+    def test_nested_non_json_value_names_the_top_level_key(self):
+        h = Harness(lambda e: sess(e).__setitem__("profile", {"ok": 1, "tags": {1, 2}}))
+        with self.assertRaises(TypeError) as ctx:
+            h.request()
+        self.assertIn("profile", str(ctx.exception))
+        self.assertEqual(h.store.length(), 0)

@@ -1,0 +1,170 @@
+"""The response: the store write done before the last chunk reaches the server, write(),
+exc_info, close(), wsgiref.validate; and a session over real sockets with wsgiref.
+"""
+from __future__ import annotations
+
+import http.client
+import sys
+import threading
+import unittest
+import warnings
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.validate import validator
+
+import session
+from tests import support
+from tests.harness import (HOUR, HTTP_DATE, NAME, SECRET, Client, RecordingStore, SetCookie,
+                           cookie_value, make_record)
+from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
+
+
+class TestStreaming(unittest.TestCase):
+
+    def run_ordering(self, make_body, lazy):
+        events = []
+        store = RecordingStore(events=events)
+
+        def app(environ, start_response):
+            if lazy:
+                def gen():
+                    environ["session"]["views"] = 1
+                    start_response("200 OK", [("Content-Type", "text/plain")])
+                    yield from make_body()
+                return gen()
+            environ["session"]["views"] = 1
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return make_body()
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        resp = Client(mw).request(events=events)
+        return resp, events, store
+
+    def test_store_write_completes_before_the_last_chunk_reaches_the_server(self):
+        bodies = {"three-chunk generator": lambda: (c for c in (b"a", b"b", b"c")),
+                  "one-chunk list": lambda: [b"abc"],
+                  "empty list": lambda: [],
+                  "chunks with empty tail": lambda: [b"a", b""]}
+        for lazy in (False, True):
+            for label, make_body in bodies.items():
+                with self.subTest(body=label, lazy_start_response=lazy):
+                    resp, events, store = self.run_ordering(make_body, lazy)
+                    kinds = [e[0] for e in events]
+                    self.assertIn("set-done", kinds)
+                    data_chunks = [i for i, e in enumerate(events) if e[0] == "chunk"]
+                    cut = data_chunks[-1] if data_chunks else kinds.index("end")
+                    self.assertLess(kinds.index("set-done"), cut, events)
+                    self.assertEqual(resp.body, b"".join(make_body()))
+                    self.assertIsNotNone(resp.cookie(), "lazy start_response still gets Set-Cookie")
+                    self.assertEqual(store.get(resp.cookie().sid)["views"], 1)
+
+    def test_touch_also_completes_before_the_last_chunk(self):
+        events = []
+        store = RecordingStore(events=events)
+        mw = session.SessionMiddleware(lambda e, s: (s("200 OK", []), iter([b"a", b"b"]))[1],
+                                       secret=SECRET, store=store)
+        store.set("sid-1", make_record({"n": 1}))
+        Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}", events=events)
+        kinds = [e[0] for e in events]
+        last_chunk = max(i for i, k in enumerate(kinds) if k == "chunk")
+        self.assertLess(kinds.index("touch-done"), last_chunk, events)
+
+    def test_legacy_write_callable_works(self):
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["u"] = 1
+            write = start_response("200 OK", [("Content-Type", "text/plain")])
+            write(b"hello, ")
+            return [b"world"]
+        resp = Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
+        self.assertEqual(resp.body, b"hello, world")
+        self.assertIsNotNone(resp.cookie())
+        self.assertEqual(store.get(resp.cookie().sid)["u"], 1)
+
+    def test_start_response_with_exc_info_passes_through(self):
+        def app(environ, start_response):
+            environ["session"]["u"] = 1
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            try:
+                raise ValueError("late failure")
+            except ValueError:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+            return [b"error page"]
+        resp = Client(session.SessionMiddleware(app, secret=SECRET)).request()
+        self.assertEqual(resp.status, "500 Internal Server Error")
+        self.assertEqual(resp.body, b"error page")
+
+    def test_close_of_the_apps_iterable_is_called(self):
+        closed = []
+
+        class Body:
+            def __iter__(self):
+                yield b"x"
+
+            def close(self):
+                closed.append(True)
+
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return Body()
+        Client(session.SessionMiddleware(app, secret=SECRET)).request()
+        self.assertEqual(closed, [True])
+
+    def test_middleware_is_wsgi_compliant(self):
+        # wsgiref's validator wants dotless environ keys to be strings (CGI variables), so the
+        # session goes under a dotted, server-style key here.
+        def app(environ, start_response):
+            s = environ["app.session"]
+            s["n"] = s.get("n", 0) + 1
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"n=%d" % s["n"]]
+        client = Client(validator(session.SessionMiddleware(validator(app), secret=SECRET,
+                                                            environ_key="app.session")))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            self.assertEqual(client.request().body, b"n=1")
+            self.assertEqual(client.request().body, b"n=2")
+
+
+# ================================================================ over real sockets
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class TestOverSockets(unittest.TestCase):
+
+    def test_session_round_trip_over_wsgiref(self):
+        def app(environ, start_response):
+            s = environ["session"]
+            s["views"] = s.get("views", 0) + 1
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Vary", "Accept-Encoding")])
+            return [b"views=", b"%d" % s["views"]]
+        store = session.MemoryStore()
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store, cookie={"max_age": HOUR})
+        server = make_server("127.0.0.1", support.free_port(), mw, handler_class=QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            cookie = None
+            for n in (1, 2, 3):
+                conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+                conn.request("GET", "/", headers={"Cookie": cookie} if cookie else {})
+                resp = conn.getresponse()
+                body = resp.read()
+                self.assertEqual(resp.status, 200)
+                self.assertEqual(body, b"views=%d" % n)
+                set_cookie = resp.getheader("Set-Cookie")
+                self.assertIsNotNone(set_cookie)
+                sc = SetCookie(set_cookie)
+                self.assertRegex(sc.attrs["expires"], HTTP_DATE)
+                self.assertEqual(sorted(t.strip().lower() for t in resp.getheader("Vary").split(",")),
+                                 ["accept-encoding", "cookie"])
+                cookie = f"{sc.name}={sc.value}"
+                conn.close()
+                # The write finished before the body ended, so the store already holds it.
+                self.assertEqual(store.get(sc.sid)["views"], n)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
