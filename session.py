@@ -516,13 +516,15 @@ class _Request:
         """Whether the app left the session in place (not set it to None)."""
         return self.context is not None and self.context.get(self.key) is not None
 
-    def destroy(self, sid: str) -> None:
-        """Delete a record now (WSGI) or before the response ends (ASGI)."""
-        if self.pending is None:
-            self.core.store.destroy(sid)
-        elif self.ended:
+    def destroy(self, sid: Optional[str]) -> None:
+        """Delete a record (None: there is none) now (WSGI) or before the response ends (ASGI)."""
+        if self.ended:
             raise SessionError("the response has ended: regenerate() and destroy() must be "
                                "called before it does (a background task cannot)")
+        if sid is None:
+            return
+        if self.pending is None:
+            self.core.store.destroy(sid)
         else:
             self.pending.append(("destroy", sid))
 
@@ -725,8 +727,7 @@ class Session(dict):
         """
         request = self._request()
         self._use()
-        if self._id is not None:
-            request.destroy(self._id)
+        request.destroy(self._id)
         dict.clear(self)
         self._start(request, None)
         self._id = request._generate_id()
@@ -737,8 +738,7 @@ class Session(dict):
         response expires the cookie.  Under ASGI the record is deleted before the response ends."""
         request = self._request()
         self._read = True
-        if self._id is not None:
-            request.destroy(self._id)
+        request.destroy(self._id)
         self._destroyed = True
         context = request.context
         if context is not None and context.get(request.key) is self:
@@ -2058,7 +2058,7 @@ class ASGISessionMiddleware(_Core):
         if (kind != "http" and kind != "websocket") or scope.get(key) is not None:
             return await self.app(scope, receive, send)
         options = self._options or self._request_options(scope)
-        if not options.covers(_scope_path(scope)):
+        if options.scoped and not options.covers(_scope_path(scope)):
             return await self.app(scope, receive, send)
         cookie_id, resend = self._read_cookie(_cookie_header(scope))
         request = _Request(self, scope, key, options, cookie_id, resend, [])
@@ -2071,10 +2071,17 @@ class ASGISessionMiddleware(_Core):
 
     async def _http(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
         start: Optional[dict] = None  # http.response.start, held until the body goes out
-        ended = False
+        ended = gone = False
+
+        async def receive_with_session() -> dict:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
 
         async def send_with_session(message: dict) -> None:
-            nonlocal start, ended
+            nonlocal start, ended, gone
             kind = message["type"]
             if kind == "http.response.start":
                 start = message
@@ -2087,12 +2094,16 @@ class ASGISessionMiddleware(_Core):
                 current = await self._end(sess)
             else:
                 current = _NOTHING
-            if start is not None and kind != "http.response.early_hint":
-                held, start = start, None
-                await send(self._start_message(sess, held, current))
-            await send(message)
+            try:
+                if start is not None and kind != "http.response.early_hint":
+                    held, start = start, None
+                    await send(self._start_message(sess, held, current))
+                await send(message)
+            except OSError:  # what a server's send raises once the client is gone (ASGI 2.4)
+                gone = True
+                raise
 
-        await self._run(sess, scope, receive, send_with_session)
+        await self._run(sess, scope, receive_with_session, send_with_session, lambda: gone)
         if not ended:  # the app stopped before its last body message (the client went away)
             current = await self._end(sess)
             if start is not None:
@@ -2100,10 +2111,17 @@ class ASGISessionMiddleware(_Core):
         sess._req.context = None  # the request is over: drop the scope <-> session cycle
 
     async def _websocket(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
-        ended = False
+        ended = gone = False
+
+        async def receive_with_session() -> dict:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                gone = True
+            return message
 
         async def send_with_session(message: dict) -> None:
-            nonlocal ended
+            nonlocal ended, gone
             kind = message["type"]
             if kind == "websocket.accept":  # the one message a Set-Cookie can go out in
                 set_cookie = self._set_cookie(sess, sess._req.attached(), sess._current())
@@ -2114,33 +2132,56 @@ class ASGISessionMiddleware(_Core):
             elif kind == "websocket.close" and not ended:
                 ended = True
                 await self._end(sess)
-            await send(message)
+            try:
+                await send(message)
+            except OSError:
+                gone = True
+                raise
 
-        await self._run(sess, scope, receive, send_with_session)
+        await self._run(sess, scope, receive_with_session, send_with_session, lambda: gone)
         if not ended:  # the socket closed from the client's side, or never opened
             await self._end(sess)
         sess._req.context = None
 
-    async def _run(self, sess: Session, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _run(self, sess: Session, scope: dict, receive: Callable, send: Callable,
+                   gone: Callable[[], bool]) -> None:
         """Call the app; if it raises, nothing is saved (as under WSGI) but the records that
-        regenerate() and destroy() meant to delete are deleted, and the error propagates."""
+        regenerate() and destroy() meant to delete are deleted, and the error propagates.
+
+        A client that went away ends the request, it does not fail it: the store action runs
+        when the server cancels the app, and when the app raises after it was told (``gone()``:
+        it received the disconnect, or the server's send raised OSError), as Starlette's
+        ``receive_text()`` raises WebSocketDisconnect when the client closes a websocket."""
         try:
             await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not sess._req.ended:
+                await self._end(sess)
+            raise
         except BaseException:
-            await self._do_pending(sess._req)
-            sess._req.ended = True
+            if gone() and not sess._req.ended:
+                await self._end(sess)
+            else:
+                await self._do_pending(sess._req)
+                sess._req.ended = True
             raise
 
     async def _end(self, sess: Session) -> Optional[str]:
         """The response is ending: the store work left by regenerate() and destroy(), then
-        the store action; returns the data's JSON the decisions were made on."""
+        the store action; returns the data's JSON the decisions were made on.
+
+        A cancellation that lands meanwhile (Starlette cancels a streaming response whose
+        client went away) cannot stop a write that runs inline (MemoryStore) or in a thread;
+        a store whose coroutines do I/O must shield its own writes (asyncio.shield) to survive it.
+        """
         request = sess._req
-        await self._do_pending(request)
+        request.ended = True  # from here on, regenerate() and destroy() come too late
+        if request.pending:
+            await self._do_pending(request)
         current = sess._current()
         action = self._store_action(sess, request.attached(), current)
         if action is not None:
             await self._acarry_out(sess, action)
-        request.ended = True
         return current
 
     async def _do_pending(self, request: _Request) -> None:
@@ -2173,11 +2214,9 @@ class ASGISessionMiddleware(_Core):
                 return value.split(b",", 1)[0].strip().lower() == b"https"
         return False
 
-    async def _aread_store(self, sid: str) -> Any:
+    def _aread_store(self, sid: str) -> Any:
         """``_read_store``, without blocking the event loop."""
-        if self._reads_text:
-            return await self._async_call("get_text", sid)
-        return await self._async_call("get", sid)
+        return self._async_call("get_text" if self._reads_text else "get", sid)
 
     async def _acarry_out(self, sess: Session, action: tuple) -> None:
         """``_carry_out``, without blocking the event loop."""
@@ -2188,12 +2227,12 @@ class ASGISessionMiddleware(_Core):
         elif kind == "set":
             sess._saved = (sid, action[3])
 
-    async def _async_call(self, method: str, *args: Any) -> Any:
+    def _async_call(self, method: str, *args: Any) -> Any:
+        """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread."""
         call = self._async_calls.get(method)
         if call is not None and (method != "merge" or self._merge == self._store.merge):
-            return await call(*args)
-        return await _in_thread(self._merge if method == "merge" else getattr(self._store, method),
-                                *args)
+            return call(*args)
+        return _in_thread(self._merge if method == "merge" else getattr(self._store, method), *args)
 
 
 
@@ -2303,7 +2342,7 @@ def _cookie_header(scope: dict) -> Optional[str]:
 def _add_vary_cookie_bytes(headers: list) -> None:
     """``_add_vary_cookie`` for ASGI's (bytes, bytes) headers."""
     for i, (name, value) in enumerate(headers):
-        if name.lower() == b"vary":
+        if len(name) == 4 and name.lower() == b"vary":
             fields = [f.strip().lower() for f in value.split(b",")]
             if b"cookie" not in fields and b"*" not in fields:
                 headers[i] = (name, value + b", Cookie" if value.strip() else b"Cookie")

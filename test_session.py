@@ -31,6 +31,8 @@ CORE_SUITES = (
     "tests.test_streaming",           # store writes before the last chunk; over real sockets
     "tests.test_bad_input",           # malformed cookies, failing stores, hostile input
     "tests.test_store_capabilities",  # get_text and merge: same results, shortcut taken
+    "tests.test_decisions_both_adapters",  # the decisions' tables and lifecycle through ASGI
+    "tests.test_asgi",                # ASGISessionMiddleware against the ASGI protocol, no framework
     "tests.test_stores_stdlib.TestMemoryStore",  # the store contract over MemoryStore, and its own rules
 )
 

@@ -1,6 +1,6 @@
 """End-to-end cost of a session over real HTTP on loopback: Express vs this project, measured with wrk.
 
-    python bench/http_load.py [--server {waitress,gunicorn,both}] [--duration 3] [--rounds 5]
+    python bench/http_load.py [--server {waitress,gunicorn,uvicorn,both,all}] [--duration 3] [--rounds 5]
                               [--threads 2] [--connections 16] [--app-cpu] [--floor] [--no-pin]
                               [--bare-cookie] [--paired]
 
@@ -16,10 +16,15 @@ server of its own on 127.0.0.1, run interleaved round after round so drift hits 
     gunicorn bare                 the same three WSGI apps under gunicorn
     gunicorn + SessionMiddleware
     gunicorn + Beaker
+    uvicorn bare                  a Starlette app counting in a global, under uvicorn (ASGI)
+    uvicorn + ASGISessionMiddleware   the same app with session.ASGISessionMiddleware (MemoryStore)
+    uvicorn + Starlette sessions  the same app with Starlette's SessionMiddleware (data in a signed cookie)
+    uvicorn + starsessions        the same app with starsessions (InMemoryStore, autoload), if installed
 
-The Python rows run under two WSGI servers (--server picks one or both, default both), each
-one process with 4 threads, so an in-memory store is shared by every request the way
-express-session's MemoryStore is in Node's one process:
+The WSGI rows run under two WSGI servers, each one process with 4 threads, so an in-memory
+store is shared by every request the way express-session's MemoryStore is in Node's one
+process; the ASGI rows under uvicorn, one process with one event loop, as Node runs (--server
+picks waitress, gunicorn, uvicorn, both WSGI servers, or all three: the default):
 
   waitress (pip install waitress): pure Python, one process with a thread pool, and the server
       the issue's reference figures for Beaker name. Served by this file:
@@ -30,6 +35,8 @@ express-session's MemoryStore is in Node's one process:
           --log-level warning --pythonpath bench "http_load:gunicorn_app('KIND')"
       Its own cost per request is higher than waitress's, so the same middleware costs a smaller
       share of it: the ratio with-session / bare depends on the server, and is given per server.
+  uvicorn (pip install uvicorn starlette; starsessions for its row), h11, no access log:
+      python bench/http_load.py --serve-asgi KIND --port N
 
 Servers are pinned to CPU 0 and wrk to CPU 1 (--no-pin to let them roam): on this 2-core VM a
 multithreaded Python server whose threads run on both cores spends most of its time handing
@@ -50,7 +57,8 @@ server (two wrk runs at once, both servers on the one server CPU), and reports b
 server CPU per request. On a shared VM the load from neighbours swings by 2x within a minute, so
 two runs made one after the other can meet different machines; two runs made at the same time
 meet the same one. For a CPU-bound server this is the throughput ratio.
-Needs wrk (apt-get install -y wrk), node, and pip install waitress gunicorn [beaker].
+Needs wrk (apt-get install -y wrk), node, and pip install waitress gunicorn [beaker]
+uvicorn starlette [starsessions].
 """
 from __future__ import annotations
 
@@ -172,6 +180,58 @@ PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app, "floo
 PY_LABELS = {"bare": "bare", "session": "+ SessionMiddleware", "beaker": "+ Beaker",
              "floor": "+ floor, no library"}
 WSGI_SERVERS = ("waitress", "gunicorn")
+
+
+# -- the ASGI apps (run in a uvicorn subprocess: python bench/http_load.py --serve-asgi KIND) --
+
+def starlette_app(middleware: list, with_session: bool):
+    """A Starlette app with one route, /incr, behind ``middleware``."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    counter = itertools.count(1)
+
+    async def incr(request):
+        views = _count_visit(request.session) if with_session else next(counter)
+        return JSONResponse({"views": views})
+    return Starlette(routes=[Route("/incr", incr)], middleware=middleware)
+
+
+def asgi_bare():
+    return starlette_app([], False)
+
+
+def asgi_session():
+    import session
+    from starlette.middleware import Middleware
+    return starlette_app([Middleware(session.ASGISessionMiddleware, secret=SECRET)], True)
+
+
+def asgi_starlette():
+    from starlette.middleware import Middleware
+    from starlette.middleware.sessions import SessionMiddleware
+    return starlette_app([Middleware(SessionMiddleware, secret_key=SECRET)], True)
+
+
+def asgi_starsessions():
+    from starlette.middleware import Middleware
+    from starsessions import InMemoryStore, SessionAutoloadMiddleware, SessionMiddleware
+    return starlette_app([Middleware(SessionMiddleware, store=InMemoryStore(), cookie_https_only=False),
+                          Middleware(SessionAutoloadMiddleware)], True)
+
+
+ASGI_APPS = {"bare": asgi_bare, "session": asgi_session, "starlette": asgi_starlette,
+             "starsessions": asgi_starsessions}
+ASGI_LABELS = {"bare": "bare", "session": "+ ASGISessionMiddleware", "starlette": "+ Starlette sessions",
+               "starsessions": "+ starsessions"}
+
+
+def serve_asgi(kind: str, port: int) -> None:
+    """Serve ASGI_APPS[kind] with uvicorn: one process, one event loop, h11, no access log."""
+    import uvicorn
+    sys.path.insert(0, ROOT)
+    uvicorn.run(ASGI_APPS[kind](), host="127.0.0.1", port=port, http="h11", log_level="warning",
+                access_log=False, lifespan="off")
 
 
 def serve(kind: str, port: int, app_cpu: bool = False) -> None:
@@ -381,8 +441,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    parser.add_argument("--server", choices=WSGI_SERVERS + ("both",), default="both",
-                        help="the WSGI server(s) for the Python rows (default both)")
+    parser.add_argument("--server", choices=WSGI_SERVERS + ("uvicorn", "both", "all"), default="all",
+                        help="the server(s) for the Python rows: a WSGI server, uvicorn (ASGI), both WSGI "
+                             "servers, or all three (default)")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin the servers to CPU 0 and wrk to CPU 1")
     parser.add_argument("--app-cpu", action="store_true",
@@ -399,21 +460,35 @@ def main() -> None:
                              "server, both on the server CPU, and report bare / with-session CPU per request: "
                              "a ratio that other load on the machine disturbs far less")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-asgi", choices=sorted(ASGI_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve, args.port, args.app_cpu)
+    if args.serve_asgi:
+        return serve_asgi(args.serve_asgi, args.port)
 
     if not shutil.which("wrk"):
         sys.exit("missing: wrk (apt-get install -y wrk)")
+    wanted = {"both": WSGI_SERVERS, "all": WSGI_SERVERS + ("uvicorn",)}.get(args.server, (args.server,))
     wsgi_servers = []
-    for name in WSGI_SERVERS if args.server == "both" else (args.server,):
+    for name in (n for n in wanted if n in WSGI_SERVERS):
         if _has(name):
             wsgi_servers.append(name)
         else:
             print(f"{name} rows skipped: pip install {name}", file=sys.stderr)
-    if not wsgi_servers:
-        sys.exit("missing: a WSGI server (pip install waitress gunicorn)")
+    asgi_kinds = []
+    if "uvicorn" in wanted:
+        if _has("uvicorn") and _has("starlette"):
+            asgi_kinds = ["bare", "session", "starlette"]
+            if _has("starsessions"):
+                asgi_kinds.append("starsessions")
+            else:
+                print("starsessions row skipped: pip install starsessions", file=sys.stderr)
+        else:
+            print("uvicorn rows skipped: pip install uvicorn starlette", file=sys.stderr)
+    if not wsgi_servers and not asgi_kinds:
+        sys.exit("missing: a server (pip install waitress gunicorn uvicorn starlette)")
     node_ok = shutil.which("node") and os.path.isdir(os.path.join(INTEROP, "node_modules", "express-session"))
     if not node_ok:
         print("express rows skipped: needs node and `cd tests/interop && npm ci`", file=sys.stderr)
@@ -433,6 +508,9 @@ def main() -> None:
     for name in wsgi_servers:
         specs += [(f"{name} {PY_LABELS[kind]}", name, kind, python_command(name, kind, args.app_cpu), None, None)
                   for kind in kinds]
+    specs += [(f"uvicorn {ASGI_LABELS[kind]}", "uvicorn", kind,
+               [sys.executable, os.path.abspath(__file__), "--serve-asgi", kind, "--port", "{port}"], None, None)
+              for kind in asgi_kinds]
 
     pinned = not args.no_pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
     server_cpu, args.wrk_cpu = sorted(os.sched_getaffinity(0))[:2] if pinned else (None, None)
@@ -471,7 +549,8 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
     print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
           f"{args.duration:g} s, GET /incr as a returning visitor; {pinning}{cookie}")
     paired = f" {'paired ratio':>17}" if args.paired else ""
-    print(f"{'server':30} {'req/s':>7} {'ratio':>17} {'CPU us/req':>11} {'ratio':>17}  {'views':>6}{paired}")
+    width = max([30] + [len(s.label) for s in servers])
+    print(f"{'server':{width}} {'req/s':>7} {'ratio':>17} {'CPU us/req':>11} {'ratio':>17}  {'views':>6}{paired}")
     bare = {s.group: s for s in servers if s.role == "bare"}
     for s in servers:
         base = bare.get(s.group)
@@ -482,7 +561,7 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
             cpu_ratio = _spread([b / w for w, b in zip(s.cpu, base.cpu)])
         views = "-" if s.role == "bare" else str(s.views_after)
         paired = f" {_spread(s.paired) if s.paired else '':>17}" if args.paired else ""
-        print(f"{s.label:30} {statistics.median(s.results):7.0f} {rate_ratio:>17} "
+        print(f"{s.label:{width}} {statistics.median(s.results):7.0f} {rate_ratio:>17} "
               f"{statistics.median(s.cpu) * 1e6:11.0f} {cpu_ratio:>17}  {views:>6}{paired}")
     print("req/s and CPU us/req: medians over the rounds. ratio: with-session / bare on the same server, the\n"
           "median of the per-round ratios (range in brackets); for CPU it is bare / with-session server CPU per\n"
@@ -493,7 +572,7 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
         print("paired ratio: bare / with-session CPU per request, measured with both servers under wrk at the\n"
               "same time on the one server CPU (median of the rounds, range in brackets).")
     for s in servers:
-        print(f"  {s.label:28} req/s per run: " + " ".join(f"{r:.0f}" for r in s.results))
+        print(f"  {s.label:{width}} req/s per run: " + " ".join(f"{r:.0f}" for r in s.results))
     timed = [s for s in servers if s.app_cpu is not None]
     if timed:
         print("CPU per request inside the WSGI app call (its own thread), all runs: "

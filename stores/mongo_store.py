@@ -11,6 +11,27 @@ documents.  Needs pymongo (``pip install pymongo``)::
 
     from stores.mongo_store import MongoStore
     store = MongoStore(url="mongodb://127.0.0.1:27017/myapp")
+
+Concurrent requests on one session (``merge``), without a lock, each write one
+command on one document (atomic in MongoDB):
+
+- ``stringify=True``: a compare-and-set on the stored string,
+  ``update_one({_id, session: <the text the request loaded>, live})``; when it
+  matches nothing, the document is read again, the request's changes applied to
+  what is stored, and the compare-and-set repeated (each miss means another
+  write landed, so writers always make progress).  The common case, nobody wrote
+  since the request loaded, is the one update a ``set`` is.
+- ``stringify=False``: no compare at all: one ``update_one`` on the live
+  document ``$set``s and ``$unset``s the ``session.<key>`` fields this request
+  changed, with its cookie and ``expires``; MongoDB merges them into whatever
+  other requests wrote.  When another request moved ``expires`` later, a
+  second update writes the keys alone and keeps that cookie.  Keys MongoDB
+  cannot address as a path (with ``.`` or a leading ``$``), and documents whose
+  ``session`` is a string, take the compare-and-set instead.
+- A new session is ``insert_one``: a ``DuplicateKeyError`` means the ID is
+  taken, and only an expired document is then replaced (``replace_one``
+  filtered on ``expires <= now``).  A merge never brings back a document that
+  is gone or expired.
 """
 from __future__ import annotations
 
@@ -122,18 +143,43 @@ class MongoStore(session.Store):
                              "MongoStore(stringify=True) stores any JSON") from exc
 
     def touch(self, sid: str, record: dict) -> None:
-        """Move ``expires``; skipped within ``touch_after`` of the last write.  A document that
-        is gone (or expired) is left alone: never an error, never revived."""
+        """Move ``expires``, never earlier unless ``record.keep_later`` is False; skipped within
+        ``touch_after`` of the last write.  A document that is gone (or expired) is left
+        alone: never an error, never revived."""
         now = _now()
+        expires = self._expires(record, now)
         query = {"_id": sid, **_live(now)}
-        fields = {"expires": self._expires(record, now)}
+        fields = {"expires": expires}
         if self.touch_after > 0:
             # Lazy touch decided by the server, so get() need not hand lastModified to the app.
             cutoff = datetime.fromtimestamp(now.timestamp() - self.touch_after, timezone.utc)
             query = {"_id": sid, "$and": [_live(now), {"$or": [
                 {"lastModified": {"$exists": False}}, {"lastModified": {"$lte": cutoff}}]}]}
             fields["lastModified"] = now
+        if getattr(record, "keep_later", True):
+            query["expires"] = {"$lt": expires}  # another request's later expiry stays
         self._coll().update_one(query, {"$set": fields})
+
+    # -- records as text, concurrent-safe writes ------------------------------
+    def get_text(self, sid: str) -> Optional[str]:
+        """The live record's JSON: the stored string as it is (stringify=True), or the
+        sub-document encoded; None, logged, for a value that is neither."""
+        doc = self._coll().find_one({"_id": sid, **_live(_now())}, {"session": 1})
+        return None if doc is None else self._text(sid, doc.get("session"))
+
+    def merge(self, sid: str, change: session.Change) -> bool:
+        """Write one request's change into the document as stored now (see the module
+        docstring); False, with nothing written, for a new session whose ID is live or a
+        loaded one that is gone."""
+        try:
+            if change.base is None:
+                return self._create(sid, change)
+            if self.stringify:
+                return self._compare_and_set(sid, change)
+            return self._set_fields(sid, change)
+        except OverflowError as exc:
+            raise ValueError(f"session {sid[:6]}... has an integer BSON cannot hold (64-bit); "
+                             "MongoStore(stringify=True) stores any JSON") from exc
 
     def destroy(self, sid: str) -> None:
         self._coll().delete_one({"_id": sid})
@@ -168,6 +214,118 @@ class MongoStore(session.Store):
             self._remover.join(5)
         if self._owns_client:
             self.client.close()
+
+    # -- merge -------------------------------------------------------------
+    def _create(self, sid: str, change: session.Change) -> bool:
+        """Insert a new session's document; over an expired one only, never a live one."""
+        collection = self._coll()
+        while True:
+            now = _now()
+            expires = self._expiry(change.expires, now)
+            if expires <= now:  # nothing to write; the ID must still be free
+                collection.delete_one({"_id": sid, "expires": {"$lte": now}})
+                return collection.find_one({"_id": sid, **_live(now)}, {"_id": 1}) is None
+            doc = {"_id": sid, **self._fields(change.text, expires, now)}
+            try:
+                collection.insert_one(doc)
+                return True
+            except self._duplicate_key:
+                pass
+            del doc["_id"]
+            if collection.replace_one({"_id": sid, "expires": {"$lte": now}}, doc).matched_count:
+                return True  # it had expired
+            if collection.find_one({"_id": sid, **_live(now)}, {"_id": 1}) is not None:
+                return False  # a live session has this ID
+            # Deleted between the insert and the replace: insert again.
+
+    def _compare_and_set(self, sid: str, change: session.Change) -> bool:
+        """Write the change if ``session`` is still what the request loaded, else apply it to
+        what is stored and compare-and-set again."""
+        collection = self._coll()
+        seen: Any = change.base
+        text, expires = change.text, change.expires
+        while True:
+            now = _now()
+            at = self._expiry(expires, now)
+            query = {"_id": sid, "session": seen, **_live(now)}
+            if not change.keep_later and at <= now:  # written already expired: deleted
+                if collection.delete_one(query).deleted_count:
+                    return True
+            else:
+                fields = self._fields(text, at, now)
+                update = {"$set": fields}
+                if change.keep_later:  # the later of the stored expiry and this one
+                    update["$max"] = {"expires": fields.pop("expires")}
+                if collection.update_one(query, update).matched_count:
+                    return True
+            doc = collection.find_one({"_id": sid, **_live(now)}, {"session": 1})
+            if doc is None:
+                return False  # destroyed, regenerated away or expired: never resurrected
+            seen = doc.get("session")
+            stored = self._text(sid, seen)
+            if stored is None:  # not a session: this change replaces it
+                text, expires = change.text, change.expires
+            else:
+                text, expires = change.apply(stored)
+
+    def _set_fields(self, sid: str, change: session.Change) -> bool:
+        """stringify=False: ``$set``/``$unset`` of the keys this request changed, in one update
+        of the live document (two when another request's expiry is later and kept)."""
+        sets, deleted = change.changes()
+        if not all(_is_path(key) for key in (*sets, *deleted)):
+            return self._compare_and_set(sid, change)
+        now = _now()
+        expires = self._expiry(change.expires, now)
+        data = {"session." + key: value for key, value in sets.items()}
+        unset = {"session." + key: "" for key in deleted}
+        live = {"_id": sid, "session.cookie": {"$type": "object"}, **_live(now)}
+        collection = self._coll()
+        if not change.keep_later and expires <= now:  # written already expired: deleted
+            if collection.delete_one(live).deleted_count:
+                return True
+        else:
+            mine = {**data, "session.cookie": _to_bson({"cookie": change.cookie()})["cookie"],
+                    "expires": expires}
+            if self.touch_after > 0:
+                mine["lastModified"] = now
+            query = live
+            if change.keep_later:  # only over an expiry no later than this one
+                query = {**live, "expires": {"$lte": expires}}
+            if collection.update_one(query, _update(mine, unset)).matched_count:
+                return True
+            if change.keep_later and (data or unset):  # the stored expiry is later: keep it
+                if collection.update_one(live, _update(data, unset)).matched_count:
+                    return True
+            elif change.keep_later and collection.find_one(live, {"_id": 1}) is not None:
+                return True  # nothing else to write
+        if collection.find_one({"_id": sid, **_live(now)}, {"_id": 1}) is None:
+            return False  # destroyed, regenerated away or expired: never resurrected
+        return self._compare_and_set(sid, change)  # session is not a document here
+
+    def _fields(self, text: str, expires: datetime, now: datetime) -> dict:
+        """``session`` (in the configured form), ``expires`` and, with touch_after, ``lastModified``."""
+        fields = {"session": text if self.stringify else _to_bson(session.decode_record(text)),
+                  "expires": expires}
+        if self.touch_after > 0:
+            fields["lastModified"] = now
+        return fields
+
+    def _expiry(self, expires: Optional[float], now: datetime) -> datetime:
+        """A change's expiry (epoch seconds, None: the ttl from now) as a BSON date."""
+        at = now.timestamp() + self.ttl if expires is None else expires
+        return datetime.fromtimestamp(at, timezone.utc)
+
+    def _text(self, sid: str, value: Any) -> Optional[str]:
+        """A stored ``session`` as JSON text: a string as it is, a sub-document encoded."""
+        if type(value) is str:
+            return value
+        try:
+            if isinstance(value, bytes):
+                return value.decode("utf-8")
+            return session.encode_record(_from_bson(value))
+        except (ValueError, TypeError, RecursionError) as exc:
+            log.warning("ignoring unreadable session document %.6s...: %s", sid, exc)
+            return None
 
     # -- helpers -----------------------------------------------------------
     def _coll(self):
@@ -208,6 +366,21 @@ class MongoStore(session.Store):
 def _live(now: datetime) -> dict:
     """connect-mongo's filter for documents that have not expired."""
     return {"$or": [{"expires": {"$exists": False}}, {"expires": {"$gt": now}}]}
+
+
+def _is_path(key: str) -> bool:
+    """Whether ``session.<key>`` addresses that one key in an update."""
+    return bool(key) and "." not in key and not key.startswith("$") and "\0" not in key
+
+
+def _update(fields: dict, unset: dict) -> dict:
+    """An update document with only the operators that have fields (MongoDB refuses empty ones)."""
+    update = {}
+    if fields:
+        update["$set"] = fields
+    if unset:
+        update["$unset"] = unset
+    return update
 
 
 def _now() -> datetime:

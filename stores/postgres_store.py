@@ -41,9 +41,18 @@ Why it is built this way:
   one upsert (``INSERT ... ON CONFLICT (sid) DO UPDATE``), atomic per row: two
   requests writing one session never leave a torn record, the later one wins.
   ``merge`` instead writes one request's changes into whatever is stored now:
-  a compare-and-set on the stored text, re-read and retried while another
-  writer got in first (each retry means another write succeeded, so writers
-  always make progress), with no lock held between statements.
+  a compare-and-set on the stored text (``UPDATE ... WHERE sid = %s AND
+  sess::text = <the text the request loaded> AND <live>``), one statement
+  when nobody wrote since the request loaded; else re-read, the request's
+  changes applied to what is stored, and retried while another writer got in
+  first (each retry means another write succeeded, so writers always make
+  progress), with no lock held between statements.  Its ``expire`` is
+  ``GREATEST(expire, <new>)`` unless the request set the cookie's lifetime
+  itself, so a concurrent request's later expiry stays (``touch`` likewise).
+  A new session's merge is an upsert that only takes over an expired row.
+- No coroutine methods: under ASGI the middleware runs these in the event
+  loop's thread pool.  psycopg's ``AsyncConnection`` would need a second pool,
+  bound to one event loop, with its own reconnect and fork handling.
 - Connections (with ``conninfo``): a small pool of its own, at most
   ``max_connections``, so the store needs only psycopg.  An idle connection
   is popped from a list without a lock (a semaphore around it cost 1.1 µs of
@@ -193,6 +202,8 @@ class PostgresStore(session.Store):
         self._sql_cas_later = (f"UPDATE {t} SET sess = %s::json, "
                                "expire = GREATEST(expire, to_timestamp(%s)::timestamp) "
                                f"WHERE sid = %s AND sess::text = %s AND {live}")
+        self._sql_cas_delete = f"DELETE FROM {t} WHERE sid = %s AND sess::text = %s AND {live}"
+        self._sql_delete_dead = f"DELETE FROM {t} WHERE sid = %s AND expire < to_timestamp(%s)"
         # A dead row may be taken over; so may a row holding exactly this text (this same
         # create, repeated after its connection was lost before the reply).
         self._sql_create = (f"INSERT INTO {t} AS s (sess, expire, sid) SELECT %s::json, "
@@ -262,7 +273,7 @@ class PostgresStore(session.Store):
         return self._call(work)
 
     # -- concurrent-safe writes ------------------------------------------
-    def merge(self, sid: str, change: Any) -> bool:
+    def merge(self, sid: str, change: session.Change) -> bool:
         """Write one request's changes into the record as stored now; False if nothing was
         written (a new session whose ID is taken, or a loaded one that is gone)."""
         if change.base is None:
@@ -271,11 +282,16 @@ class PostgresStore(session.Store):
 
         def work(cur: Any) -> bool:
             base, text, expires = change.base, change.text, change.expires
-            sql = self._sql_cas_later if keep_later else self._sql_cas
             while True:
                 now = time.time()
                 live = _ceil(now)
-                cur.execute(sql, (text, self._expire_for(expires, now), sid, base, live))
+                expire = self._expire_for(expires, now)
+                if keep_later:  # GREATEST(stored, new): live, whatever the new expiry
+                    cur.execute(self._sql_cas_later, (text, expire, sid, base, live))
+                elif expire >= live:
+                    cur.execute(self._sql_cas, (text, expire, sid, base, live))
+                else:  # written already expired: deleted, as set() does
+                    cur.execute(self._sql_cas_delete, (sid, base, live))
                 if cur.rowcount:
                     return True
                 # Someone wrote (or deleted) meanwhile: apply this request's changes to
@@ -287,10 +303,16 @@ class PostgresStore(session.Store):
                 text, expires = change.apply(base)
         return self._call(work)
 
-    def _create(self, sid: str, change: Any) -> bool:
+    def _create(self, sid: str, change: session.Change) -> bool:
         """Insert a brand-new session's record unless a live record has this ID."""
         now = time.time()
-        params = (change.text, self._expire_for(change.expires, now), sid, _ceil(now))
+        live, expire = _ceil(now), self._expire_for(change.expires, now)
+        if expire < live:  # nothing to write; the ID must still be free
+            def free(cur: Any) -> bool:
+                cur.execute(self._sql_delete_dead, (sid, live))
+                return cur.execute(self._sql_get, (sid, live)).fetchone() is None
+            return self._call(free)
+        params = (change.text, expire, sid, live)
         return self._call(lambda cur: cur.execute(self._sql_create, params).rowcount == 1)
 
     # -- the whole store ---------------------------------------------------

@@ -19,13 +19,21 @@ Choices, and what they cost:
   ``RuntimeError``.  dbm files keep their index in memory and are not safe to
   write from two processes; use SQLiteStore for several worker processes.
   A child forked from the owner cannot use the store (RuntimeError).
-- Thread-safe: every operation holds one ``threading.Lock``.
+- Thread-safe: every operation holds one ``threading.Lock``.  ``merge``
+  (concurrent requests on one session) compares the stored bytes with the
+  ones the request loaded, and writes, under that lock: nothing can come
+  between.  Only when they differ does it apply the request's changes to the
+  stored record (JSON decoded and encoded with the lock held, about 15 µs for
+  a 200-byte record); the common case costs what ``set`` does.
 - Backend: ``dbm.gnu`` when Python has it, else ``dbm.dumb`` (always there).
   An existing file keeps the format it was created with.  ``dbm.dumb`` keeps
   its index in a ``.dir`` file that it rewrites on every delete and saves on
   ``close()`` (about 20 ms per ``destroy()`` with 10,000 sessions; expired
-  records are dropped in bulk instead): fine for the thousands of sessions
-  this store is meant for, not for a busy site.  Neither format is
+  records are dropped in bulk instead), and opens its data file for every
+  read: the store reads values itself, where dbm.dumb's in-memory index says
+  they are, through one descriptor kept open (0.9 µs a read instead of 11;
+  a ``merge`` reads before it writes, and so costs about a ``set``).  Fine
+  for the thousands of sessions this store is meant for, not for a busy site.  Neither format is
   crash-safe; SQLiteStore is.  Python 3.13's ``dbm.sqlite3`` is not used: its
   connection refuses every thread but the one that opened it.
 - Expiry: ``get`` ignores expired records.  ``prune()``, ``all()``, ``ids()``
@@ -93,6 +101,7 @@ class ShelveStore(session.Store):
         except BaseException:
             os.close(self._lockfile)
             raise
+        self._reader = self._reader_for(self._db)
         self._sweep: list = []
         self._next_sweep = time.time() + self.sweep_interval
         self._forked = False
@@ -104,7 +113,7 @@ class ShelveStore(session.Store):
     # -- one session -------------------------------------------------------
     def get(self, sid: str) -> Optional[dict]:
         with self._lock:
-            raw = self._open().get(sid.encode())
+            raw = self._read(self._open(), sid.encode())
         if raw is None:
             return None
         expires, data = self._unpack(sid, raw)
@@ -135,18 +144,71 @@ class ShelveStore(session.Store):
             if key in db:
                 del db[key]
 
+    def get_text(self, sid: str) -> Optional[str]:
+        """The live record's JSON as stored, not decoded (the middleware checks it); None,
+        logged, if the bytes are not UTF-8."""
+        with self._lock:
+            raw = self._read(self._open(), sid.encode())
+        if raw is None:
+            return None
+        expires, data = self._unpack(sid, raw)
+        if data is None or expires <= time.time():
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            log.warning("ShelveStore %s: session %r is not a valid record, treated as missing: %s",
+                        self.path, sid, exc)
+            return None
+
+    def merge(self, sid: str, change: session.Change) -> bool:
+        """Write one request's change into the record as stored now, under the lock: its text
+        if the record is still the one the request loaded, else the change applied to it.
+        False, with nothing written, for a new session whose ID is live or a loaded one that
+        is gone."""
+        key, mine = sid.encode(), change.text.encode()
+        base = None if change.base is None else change.base.encode()
+        with self._lock:
+            db = self._open()
+            now = time.time()
+            raw = self._read(db, key)
+            stored_expires, stored = (0, None) if raw is None else self._unpack(sid, raw)
+            live = stored is not None and stored_expires > now
+            if live != (base is not None):
+                return False  # a new session whose ID is taken, or one that is gone
+            text, expires = mine, change.expires
+            if live and stored != base:
+                try:
+                    theirs = stored.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # not a session: this change replaces it
+                else:
+                    merged, expires = change.apply(theirs)
+                    text = merged.encode()
+            expiry = now + self.ttl if expires is None else expires
+            if live and change.keep_later and stored_expires > expiry:
+                expiry = stored_expires
+            if expiry > now:
+                db[key] = _pack(expiry, text)
+                self._sweep_some(now)
+            elif raw is not None:  # written already expired: deleted, as set() does
+                del db[key]
+            return True
+
     def touch(self, sid: str, record: dict) -> None:
-        """Rewrite only the expiry in the value; the record's bytes are kept as stored."""
+        """Rewrite only the expiry in the value, never earlier unless ``record.keep_later``
+        is False; the record's bytes are kept as stored."""
         now = time.time()
         expires = self.expiry_time(record, now)
+        keep_later = getattr(record, "keep_later", True)
         key = sid.encode()
         with self._lock:
             db = self._open()
-            raw = db.get(key)
+            raw = self._read(db, key)
             if raw is None:
                 return
             old, data = self._unpack(sid, raw)
-            if data is not None and old > now:
+            if data is not None and old > now and not (keep_later and old > expires):
                 db[key] = _pack(expires, data)
 
     # -- the whole store (full scans) --------------------------------------
@@ -170,7 +232,9 @@ class ShelveStore(session.Store):
         """Start a new, empty file (which also gives back the space dbm.dumb never reuses)."""
         with self._lock:
             self._open().close()
+            self._close_reader()
             self._db = self._backend.open(self.path, "n")
+            self._reader = self._reader_for(self._db)
             self._sweep = []
 
     def prune(self) -> int:
@@ -180,7 +244,7 @@ class ShelveStore(session.Store):
             db = self._open()
             expired = []
             for key in db.keys():
-                expires, data = self._unpack(key.decode(errors="replace"), db[key])
+                expires, data = self._unpack(key.decode(errors="replace"), self._read(db, key))
                 if data is not None and expires <= now:
                     expired.append(key)
             self._delete_expired(expired, save=True)
@@ -196,6 +260,7 @@ class ShelveStore(session.Store):
                 self._db.close()
             finally:
                 self._db = None
+                self._close_reader()
                 os.close(self._lockfile)
 
     # -- private -----------------------------------------------------------
@@ -207,6 +272,27 @@ class ShelveStore(session.Store):
             raise ValueError(f"{self!r} is closed")
         return self._db
 
+    def _reader_for(self, db: Any) -> Optional[int]:
+        """A descriptor to read ``dbm.dumb``'s data file with (None: read through the dbm)."""
+        if (self._backend.__name__ != "dbm.dumb" or not hasattr(os, "pread")
+                or not isinstance(getattr(db, "_index", None), dict)
+                or not isinstance(getattr(db, "_datfile", None), (str, bytes))):
+            return None
+        return os.open(db._datfile, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            os.close(self._reader)
+            self._reader = None
+
+    def _read(self, db: Any, key: bytes) -> Optional[bytes]:
+        """``db.get(key)`` (lock held).  ``dbm.dumb`` opens its data file for every read (11 µs);
+        its index gives where the value is, and one descriptor kept open reads it (0.9 µs)."""
+        if self._reader is None:
+            return db.get(key)
+        at = db._index.get(key)
+        return None if at is None else os.pread(self._reader, at[1], at[0])
+
     def _live(self) -> list:
         """(sid, record bytes) of every unexpired record."""
         now, live = time.time(), []
@@ -214,7 +300,7 @@ class ShelveStore(session.Store):
             db = self._open()
             for key in db.keys():
                 sid = key.decode(errors="replace")
-                expires, data = self._unpack(sid, db[key])
+                expires, data = self._unpack(sid, self._read(db, key))
                 if data is not None and expires > now:
                     live.append((sid, data))
         return live
@@ -229,7 +315,7 @@ class ShelveStore(session.Store):
         db, expired = self._db, []
         for _ in range(min(self.sweep_step, len(self._sweep))):
             key = self._sweep.pop()
-            raw = db.get(key)
+            raw = self._read(db, key)
             if raw is not None:
                 expires, data = self._unpack(key.decode(errors="replace"), raw)
                 if data is not None and expires <= now:
@@ -323,6 +409,7 @@ def _after_fork_in_child() -> None:
                 store._db._index = None  # dbm.dumb: its close() and __del__ then write nothing
             _INHERITED.append(store._db)
             store._db, store._forked = None, True
+            store._close_reader()
             store._lock = threading.Lock()
             os.close(store._lockfile)  # the parent's descriptor keeps the lock
 

@@ -3,8 +3,9 @@
 The truth tables and the lifecycle tests run twice: over a store that offers the
 get_text and merge capabilities (MemoryStore's) and over one that does not (a
 subclass overriding get and set only), so the decisions are proved on both ways a
-store is used.  The tables are module-level (``CASES``, ``expected``, ``run_case``)
-so another adapter's suite can walk the same table.
+store is used.  Each class names the harness of the adapter it drives (``adapter``,
+SessionMiddleware's here); tests/test_decisions_both_adapters.py runs the same
+classes through ASGISessionMiddleware.
 """
 from __future__ import annotations
 
@@ -45,15 +46,15 @@ def expected(case: Case) -> dict:
             "touch": not save}
 
 
-def run_case(case: Case, store_factory: Callable[[], session.Store]) -> dict:
-    """What the middleware does for ``case`` over a new ``store_factory()``: Set-Cookie sent,
-    a save, a touch.  The store must be a RecordingStore (it counts the calls)."""
+def run_case(case: Case, store_factory: Callable[[], session.Store], adapter: type = Harness) -> dict:
+    """What the middleware ``adapter`` drives does for ``case`` over a new ``store_factory()``:
+    Set-Cookie sent, a save, a touch.  The store must be a RecordingStore (it counts the calls)."""
     max_age = HOUR if case.with_expires else None
 
     def action(environ):
         if case.modified:
             sess(environ)["n"] = 2
-    h = Harness(action, store=store_factory(), save_uninitialized=case.save_uninitialized,
+    h = adapter(action, store=store_factory(), save_uninitialized=case.save_uninitialized,
                 resave=case.resave, rolling=case.rolling, cookie={"max_age": max_age})
     if case.state == "existing":
         h.seed({"n": 1}, max_age=max_age)
@@ -85,13 +86,14 @@ def expected_destroy(case: DestroyCase) -> dict:
             "n": None if gone else (1 if case.dropped else 5)}
 
 
-def run_destroy_case(case: DestroyCase, store_factory: Callable[[], session.Store]) -> dict:
+def run_destroy_case(case: DestroyCase, store_factory: Callable[[], session.Store],
+                     adapter: type = Harness) -> dict:
     """What the middleware does for ``case``: the record gone, how many saves, the stored n."""
     def action(environ):
         sess(environ)["n"] = 5
         if case.dropped:
             environ["session"] = None
-    h = Harness(action, store=store_factory(), unset=case.unset)
+    h = adapter(action, store=store_factory(), unset=case.unset)
     if case.state != "existing":
         h.request()
         return {"gone": None, "saves": h.store.count("set"), "n": None}
@@ -108,11 +110,13 @@ class ExpressPredicates:
 
     store_factory: Callable[[], session.Store]
     capable: bool  # whether the store offers get_text and merge
+    adapter: type = Harness  # the harness of the middleware under test
 
     def walk(self, predicate):
         for case in CASES:
             with self.subTest(**case._asdict()):
-                self.assertEqual(run_case(case, self.store_factory)[predicate], expected(case)[predicate])
+                self.assertEqual(run_case(case, self.store_factory, self.adapter)[predicate],
+                                 expected(case)[predicate])
 
     def test_should_set_cookie_truth_table(self):
         self.walk("set_cookie")
@@ -126,13 +130,14 @@ class ExpressPredicates:
     def test_should_destroy_truth_table(self):
         for case in DESTROY_CASES:
             with self.subTest(**case._asdict()):
-                self.assertEqual(run_destroy_case(case, self.store_factory), expected_destroy(case))
+                self.assertEqual(run_destroy_case(case, self.store_factory, self.adapter),
+                                 expected_destroy(case))
 
     def test_the_store_is_read_and_written_as_the_class_name_says(self):
         # Without this, a change in how capabilities are found could make both classes walk
         # the same path.
-        h = Harness(lambda e: sess(e).__setitem__("n", sess(e).get("n", 0) + 1),
-                    store=self.store_factory())
+        h = self.adapter(lambda e: sess(e).__setitem__("n", sess(e).get("n", 0) + 1),
+                         store=self.store_factory())
         h.request()
         h.request()
         if self.capable:
@@ -158,9 +163,10 @@ class Lifecycle:
     ``store_factory()`` stores."""
 
     store_factory: Callable[[], session.Store]
+    adapter: type = Harness  # the harness of the middleware under test
 
     def harness(self, action=None, **options) -> Harness:
-        return Harness(action, store=self.store_factory(), **options)
+        return self.adapter(action, store=self.store_factory(), **options)
 
     def test_unmodified_session_is_not_saved(self):
         h = self.harness(lambda e: sess(e).get("n"))

@@ -48,6 +48,18 @@ def at(iso: str) -> datetime:
     return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
 
 
+def change(base: str | None, record: dict, keep_later: bool = True) -> session.Change:
+    """A request's write of ``record`` having loaded ``base`` (None: a new session)."""
+    return session.Change(base, session.encode_record(record), session.expires_at(record), keep_later)
+
+
+def touch_record(record: dict, keep_later: bool) -> session._Record:
+    """``record`` as the middleware hands it to touch()."""
+    touched = session._Record.of(session.encode_record(record), session.expires_at(record))
+    touched.text, touched.keep_later = None, keep_later
+    return touched
+
+
 # ---------------------------------------------------------------- 1. mongomock
 
 class _Serialized:
@@ -131,6 +143,7 @@ class TestMongoStoreContractUnstringified(_MongomockStores, StoreContract, unitt
     """The conformance suite with the record stored as a sub-document."""
 
     store_options = {"auto_remove": "disabled", "stringify": False}
+    text_verbatim = False  # get_text encodes the sub-document
 
     def test_what_the_app_can_save_the_next_request_can_load(self):
         self.skipTest("unstringified, the record is a BSON document: MongoDB refuses to save "
@@ -282,6 +295,112 @@ class TestMongoStoreRules(unittest.TestCase):
         self.assertEqual(doc["session"], session.encode_record(first))
         self.assertEqual(utc(doc["expires"]), at(later["cookie"]["expires"]))
         self.assertNotIn("lastModified", doc)
+
+    # -- merge: concurrent requests on one session ---------------------------
+    def counting(self, store):
+        """Count the collection's commands a merge sends, by method name."""
+        calls: dict = {}
+        for name in ("find_one", "update_one", "insert_one", "replace_one", "delete_one"):
+            real = getattr(store.collection, name)
+
+            def counted(*args, _name=name, _real=real, **kwargs):
+                calls[_name] = calls.get(_name, 0) + 1
+                return _real(*args, **kwargs)
+            patcher = mock.patch.object(store.collection, name, counted)
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        return calls
+
+    def test_merge_with_nothing_written_meanwhile_is_one_update(self):
+        for stringify in (True, False):
+            with self.subTest(stringify=stringify):
+                store = self.store(stringify=stringify)
+                loaded = make_record(user="ada", views=1)
+                store.set("s1", loaded)
+                base = store.get_text("s1")
+                calls = self.counting(store)
+                self.assertTrue(store.merge("s1", change(base, {**loaded, "views": 2})))
+                self.assertEqual(calls, {"update_one": 1})
+                self.assertEqual(store.get("s1")["views"], 2)
+                store.collection.delete_many({})
+
+    def test_merge_unstringified_sets_and_unsets_only_the_fields_this_request_changed(self):
+        store = self.store(stringify=False)
+        loaded = make_record(user="ada", views=1, csrf="t1")
+        store.set("s1", loaded)
+        base = store.get_text("s1")
+        # Another request added a field meanwhile, straight in the sub-document.
+        self.client.test.sessions.update_one({"_id": "s1"}, {"$set": {"session.theme": "dark"}})
+        mine = {k: v for k, v in loaded.items() if k != "csrf"}
+        mine["views"] = 2
+        self.assertTrue(store.merge("s1", change(base, mine)))
+        stored = self.doc(store, "s1")["session"]
+        self.assertEqual(list(stored), ["cookie", "user", "views", "theme"])
+        self.assertEqual((stored["views"], stored["theme"]), (2, "dark"))
+        self.assertIsInstance(stored["cookie"]["expires"], datetime)
+
+    def test_merge_unstringified_keeps_a_later_stored_expiry_and_its_cookie(self):
+        store = self.store(stringify=False)
+        store.set("s1", make_record(7200, user="ada"))
+        base = store.get_text("s1")
+        before = self.doc(store, "s1")
+        self.assertTrue(store.merge("s1", change(base, make_record(60, user="ada", views=1))))
+        after = self.doc(store, "s1")
+        self.assertEqual(after["expires"], before["expires"])
+        self.assertEqual(after["session"]["cookie"], before["session"]["cookie"])
+        self.assertEqual(after["session"]["views"], 1)
+        self.assertTrue(store.merge("s1", change(base, make_record(60, user="ada", views=2),
+                                                 keep_later=False)))
+        after = self.doc(store, "s1")
+        self.assertAlmostEqual(utc(after["expires"]).timestamp(), time.time() + 60, delta=2)
+        self.assertEqual(after["session"]["views"], 2)
+
+    def test_merge_unstringified_keeps_keys_mongodb_cannot_address_as_keys(self):
+        store = self.store(stringify=False)
+        loaded = make_record(**{"a.b": 1, "user": "ada"})
+        store.set("s1", loaded)
+        base = store.get_text("s1")
+        store.set("s1", {**loaded, "views": 9})  # another request, meanwhile
+        self.assertTrue(store.merge("s1", change(base, {**loaded, "a.b": 2, "c.d": 3})))
+        stored = self.doc(store, "s1")["session"]
+        self.assertEqual({k: stored[k] for k in ("a.b", "c.d", "views", "user")},
+                         {"a.b": 2, "c.d": 3, "views": 9, "user": "ada"})
+        self.assertNotIn("a", stored)
+
+    def test_merge_unstringified_into_a_string_session_compares_and_sets(self):
+        text = session.encode_record(make_record(user="ada"))
+        self.client.test.sessions.insert_one({"_id": "s1", "session": text,
+                                              "expires": datetime.now(timezone.utc) + timedelta(hours=1)})
+        store = self.store(stringify=False)
+        base = store.get_text("s1")
+        self.assertEqual(base, text)
+        self.assertTrue(store.merge("s1", change(base, make_record(user="ada", views=1))))
+        self.assertEqual(self.doc(store, "s1")["session"]["views"], 1)
+
+    def test_merge_of_a_new_session_takes_over_only_an_expired_document(self):
+        for stringify in (True, False):
+            with self.subTest(stringify=stringify):
+                store = self.store(stringify=stringify)
+                now = datetime.now(timezone.utc)
+                self.client.test.sessions.insert_many([
+                    {"_id": "old", "session": "{}", "expires": now - timedelta(seconds=5)},
+                    {"_id": "live", "session": "{}", "expires": now + timedelta(hours=1)}])
+                record = make_record(user="ada")
+                self.assertTrue(store.merge("old", change(None, record)))
+                self.assertEqual(store.get("old"), record)
+                self.assertFalse(store.merge("live", change(None, record)))
+                self.assertEqual(self.doc(store, "live")["session"], "{}")
+                store.collection.delete_many({})
+
+    def test_touch_keeps_a_later_expiry_unless_the_request_set_the_lifetime(self):
+        store = self.store()
+        store.set("s1", make_record(7200))
+        before = self.doc(store, "s1")["expires"]
+        store.touch("s1", make_record(60))
+        self.assertEqual(self.doc(store, "s1")["expires"], before)
+        store.touch("s1", touch_record(make_record(60), keep_later=False))
+        self.assertAlmostEqual(utc(self.doc(store, "s1")["expires"]).timestamp(), time.time() + 60,
+                               delta=2)
 
     def test_racing_first_writes_of_one_session_both_land(self):
         store = self.store()
@@ -544,7 +663,50 @@ class TestMongoStoreWire(unittest.TestCase):
         self.assertEqual(list(op["u"]), ["$set"])
         self.assertEqual(list(op["u"]["$set"]), ["expires"])
         self.assertEqual(utc(op["u"]["$set"]["expires"]), at(record["cookie"]["expires"]))
+        self.assertEqual(utc(op["q"]["expires"]["$lt"]), at(record["cookie"]["expires"]))  # keep_later
         self.assertIsNone(self.result, "no match (document gone) is not an error")
+
+    def test_merge_is_a_compare_and_set_on_the_stored_string(self):
+        loaded = make_record(3600, user="ada")
+        base = session.encode_record(loaded)
+        mine = {**loaded, "views": 1}
+        [update] = self.exchange(self.store().merge, "s1", change(base, mine),
+                                 replies=[{"n": 1, "nModified": 1, "ok": 1}])
+        [op] = update["updates"]
+        self.assertEqual(list(op["q"]), ["_id", "session", "$or"])
+        self.assertEqual((op["q"]["_id"], op["q"]["session"]), ("s1", base))
+        self.assert_live_filter(op["q"])
+        self.assertFalse(op.get("upsert", False))
+        self.assertEqual(op["u"]["$set"], {"session": session.encode_record(mine)})
+        self.assertEqual(utc(op["u"]["$max"]["expires"]), at(loaded["cookie"]["expires"]))
+        self.assertIs(self.result, True)
+
+    def test_unstringified_merge_is_one_update_of_the_changed_fields(self):
+        loaded = make_record(3600, user="ada", views=1, csrf="t")
+        mine = {k: v for k, v in loaded.items() if k != "csrf"}
+        mine["views"] = 2
+        store = self.store(stringify=False)
+        [update] = self.exchange(store.merge, "s1", change(session.encode_record(loaded), mine),
+                                 replies=[{"n": 1, "nModified": 1, "ok": 1}])
+        [op] = update["updates"]
+        self.assertEqual(op["q"]["_id"], "s1")
+        self.assertEqual(op["q"]["session.cookie"], {"$type": "object"})
+        self.assert_live_filter(op["q"])
+        self.assertEqual(utc(op["q"]["expires"]["$lte"]), at(loaded["cookie"]["expires"]))
+        self.assertEqual(list(op["u"]["$set"]), ["session.views", "session.cookie", "expires"])
+        self.assertEqual(op["u"]["$set"]["session.views"], 2)
+        self.assertEqual(utc(op["u"]["$set"]["session.cookie"]["expires"]), at(loaded["cookie"]["expires"]))
+        self.assertEqual(op["u"]["$unset"], {"session.csrf": ""})
+        self.assertIs(self.result, True)
+
+    def test_merge_of_a_new_session_is_an_insert(self):
+        record = make_record(3600, user="ada")
+        [insert] = self.exchange(self.store().merge, "s1", change(None, record),
+                                 replies=[{"n": 1, "ok": 1}])
+        [doc] = insert["documents"]
+        self.assertEqual(list(doc), ["_id", "session", "expires"])
+        self.assertEqual(doc["session"], session.encode_record(record))
+        self.assertIs(self.result, True)
 
     def test_lazy_touch_filters_on_last_modified(self):
         store = self.store(touch_after=300)

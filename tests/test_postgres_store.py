@@ -58,23 +58,23 @@ def needs_postgres(cls):
     return requires(HAVE_SERVER, NEEDS_SERVER)(requires(HAVE_PSYCOPG, NEEDS_PSYCOPG)(cls))
 
 
-class Change:
-    """Stand-in for session.Change (the lead swaps in the real one): this request's top-level
-    keys set or deleted, applied to whatever record is stored."""
+class Recording(session.Change):
+    """session.Change, noting the stored texts its apply() was called with."""
 
-    def __init__(self, base: str | None, text: str, expires: float | None = None,
-                 keep_later: bool = True, *, set_keys: dict | None = None, deleted: tuple = ()):
-        self.base, self.text, self.expires, self.keep_later = base, text, expires, keep_later
-        self.set_keys, self.deleted = dict(set_keys or {}), tuple(deleted)
-        self.applied: list = []  # the stored texts apply() was called with
+    __slots__ = ("applied",)
 
-    def apply(self, stored_text: str) -> tuple:
-        self.applied.append(stored_text)
-        record = json.loads(stored_text)
-        record.update(self.set_keys)
-        for key in self.deleted:
-            record.pop(key, None)
-        return session.encode_record(record), self.expires
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.applied: list = []
+
+    def apply(self, stored: str) -> tuple:
+        self.applied.append(stored)
+        return super().apply(stored)
+
+
+def change(base: str | None, record: dict, keep_later: bool = True) -> Recording:
+    """A request's write of ``record`` having loaded ``base`` (None: a new session)."""
+    return Recording(base, session.encode_record(record), session.expires_at(record), keep_later)
 
 
 class PostgresCase(unittest.TestCase):
@@ -789,40 +789,47 @@ class TestTextAndMerge(PostgresCase):
 
     def test_merge_of_a_new_session_creates_it(self):
         store = self.store()
-        text = session.encode_record(make_record(user="ada"))
-        self.assertTrue(store.merge("s", Change(None, text, time.time() + 600)))
-        self.assertEqual(store.get_text("s"), text)
+        record = make_record(600, user="ada")
+        self.assertTrue(store.merge("s", change(None, record)))
+        self.assertEqual(store.get_text("s"), session.encode_record(record))
         self.assertAlmostEqual(self.expire_epoch("s"), time.time() + 600, delta=2)
 
     def test_merge_of_a_new_session_never_overwrites_a_live_record(self):
         store = self.store()
         store.set("s", make_record(user="ada"))
         before = store.get_text("s")
-        self.assertFalse(store.merge("s", Change(None, session.encode_record(make_record(user="eve")))))
+        self.assertFalse(store.merge("s", change(None, make_record(user="eve"))))
         self.assertEqual(store.get_text("s"), before)
 
     def test_merge_of_a_new_session_takes_over_an_expired_row(self):
         store = self.store()
         self.sql("INSERT INTO session VALUES ('s', '{}', now() - interval '1 minute')")
-        text = session.encode_record(make_record(user="ada"))
-        self.assertTrue(store.merge("s", Change(None, text)))
-        self.assertEqual(store.get_text("s"), text)
+        record = make_record(user="ada")
+        self.assertTrue(store.merge("s", change(None, record)))
+        self.assertEqual(store.get_text("s"), session.encode_record(record))
+
+    def test_merge_of_a_new_session_already_expired_writes_no_row(self):
+        store = self.store()
+        self.sql("INSERT INTO session VALUES ('s', '{}', now() - interval '1 minute')")
+        self.assertTrue(store.merge("s", change(None, make_record(-5, user="ada"))))
+        self.assertTrue(store.merge("t", change(None, make_record(-5, user="ada"))))
+        self.assertEqual(self.sql("SELECT count(*) FROM session"), [(0,)])
 
     def test_repeating_a_create_that_already_landed_counts_as_written(self):
         store = self.store()
-        change = Change(None, session.encode_record(make_record(user="ada")))
-        self.assertTrue(store.merge("s", change))
-        self.assertTrue(store.merge("s", change))  # as after a connection lost before the reply
+        create = change(None, make_record(user="ada"))
+        self.assertTrue(store.merge("s", create))
+        self.assertTrue(store.merge("s", create))  # as after a connection lost before the reply
 
     def test_merge_over_an_unchanged_record_writes_the_new_text_without_apply(self):
         store = self.store()
         store.set("s", make_record(user="ada"))
         base = store.get_text("s")
-        new = session.encode_record({**json.loads(base), "views": 1})
-        change = Change(base, new, time.time() + 900, set_keys={"views": 1})
-        self.assertTrue(store.merge("s", change))
-        self.assertEqual(store.get_text("s"), new)
-        self.assertEqual(change.applied, [])
+        mine = make_record(900, user="ada", views=1)
+        write = change(base, mine)
+        self.assertTrue(store.merge("s", write))
+        self.assertEqual(store.get_text("s"), session.encode_record(mine))
+        self.assertEqual(write.applied, [])
 
     def test_merge_over_a_record_changed_meanwhile_applies_only_this_requests_keys(self):
         store = self.store()
@@ -832,37 +839,47 @@ class TestTextAndMerge(PostgresCase):
         stored = store.get_text("s")
         mine = {**json.loads(base), "c": 3}
         mine.pop("a")
-        change = Change(base, session.encode_record(mine), set_keys={"c": 3}, deleted=("a",))
-        self.assertTrue(store.merge("s", change))
-        self.assertEqual(change.applied, [stored])
+        write = change(base, mine)
+        self.assertTrue(store.merge("s", write))
+        self.assertEqual(write.applied, [stored])
         self.assertEqual(user_data(store.get("s")), {"user": "ada", "b": 2, "c": 3})
 
     def test_merge_never_resurrects_a_destroyed_or_expired_record(self):
         store = self.store()
-        store.set("gone", make_record(user="ada"))
+        loaded = make_record(user="ada")
+        store.set("gone", loaded)
         base = store.get_text("gone")
         store.destroy("gone")
-        self.assertFalse(store.merge("gone", Change(base, base, set_keys={"x": 1})))
+        self.assertFalse(store.merge("gone", change(base, {**loaded, "x": 1})))
         self.assertIsNone(self.sql("SELECT sess FROM session WHERE sid = 'gone'") or None)
         self.sql("INSERT INTO session VALUES ('old', %s, now() - interval '1 minute')", base)
-        self.assertFalse(store.merge("old", Change(base, base, set_keys={"x": 1})))
+        self.assertFalse(store.merge("old", change(base, {**loaded, "x": 1})))
         self.assertLess(self.expire_epoch("old"), time.time())
 
     def test_merge_keeps_a_later_stored_expiry_unless_told_not_to(self):
         store = self.store()
         store.set("s", make_record(5000))
-        base = store.get_text("s")
-        self.assertTrue(store.merge("s", Change(base, base, time.time() + 100, keep_later=True)))
+        self.assertTrue(store.merge("s", change(store.get_text("s"), make_record(100))))
         self.assertAlmostEqual(self.expire_epoch("s"), time.time() + 5000, delta=3)
-        self.assertTrue(store.merge("s", Change(base, base, time.time() + 100, keep_later=False)))
+        self.assertTrue(store.merge("s", change(store.get_text("s"), make_record(100), keep_later=False)))
         self.assertAlmostEqual(self.expire_epoch("s"), time.time() + 100, delta=3)
+
+    def test_merge_of_a_record_already_expired_deletes_the_row_unless_a_later_expiry_is_kept(self):
+        store = self.store()
+        store.set("kept", make_record(user="ada"))
+        store.set("deleted", make_record(user="ada"))
+        expired = make_record(-5, user="ada")
+        self.assertTrue(store.merge("kept", change(store.get_text("kept"), expired)))
+        self.assertTrue(store.merge("deleted", change(store.get_text("deleted"), expired,
+                                                      keep_later=False)))
+        self.assertEqual(self.sql("SELECT sid FROM session"), [("kept",)])
 
     def test_merge_without_expires_uses_the_ttl_from_now(self):
         store = self.store(ttl=777)
         store.set("s", make_record(None))
         self.sql("UPDATE session SET expire = now() + interval '10 s'")
         base = store.get_text("s")
-        self.assertTrue(store.merge("s", Change(base, base, None)))
+        self.assertTrue(store.merge("s", change(base, make_record(None, views=1))))
         self.assertAlmostEqual(self.expire_epoch("s"), time.time() + 777, delta=3)
 
     def test_concurrent_merges_into_one_session_lose_no_key(self):
@@ -877,8 +894,7 @@ class TestTextAndMerge(PostgresCase):
                     base = store.get_text("s")
                     record = json.loads(base)
                     record[key] = n
-                    ok = store.merge("s", Change(base, session.encode_record(record), set_keys={key: n}))
-                    if not ok:
+                    if not store.merge("s", change(base, record)):
                         errors.append(f"{key}: merge returned False")
             except Exception as exc:  # collected: every thread's failure is reported
                 errors.append(f"{key}: {type(exc).__name__}: {exc}")

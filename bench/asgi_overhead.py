@@ -1,0 +1,288 @@
+"""Per-request overhead of ASGISessionMiddleware in a Starlette app, beside Starlette's own
+SessionMiddleware and starsessions, in-process (no server, no sockets).
+
+Scenario: a returning visitor whose handler increments ``session["views"]``.  Every row is the
+same Starlette app (one route), the session middleware added the way each library documents
+(``Middleware(...)`` in the app's list), driven by the same minimal ASGI driver that keeps the
+cookie the response sets, as a browser does.  Rows:
+
+    bare Starlette                     the handler counts in a global (no session)
+    + ours, MemoryStore                ASGISessionMiddleware; MemoryStore's coroutines run inline
+    + ours, MemoryStore in a thread    the same store with Store's default coroutines, which run
+                                       its methods in the loop's thread pool (what a store
+                                       without coroutines of its own costs)
+    + ours, SQLiteStore (thread)       stores/sqlite_store.py, a file in a temporary directory;
+                                       it has no coroutines, so every call goes through a thread
+    + ours, RedisStore                 with --redis: a private redis-server (tests/redis_server.py),
+                                       through the store's coroutines (redis.asyncio), and through
+                                       a thread (the same store with Store's default coroutines)
+    + Starlette SessionMiddleware      the whole session in a signed cookie (itsdangerous)
+    + starsessions (memory)            starsessions' SessionMiddleware + SessionAutoloadMiddleware,
+                                       InMemoryStore
+
+All rows send a cookie with a one-hour lifetime.  The rows alternate within each run (SLICES
+rounds, order rotated), and the overhead is the median over runs of (row - bare Starlette in
+the same run).  Clock: process CPU time (the thread pool's work counts; time descheduled by a
+busy machine does not).
+
+    python bench/asgi_overhead.py             # about 20 s
+    python bench/asgi_overhead.py --quick     # about a quarter of that
+    python bench/asgi_overhead.py --redis     # adds the RedisStore row (needs redis-server, redis)
+
+Needs: pip install starlette itsdangerous starsessions (.ci/requirements.txt pins them).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, ROOT)
+
+import session as sx  # noqa: E402
+
+SECRET = "keyboard cat, a secret long enough to be realistic"
+MAX_AGE = 3600
+SLICES = 10
+CLOCK = time.process_time
+
+
+# ---------------------------------------------------------------- the apps
+
+def starlette_app(middleware: list, with_session: bool, probe: list):
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    counter = [0]
+
+    async def incr(request):
+        if with_session:
+            sess = request.session
+            sess["views"] = views = sess.get("views", 0) + 1
+        else:
+            counter[0] = views = counter[0] + 1
+        probe[0] = views
+        return PlainTextResponse(str(views))
+    return Starlette(routes=[Route("/incr", incr)], middleware=middleware)
+
+
+A_METHODS = ("aget", "aget_text", "aset", "amerge", "atouch", "adestroy")
+
+
+def threaded(store_class: type) -> type:
+    """``store_class`` with Store's default coroutines: each call in the loop's thread pool, as a
+    store without coroutines of its own is called."""
+    return type(f"Threaded{store_class.__name__}", (store_class,),
+                {name: getattr(sx.Store, name) for name in A_METHODS})
+
+
+class Row:
+    """One row: a ready app, its cookie jar, and a check that every request did its work."""
+
+    def __init__(self, label: str, app, probe: list, cookie_name: Optional[str],
+                 stored: Optional[Callable[[], int]] = None) -> None:
+        self.label, self.app, self.probe, self.cookie_name = label, app, probe, cookie_name
+        self.stored = stored        # the views the store holds (for the after-run check)
+        self.cookie: Optional[str] = None
+        self.times: list = []
+        self.requests = 0
+
+
+def rows(args, cleanup: list) -> list:
+    from starlette.middleware import Middleware
+    out = []
+    probe: list = [0]
+    out.append(Row("bare Starlette", starlette_app([], False, probe), probe, None))
+
+    def ours(label: str, store) -> Row:
+        probe = [0]
+        app = starlette_app([Middleware(sx.ASGISessionMiddleware, secret=SECRET, store=store,
+                                        cookie={"max_age": MAX_AGE})], True, probe)
+        row = Row(label, app, probe, "connect.sid")
+        row.store = store
+        return row
+    out.append(ours("+ ours, MemoryStore", sx.MemoryStore()))
+    out.append(ours("+ ours, MemoryStore in a thread", threaded(sx.MemoryStore)()))
+    from stores.sqlite_store import SQLiteStore
+    tmp = tempfile.mkdtemp(prefix="asgi-bench-")
+    sqlite = SQLiteStore(os.path.join(tmp, "sessions.db"))
+    cleanup.append(sqlite.close)
+    out.append(ours("+ ours, SQLiteStore (thread)", sqlite))
+    if args.redis:
+        from stores.redis_store import RedisStore
+        from tests.redis_server import RedisServer
+        server = RedisServer().start()
+        cleanup.append(server.stop)
+        redis_store = RedisStore(url=server.url)
+        cleanup.append(redis_store.close)
+        if sx._owner(redis_store, "aget") is not sx.Store:
+            out.append(ours("+ ours, RedisStore (coroutines)", redis_store))
+        threaded_redis = threaded(RedisStore)(url=server.url)
+        cleanup.append(threaded_redis.close)
+        out.append(ours("+ ours, RedisStore (thread)", threaded_redis))
+
+    from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
+    probe = [0]
+    out.append(Row("+ Starlette SessionMiddleware",
+                   starlette_app([Middleware(StarletteSessions, secret_key=SECRET, max_age=MAX_AGE)],
+                                 True, probe), probe, "session"))
+    try:
+        from starsessions import InMemoryStore, SessionAutoloadMiddleware
+        from starsessions import SessionMiddleware as StarSessions
+    except ImportError:
+        print("starsessions row skipped: pip install starsessions", file=sys.stderr)
+    else:
+        probe = [0]
+        out.append(Row("+ starsessions (memory)",
+                       starlette_app([Middleware(StarSessions, store=InMemoryStore(), lifetime=MAX_AGE,
+                                                 cookie_https_only=False),
+                                      Middleware(SessionAutoloadMiddleware)], True, probe),
+                       probe, "session"))
+    return out
+
+
+# ---------------------------------------------------------------- the driver
+
+TEMPLATE = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+            "method": "GET", "scheme": "http", "path": "/incr", "raw_path": b"/incr", "root_path": "",
+            "query_string": b"", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+BASE_HEADERS = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench/1.0"), (b"accept", b"*/*")]
+REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+DISCONNECT = {"type": "http.disconnect"}
+
+
+async def drive(row: Row, n: int) -> float:
+    """n requests through the row's app as a returning visitor; CPU µs per request."""
+    app, name = row.app, row.cookie_name
+    prefix = None if name is None else name.encode() + b"="
+    clock = CLOCK
+    t0 = clock()
+    for _ in range(n):
+        headers = list(BASE_HEADERS)
+        if row.cookie is not None:
+            headers.append((b"cookie", row.cookie))
+        scope = dict(TEMPLATE, headers=headers)
+        sent = [False]
+        start: list = []
+
+        async def receive():
+            if not sent[0]:
+                sent[0] = True
+                return REQUEST
+            return DISCONNECT
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                start.append(message)
+
+        await app(scope, receive, send)
+        if prefix is not None:
+            for key, value in start[0]["headers"]:
+                if key.lower() == b"set-cookie" and value.startswith(prefix):
+                    row.cookie = value.split(b";", 1)[0]
+    row.requests += n
+    return (clock() - t0) / n * 1e6
+
+
+async def run(args) -> int:
+    cleanup: list = []
+    try:
+        table = rows(args, cleanup)
+        return await measure(table, args)
+    finally:
+        for fn in reversed(cleanup):
+            fn()
+
+
+async def measure(table: list, args) -> int:
+    runs = args.runs or (5 if args.quick else 9)
+    per_run = args.requests or (1000 if args.quick else 3000)
+    for row in table:                      # the first visit (creates the session), then warm-up
+        await drive(row, 1)
+        if row.cookie_name is not None:
+            assert row.cookie is not None, f"{row.label}: no session cookie after the first visit"
+        await drive(row, 300)
+    started = time.perf_counter()
+    chunk = per_run // SLICES
+    for r in range(runs):
+        gc.collect()
+        spent = dict.fromkeys([row.label for row in table], 0.0)
+        for k in range(SLICES):
+            i = (r + k) % len(table)
+            for row in table[i:] + table[:i]:
+                spent[row.label] += await drive(row, chunk)
+        for row in table:
+            row.times.append(spent[row.label] / SLICES)
+    elapsed = time.perf_counter() - started
+    for row in table[1:]:                  # every request counted in the session, and was stored
+        assert row.probe[0] == row.requests, f"{row.label}: {row.probe[0]} views after {row.requests} requests"
+        store = getattr(row, "store", None)
+        if store is not None:
+            sid = sx.unsign(sx._decode_uri_component(row.cookie.decode().split("=", 1)[1])[2:], SECRET)
+            stored = store.get(sid)["views"]
+            assert stored == row.requests, f"{row.label}: the store holds {stored} views"
+
+    base = table[0].times
+    over = {row.label: statistics.median([t - b for t, b in zip(row.times, base)]) for row in table[1:]}
+    spread = {}
+    for row in table[1:]:
+        diffs = [t - b for t, b in zip(row.times, base)]
+        q = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else [diffs[0]] * 3
+        spread[row.label] = (q[0], q[2])
+    import starlette
+    versions = [f"Python {sys.version.split()[0]}", f"starlette {starlette.__version__}"]
+    try:
+        import importlib.metadata as md
+        versions += [f"starsessions {md.version('starsessions')}", f"itsdangerous {md.version('itsdangerous')}"]
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    print(f"ASGI session middleware overhead in a Starlette app, in-process, CPU µs per request: "
+          f"median of {runs} runs of {per_run} requests, rows alternating every {chunk}; "
+          f"took {elapsed:.0f} s.")
+    print(", ".join(versions) + f"; cookie lifetime {MAX_AGE} s; returning visitor increments "
+          f"session['views'].\noverhead = median over runs of (row - bare Starlette in the same run); "
+          f"p25-p75 its spread.\n")
+    width = max(len(row.label) for row in table)
+    star = over.get("+ starsessions (memory)")
+    print(f"{'row':{width}}  {'µs/req':>8}  {'overhead':>8}  {'p25-p75':>13}  {'/ starsessions':>14}")
+    for row in table:
+        label = row.label
+        if row is table[0]:
+            print(f"{label:{width}}  {statistics.median(row.times):8.2f}  {'-':>8}")
+            continue
+        ratio = f"{over[label] / star:14.2f}" if star else ""
+        print(f"{label:{width}}  {statistics.median(row.times):8.2f}  {over[label]:8.2f}  "
+              f"{spread[label][0]:5.1f} -{spread[label][1]:5.1f}  {ratio}")
+    mine = over["+ ours, MemoryStore"]
+    if star:
+        ok = mine <= star / 2
+        print(f"\ntarget: ours (MemoryStore) overhead <= half of starsessions': {mine:.2f} <= "
+              f"{star / 2:.2f} µs  {'PASS' if ok else 'MISS'}")
+    else:
+        print("\ntarget: n/a (starsessions not installed)")
+    return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs")
+    parser.add_argument("--runs", type=int, help="interleaved runs (default 9, quick 5)")
+    parser.add_argument("--requests", type=int, help="requests per row per run (default 3000, quick 1000)")
+    parser.add_argument("--redis", action="store_true", help="add a RedisStore row (private redis-server)")
+    parser.add_argument("--wall", action="store_true", help="time with perf_counter instead of CPU time")
+    args = parser.parse_args(argv)
+    global CLOCK
+    if args.wall:
+        CLOCK = time.perf_counter
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Helpers for the ASGI suites: an in-process ASGI caller with a cookie jar, and uvicorn on a port.
+
+``call_asgi`` plays a strict server for one request (standard library only): it checks every
+message the app sends, records them, and answers ``receive`` as a server does (the request body,
+then ``http.disconnect`` once the response is complete).  ``ASGIHarness`` mirrors tests.harness's
+``Harness`` for ASGISessionMiddleware, so one scenario can run through either adapter.
+``UvicornServer`` and ``Browser`` are for the suites that use a real server over real sockets.
+"""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import re
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import session
+from tests.harness import MISSING, NAME, SECRET, RecordingStore, Response, SetCookie, cookie_value, make_record
+from tests.support import free_port
+
+__all__ = ["ASGIResponse", "call_asgi", "make_scope", "ASGIClient", "ASGIHarness", "UvicornServer",
+           "Browser", "simple_app"]
+
+
+class ASGIResponse(Response):
+    """tests.harness's Response (headers as str pairs) plus the raw ASGI messages sent."""
+
+    def __init__(self, status, headers, body, events, messages, raw_headers):
+        super().__init__(status, headers, body, events)
+        self.messages = messages          # every message the middleware passed on, in order
+        self.raw_headers = raw_headers    # http.response.start's headers, as sent
+
+
+def make_scope(path: str = "/", *, https: bool = False, headers=None, cookie: Optional[str] = None,
+               root_path: str = "", kind: str = "http", extra: Optional[dict] = None) -> dict:
+    """An ASGI scope; ``headers`` is a list of (name, value) str or bytes pairs, kept as given
+    (names are not lowercased: a middleware must not rely on it)."""
+    raw = [(k.encode("latin-1") if isinstance(k, str) else k, v.encode("latin-1") if isinstance(v, str) else v)
+           for k, v in (headers or [])]
+    if cookie is not None:
+        raw.append((b"cookie", cookie.encode("latin-1")))
+    scheme = ("https" if https else "http") if kind == "http" else ("wss" if https else "ws")
+    scope = {"type": kind, "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "GET", "scheme": scheme, "path": path, "raw_path": path.encode(),
+             "root_path": root_path, "query_string": b"", "headers": raw,
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
+    if kind == "websocket":
+        del scope["method"]
+        scope["subprotocols"] = []
+    scope.update(extra or {})
+    return scope
+
+
+def _check_header_list(headers: Any) -> list:
+    assert isinstance(headers, (list, tuple)), f"headers must be a list or tuple: {headers!r}"
+    out = []
+    for pair in headers:
+        name, value = pair
+        assert isinstance(name, bytes) and isinstance(value, bytes), (name, value)
+        assert not re.search(rb"[\x00-\x1f\x7f]", name + value), f"control character in {name!r}: {value!r}"
+        out.append((name, value))
+    return out
+
+
+def call_asgi(app: Callable, scope: dict, *, body: bytes = b"", events: Optional[list] = None,
+              receive_messages: Optional[list] = None) -> ASGIResponse:
+    """Run one HTTP request through ``app`` as a server would; raise what the app raises."""
+    return asyncio.run(acall_asgi(app, scope, body=body, events=events, receive_messages=receive_messages))
+
+
+async def acall_asgi(app: Callable, scope: dict, *, body: bytes = b"", events: Optional[list] = None,
+                     receive_messages: Optional[list] = None) -> ASGIResponse:
+    """``call_asgi`` inside a running loop."""
+    events = events if events is not None else []
+    messages: list = []
+    state = {"start": None, "complete": False}
+    done = asyncio.Event()
+    incoming = list(receive_messages) if receive_messages is not None else \
+        [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        if incoming:
+            return incoming.pop(0)
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        assert isinstance(message, dict), message
+        kind = message["type"]
+        messages.append(message)
+        if kind == "http.response.start":
+            assert state["start"] is None, "http.response.start sent twice"
+            assert isinstance(message["status"], int), message
+            state["start"] = message
+            events.append(("start",))
+            return
+        assert kind != "http.response.early_hint" or state["start"] is None
+        if kind == "http.response.early_hint":
+            return
+        assert state["start"] is not None, f"{kind} before http.response.start"
+        assert not state["complete"], f"{kind} after the response was complete"
+        if kind == "http.response.body":
+            assert isinstance(message.get("body", b""), bytes), message
+            more = message.get("more_body", False)
+            events.append(("chunk", message.get("body", b""), more))
+        elif kind in ("http.response.pathsend", "http.response.zerocopysend"):
+            more = message.get("more_body", False) if kind.endswith("zerocopysend") else False
+            events.append((kind.rsplit(".", 1)[1], more))
+        else:
+            raise AssertionError(f"unexpected message {message!r}")
+        if not more:
+            state["complete"] = True
+            done.set()
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        done.set()
+    start = state["start"]
+    assert start is not None, "http.response.start never sent"
+    raw = _check_header_list(start.get("headers", []))
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    payload = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return ASGIResponse(start["status"], headers, payload, events, messages, raw)
+
+
+class ASGIClient:
+    """Calls an ASGI app in-process and keeps cookies like a browser (one path, one host)."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+        self.jar: dict = {}
+
+    def request(self, path: str = "/", *, https: bool = False, headers=None, cookie: Optional[str] = None,
+                events: Optional[list] = None, **kw: Any) -> ASGIResponse:
+        if cookie is None and self.jar:
+            cookie = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+        header_list = list((headers or {}).items()) if isinstance(headers, dict) else list(headers or [])
+        resp = call_asgi(self.app, make_scope(path, https=https, headers=header_list, cookie=cookie, **kw),
+                         events=events)
+        self.keep(resp)
+        return resp
+
+    def keep(self, resp: Response) -> None:
+        for raw in resp.values("Set-Cookie"):
+            sc = SetCookie(raw)
+            if sc.clears:
+                self.jar.pop(sc.name, None)
+            else:
+                self.jar[sc.name] = sc.value
+
+
+def simple_app(action: Optional[Callable[[dict], Any]] = None, *, body=(b"ok",), app_headers=(),
+               status: int = 200) -> Callable:
+    """An ASGI app that runs ``action(scope)`` (awaited if it is a coroutine), then answers."""
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if action is not None:
+            result = action(scope)
+            if asyncio.iscoroutine(result):
+                await result
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain")] + list(app_headers)})
+        chunks = list(body)
+        for i, chunk in enumerate(chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
+        if not chunks:
+            await send({"type": "http.response.body", "body": b""})
+    return app
+
+
+class ASGIHarness:
+    """tests.harness's Harness for ASGISessionMiddleware: ``action(scope)`` runs in the app, the
+    session is at ``scope["session"]``, and setting it to None detaches it, as in the environ."""
+
+    def __init__(self, action=None, *, store=None, body=(b"ok",), app_headers=(), **options):
+        self.action = action
+        self.store = store if store is not None else RecordingStore()
+        options.setdefault("secret", SECRET)
+        if "environ_key" in options:
+            options["scope_key"] = options.pop("environ_key")
+        self.options = options
+        self.key = options.get("scope_key", "session")
+        self.seen: list = []
+
+        def record(scope):
+            self.seen.append(scope.get(self.key, MISSING))
+            if self.action is not None:
+                return self.action(scope)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in app_headers]
+        self.mw = session.ASGISessionMiddleware(simple_app(record, body=body, app_headers=headers),
+                                                store=self.store, **options)
+        self.client = ASGIClient(self.mw)
+
+    def request(self, **kw) -> ASGIResponse:
+        return self.client.request(**kw)
+
+    @property
+    def first_secret(self):
+        secret = self.options["secret"]
+        return secret[0] if isinstance(secret, (list, tuple)) else secret
+
+    def seed(self, data=None, *, sid=None, record=None, **record_kw) -> str:
+        """Store a record as if an earlier request had saved it, and give the client its cookie."""
+        sid = sid or "seed-" + str(time.monotonic_ns())
+        self.store.set(sid, record if record is not None else make_record(data, **record_kw))
+        if isinstance(self.store, RecordingStore):
+            self.store.reset()
+        self.client.jar[self.options.get("name", NAME)] = cookie_value(sid, self.first_secret)
+        return sid
+
+
+# ---------------------------------------------------------------- a real server
+
+class UvicornServer:
+    """An ASGI app served by uvicorn on 127.0.0.1:<free port>, in a thread of this process (so
+    a test can share a store object with it); ``stop()`` ends it.  Needs ``pip install uvicorn``."""
+
+    def __init__(self, app: Callable, **config: Any) -> None:
+        import uvicorn
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config.setdefault("log_level", "critical")
+        config.setdefault("lifespan", "auto")
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, **config))
+        self._error: list = []
+        self._thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"uvicorn did not start on port {self.port}: {self._error}")
+            time.sleep(0.01)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except BaseException as exc:  # reported by the constructor, which waits for this thread
+            self._error.append(exc)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        if self._thread.is_alive():
+            self.server.force_exit = True
+            self._thread.join(10)
+
+
+class HTTPResponse(Response):
+    """A real HTTP response, in tests.harness's Response shape (headers as they came)."""
+
+
+class Browser:
+    """An HTTP client over real sockets that keeps cookies like a browser (one host, path /)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.jar: dict = {}
+
+    def request(self, path: str = "/", *, method: str = "GET", headers: Optional[dict] = None,
+                cookie: Optional[str] = None, keep: bool = True) -> HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = dict(headers or {})
+        if cookie is None and self.jar:
+            cookie = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        try:
+            conn.request(method, path, headers=headers)
+            raw = conn.getresponse()
+            body = raw.read()
+            resp = HTTPResponse(raw.status, list(raw.getheaders()), body, [])
+        finally:
+            conn.close()
+        if keep:
+            for value in resp.values("Set-Cookie"):
+                sc = SetCookie(value)
+                if sc.clears:
+                    self.jar.pop(sc.name, None)
+                else:
+                    self.jar[sc.name] = sc.value
+        return resp
+
+    def get(self, path: str = "/", **kw: Any) -> HTTPResponse:
+        return self.request(path, **kw)
+
+    @property
+    def sid(self) -> Optional[str]:
+        value = self.jar.get(NAME)
+        return None if value is None else SetCookie(f"{NAME}={value}").sid
+
+    def ws_headers(self) -> dict:
+        """The Cookie header a browser would send with a websocket handshake to this host."""
+        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.jar.items())} if self.jar else {}

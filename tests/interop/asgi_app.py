@@ -1,0 +1,62 @@
+"""wsgi_app.py's routes (app.js's) as a plain ASGI app on ASGISessionMiddleware, no framework.
+
+    /login?user=NAME  regenerate, then store the user     /whoami   {"user", "id"}, read only
+    /incr             views += 1                           /put?data=JSON  merge keys into the session
+    /raw              the session as loaded, cookie in express's record shape, plus each value's type
+    /logout           destroy the session
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+from urllib.parse import parse_qs
+
+import session
+from tests.interop.wsgi_app import _type_name
+
+
+async def routes(scope: dict, receive: Callable, send: Callable) -> None:
+    """The routes; ``scope["session"]`` is the Session the middleware put there."""
+    if scope["type"] != "http":
+        return
+    sess = scope["session"]
+    query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+    path = scope["path"]
+    body: Any
+    if path == "/login":
+        sess.regenerate()
+        sess["user"] = query.get("user", "")
+        body = {"user": sess["user"], "id": sess.id}
+    elif path == "/whoami":
+        body = {"user": sess.get("user"), "id": sess.id}
+    elif path == "/incr":
+        sess["views"] = sess.get("views", 0) + 1
+        body = {"views": sess["views"]}
+    elif path == "/put":
+        sess.update(json.loads(query["data"]))
+        body = {"id": sess.id}
+    elif path == "/raw":
+        data = dict(sess)
+        body = {"id": sess.id, "session": {"cookie": sess.cookie.to_record(), **data},
+                "types": {k: _type_name(v) for k, v in data.items()}}
+    elif path == "/logout":
+        sess.destroy()
+        body = {"ok": True}
+    else:
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"not found"})
+        return
+    payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def make_app(secrets: Sequence[str], store: session.Store, *, max_age: float | None = None,
+             rolling: bool = False) -> Callable:
+    """``routes`` behind ASGISessionMiddleware, configured like app.js with the same options."""
+    cookie = {} if max_age is None else {"max_age": max_age}
+    return session.ASGISessionMiddleware(routes, secret=list(secrets), store=store, cookie=cookie,
+                                         rolling=rolling)

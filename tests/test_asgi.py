@@ -1,0 +1,992 @@
+"""ASGISessionMiddleware against the ASGI protocol itself, with no framework (standard library only).
+
+Each test drives the middleware with hand-written ASGI apps through tests/asgi_support's strict
+caller, which plays the server: it checks every message and records the order in which messages
+and store writes happen.  The frameworks and a real server are in test_asgi_frameworks.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import unittest
+
+import session
+from tests.harness import HOUR, NAME, SECRET, RecordingStore, SetCookie, cookie_value, make_record
+from tests.asgi_support import ASGIHarness, acall_asgi, call_asgi, make_scope, simple_app
+
+
+def setUpModule():
+    logging.getLogger("session").addHandler(_QUIET)   # expected warnings stay off the output
+
+
+def tearDownModule():
+    logging.getLogger("session").removeHandler(_QUIET)
+
+
+_QUIET = logging.NullHandler()
+
+
+def seeded(data=None, *, store=None, **record_kw):
+    """(store, sid, Cookie header) for a stored session, as an earlier request left it."""
+    store = store if store is not None else RecordingStore()
+    sid = "seed-" + session._secrets.token_urlsafe(9)
+    store.set(sid, make_record(data or {}, **record_kw))
+    if isinstance(store, RecordingStore):
+        store.reset()
+        del store.events[:]
+    return store, sid, f"{NAME}={cookie_value(sid)}"
+
+
+def middleware(app, store=None, **options):
+    options.setdefault("secret", SECRET)
+    return session.ASGISessionMiddleware(app, store=store if store is not None else RecordingStore(), **options)
+
+
+def data_of(store, sid):
+    record = store.get(sid)
+    return None if record is None else {k: v for k, v in record.items() if k != "cookie"}
+
+
+class SlowAsyncStore(session.MemoryStore):
+    """A MemoryStore whose coroutine writes take a while, as a networked async store's do, and
+    shield themselves from cancellation, as such a store's must."""
+
+    delay = 0.05
+    writes = 0
+
+    async def amerge(self, sid, change):
+        return await asyncio.shield(self._slowly(self.merge, sid, change))
+
+    async def aset(self, sid, record):
+        await asyncio.shield(self._slowly(self.set, sid, record))
+
+    async def adestroy(self, sid):
+        await asyncio.shield(self._slowly(self.destroy, sid))
+
+    async def _slowly(self, method, *args):
+        await asyncio.sleep(self.delay)
+        self.writes += 1
+        return method(*args)
+
+
+class SyncOnlyStore(session.Store):
+    """A store with only the synchronous methods (as a third-party store may be), recording the
+    thread each call ran on."""
+
+    def __init__(self):
+        self.inner = session.MemoryStore()
+        self.threads = []
+
+    def _note(self):
+        self.threads.append(threading.get_ident())
+
+    def get(self, sid):
+        self._note()
+        return self.inner.get(sid)
+
+    def set(self, sid, record):
+        self._note()
+        self.inner.set(sid, record)
+
+    def destroy(self, sid):
+        self._note()
+        self.inner.destroy(sid)
+
+    def touch(self, sid, record):
+        self._note()
+        self.inner.touch(sid, record)
+
+    def all(self):
+        return self.inner.all()
+
+    def clear(self):
+        self.inner.clear()
+
+
+# ================================================================ request headers
+
+class TestRequestHeaders(unittest.TestCase):
+
+    def test_header_names_are_matched_whatever_their_case(self):
+        for name in (b"Cookie", b"COOKIE", b"cookie"):
+            with self.subTest(name=name):
+                store, sid, cookie = seeded({"user": "ada"})
+                seen = {}
+                mw = middleware(simple_app(lambda s: seen.update(user=s["session"].get("user"))), store)
+                call_asgi(mw, make_scope(headers=[(name, cookie.encode())]))
+                self.assertEqual(seen["user"], "ada")
+
+    def test_several_cookie_headers_are_joined_with_semicolons(self):
+        store, sid, cookie = seeded({"user": "ada"})
+        seen = {}
+        mw = middleware(simple_app(lambda s: seen.update(user=s["session"].get("user"))), store)
+        call_asgi(mw, make_scope(headers=[(b"cookie", b"a=1"), (b"Cookie", cookie.encode()),
+                                          (b"cookie", b"b=2")]))
+        self.assertEqual(seen["user"], "ada")
+
+    def test_a_cookie_split_across_two_headers_is_not_glued_into_ours(self):
+        # "connect.sid=s%3A" in one header and the rest in the next must not make a valid cookie.
+        store, sid, cookie = seeded({"user": "ada"})
+        value = cookie.split("=", 1)[1]
+        seen = {}
+        mw = middleware(simple_app(lambda s: seen.update(user=s["session"].get("user"))), store)
+        call_asgi(mw, make_scope(headers=[(b"cookie", f"{NAME}={value[:10]}".encode()),
+                                          (b"cookie", value[10:].encode())]))
+        self.assertIsNone(seen["user"])
+
+    def test_a_tampered_cookie_is_ignored_and_never_reaches_the_store(self):
+        store, sid, cookie = seeded({"user": "ada"})
+        seen = {}
+        mw = middleware(simple_app(lambda s: seen.update(user=s["session"].get("user"))), store)
+        call_asgi(mw, make_scope(cookie=cookie[:-3] + "AAA"))
+        self.assertIsNone(seen["user"])
+        self.assertEqual(store.calls, [])
+
+
+# ================================================================ the response head
+
+class TestResponseHead(unittest.TestCase):
+
+    def login_app(self, headers, status=200):
+        async def app(scope, receive, send):
+            scope["session"]["user"] = "ada"
+            start = {"type": "http.response.start", "status": status}
+            if headers is not None:
+                start["headers"] = headers
+            await send(start)
+            await send({"type": "http.response.body", "body": b"ok"})
+        return app
+
+    def test_set_cookie_is_its_own_lowercase_header_never_comma_joined(self):
+        app_cookie = (b"Set-Cookie", b"theme=dark; Path=/")
+        resp = call_asgi(middleware(self.login_app([app_cookie])), make_scope())
+        set_cookies = [(k, v) for k, v in resp.raw_headers if k.lower() == b"set-cookie"]
+        self.assertEqual(set_cookies[0], app_cookie)
+        self.assertEqual(len(set_cookies), 2)
+        name, value = set_cookies[1]
+        self.assertEqual(name, b"set-cookie")
+        self.assertTrue(value.startswith(NAME.encode() + b"=s%3A"), value)
+        self.assertNotIn(b"theme", value)
+        self.assertIsNotNone(resp.cookie())
+
+    def test_the_apps_headers_may_be_a_list_a_tuple_or_missing(self):
+        for label, headers in (("list", [(b"content-type", b"text/plain")]),
+                               ("tuple", ((b"content-type", b"text/plain"),)),
+                               ("list of lists", [[b"content-type", b"text/plain"]]),
+                               ("missing", None), ("empty", [])):
+            with self.subTest(headers=label):
+                resp = call_asgi(middleware(self.login_app(headers)), make_scope())
+                self.assertIsNotNone(resp.cookie())
+                self.assertEqual(resp.vary, ["cookie"])
+                if headers:
+                    self.assertEqual(resp.values("content-type"), ["text/plain"])
+
+    def test_the_apps_start_message_is_not_changed(self):
+        headers = [(b"content-type", b"text/plain")]
+        app = self.login_app(headers)
+        sent = []
+
+        async def keep(scope, receive, send):
+            async def spy(message):
+                sent.append(message)
+                await send(message)
+            await app(scope, receive, spy)
+        call_asgi(middleware(keep), make_scope())
+        self.assertEqual(sent[0]["headers"], [(b"content-type", b"text/plain")])
+
+    def test_vary_is_merged_with_the_apps_vary(self):
+        cases = {
+            "list": ([(b"Vary", b"Accept-Encoding")], [b"Accept-Encoding, Cookie"]),
+            "tuple": (((b"vary", b"Accept"),), [b"Accept, Cookie"]),
+            "already cookie": ([(b"vary", b"accept, COOKIE")], [b"accept, COOKIE"]),
+            "star": ([(b"vary", b"*")], [b"*"]),
+            "empty": ([(b"vary", b"")], [b"Cookie"]),
+            "missing": (None, [b"Cookie"]),
+        }
+        for label, (headers, expected) in cases.items():
+            with self.subTest(vary=label):
+                resp = call_asgi(middleware(self.login_app(headers)), make_scope())
+                self.assertEqual([v for k, v in resp.raw_headers if k.lower() == b"vary"], expected)
+
+    def test_no_vary_and_no_cookie_for_a_new_visitor_whose_session_is_not_touched(self):
+        store = RecordingStore()
+        resp = call_asgi(middleware(simple_app(), store), make_scope())
+        self.assertEqual(resp.values("vary"), [])
+        self.assertEqual(resp.values("set-cookie"), [])
+        self.assertEqual(store.calls, [])
+
+    def test_vary_cookie_when_a_returning_session_is_only_read(self):
+        store, sid, cookie = seeded({"views": 1})
+        resp = call_asgi(middleware(simple_app(lambda s: s["session"].get("views")), store),
+                         make_scope(cookie=cookie))
+        self.assertEqual(resp.vary, ["cookie"])
+        self.assertIsNone(resp.cookie())
+
+    def test_the_cookie_is_decided_when_the_head_goes_out_with_the_first_body_message(self):
+        # Changes after http.response.start but before the first body still count, as
+        # express decides at writeHead, which the first write triggers.
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            scope["session"]["user"] = "ada"
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            await send({"type": "http.response.body", "body": b"b"})
+        store = RecordingStore()
+        resp = call_asgi(middleware(app, store), make_scope())
+        self.assertIsNotNone(resp.cookie())
+        self.assertEqual(data_of(store, resp.cookie().sid), {"user": "ada"})
+
+    def test_early_hints_pass_before_the_held_head(self):
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.early_hint", "links": [b"</a.css>; rel=preload"]})
+            scope["session"]["user"] = "ada"
+            await send({"type": "http.response.body", "body": b"ok"})
+        resp = call_asgi(middleware(app), make_scope())
+        kinds = [m["type"] for m in resp.messages]
+        self.assertEqual(kinds, ["http.response.early_hint", "http.response.start", "http.response.body"])
+        self.assertIsNotNone(resp.cookie())
+
+
+# ================================================================ the end of the response
+
+class TestEndOfResponse(unittest.TestCase):
+
+    def test_the_store_write_completes_before_the_final_body_message_is_passed_on(self):
+        events = []
+        store, sid, cookie = seeded({"n": 1}, store=RecordingStore(events=events))
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.body", "body": b"b", "more_body": False})
+        call_asgi(middleware(app, store), make_scope(cookie=cookie), events=events)
+        self.assertEqual(events, [("start",), ("chunk", b"a", True), ("set-done", sid), ("chunk", b"b", False)])
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_changes_made_while_the_response_streams_are_saved(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for i in range(3):
+                scope["session"]["n"] += 1
+                scope["session"].setdefault("chunks", []).append(i)
+                await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        self.assertEqual(data_of(store, sid), {"n": 4, "chunks": [0, 1, 2]})
+
+    def test_pathsend_is_the_last_message_and_waits_for_the_store(self):
+        events = []
+        store, sid, cookie = seeded({"n": 1}, store=RecordingStore(events=events))
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.pathsend", "path": "/etc/hostname"})
+        resp = call_asgi(middleware(app, store), make_scope(cookie=cookie,
+                                                            extra={"extensions": {"http.response.pathsend": {}}}),
+                         events=events)
+        # The head is held until the body goes out, so a response complete at once gets both
+        # after the store write (a session found gone meanwhile is sent no cookie).
+        self.assertEqual(events, [("set-done", sid), ("start",), ("pathsend", False)])
+        self.assertEqual(resp.vary, ["cookie"])
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_zerocopysend_without_more_body_is_the_last_message(self):
+        events = []
+        store, sid, cookie = seeded({"n": 1}, store=RecordingStore(events=events))
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.zerocopysend", "file": 0, "more_body": True})
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.zerocopysend", "file": 0})
+        call_asgi(middleware(app, store), make_scope(cookie=cookie), events=events)
+        self.assertEqual(events, [("start",), ("zerocopysend", True), ("set-done", sid), ("zerocopysend", False)])
+
+    def test_an_app_raising_before_the_head_saves_nothing_and_the_error_propagates(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            raise RuntimeError("boom")
+        with self.assertRaisesRegex(RuntimeError, "boom"):
+            call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        self.assertEqual(store.count("set") + store.count("touch"), 0)
+        self.assertEqual(data_of(store, sid), {"n": 1})
+
+    def test_an_app_raising_after_the_head_saves_nothing_and_the_error_propagates(self):
+        store, sid, cookie = seeded({"n": 1})
+        sent = []
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            scope["session"]["n"] = 2
+            raise RuntimeError("boom")
+
+        async def server_send(message):
+            sent.append(message["type"])
+
+        async def run():
+            await middleware(app, store)(make_scope(cookie=cookie), _never_receive, server_send)
+        with self.assertRaisesRegex(RuntimeError, "boom"):
+            asyncio.run(run())
+        self.assertEqual(sent, ["http.response.start", "http.response.body"])
+        self.assertEqual(store.count("set") + store.count("touch"), 0)
+        self.assertEqual(data_of(store, sid), {"n": 1})
+
+    def test_a_record_destroyed_before_the_app_raised_is_deleted_as_under_wsgi(self):
+        # Under WSGI destroy() deletes at once; under ASGI the deletion waits for the end of
+        # the response, and an error does not undo it.
+        store, sid, cookie = seeded({"user": "ada"})
+
+        async def app(scope, receive, send):
+            scope["session"].destroy()
+            raise RuntimeError("boom")
+        with self.assertRaises(RuntimeError):
+            call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        self.assertIsNone(store.get(sid))
+
+    def test_a_client_that_goes_away_mid_stream_still_gets_the_store_action(self):
+        store, sid, cookie = seeded({"n": 1})
+        sent = []
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            scope["session"]["n"] = 2
+            message = await receive()          # the client is gone: the app stops streaming
+            assert message["type"] == "http.disconnect", message
+
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        async def server_send(message):
+            sent.append(message["type"])
+
+        asyncio.run(middleware(app, store)(make_scope(cookie=cookie), receive, server_send))
+        self.assertEqual(sent, ["http.response.start", "http.response.body"])
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_an_app_raising_after_it_was_told_the_client_left_still_gets_the_store_action(self):
+        # Starlette's request.body() raises ClientDisconnect once it receives http.disconnect.
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            if (await receive())["type"] == "http.disconnect":
+                raise ConnectionResetError("the client went away")
+
+        async def receive():
+            return {"type": "http.disconnect"}
+        with self.assertRaises(ConnectionResetError):
+            asyncio.run(middleware(app, store)(make_scope(cookie=cookie), receive, _ignore))
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_an_app_raising_because_the_servers_send_failed_still_gets_the_store_action(self):
+        # An ASGI 2.4 server's send raises OSError once the client is gone; Starlette turns it
+        # into ClientDisconnect, which the app raises.
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            scope["session"]["n"] = 2
+            try:
+                await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            except OSError:
+                raise RuntimeError("ClientDisconnect") from None
+
+        async def server_send(message):
+            raise OSError("connection closed")
+        with self.assertRaisesRegex(RuntimeError, "ClientDisconnect"):
+            asyncio.run(middleware(app, store)(make_scope(cookie=cookie), _never_receive, server_send))
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_an_app_that_returns_before_any_body_still_gets_its_head_and_store_action(self):
+        store, sid, cookie = seeded({"n": 1})
+        sent = []
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+
+        async def server_send(message):
+            sent.append(message)
+        asyncio.run(middleware(app, store)(make_scope(cookie=cookie), _never_receive, server_send))
+        self.assertEqual([m["type"] for m in sent], ["http.response.start"])
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_a_cancelled_final_send_neither_repeats_nor_undoes_the_store_write(self):
+        # Starlette's StreamingResponse (ASGI spec < 2.4) cancels the stream when the client
+        # disconnects: a cancel may land while the final write is in flight.  A store whose
+        # coroutines do I/O shields its writes; the middleware must not write again after.
+        store, sid, cookie = seeded({"n": 1}, store=SlowAsyncStore())
+        sent = []
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            scope["session"]["n"] = 2
+            task = asyncio.ensure_future(send({"type": "http.response.body", "body": b"done"}))
+            await asyncio.sleep(SlowAsyncStore.delay / 5)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            scope["session"]["n"] = 3   # too late: the store action began with the final message
+
+        async def server_send(message):
+            sent.append(message["type"])
+
+        async def run():
+            await middleware(app, store)(make_scope(cookie=cookie), _never_receive, server_send)
+            await asyncio.sleep(SlowAsyncStore.delay * 3)
+        asyncio.run(run())
+        self.assertEqual(data_of(store, sid), {"n": 2})
+        self.assertEqual(store.writes, 1)
+        self.assertEqual(sent, [])   # the client is gone: the head and body were never passed on
+
+    def test_a_server_that_cancels_the_app_on_disconnect_still_gets_the_store_action(self):
+        # Some servers cancel the application task when the client goes away mid-response.
+        store, sid, cookie = seeded({"n": 1})
+
+        async def run():
+            streaming = asyncio.Event()
+
+            async def app(scope, receive, send):
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"a", "more_body": True})
+                scope["session"]["n"] = 2
+                streaming.set()
+                await asyncio.sleep(3600)
+            task = asyncio.ensure_future(middleware(app, store)(make_scope(cookie=cookie), _never_receive, _ignore))
+            await streaming.wait()
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+        asyncio.run(run())
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+
+async def _never_receive():
+    await asyncio.sleep(3600)
+
+
+async def _ignore(message):
+    pass
+
+
+# ================================================================ after the response
+
+class TestAfterTheResponse(unittest.TestCase):
+    """Background tasks run after the last body message (Starlette's BackgroundTask does): the
+    response, and the store action it waited for, are done by then."""
+
+    def run_with_background(self, store, cookie, task, change=True):
+        """Send a whole response (``session["n"] = 2`` first, with ``change``), then run
+        ``task(session)`` as a background task would; returns what the task raised, or None."""
+        raised = []
+
+        async def app(scope, receive, send):
+            sess = scope["session"]
+            if change:
+                sess["n"] = 2
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            try:
+                result = task(sess)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:
+                raised.append(exc)
+        resp = call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        return resp, raised[0] if raised else None
+
+    def test_changes_after_the_last_body_message_are_not_saved(self):
+        store, sid, cookie = seeded({"n": 1})
+        resp, error = self.run_with_background(store, cookie, lambda s: s.__setitem__("late", True))
+        self.assertIsNone(error)
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_await_asave_after_the_last_body_message_saves_them(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        async def task(sess):
+            sess["late"] = True
+            sess["n"] += 1
+            await sess.asave()
+        resp, error = self.run_with_background(store, cookie, task)
+        self.assertIsNone(error)
+        self.assertEqual(data_of(store, sid), {"n": 3, "late": True})
+
+    def test_asave_after_the_response_keeps_another_requests_write_to_other_keys(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        async def task(sess):
+            store.inner_write = session.MemoryStore.get(store, sid)
+            record = store.get(sid)
+            record["other"] = "kept"
+            session.MemoryStore.set(store, sid, record)   # another request, meanwhile
+            sess["late"] = True
+            await sess.asave()
+        self.run_with_background(store, cookie, task)
+        self.assertEqual(data_of(store, sid), {"n": 2, "other": "kept", "late": True})
+
+    def test_areload_after_the_response_reads_the_store(self):
+        store, sid, cookie = seeded({"n": 1})
+        seen = {}
+
+        async def task(sess):
+            record = store.get(sid)
+            record["n"] = 10
+            store.set(sid, record)
+            await sess.areload()
+            seen["n"] = sess["n"]
+        resp, error = self.run_with_background(store, cookie, task)
+        self.assertIsNone(error)
+        self.assertEqual(seen["n"], 10)
+
+    def test_regenerate_and_destroy_after_the_response_raise_session_error(self):
+        for label, seed, change in (("returning", True, True), ("returning, unchanged", True, False),
+                                    ("new", False, True), ("new, untouched", False, False)):
+            for name in ("regenerate", "destroy"):
+                with self.subTest(session=label, call=name):
+                    store, sid, cookie = seeded({"n": 1})
+                    resp, error = self.run_with_background(store, cookie if seed else None,
+                                                           lambda s, name=name: getattr(s, name)(), change)
+                    self.assertIsInstance(error, session.SessionError)
+                    self.assertIn("response", str(error))
+                    if seed:
+                        self.assertEqual(data_of(store, sid), {"n": 2 if change else 1})
+
+
+# ================================================================ the session API under ASGI
+
+class TestSessionUnderASGI(unittest.TestCase):
+
+    def test_save_and_reload_raise_session_error_naming_asave_and_areload(self):
+        errors = {}
+
+        def action(scope):
+            for name in ("save", "reload"):
+                try:
+                    getattr(scope["session"], name)()
+                except session.SessionError as exc:
+                    errors[name] = str(exc)
+        store, sid, cookie = seeded({"n": 1})
+        call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
+        self.assertIn("await session.asave()", errors["save"])
+        self.assertIn("await session.areload()", errors["reload"])
+
+    def test_asave_writes_now_and_not_again_when_unchanged(self):
+        store, sid, cookie = seeded({"n": 1})
+        counts = {}
+
+        async def action(scope):
+            scope["session"]["n"] = 2
+            await scope["session"].asave()
+            counts["after asave"] = store.count("set")
+            counts["stored"] = data_of(store, sid)
+        call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
+        self.assertEqual(counts, {"after asave": 1, "stored": {"n": 2}})
+        self.assertEqual(store.count("set"), 1)
+
+    def test_areload_sees_another_requests_write(self):
+        store, sid, cookie = seeded({"n": 1})
+        seen = {}
+
+        async def action(scope):
+            record = store.get(sid)
+            record["n"] = 7
+            store.set(sid, record)
+            await scope["session"].areload()
+            seen["n"] = scope["session"]["n"]
+        call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
+        self.assertEqual(seen["n"], 7)
+
+    def test_areload_raises_session_error_when_the_record_is_gone(self):
+        store, sid, cookie = seeded({"n": 1})
+        errors = []
+
+        async def action(scope):
+            store.destroy(sid)
+            try:
+                await scope["session"].areload()
+            except session.SessionError as exc:
+                errors.append(exc)
+        call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
+        self.assertEqual(len(errors), 1)
+
+    def test_regenerate_deletes_the_old_record_before_the_response_ends(self):
+        events = []
+        store, sid, cookie = seeded({"anon": 1}, store=RecordingStore(events=events))
+        seen = {}
+
+        def login(scope):
+            scope["session"].regenerate()
+            seen["still stored during the request"] = store.get(sid) is not None
+            scope["session"]["user"] = "ada"
+        resp = call_asgi(middleware(simple_app(login), store), make_scope(cookie=cookie), events=events)
+        self.assertTrue(seen["still stored during the request"])
+        self.assertIsNone(store.get(sid))
+        self.assertLess(events.index(("destroy-done", sid)), events.index(("chunk", b"ok", False)))
+        self.assertNotEqual(resp.cookie().sid, sid)
+        self.assertEqual(data_of(store, resp.cookie().sid), {"user": "ada"})
+
+    def test_concurrent_requests_on_one_session_keep_each_others_changes(self):
+        # Two requests of one visitor interleaved on the event loop: each saves what it changed
+        # into the record as stored then (the core's merge), whichever ends first.
+        for store in (session.MemoryStore(), SyncOnlyStore()):
+            with self.subTest(store=type(store).__name__):
+                store, sid, cookie = seeded({"n": 1}, store=store)
+
+                async def run():
+                    loaded = []
+
+                    async def action(scope):
+                        loaded.append(1)
+                        while len(loaded) < 2:              # both have read the record
+                            await asyncio.sleep(0.001)
+                        key = scope["path"].strip("/")
+                        scope["session"][key] = True
+                        scope["session"]["n"] += 1
+                        if key == "b":
+                            await asyncio.sleep(0.01)       # b ends after a
+                    mw = middleware(simple_app(action), store)
+                    await asyncio.gather(acall_asgi(mw, make_scope("/a", cookie=cookie)),
+                                         acall_asgi(mw, make_scope("/b", cookie=cookie)))
+                asyncio.run(run())
+                self.assertEqual(data_of(store, sid), {"n": 2, "a": True, "b": True})
+
+    def test_a_session_deleted_while_the_request_ran_is_not_written_back_nor_its_cookie_resent(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        def action(scope):
+            scope["session"]["n"] = 2
+            store.destroy(sid)   # another request logged this session out meanwhile
+        resp = call_asgi(middleware(simple_app(action), store, rolling=True, cookie={"max_age": HOUR}),
+                         make_scope(cookie=cookie))
+        self.assertIsNone(store.get(sid))
+        self.assertIsNone(resp.cookie())
+
+    def test_a_store_without_coroutines_is_called_off_the_event_loop(self):
+        store = SyncOnlyStore()
+        loop_threads = []
+
+        def action(scope):
+            loop_threads.append(threading.get_ident())
+            scope["session"]["n"] = scope["session"].get("n", 0) + 1
+        h = ASGIHarness(action, store=store)
+        h.request()
+        h.request()
+        threads = list(store.threads)
+        self.assertTrue(threads)
+        self.assertNotIn(loop_threads[0], threads)
+        self.assertEqual(data_of(store, SetCookie(f"{NAME}={h.client.jar[NAME]}").sid), {"n": 2})
+
+    def test_memory_store_is_called_on_the_event_loop(self):
+        calls = []
+
+        class Spy(session.MemoryStore):
+            async def aget_text(self, sid):
+                calls.append(threading.get_ident())
+                return self.get_text(sid)
+
+            async def amerge(self, sid, change):
+                calls.append(threading.get_ident())
+                return self.merge(sid, change)
+        loop_threads = []
+        h = ASGIHarness(lambda s: (loop_threads.append(threading.get_ident()),
+                                   s["session"].__setitem__("n", s["session"].get("n", 0) + 1)),
+                        store=Spy())
+        h.request()
+        h.request()
+        self.assertEqual(len(calls), 3)   # merge, then read and merge
+        self.assertEqual(set(calls), {loop_threads[0]})
+
+    def test_a_store_error_while_loading_propagates_and_nothing_is_sent(self):
+        class Broken(session.MemoryStore):
+            async def aget_text(self, sid):
+                raise ConnectionError("store down")
+        store, sid, cookie = seeded({"n": 1}, store=Broken())
+        with self.assertRaisesRegex(ConnectionError, "store down"):
+            call_asgi(middleware(simple_app(), store), make_scope(cookie=cookie))
+
+    def test_a_store_error_while_saving_propagates_before_the_final_body(self):
+        class Broken(session.MemoryStore):
+            async def amerge(self, sid, change):
+                raise ConnectionError("store down")
+        store, sid, cookie = seeded({"n": 1}, store=Broken())
+        sent = []
+
+        async def server_send(message):
+            sent.append(message["type"])
+        with self.assertRaisesRegex(ConnectionError, "store down"):
+            asyncio.run(middleware(simple_app(lambda s: s["session"].__setitem__("n", 2)), store)(
+                make_scope(cookie=cookie), _never_receive, server_send))
+        self.assertEqual(sent, [])
+
+
+# ================================================================ scopes
+
+class TestScopes(unittest.TestCase):
+
+    def test_lifespan_and_unknown_scopes_pass_through_untouched(self):
+        for kind in ("lifespan", "webtransport"):
+            with self.subTest(kind=kind):
+                seen = []
+
+                async def app(scope, receive, send):
+                    seen.append((dict(scope), await receive()))
+                    await send({"type": f"{kind}.startup.complete"})
+                store = RecordingStore()
+                scope = {"type": kind, "asgi": {"version": "3.0"}}
+                sent = []
+
+                async def receive():
+                    return {"type": f"{kind}.startup"}
+
+                async def send(message):
+                    sent.append(message)
+                asyncio.run(middleware(app, store)(scope, receive, send))
+                self.assertEqual(seen, [({"type": kind, "asgi": {"version": "3.0"}}, {"type": f"{kind}.startup"})])
+                self.assertEqual(sent, [{"type": f"{kind}.startup.complete"}])
+                self.assertNotIn("session", scope)
+                self.assertEqual(store.calls, [])
+
+    def test_a_scope_that_already_has_a_session_passes_through(self):
+        inner_store, outer_store = RecordingStore(), RecordingStore()
+        seen = []
+
+        def action(scope):
+            seen.append(scope["session"])
+            scope["session"]["n"] = 1
+        inner = middleware(simple_app(action), inner_store)
+        outer = middleware(inner, outer_store)
+        resp = call_asgi(outer, make_scope())
+        self.assertEqual(len(resp.cookies()), 1)
+        self.assertEqual(inner_store.calls, [])
+        self.assertEqual(data_of(outer_store, resp.cookie().sid), {"n": 1})
+
+    def test_the_session_is_scoped_by_root_path_plus_path(self):
+        cases = [
+            ("mounted at /app, path under it", "/app", "/x", True),
+            ("path already holding root_path", "/app", "/app/x", True),
+            ("outside the cookie path", "", "/other", False),
+            ("root_path alone", "/app", "", True),
+            ("a prefix that is not a path segment", "", "/apple", True),  # as express: a plain prefix
+        ]
+        for label, root, path, has_session in cases:
+            with self.subTest(label):
+                seen = []
+                mw = middleware(simple_app(lambda s: seen.append("session" in s)), cookie={"path": "/app"},
+                                save_uninitialized=True)
+                resp = call_asgi(mw, make_scope(path, root_path=root))
+                self.assertEqual(seen, [has_session])
+                self.assertEqual(resp.cookie() is not None, has_session)
+
+    def test_secure_comes_from_the_scope_scheme(self):
+        for https, sent in ((True, True), (False, False)):
+            with self.subTest(https=https):
+                mw = middleware(simple_app(lambda s: s["session"].__setitem__("n", 1)),
+                                cookie={"secure": True})
+                resp = call_asgi(mw, make_scope(https=https))
+                self.assertEqual(resp.cookie() is not None, sent)
+
+    def test_x_forwarded_proto_counts_only_with_proxy_true(self):
+        for proxy in (True, None, False):
+            for name in (b"x-forwarded-proto", b"X-Forwarded-Proto"):
+                with self.subTest(proxy=proxy, name=name):
+                    mw = middleware(simple_app(lambda s: s["session"].__setitem__("n", 1)),
+                                    cookie={"secure": "auto", "same_site": "auto"}, proxy=proxy)
+                    resp = call_asgi(mw, make_scope(headers=[(name, b"https, http")]))
+                    sc = resp.cookie()
+                    self.assertEqual("secure" in sc.attrs, proxy is True)
+                    self.assertEqual(sc.attrs["samesite"], "None" if proxy is True else "Lax")
+
+    def test_a_forwarded_http_does_not_make_an_https_scope_insecure(self):
+        mw = middleware(simple_app(lambda s: s["session"].__setitem__("n", 1)), cookie={"secure": True},
+                        proxy=True)
+        resp = call_asgi(mw, make_scope(https=True, headers=[(b"x-forwarded-proto", b"http")]))
+        self.assertIsNotNone(resp.cookie())
+
+    def test_the_cookie_callable_and_genid_receive_the_scope(self):
+        given = []
+
+        def options(scope):
+            given.append(("cookie", scope))
+            return {"path": scope["root_path"] or "/", "max_age": HOUR}
+
+        def genid(scope):
+            given.append(("genid", scope))
+            return "id-for-" + scope["path"].strip("/")
+        mw = middleware(simple_app(lambda s: s["session"].__setitem__("n", 1)), cookie=options, genid=genid)
+        scope = make_scope("/app/page", root_path="/app")
+        resp = call_asgi(mw, scope)
+        self.assertEqual([(kind, s is scope) for kind, s in given], [("cookie", True), ("genid", True)])
+        self.assertEqual(resp.cookie().attrs["path"], "/app")
+        self.assertEqual(resp.cookie().sid, "id-for-app/page")
+
+    def test_custom_scope_key(self):
+        seen = []
+        mw = middleware(simple_app(lambda s: seen.append(sorted(k for k in s if "sess" in k))),
+                        scope_key="express_session")
+        call_asgi(mw, make_scope())
+        self.assertEqual(seen, [["express_session"]])
+
+    def test_options_are_validated_at_construction_as_under_wsgi(self):
+        app = simple_app()
+        for kwargs, error in (({}, ValueError), ({"secret": ""}, ValueError),
+                              ({"secret": "s", "cookie": {"maxage": 1}}, TypeError),
+                              ({"secret": "s", "unset": "drop"}, ValueError),
+                              ({"secret": "s", "scope_key": ""}, TypeError),
+                              ({"secret": "s", "name": "a;b"}, ValueError)):
+            with self.subTest(**{k: repr(v) for k, v in kwargs.items()}):
+                with self.assertRaises(error):
+                    session.ASGISessionMiddleware(app, **kwargs)
+                if "scope_key" not in kwargs:
+                    with self.assertRaises(error):
+                        session.SessionMiddleware(lambda e, s: [], **kwargs)
+
+
+# ================================================================ websocket
+
+class TestWebSocket(unittest.TestCase):
+
+    def run_ws(self, app, mw_options=None, store=None, cookie=None, https=False, client_closes=False):
+        """Run a websocket connection; returns (messages the server got, store)."""
+        store = store if store is not None else RecordingStore()
+        sent = []
+        incoming = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hello"}]
+        if client_closes:
+            incoming.append({"type": "websocket.disconnect", "code": 1001})
+
+        async def receive():
+            if incoming:
+                return incoming.pop(0)
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            sent.append(message)
+        scope = make_scope("/ws", kind="websocket", cookie=cookie, https=https)
+        asyncio.run(middleware(app, store, **(mw_options or {}))(scope, receive, send))
+        return sent, store
+
+    def test_the_session_is_loaded_from_the_handshake_and_changes_are_saved_at_close(self):
+        events = []
+        store, sid, cookie = seeded({"user": "ada"}, store=RecordingStore(events=events))
+        seen = {}
+
+        async def app(scope, receive, send):
+            assert (await receive())["type"] == "websocket.connect"
+            seen["user"] = scope["session"]["user"]
+            await send({"type": "websocket.accept"})
+            message = await receive()
+            scope["session"]["last"] = message["text"]
+            events.append("closing")
+            await send({"type": "websocket.close", "code": 1000})
+        sent, _ = self.run_ws(app, store=store, cookie=cookie)
+        self.assertEqual(seen["user"], "ada")
+        self.assertEqual(data_of(store, sid), {"user": "ada", "last": "hello"})
+        self.assertEqual(events, ["closing", ("set-done", sid)])
+        self.assertEqual([m["type"] for m in sent], ["websocket.accept", "websocket.close"])
+        self.assertNotIn("headers", sent[0])
+
+    def test_changes_are_saved_when_the_client_closes(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "websocket.accept"})
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                scope["session"]["n"] += 1
+        self.run_ws(app, store=store, cookie=cookie, client_closes=True)
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_set_cookie_goes_out_only_in_the_accept_headers(self):
+        for headers in (None, [(b"x-app", b"1")], ((b"x-app", b"1"),)):
+            with self.subTest(app_headers=headers):
+                async def app(scope, receive, send, headers=headers):
+                    await receive()
+                    scope["session"]["user"] = "ada"
+                    accept = {"type": "websocket.accept"}
+                    if headers is not None:
+                        accept["headers"] = headers
+                    await send(accept)
+                    await send({"type": "websocket.send", "text": "hi"})
+                    scope["session"]["more"] = 1
+                    await send({"type": "websocket.close"})
+                sent, store = self.run_ws(app)
+                accept_headers = list(sent[0].get("headers", []))
+                cookies = [v for k, v in accept_headers if k == b"set-cookie"]
+                self.assertEqual(len(cookies), 1)
+                if headers:
+                    self.assertIn((b"x-app", b"1"), accept_headers)
+                self.assertEqual(sent[1], {"type": "websocket.send", "text": "hi"})
+                self.assertEqual(sent[2], {"type": "websocket.close"})
+                sid = SetCookie(cookies[0].decode()).sid
+                self.assertEqual(data_of(store, sid), {"user": "ada", "more": 1})
+
+    def test_a_secure_cookie_goes_out_on_wss(self):
+        for https in (True, False):
+            with self.subTest(wss=https):
+                async def app(scope, receive, send):
+                    await receive()
+                    scope["session"]["user"] = "ada"
+                    await send({"type": "websocket.accept"})
+                    await send({"type": "websocket.close"})
+                sent, _ = self.run_ws(app, mw_options={"cookie": {"secure": True}}, https=https)
+                self.assertEqual(any(k == b"set-cookie" for k, v in sent[0].get("headers", [])), https)
+
+    def test_a_session_changed_after_accept_is_saved_but_its_new_cookie_cannot_be_sent(self):
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "websocket.accept"})
+            scope["session"]["user"] = "ada"
+            await send({"type": "websocket.close"})
+        sent, store = self.run_ws(app)
+        self.assertNotIn("headers", sent[0])
+        self.assertEqual(len(store.all()), 1)
+
+    def test_an_app_raising_because_the_client_closed_the_socket_still_saves(self):
+        # The usual handler loops on receive_text(), which raises WebSocketDisconnect when the
+        # client closes: the socket is over, and what the handler changed is saved.
+        store, sid, cookie = seeded({"n": 1})
+
+        class WebSocketDisconnect(Exception):
+            pass
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "websocket.accept"})
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message["code"])
+                scope["session"]["n"] += 1
+        with self.assertRaises(WebSocketDisconnect):
+            self.run_ws(app, store=store, cookie=cookie, client_closes=True)
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_an_app_raising_on_a_websocket_saves_nothing(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "websocket.accept"})
+            scope["session"]["n"] = 2
+            raise RuntimeError("boom")
+        with self.assertRaises(RuntimeError):
+            self.run_ws(app, store=store, cookie=cookie)
+        self.assertEqual(data_of(store, sid), {"n": 1})
+
+
+if __name__ == "__main__":
+    unittest.main()
