@@ -27,7 +27,7 @@ Measures, each on a session of its own:
                     started; counted when the old session ID holds the session again after
                     the slow request ended
 
-    python bench/concurrency.py                 # every store and peer found: about 2 minutes
+    python bench/concurrency.py                 # every store and peer found: about 75 s
     python bench/concurrency.py --only memory,sqlite --tries 3
     python bench/concurrency.py --processes 3   # multi-process rows with 3 processes (default 2)
 
