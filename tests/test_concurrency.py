@@ -51,8 +51,9 @@ NEEDS_MONGOMOCK = "needs pymongo and mongomock: pip install pymongo mongomock"
 def merges(store_class: type) -> tuple:
     """(whether the store class has a merge() of its own, the reason to give if not)."""
     owner = next(c for c in store_class.__mro__ if "merge" in vars(c))
-    return owner is not session.Store, (f"{store_class.__name__} has no merge() of its own yet: Store's default "
-                 "(get, then set, without a lock) cannot keep concurrent changes")
+    return owner is not session.Store, (f"{store_class.__name__} has no merge() of its own yet: "
+                                        "Store's default (get, then set, without a lock) cannot "
+                                        "keep concurrent changes")
 
 
 # ---------------------------------------------------------------- servers shared by the module
@@ -197,16 +198,22 @@ class ConcurrencyRules:
 
     @classmethod
     def tearDownClass(cls) -> None:
+        errors = []
         if cls.processes:
-            cls.server_output = cls.servers.stop()
+            errors = [line for line in cls.servers.stop().splitlines() if line.startswith("error:")]
         else:
             cls.stop()
         cls.store.close()
         shutil.rmtree(cls.dir, ignore_errors=True)
         super().tearDownClass()
+        if errors:
+            raise AssertionError("the server processes' apps raised:\n" + "\n".join(errors))
 
     def setUp(self) -> None:
         self.turn = 0
+        if not self.processes:
+            self.errors.clear()
+            self.addCleanup(lambda: self.assertEqual(self.errors, [], "the app raised"))
 
     def port(self) -> int:
         """The next server, in turn: with several processes, consecutive requests of a test
