@@ -205,6 +205,12 @@ class _Core:
         self._async_calls = {method: getattr(store, "a" + method)
                              for method, over in _STORE_CALLS.items()
                              if _offers(store, "a" + method, *over)}
+        # A store that says it never blocks is called from the event loop as it is, unless a
+        # subclass overrode one of its methods (or their coroutines) since it said so.
+        said = _owner(store, "blocking")
+        self._inline = getattr(store, "blocking", True) is False and said is not None and all(
+            owner is None or issubclass(said, owner) for owner in (
+                _owner(store, prefix + name) for name in _STORE_CALLS for prefix in ("", "a")))
         if self._merge is None:
             log.warning("%s has no merge(): each save writes the whole record with set(), so "
                         "concurrent requests on one session can lose each other's changes",
@@ -272,48 +278,31 @@ class _Core:
         """A stored record's text as (data, Cookie, position of "cookie", the text, the data's
         JSON or None); ValueError if it is not a valid session.
 
-        A record whose cookie has the attributes the options give (as every record this
-        middleware writes does) is read with its cookie's two times found in place and only
-        the data decoded; any other goes through ``decode_record`` and is checked in full.
+        A record whose cookie has the attributes the options give, first (as every record
+        this middleware writes), is matched against its layout (see _templates): only its
+        two times are read from the cookie and only the data is decoded.  Any other goes
+        through ``decode_record`` and is checked in full.
         """
         options = request.options
         if options.auto:
             attrs = options.attrs(request)
-            head, between, after, no_expiry = _templates(attrs)[4]
+            templates = _templates(attrs)
         else:
-            attrs = options.fixed_attrs
-            head, between, after, no_expiry = options.record_head
-        if text.startswith(no_expiry):  # a browser-session cookie: both times null
-            at, original, expires = len(no_expiry), None, None
-        elif text.startswith(head):
-            at = len(head)
-            original = expires = _NOTHING
-            if text.startswith("null", at):
-                original, at = None, at + 4
-            else:
-                end = text.find(",", at)
-                digits = text[at:end]
-                if digits.isdigit() and digits.isascii() and len(digits) <= 13:
-                    original, at = int(digits), end
-            if original is not _NOTHING and text.startswith(between, at):
-                at += len(between)
-                if text.startswith("null", at):
-                    expires, at = None, at + 4
-                elif text[at:at + 1] == '"' and _ISO_MS.fullmatch(text, at + 1, at + 25) \
-                        and text[at + 25:at + 26] == '"':
-                    expires, at = text[at + 1:at + 25], at + 26  # parsed when needed: Cookie._ms
-            if expires is not _NOTHING and text.startswith(after, at):
-                at += len(after)
-            else:
-                at = -1
-        else:
-            at = -1
-        if at > 0:
-            rest = text[at:at + 1]
-            data = "{}" if rest == "}" and at + 1 == len(text) else \
-                "{" + text[at + 1:] if rest == "," else None
+            attrs, templates = options.fixed_attrs, options.templates
+        no_expiry = templates[5]
+        if text.startswith(no_expiry):  # a browser-session cookie: the usual layout, first
+            rest = text[len(no_expiry):len(no_expiry) + 1]
+            data = "{" + text[len(no_expiry) + 1:] if rest == "," else "{}" if rest == "}" else None
+            if data is not None and (rest == "," or len(text) == len(no_expiry) + 1):
+                return _decode(data), Cookie._make(attrs, None, None), 0, text, data
+        found = templates[4].match(text)
+        if found is not None:
+            null, original, expires, sep = found.groups()
+            at = found.end()
+            data = "{" + text[at:] if sep == "," else "{}" if at == len(text) else None
             if data is not None:
-                return _decode(data), Cookie._make(attrs, original, expires), 0, text, data
+                cookie = Cookie._make(attrs, None if null else int(original), expires)
+                return _decode(data), cookie, 0, text, data  # expires: parsed when needed
         return _read_record(decode_record(text), text)
 
     # -- express-session's four decisions (index.js: shouldSetCookie, shouldSave,
@@ -354,12 +343,13 @@ class _Core:
             return None
         if not self._should_set_cookie(sess, current):
             return None
-        cookie = sess._ensure_cookie()
+        cookie = sess._cookie or sess._ensure_cookie()
         if cookie.secure and not sess._req.is_secure():
             self._warn_insecure()
             return None
-        sess._touch_once()
-        sid = sess._ensure_id()
+        if not sess._touched:
+            sess._touch_once()
+        sid = sess._id or sess._ensure_id()
         # The cookie the browser sent is re-sent as it is when the first secret made it.
         value = sess._req.resend if sid == sess._cookie_id else None
         return cookie._header(self.name, value or self._cookie_value(sid))
@@ -533,7 +523,7 @@ class _CookieOptions:
     """Cookie options checked once: what every new session's cookie starts from."""
 
     __slots__ = ("max_age_ms", "expires_ms", "secure", "same_site", "path", "fixed_attrs",
-                 "auto", "scoped", "record_head")
+                 "auto", "scoped", "templates")
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - set(_COOKIE_OPTIONS))
@@ -568,7 +558,7 @@ class _CookieOptions:
                             None if same_site == "auto" else same_site)
         self.auto = secure == "auto" or same_site == "auto"
         self.scoped = bool(self.path) and self.path != "/"  # else every path has the session
-        self.record_head = None if self.auto else _templates(self.fixed_attrs)[4]
+        self.templates = None if self.auto else _templates(self.fixed_attrs)
 
     def covers(self, path: str) -> bool:
         """Whether a request for ``path`` is in the cookie's path (else it gets no session)."""
@@ -1138,7 +1128,7 @@ class Cookie:
     def touch(self) -> None:
         """Restart the clock: max_age = original_max_age, as express's resetMaxAge."""
         if self._original is not None:
-            self._expires = _now_ms() + int(self._original)
+            self._expires = time.time_ns() // 1_000_000 + int(self._original)
 
     def to_record(self) -> dict:
         """The cookie as express stores it: camelCase, express's key order, unset keys omitted."""
@@ -1166,8 +1156,9 @@ class Cookie:
         templates = _TEMPLATES.get(self._attrs) or _templates(self._attrs)
         if ms is None and original is None:
             return templates[3], None
-        expires = None if ms is None else ms if type(ms) is str else _iso_ms(ms)
-        return _cookie_json(templates, original, expires), self._ms()
+        if type(ms) is str:
+            return _cookie_json(templates, original, ms), self._ms()
+        return _cookie_json(templates, original, None if ms is None else _iso_ms(ms)), ms
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> "Cookie":
@@ -1209,8 +1200,8 @@ class Cookie:
 
     def _header(self, name: str, value: str) -> str:
         """``serialize`` for a name and value already known to be valid (the middleware's)."""
-        before, after = _templates(self._attrs)[1]
-        ms = self._ms()
+        before, after = (_TEMPLATES.get(self._attrs) or _templates(self._attrs))[1]
+        ms = self._expires if type(self._expires) is not str else self._ms()
         return "".join((name, "=", value, before,
                         "" if ms is None else "; Expires=" + _http_date(ms // 1000), after))
 
@@ -1286,17 +1277,21 @@ def _templates(attrs: tuple) -> tuple:
     """For cookies with these (checked) attributes: the cookie's JSON cut around its two
     times, the Set-Cookie attributes cut where Expires goes, the record's fields (times
     None), the JSON with both times null, and how a record with this cookie first reads
-    (see _Core._read_text).  Only the times vary per request, so this is made once."""
+    (a pattern, and the start of one whose times are null: see _Core._read_text).  Only
+    the times vary per request, so this is made once."""
     found = _TEMPLATES.get(attrs)
     if found is None:
         cookie = Cookie._make(attrs, None, None)
         text = _encode(cookie._fields("\0original", "\0expires"))
         before, rest = text.split('"\\u0000original"')
         between, after = rest.split('"\\u0000expires"')
+        # A record with this cookie first: its two times, and where its data begins.
+        record = re.compile(re.escape('{"cookie":' + before) + r"(?:(null)|(\d{1,13}))"
+                            + re.escape(between) + r'(?:null|"(' + _ISO_MS.pattern + ')")'
+                            + re.escape(after) + "([,}])")
         null = f"{before}null{between}null{after}"
-        head = '{"cookie":' + before
         found = ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
-                 cookie._fields(None, None), null, (head, between, after, '{"cookie":' + null))
+                 cookie._fields(None, None), null, record, '{"cookie":' + null)
         if len(_TEMPLATES) >= 256:
             _TEMPLATES.clear()
         _TEMPLATES[attrs] = found
@@ -1590,6 +1585,10 @@ class Store:
     """
 
     ttl: float = 86400
+    # Whether the methods wait on I/O (a disk, a server).  Under ASGI a blocking store is
+    # called through its coroutine methods, or in a thread; one that never blocks (False)
+    # is called directly from the event loop, the cheapest way.
+    blocking: bool = True
 
     def get(self, sid: str) -> Optional[dict]:
         """The live record for ``sid``, or None if it is missing or expired."""
@@ -1710,6 +1709,8 @@ class MemoryStore(Store):
     whole store (express's MemoryStore only drops an expired record when it is
     asked for it again).  The coroutine methods run inline: nothing here blocks.
     """
+
+    blocking = False  # nothing here waits on I/O: an event loop may call it directly
 
     def __init__(self, *, ttl: float = 86400) -> None:
         _check_ttl(ttl)
@@ -2062,7 +2063,11 @@ class ASGISessionMiddleware(_Core):
             return await self.app(scope, receive, send)
         cookie_id, resend = self._read_cookie(_cookie_header(scope))
         request = _Request(self, scope, key, options, cookie_id, resend, [])
-        sess = self._session(request, await self._aread_store(cookie_id) if cookie_id else None)
+        stored = None
+        if cookie_id:
+            stored = self._read_store(cookie_id) if self._inline else \
+                await self._aread_store(cookie_id)
+        sess = self._session(request, stored)
         scope[key] = sess
         if kind == "http":
             await self._http(scope, receive, send, sess)
@@ -2086,11 +2091,9 @@ class ASGISessionMiddleware(_Core):
             if kind == "http.response.start":
                 start = message
                 return
-            last = (kind == "http.response.pathsend"
-                    or (kind in ("http.response.body", "http.response.zerocopysend")
-                        and not message.get("more_body", False)))
-            if last and not ended:
-                ended = True
+            if not ended and (kind == "http.response.pathsend" or (
+                    kind in _LAST_BODY_TYPES and not message.get("more_body"))):
+                ended = True  # the last body message: the store first, then the head
                 current = await self._end(sess)
             else:
                 current = _NOTHING
@@ -2103,7 +2106,11 @@ class ASGISessionMiddleware(_Core):
                 gone = True
                 raise
 
-        await self._run(sess, scope, receive_with_session, send_with_session, lambda: gone)
+        try:
+            await self.app(scope, receive_with_session, send_with_session)
+        except BaseException as exc:
+            await self._failed(sess, exc, gone)
+            raise
         if not ended:  # the app stopped before its last body message (the client went away)
             current = await self._end(sess)
             if start is not None:
@@ -2138,33 +2145,31 @@ class ASGISessionMiddleware(_Core):
                 gone = True
                 raise
 
-        await self._run(sess, scope, receive_with_session, send_with_session, lambda: gone)
+        try:
+            await self.app(scope, receive_with_session, send_with_session)
+        except BaseException as exc:
+            await self._failed(sess, exc, gone)
+            raise
         if not ended:  # the socket closed from the client's side, or never opened
             await self._end(sess)
         sess._req.context = None
 
-    async def _run(self, sess: Session, scope: dict, receive: Callable, send: Callable,
-                   gone: Callable[[], bool]) -> None:
-        """Call the app; if it raises, nothing is saved (as under WSGI) but the records that
-        regenerate() and destroy() meant to delete are deleted, and the error propagates.
+    async def _failed(self, sess: Session, exc: BaseException, gone: bool) -> None:
+        """The app raised: nothing is saved (as under WSGI), but the records regenerate() and
+        destroy() meant to delete are deleted; the caller re-raises.
 
         A client that went away ends the request, it does not fail it: the store action runs
-        when the server cancels the app, and when the app raises after it was told (``gone()``:
+        when the server cancels the app, and when the app raises after it was told (``gone``:
         it received the disconnect, or the server's send raised OSError), as Starlette's
         ``receive_text()`` raises WebSocketDisconnect when the client closes a websocket."""
-        try:
-            await self.app(scope, receive, send)
-        except asyncio.CancelledError:
-            if not sess._req.ended:
-                await self._end(sess)
-            raise
-        except BaseException:
-            if gone() and not sess._req.ended:
-                await self._end(sess)
-            else:
-                await self._do_pending(sess._req)
-                sess._req.ended = True
-            raise
+        request = sess._req
+        if request.ended:
+            return
+        if gone or isinstance(exc, asyncio.CancelledError):
+            await self._end(sess)
+        else:
+            request.ended = True
+            await self._do_pending(request)
 
     async def _end(self, sess: Session) -> Optional[str]:
         """The response is ending: the store work left by regenerate() and destroy(), then
@@ -2180,7 +2185,11 @@ class ASGISessionMiddleware(_Core):
             await self._do_pending(request)
         current = sess._current()
         action = self._store_action(sess, request.attached(), current)
-        if action is not None:
+        if action is None:
+            pass
+        elif self._inline:
+            self._carry_out(sess, action)
+        else:
             await self._acarry_out(sess, action)
         return current
 
@@ -2193,9 +2202,10 @@ class ASGISessionMiddleware(_Core):
     def _start_message(self, sess: Session, start: dict, current: Any = _NOTHING) -> dict:
         """http.response.start with our Set-Cookie and Vary: Cookie (a new message: the
         app's is not changed)."""
+        request = sess._req
         if current is _NOTHING:
             current = sess._current()
-        set_cookie = self._set_cookie(sess, sess._req.attached(), current)
+        set_cookie = self._set_cookie(sess, request.context.get(request.key) is not None, current)
         if set_cookie is None and not sess._read:
             return start
         headers = list(start.get("headers") or ())
@@ -2234,6 +2244,9 @@ class ASGISessionMiddleware(_Core):
             return call(*args)
         return _in_thread(self._merge if method == "merge" else getattr(self._store, method), *args)
 
+
+
+_LAST_BODY_TYPES = ("http.response.body", "http.response.zerocopysend")  # unless more_body
 
 
 # ---------------------------------------------------------------- private helpers
