@@ -21,9 +21,10 @@ import threading
 import time
 import tracemalloc
 import unittest
+from unittest import mock
 
 import session
-from stores import ShelveStore, SQLiteStore, shelve_store
+from stores import ShelveStore, SQLiteStore, shelve_store, sqlite_store
 from tests import support
 from tests.harness import SECRET, Client, Harness
 from tests.store_contract import StoreContract, make_record
@@ -394,15 +395,69 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sessions'").fetchone()[0]
         self.assertNotIn("WITHOUT ROWID", sql)  # left as it was
 
-    def test_connections_use_synchronous_normal_a_busy_timeout_and_mmap(self):
+    def test_connections_use_synchronous_normal_and_mmap_and_not_sqlites_sleeping_busy_handler(self):
         store = self.store()
         conn = store._take()
         try:
             self.assertEqual(conn.execute("PRAGMA synchronous").fetchone()[0], 1)  # NORMAL
-            self.assertEqual(conn.execute("PRAGMA busy_timeout").fetchone()[0], 5000)
+            self.assertEqual(conn.execute("PRAGMA busy_timeout").fetchone()[0], 0)  # the store waits
             self.assertEqual(conn.execute("PRAGMA mmap_size").fetchone()[0], 1 << 30)
         finally:
             store._give(conn)
+
+    def test_a_write_waits_out_another_process_lock_with_sleeps_of_two_ms_at_most(self):
+        store = self.store()
+        other = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")  # another process's writer holds the file's lock
+        releaser = threading.Timer(0.15, other.execute, ("COMMIT",))
+        sleeps = []
+        real_sleep = time.sleep
+        with mock.patch("stores.sqlite_store.time.sleep",
+                        lambda s: (sleeps.append(s), real_sleep(s))):
+            releaser.start()
+            store.set("s1", make_record(user="ada"))
+        releaser.join()
+        self.assertEqual(store.get("s1")["user"], "ada")
+        self.assertGreater(len(sleeps), 3)
+        self.assertLessEqual(max(sleeps), 0.002)
+
+    def test_threads_of_one_process_never_meet_the_files_lock(self):
+        store = self.store()
+        busy = []
+        real_busy = sqlite_store._busy
+        start = threading.Barrier(8)
+
+        def writer(t):
+            start.wait()
+            for i in range(100):
+                store.set(f"t{t}-{i % 5}", make_record(n=i))
+                store.touch(f"t{t}-{i % 5}", make_record(7200, n=i))
+        with mock.patch("stores.sqlite_store._busy", lambda exc: busy.append(exc) or real_busy(exc)):
+            threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        self.assertEqual(busy, [])  # queued on the store's write lock, not on SQLite's
+        self.assertEqual(store.length(), 40)
+
+    def test_a_touch_that_would_barely_move_the_expiry_is_not_written(self):
+        store = self.store()
+        store.set("s1", make_record(3600, user="ada"))
+        conn = self.raw()
+        before = conn.execute("SELECT expires FROM sessions WHERE sid = 's1'").fetchone()[0]
+        store.get("s1")
+        store.touch("s1", make_record(3610, user="ada"))  # 10 s later: under 1% of an hour
+        self.assertEqual(conn.execute("SELECT expires FROM sessions").fetchone()[0], before)
+        store.touch("s1", make_record(3700, user="ada"))  # 100 s: written
+        self.assertAlmostEqual(conn.execute("SELECT expires FROM sessions").fetchone()[0],
+                               time.time() + 3700, delta=2)
+        short = make_record(1, user="ada")
+        store.set("s2", short)
+        store.touch("s2", make_record(1.2, user="ada"))  # 1% of a second is 10 ms: written
+        self.assertAlmostEqual(conn.execute("SELECT expires FROM sessions WHERE sid = 's2'")
+                               .fetchone()[0], time.time() + 1.2, delta=0.1)
 
     def test_four_processes_setting_500_ids_each_lose_none(self):
         start_at = str(time.time() + 1.0)  # all four construct and write at the same moment
