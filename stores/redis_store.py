@@ -210,12 +210,22 @@ class RedisStore(session.Store):
         return self._text(sid, await self._acall(client, ("GET", self.prefix + sid)))
 
     async def aset(self, sid: str, record: dict) -> None:
+        # Shielded: a client that goes away cancels the response, and with it the
+        # middleware's last write, which must still reach Redis whole.
+        return await asyncio.shield(self._aset(sid, record))
+
+    async def _aset(self, sid: str, record: dict) -> None:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.set, sid, record)
         await self._acall(client, self._set_command(sid, record))
 
     async def amerge(self, sid: str, change: session.Change) -> bool:
+        # Shielded: a client that goes away cancels the response, and with it the
+        # middleware's last write, which must still reach Redis whole.
+        return await asyncio.shield(self._amerge(sid, change))
+
+    async def _amerge(self, sid: str, change: session.Change) -> bool:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.merge, sid, change)
@@ -228,6 +238,11 @@ class RedisStore(session.Store):
             args = self._merge_again(change, reply)
 
     async def atouch(self, sid: str, record: dict) -> None:
+        # Shielded: a client that goes away cancels the response, and with it the
+        # middleware's last write, which must still reach Redis whole.
+        return await asyncio.shield(self._atouch(sid, record))
+
+    async def _atouch(self, sid: str, record: dict) -> None:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.touch, sid, record)
@@ -246,6 +261,11 @@ class RedisStore(session.Store):
         await self._ascript(client, _EXPIRE_LATER, key, (ttl,))
 
     async def adestroy(self, sid: str) -> None:
+        # Shielded: a client that goes away cancels the response, and with it the
+        # middleware's last write, which must still reach Redis whole.
+        return await asyncio.shield(self._adestroy(sid))
+
+    async def _adestroy(self, sid: str) -> None:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.destroy, sid)

@@ -758,6 +758,26 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
                          session.encode_record(rec))
         self.assertEqual(store.get("async"), rec)
 
+    def test_a_cancelled_write_still_reaches_redis_whole(self):
+        # A client that goes away cancels the response, and the middleware's last write with it.
+        store = self.store()
+        store.set("s", record(None, n=1))
+        base = self.raw.get("sess:s").decode()
+        change = session.Change(base, session.encode_record(record(None, n=2)), None)
+
+        async def main():
+            task = asyncio.ensure_future(store.amerge("s", change))
+            await asyncio.sleep(0)   # the write has started
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            for _ in range(100):     # the shielded write goes on
+                if store.get("s")["n"] == 2:
+                    return
+                await asyncio.sleep(0.01)
+        self.loop.run_until_complete(main())
+        self.assertEqual(store.get("s")["n"], 2)
+
     def test_adestroy_and_an_expired_aset_delete(self):
         store = self.store()
         store.set("a", record(None))
