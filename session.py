@@ -1991,23 +1991,33 @@ class _Exchange(_Request):
         self.send_headers()
         self._write(data)
 
-    def end(self) -> None:
-        """The app is done: the store action, then the headers if they are not sent yet."""
+    def end(self, respond: bool = True) -> None:
+        """The app is done: the store action, then (unless ``respond`` is False: the server
+        gave up on the response) the headers if they are not sent yet."""
         mw, sess = self.core, self.sess
+        self.sess = None  # ended, whatever happens below (close() must not end it again)
         current = sess._current()  # once for both steps, as is whether the app detached it
         attached = self.context.get(self.key) is not None
         action = mw._store_action(sess, attached, current)
         if action is not None:
             mw._carry_out(sess, action)
-        if not self._sent and self._status is not None:
+        if respond and not self._sent and self._status is not None:
             self._sent = True
             headers = mw._response_headers(sess, self._headers, current, attached)
             self._write = self._start_response(self._status, headers, self._exc_info)
-        self.context = self.sess = None  # the request is over: drop the environ <-> session cycle
+        self.context = None  # the request is over: drop the environ <-> session cycle
 
     def __iter__(self) -> Iterator[bytes]:
         held = _NOTHING
-        for chunk in self.body:
+        chunks = iter(self.body)
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except BaseException:
+                self.sess = None  # the app raised: nothing is saved
+                raise
             if held is not _NOTHING:
                 self.send_headers()
                 yield held
@@ -2017,9 +2027,15 @@ class _Exchange(_Request):
             yield held
 
     def close(self) -> None:
-        close = getattr(self.body, "close", None)
-        if close is not None:
-            close()
+        """The server is done with the body: if it stopped before the end (the client went
+        away), the store action still runs, as it does under ASGI."""
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self.sess is not None:
+                self.end(respond=False)
 
 
 

@@ -109,6 +109,33 @@ class TestStreaming(unittest.TestCase):
         Client(session.SessionMiddleware(app, secret=SECRET)).request()
         self.assertEqual(closed, [True])
 
+    def test_a_client_that_leaves_mid_body_still_gets_the_store_action(self):
+        # The server stops iterating and calls close(): the app did not fail, the client left.
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["views"] = 1
+            start_response("200 OK", [("Content-Type", "text/plain")])
+
+            def body():
+                yield b"first"
+                environ["session"]["more"] = True
+                yield b"second"
+                yield b"third"
+            return body()
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http"}
+        body = mw(env, lambda status, headers, exc_info=None: None)
+        chunks = iter(body)
+        next(chunks)
+        next(chunks)   # the client goes away here
+        body.close()
+        self.assertEqual(store.count("set"), 1)
+        [record] = store.all().values()
+        self.assertEqual((record["views"], record["more"]), (1, True))
+        body.close()   # a second close does nothing more
+        self.assertEqual(store.count("set"), 1)
+
     def test_middleware_is_wsgi_compliant(self):
         # wsgiref's validator wants dotless environ keys to be strings (CGI variables), so the
         # session goes under a dotted, server-style key here.
