@@ -134,6 +134,28 @@ def session_app():
     return session.SessionMiddleware(app, secret=SECRET)
 
 
+def sqlite_app():
+    """SessionMiddleware on SQLiteStore: a file of its own per server (HTTP_LOAD_SQLITE)."""
+    import session
+    from stores.sqlite_store import SQLiteStore
+
+    def app(environ, start_response):
+        return _json(start_response, _count_visit(environ["session"]))
+    return session.SessionMiddleware(app, secret=SECRET,
+                                     store=SQLiteStore(os.environ["HTTP_LOAD_SQLITE"]))
+
+
+def redis_app():
+    """SessionMiddleware on RedisStore, on the private redis-server main() started (HTTP_LOAD_REDIS)."""
+    import session
+    from stores.redis_store import RedisStore
+
+    def app(environ, start_response):
+        return _json(start_response, _count_visit(environ["session"]))
+    return session.SessionMiddleware(app, secret=SECRET,
+                                     store=RedisStore(url=os.environ["HTTP_LOAD_REDIS"]))
+
+
 def beaker_app():
     from beaker.middleware import SessionMiddleware
 
@@ -176,9 +198,11 @@ def floor_app():
     return middleware
 
 
-PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app, "floor": floor_app}
+PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app, "floor": floor_app,
+           "sqlite": sqlite_app, "redis": redis_app}
 PY_LABELS = {"bare": "bare", "session": "+ SessionMiddleware", "beaker": "+ Beaker",
-             "floor": "+ floor, no library"}
+             "floor": "+ floor, no library", "sqlite": "+ SessionMiddleware, SQLiteStore",
+             "redis": "+ SessionMiddleware, RedisStore"}
 WSGI_SERVERS = ("waitress", "gunicorn")
 
 
@@ -459,6 +483,10 @@ def main() -> None:
                         help="after the usual rounds, load each with-session server at the same time as its bare "
                              "server, both on the server CPU, and report bare / with-session CPU per request: "
                              "a ratio that other load on the machine disturbs far less")
+    parser.add_argument("--stores", default="",
+                        help="also rows of SessionMiddleware on these stores, per WSGI server: sqlite "
+                             "(a file of each server's), redis (a private redis-server; needs "
+                             "redis-server and pip install redis); comma-separated")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--serve-asgi", choices=sorted(ASGI_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -499,6 +527,24 @@ def main() -> None:
         print("Beaker rows skipped: pip install beaker", file=sys.stderr)
     if args.floor:
         kinds.append("floor")
+    extra_env: dict = {}
+    redis_server = None
+    for store in filter(None, args.stores.split(",")):
+        if store == "sqlite":
+            kinds.append("sqlite")
+        elif store == "redis":
+            sys.path.insert(0, ROOT)
+            from tests.redis_server import RedisServer, redis_server_available
+            if not (redis_server_available() and _has("redis")):
+                print("RedisStore rows skipped: apt-get install -y redis-server && pip install redis",
+                      file=sys.stderr)
+                continue
+            redis_server = RedisServer().start()
+            extra_env["HTTP_LOAD_REDIS"] = redis_server.url
+            kinds.append("redis")
+        else:
+            sys.exit(f"--stores: unknown store {store!r} (sqlite, redis)")
+    sqlite_dir = tempfile.mkdtemp(prefix="http-load-") if "sqlite" in kinds else None
 
     specs = []
     if node_ok:
@@ -506,7 +552,9 @@ def main() -> None:
                   ("express + express-session", "express", "session", ["node", "app.js"],
                    {"SESSION_STORE": "memory", "SECRETS": json.dumps([SECRET])}, INTEROP)]
     for name in wsgi_servers:
-        specs += [(f"{name} {PY_LABELS[kind]}", name, kind, python_command(name, kind, args.app_cpu), None, None)
+        specs += [(f"{name} {PY_LABELS[kind]}", name, kind, python_command(name, kind, args.app_cpu),
+                   dict(extra_env, HTTP_LOAD_SQLITE=os.path.join(sqlite_dir, f"{name}.db"))
+                   if sqlite_dir else extra_env or None, None)
                   for kind in kinds]
     specs += [(f"uvicorn {ASGI_LABELS[kind]}", "uvicorn", kind,
                [sys.executable, os.path.abspath(__file__), "--serve-asgi", kind, "--port", "{port}"], None, None)
@@ -540,6 +588,10 @@ def main() -> None:
         for server in servers:
             server.stop()
         os.unlink(script)
+        if redis_server is not None:
+            redis_server.stop()
+        if sqlite_dir is not None:
+            shutil.rmtree(sqlite_dir, ignore_errors=True)
     report(servers, args)
 
 
