@@ -306,28 +306,29 @@ class _Core:
         return _read_record(decode_record(text), text)
 
     # -- express-session's four decisions (index.js: shouldSetCookie, shouldSave,
-    #    shouldTouch, shouldDestroy), over what the Session knows of itself
+    #    shouldTouch, shouldDestroy), over what the Session knows of itself: _is_new (is_new),
+    #    _modified (isModified), _is_saved (isSaved), _gone, _destroyed
 
     def _should_set_cookie(self, sess: "Session", current: Optional[str]) -> bool:
         """A new session's cookie once it is saved or changed; an existing one's on every
         response with rolling, else when it changed and the cookie has an expiry."""
         if sess._gone:
             return False
-        if sess.is_new:
+        if sess._is_new:
             return self.save_uninitialized or sess._modified(current)
         return self.rolling or (sess._cookie.has_expiry and sess._modified(current))
 
     def _should_save(self, sess: "Session", current: Optional[str]) -> bool:
         """A new session once it changed (or always, with save_uninitialized); any other
         unless the store holds it as it is (with resave, it never does)."""
-        if not self.save_uninitialized and sess._saved is None and sess.is_new:
+        if not self.save_uninitialized and sess._saved is None and sess._is_new:
             return sess._modified(current)
         return not sess._is_saved(current)
 
     def _should_touch(self, sess: "Session", saving: bool) -> bool:
         """An existing session that is not being saved (``saving``: _should_save's answer)
         gets its expiry moved instead."""
-        return not saving and not sess.is_new
+        return not saving and not sess._is_new
 
     def _should_destroy(self, sess: "Session") -> bool:
         """The app set the session to None under unset="destroy"."""
@@ -610,7 +611,7 @@ class Session(dict):
 
     __slots__ = ("_req", "_id", "_cookie_id", "_cookie", "_cookie_pos", "_base", "_snapshot",
                  "_originals", "_saved", "_lifetime", "_read", "_regenerated", "_destroyed",
-                 "_touched", "_gone")
+                 "_touched", "_gone", "_is_new")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
@@ -627,6 +628,7 @@ class Session(dict):
         self._cookie_pos = 0
         self._snapshot = "{}"
         self._read = self._regenerated = self._destroyed = self._touched = self._gone = False
+        self._is_new = True  # see is_new
 
     @classmethod
     def _new(cls, request: _Request) -> "Session":
@@ -647,7 +649,8 @@ class Session(dict):
         self._snapshot, self._originals = data_json, None  # see _fill
         self._base = text if text is not None else self._record_text(data_json)
         self._saved = None if request.core.resave else (self._id, None)
-        self._read = self._regenerated = self._destroyed = self._touched = self._gone = False
+        self._read = self._regenerated = self._destroyed = self._gone = self._is_new = False
+        self._touched = cookie._original is None  # no clock to restart (see _touch_once)
         return self
 
     def _fill(self, data: dict, cookie: "Cookie", position: int, text: Optional[str],
@@ -678,7 +681,7 @@ class Session(dict):
     def is_new(self) -> bool:
         """True for a session this request made: none was loaded, or regenerate() replaced it
         (express: the cookie's ID is not the session's)."""
-        return self._id is None or self._id != self._cookie_id
+        return self._is_new
 
     @property
     def modified(self) -> bool:
@@ -794,7 +797,7 @@ class Session(dict):
                 self._fill(*loaded)
                 if self._snapshot is None:
                     self._snapshot = self._dump()
-                self._touched = self._gone = False
+                self._touched, self._gone = self._cookie._original is None, False
                 if not request.core.resave:
                     self._saved = (self._id, None)  # the store holds what was just read
                 return
