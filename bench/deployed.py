@@ -978,7 +978,7 @@ def main() -> None:
         pins = [False]
     conditions = [(pinned, mix) for pinned in pins for mix in mixes]
     sections = [(server, _rows(server, stores, peers, available)) for server in servers + ["node"]]
-    sections = [(server, rows) for server, rows in sections if rows]
+    sections = [(server, rows) for server, rows in sections if any(row.role != "bare" for row in rows)]
     if not sections or not conditions:
         sys.exit("nothing to measure")
     runs = sum(len(rows) for _, rows in sections) * len(conditions) * args.rounds
