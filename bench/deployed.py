@@ -774,11 +774,15 @@ class Postgres:
         with open(os.path.join(self.server.data, "postmaster.pid")) as f:
             self.pid = int(f.readline())
 
+    @staticmethod
+    def database(row: Row) -> str:
+        """The row's database: its server's name in it, so each section's rows have their own."""
+        return f"bench_{row.server}_{row.db}"
+
     def url_for(self, row: Row) -> str:
-        """A new database for the row (its server's name in it: rows of each section have their own)."""
-        name = f"bench_{row.server}_{row.db}"
-        self.conn.execute(f"CREATE DATABASE {name}")
-        return f"{self.server.url.rsplit('/', 1)[0]}/{name}"
+        """Create the row's database; its URL."""
+        self.conn.execute(f"CREATE DATABASE {self.database(row)}")
+        return f"{self.server.url.rsplit('/', 1)[0]}/{self.database(row)}"
 
     def cpu_seconds(self) -> float:
         """The postmaster's and its live children's (one backend per connection), plus the
@@ -792,7 +796,7 @@ class Postgres:
         counts: dict = {"calls": 0}
         for query, calls, rows in self.conn.execute(
                 "SELECT query, calls, rows FROM pg_stat_statements JOIN pg_database d ON d.oid = dbid "
-                "WHERE d.datname = %s", (f"bench_{row.server}_{row.db}",)):
+                "WHERE d.datname = %s", (self.database(row),)):
             counts["calls"] += calls
             verb = query.split(None, 1)[0].lower() if query.strip() else ""
             if verb == "update" and not re.search(r"\bset\s+\"?sess\"?\s*=", query, re.I):
