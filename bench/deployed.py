@@ -1,10 +1,12 @@
 """Sessions as they are deployed: many users, two traffic mixes, one and two server processes,
-MemoryStore, SQLite and Redis, beside a no-library floor and peer libraries, measured with wrk.
+MemoryStore, SQLite, Redis and PostgreSQL, beside a no-library floor and peer libraries, measured
+with wrk.
 
     python bench/deployed.py                       # everything available; prints the time it will take
     python bench/deployed.py --quick               # a short smoke run of the same rows
     python bench/deployed.py --servers waitress --stores sqlite,memory --mixes writes --pin unpinned
     python bench/deployed.py --peers none --users 200 --rounds 5 --json results.json
+    python bench/deployed.py --stores postgres --users 200 --rounds 3 --duration 2
 
 The method, what every row and column means and the latest tables are in bench/README.md.
 In short: each row is a server of its own on 127.0.0.1; before measuring, --users sessions are
@@ -14,12 +16,14 @@ Rounds of all the rows of one server run interleaved, and every row is compared 
 app of its own framework measured in the same round.
 
 Server-side pieces, started by the harness (environment: BENCH_STORE, BENCH_SQLITE, BENCH_REDIS,
-BENCH_STATS):
+BENCH_POSTGRES, BENCH_STATS):
     python bench/deployed.py --serve KIND --port N          waitress, one process, 4 threads
     python -m gunicorn -w 2 -k gthread --threads 4 ... --pythonpath bench "deployed:gunicorn_app('KIND')"
-    node tests/interop/app.js                                Express (SESSION_STORE=none or redis)
-Needs wrk and redis-server (apt-get), node with `npm ci` in tests/interop for the Express rows,
-and pip install waitress gunicorn redis beaker flask flask-session flask-sqlalchemy sqlalchemy django.
+    node tests/interop/app.js                                Express (SESSION_STORE=none, redis or pg)
+Needs wrk, redis-server and postgresql (apt-get), node with `npm ci` in tests/interop for the Express
+rows, and pip install waitress gunicorn redis "psycopg[binary]" beaker flask flask-session
+flask-sqlalchemy sqlalchemy django.  The PostgreSQL rows share one private cluster (tests/postgres_server.py,
+run as the `postgres` user when we are root), a database per row.
 """
 from __future__ import annotations
 
@@ -123,6 +127,10 @@ def _our_store(store: str):
     if store == "sqlite":
         from stores import SQLiteStore
         return SQLiteStore(os.environ["BENCH_SQLITE"], ttl=TTL)
+    if store == "postgres":
+        from stores.postgres_store import PostgresStore
+        return PostgresStore(conninfo=os.environ["BENCH_POSTGRES"], ttl=TTL,
+                             create_table_if_missing=bool(os.environ.get("BENCH_PREPARE")))
     from stores import RedisStore
     return RedisStore(url=os.environ["BENCH_REDIS"], ttl=TTL)
 
@@ -236,7 +244,35 @@ class _FloorRedis:
         self.client.set("floor:" + sid, text, ex=TTL)
 
 
-_FLOOR_DRIVERS = {"memory": _FloorMemory, "sqlite": _FloorSQLite, "redis": _FloorRedis}
+class _FloorPostgres:
+    """psycopg 3, one autocommit connection per thread, connect-pg-simple's table shape (the one
+    PostgresStore and the Express peer use): a SELECT of the live row, and one upsert on a change."""
+
+    def __init__(self) -> None:
+        self.url, self.local = os.environ["BENCH_POSTGRES"], threading.local()
+        self._cursor().execute("CREATE TABLE IF NOT EXISTS floor (sid varchar PRIMARY KEY, sess json NOT NULL, "
+                               "expire timestamp(6) NOT NULL)")
+        self._cursor().execute('CREATE INDEX IF NOT EXISTS "IDX_floor_expire" ON floor (expire)')
+
+    def _cursor(self):
+        cur = getattr(self.local, "cur", None)
+        if cur is None:
+            import psycopg
+            cur = self.local.cur = psycopg.connect(self.url, autocommit=True).cursor()
+        return cur
+
+    def get(self, sid: str):
+        row = self._cursor().execute("SELECT sess::text FROM floor WHERE sid = %s AND expire >= to_timestamp(%s)",
+                                     (sid, time.time())).fetchone()
+        return row[0] if row else None
+
+    def set(self, sid: str, text: str) -> None:
+        self._cursor().execute("INSERT INTO floor (sid, sess, expire) VALUES (%s, %s, to_timestamp(%s)) "
+                               "ON CONFLICT (sid) DO UPDATE SET sess = excluded.sess, expire = excluded.expire",
+                               (sid, text, time.time() + TTL))
+
+
+_FLOOR_DRIVERS = {"memory": _FloorMemory, "sqlite": _FloorSQLite, "redis": _FloorRedis, "postgres": _FloorPostgres}
 
 
 def beaker(store: str):
@@ -469,8 +505,9 @@ def serve(kind: str, port: int) -> None:
 
 
 def prepare(kind: str) -> None:
-    """Create a row's tables before its server starts (two gunicorn workers would race to),
-    put its SQLite file in WAL mode (persistent), and check that the app counts: one request in-process."""
+    """Create a row's tables before its server starts (two gunicorn workers would race to; SQLite
+    or PostgreSQL), put its SQLite file in WAL mode (persistent), and check that the app counts:
+    one request in-process."""
     from wsgiref.util import setup_testing_defaults
     os.environ["BENCH_PREPARE"] = "1"
     app = build_app(kind)
@@ -492,9 +529,10 @@ def prepare(kind: str) -> None:
 
 # ================================================================ the harness
 
-from http_load import _cpu_seconds, _free_port, _wait_port   # noqa: E402  (stdlib only)
+from http_load import _cpu_seconds, _free_port, _stat, _wait_port   # noqa: E402  (stdlib only)
 
-STORE_LABELS = {"memory": "MemoryStore", "sqlite": "SQLite", "redis": "Redis"}
+STORE_LABELS = {"memory": "MemoryStore", "sqlite": "SQLite", "redis": "Redis", "postgres": "PostgreSQL"}
+STORE_SERVERS = {"redis": "redis-server", "postgres": "PostgreSQL"}
 SERVER_TITLES = {"waitress": "waitress 3, one process, 4 threads",
                  "gunicorn": "gunicorn -w 2 -k gthread --threads 4 (two processes sharing the store)",
                  "node": "Node, Express 4, one process"}
@@ -509,14 +547,14 @@ class Row:
     """One server: a framework's bare app, or an app with a session on one store."""
 
     def __init__(self, label: str, family: str, role: str, server: str, store: str | None,
-                 kind: str | None = None, cookie: str | None = None, redis_db: int = 0) -> None:
+                 kind: str | None = None, cookie: str | None = None, db: int = 0) -> None:
         self.label, self.family, self.role, self.server, self.store = label, family, role, server, store
-        self.kind, self.cookie_name, self.redis_db = kind, cookie, redis_db
+        self.kind, self.cookie_name, self.db = kind, cookie, db     # db: its Redis db or PostgreSQL database
         self.results: dict = {}          # (pinned, mix) -> list of per-run dicts
         self.proc: subprocess.Popen | None = None
         self.seqs: dict = {}             # pid -> last counters seq seen
 
-    def start(self, workdir: str, redis_url: str | None, cpus: set) -> None:
+    def start(self, workdir: str, backends: dict, cpus: set) -> None:
         self.dir = os.path.join(workdir, self.server, re.sub(r"[^a-z0-9]+", "-", self.label.lower()))
         self.stats = os.path.join(self.dir, "stats")
         os.makedirs(self.stats)
@@ -524,14 +562,15 @@ class Row:
         env = dict(os.environ, PORT=str(self.port), BENCH_STATS=self.stats, BENCH_STORE=self.store or "memory",
                    BENCH_SQLITE=os.path.join(self.dir, "sessions.db"))
         env.pop("NODE_ENV", None)
-        if redis_url:
-            env["BENCH_REDIS"] = f"{redis_url.rsplit('/', 1)[0]}/{self.redis_db}"
+        if self.store in backends:
+            env["BENCH_" + self.store.upper()] = backends[self.store].url_for(self)
         if self.server == "node":
-            env.update(SESSION_STORE="redis" if self.store else "none", SECRETS=json.dumps([SECRET]),
-                       REDIS_URL=env.get("BENCH_REDIS", ""))
+            env.update(SESSION_STORE={"redis": "redis", "postgres": "pg"}.get(self.store, "none"),
+                       SECRETS=json.dumps([SECRET]), REDIS_URL=env.get("BENCH_REDIS", ""),
+                       DATABASE_URL=env.get("BENCH_POSTGRES", ""))
             cmd, cwd = ["node", "app.js"], INTEROP
         else:
-            if self.store == "sqlite":
+            if self.store in ("sqlite", "postgres"):
                 done = subprocess.run([sys.executable, os.path.abspath(__file__), "--prepare", self.kind],
                                       env=dict(env, BENCH_STATS=""), cwd=ROOT, capture_output=True, text=True)
                 if done.returncode:
@@ -697,11 +736,79 @@ class Redis:
         self.client = redis.Redis.from_url(self.url)
         self.pid = self.server._proc.pid
 
-    def commands(self) -> dict:
-        return {name[8:]: stats["calls"] for name, stats in self.client.info("commandstats").items()}
+    def url_for(self, row: Row) -> str:
+        return f"{self.url.rsplit('/', 1)[0]}/{row.db}"
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.pid)
+
+    def counters(self, row: Row) -> dict:
+        """Write commands so far, by name: the whole server's, since one row runs at a time.
+        (Commands a script runs are counted too, beside its EVALSHA.)"""
+        return {"redis " + name[8:]: stats["calls"] for name, stats in self.client.info("commandstats").items()
+                if name[8:] in REDIS_WRITES}
 
     def close(self) -> None:
         self.client.close()
+        self.server.close()
+
+
+class Postgres:
+    """The private PostgreSQL cluster every PostgreSQL row uses (a database each), and its counts.
+
+    Writes are counted by pg_stat_statements: rows each INSERT, UPDATE or DELETE changed, per
+    database, kept in shared memory as each statement ends.  (pg_stat_user_tables' n_tup_* would
+    do, but an idle backend flushes its last second of counts up to 10 s later.)  Durability as
+    SQLiteStore's synchronous=NORMAL: fsync on, but a commit does not wait for its WAL flush."""
+
+    SETTINGS = {"shared_preload_libraries": "pg_stat_statements", "fsync": "on", "full_page_writes": "on",
+                "synchronous_commit": "off"}
+
+    def __init__(self) -> None:
+        import psycopg
+        sys.path.insert(0, ROOT)
+        from tests.postgres_server import PostgresServer
+        self.server = PostgresServer(settings=self.SETTINGS).start()
+        self.conn = psycopg.connect(self.server.url, autocommit=True)
+        self.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        with open(os.path.join(self.server.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline())
+
+    @staticmethod
+    def database(row: Row) -> str:
+        """The row's database: its server's name in it, so each section's rows have their own."""
+        return f"bench_{row.server}_{row.db}"
+
+    def url_for(self, row: Row) -> str:
+        """Create the row's database; its URL."""
+        self.conn.execute(f"CREATE DATABASE {self.database(row)}")
+        return f"{self.server.url.rsplit('/', 1)[0]}/{self.database(row)}"
+
+    def cpu_seconds(self) -> float:
+        """The postmaster's and its live children's (one backend per connection), plus the
+        children it has reaped: a connection closed during a run keeps its CPU counted."""
+        fields = _stat(self.pid)
+        return _cpu_seconds(self.pid) + (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+    def counters(self, row: Row) -> dict:
+        """Rows written so far in the row's database, by kind of statement (an UPDATE setting only
+        ``expire`` is a touch; INSERT ... ON CONFLICT an upsert), and all statements ("calls")."""
+        counts: dict = {"calls": 0}
+        for query, calls, rows in self.conn.execute(
+                "SELECT query, calls, rows FROM pg_stat_statements JOIN pg_database d ON d.oid = dbid "
+                "WHERE d.datname = %s", (self.database(row),)):
+            counts["calls"] += calls
+            verb = query.split(None, 1)[0].lower() if query.strip() else ""
+            if verb == "update" and not re.search(r"\bset\s+\"?sess\"?\s*=", query, re.I):
+                verb = "touch"
+            elif verb == "insert" and re.search(r"\bon\s+conflict\b", query, re.I):
+                verb = "upsert"
+            if verb in ("insert", "upsert", "update", "touch", "delete"):
+                counts["pg " + verb] = counts.get("pg " + verb, 0) + rows
+        return counts
+
+    def close(self) -> None:
+        self.conn.close()
         self.server.close()
 
 
@@ -712,22 +819,23 @@ def _latency_ms(out: str, percent: str) -> float | None:
     return float(found.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[found.group(2)]
 
 
-def run_wrk(row: Row, mix: str, args, duration: float, wrk_cpus: set, redis: Redis | None) -> dict:
-    """One wrk run against a row: req/s, latency, server-side CPU and store writes per request."""
-    redis_pid = redis.pid if redis and row.store == "redis" else None
+def run_wrk(row: Row, mix: str, args, duration: float, wrk_cpus: set, backends: dict) -> dict:
+    """One wrk run against a row: req/s, latency, server-side CPU (with its store server's) and
+    store writes per request."""
+    backend = backends.get(row.store)
     counters_before = row.counters()
-    commands_before = redis.commands() if redis_pid else {}
-    cpu_before = _cpu_seconds(row.proc.pid) + (_cpu_seconds(redis_pid) if redis_pid else 0)
-    redis_cpu_before = _cpu_seconds(redis_pid) if redis_pid else 0
+    store_before = backend.counters(row) if backend else {}
+    store_cpu_before = backend.cpu_seconds() if backend else 0.0
+    cpu_before = _cpu_seconds(row.proc.pid)
     cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
            "--timeout", "5s", "--latency", "-s", args.script, f"http://127.0.0.1:{row.port}/",
            "--", row.cookie_file, str(MIXES[mix])]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60,
                           preexec_fn=lambda: os.sched_setaffinity(0, wrk_cpus))
     out = proc.stdout
-    redis_cpu = (_cpu_seconds(redis_pid) - redis_cpu_before) if redis_pid else 0.0
-    cpu = _cpu_seconds(row.proc.pid) + (_cpu_seconds(redis_pid) if redis_pid else 0) - cpu_before
-    commands_after = redis.commands() if redis_pid else {}
+    store_cpu = (backend.cpu_seconds() - store_cpu_before) if backend else 0.0
+    cpu = _cpu_seconds(row.proc.pid) - cpu_before + store_cpu
+    store_after = backend.counters(row) if backend else {}
     counters_after = row.counters()
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -736,14 +844,14 @@ def run_wrk(row: Row, mix: str, args, duration: float, wrk_cpus: set, redis: Red
         raise RuntimeError(f"{row.label}: wrk failed or the server answered errors\n{out}{proc.stderr}")
     requests = max(int(count.group(1)), 1)
     writes = {key: counters_after.get(key, 0) - counters_before.get(key, 0) for key in counters_after}
-    for name, calls in commands_after.items():
-        if name in REDIS_WRITES and calls != commands_before.get(name, 0):
-            writes["redis " + name] = calls - commands_before.get(name, 0)
+    writes.update((key, value - store_before.get(key, 0)) for key, value in store_after.items())
+    calls = writes.pop("calls", None)
     writes = {key: value for key, value in writes.items() if value}
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     row.check_sessions()
     return {"rate": float(rate.group(1)), "requests": requests, "cpu": cpu / requests,
-            "redis_cpu": redis_cpu / requests, "p50": _latency_ms(out, "50"), "p99": _latency_ms(out, "99"),
+            "store_cpu": store_cpu / requests, "store_calls": None if calls is None else calls / requests,
+            "p50": _latency_ms(out, "50"), "p99": _latency_ms(out, "99"),
             "writes": writes, "writes_per_1k": sum(writes.values()) * 1000 / requests,
             "errors": sum(map(int, errors.groups())) if errors else 0}
 
@@ -753,21 +861,23 @@ def _rows(server: str, stores: list, peers: set, available: dict) -> list:
     rows: list = []
     db = itertools.count(1)
     if server == "node":
-        if "express" in peers and "redis" in stores:
-            rows = [Row("Express bare", "express", "bare", "node", None),
-                    Row("express-session + connect-redis", "express", "peer", "node", "redis",
-                        cookie="connect.sid", redis_db=next(db))]
-        return rows
+        if "express" in peers:
+            rows = [Row(f"express-session + {peer}", "express", "peer", "node", store, cookie="connect.sid",
+                        db=next(db))
+                    for store, peer in (("redis", "connect-redis"), ("postgres", "connect-pg-simple"))
+                    if store in stores]
+        return [Row("Express bare", "express", "bare", "node", None)] + rows if rows else []
     rows.append(Row("WSGI bare", "wsgi", "bare", server, None, "bare"))
     for store in stores:
         if store == "memory" and server != "waitress":
             continue
         rows.append(Row(f"floor, {STORE_LABELS[store]}", "wsgi", "floor", server, store, "floor",
                         "connect.sid", next(db)))
-        name = {"memory": "MemoryStore", "sqlite": "SQLiteStore", "redis": "RedisStore"}[store]
+        name = {"memory": "MemoryStore", "sqlite": "SQLiteStore", "redis": "RedisStore",
+                "postgres": "PostgresStore"}[store]
         rows.append(Row(f"SessionMiddleware + {name}", "wsgi", "ours", server, store, "ours",
                         "connect.sid", next(db)))
-        if store == "memory":
+        if store in ("memory", "postgres"):    # PostgreSQL's peer: express-session + connect-pg-simple
             continue
         if "beaker" in peers and available["beaker"]:
             label = "Beaker ext:database (SQLite)" if store == "sqlite" else "Beaker ext:redis"
@@ -786,28 +896,33 @@ def _rows(server: str, stores: list, peers: set, available: dict) -> list:
 
 def _available() -> dict:
     import importlib.util
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from tests.postgres_server import postgres_server_available
 
     def has(*modules):
         return all(importlib.util.find_spec(m) is not None for m in modules)
     return {"waitress": has("waitress"), "gunicorn": has("gunicorn"), "redis": has("redis") and bool(
                 shutil.which("redis-server")),
+            "postgres": has("psycopg") and postgres_server_available(),
             "beaker": has("beaker", "sqlalchemy"), "flask": has("flask", "flask_session", "flask_sqlalchemy"),
             "django": has("django"),
-            "express": bool(shutil.which("node")) and os.path.isdir(os.path.join(INTEROP, "node_modules",
-                                                                                 "connect-redis"))}
+            "express": bool(shutil.which("node")) and all(
+                os.path.isdir(os.path.join(INTEROP, "node_modules", m)) for m in ("connect-redis", "connect-pg-simple"))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--servers", default="waitress,gunicorn", help="waitress,gunicorn (default both)")
-    parser.add_argument("--stores", default="memory,sqlite,redis",
-                        help="memory,sqlite,redis (default all; MemoryStore only under waitress)")
+    parser.add_argument("--stores", default="memory,sqlite,redis,postgres",
+                        help="memory,sqlite,redis,postgres (default all; MemoryStore only under waitress)")
     parser.add_argument("--mixes", default="writes,reads",
                         help="writes (every request increments), reads (90%% only read); default both")
     parser.add_argument("--peers", default="beaker,flask,django,express",
                         help="beaker,flask,django,express or none (default all that are installed)")
     parser.add_argument("--pin", choices=("both", "pinned", "unpinned"), default="both",
-                        help="pinned: servers and redis-server on one CPU, wrk on the other; unpinned: the OS "
+                        help="pinned: servers, redis-server and PostgreSQL on one CPU, wrk on the other; "
+                             "unpinned: the OS "
                              "schedules all (default both)")
     parser.add_argument("--users", type=int, default=1000, help="distinct sessions, rotated (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per condition (default 3)")
@@ -837,7 +952,7 @@ def main() -> None:
             parser.error(f"unknown {what}: {', '.join(sorted(wrong))} (choose from {', '.join(choices)})")
         return [c for c in choices if c in names]
     servers = listed(args.servers, ("waitress", "gunicorn"), "server")
-    stores = listed(args.stores, ("memory", "sqlite", "redis"), "store")
+    stores = listed(args.stores, ("memory", "sqlite", "redis", "postgres"), "store")
     mixes = listed(args.mixes, ("writes", "reads"), "mix")
     peers = set(listed(args.peers, ("beaker", "flask", "django", "express"), "peer"))
     if not shutil.which("wrk"):
@@ -850,6 +965,10 @@ def main() -> None:
     if "redis" in stores and not available["redis"]:
         print("Redis rows skipped: needs redis-server (apt-get) and pip install redis", file=sys.stderr)
         stores.remove("redis")
+    if "postgres" in stores and not available["postgres"]:
+        print('PostgreSQL rows skipped: needs postgresql (apt-get; initdb and pg_ctl, and a postgres user when '
+              'run as root) and pip install "psycopg[binary]"', file=sys.stderr)
+        stores.remove("postgres")
     for peer, need in (("beaker", "pip install beaker sqlalchemy"),
                        ("flask", "pip install flask flask-session flask-sqlalchemy"),
                        ("django", "pip install django"), ("express", "node and `cd tests/interop && npm ci`")):
@@ -863,7 +982,7 @@ def main() -> None:
         pins = [False]
     conditions = [(pinned, mix) for pinned in pins for mix in mixes]
     sections = [(server, _rows(server, stores, peers, available)) for server in servers + ["node"]]
-    sections = [(server, rows) for server, rows in sections if rows]
+    sections = [(server, rows) for server, rows in sections if any(row.role != "bare" for row in rows)]
     if not sections or not conditions:
         sys.exit("nothing to measure")
     runs = sum(len(rows) for _, rows in sections) * len(conditions) * args.rounds
@@ -874,19 +993,22 @@ def main() -> None:
     with os.fdopen(fd, "w") as f:
         f.write(LUA)
     workdir = tempfile.mkdtemp(prefix="bench-deployed-")
-    redis = Redis() if "redis" in stores else None
+    backends: dict = {}
     started, failed = time.monotonic(), []
     try:
+        for store, backend in (("redis", Redis), ("postgres", Postgres)):
+            if store in stores:
+                backends[store] = backend()
         for server, rows in sections:
             try:
-                measure(rows, conditions, args, workdir, redis, cpus)
+                measure(rows, conditions, args, workdir, backends, cpus)
             except Exception:   # report what the other sections measured
                 traceback.print_exc()
                 failed.append(server)
             print(f"  {server}: done ({(time.monotonic() - started) / 60:.1f} min)", file=sys.stderr, flush=True)
     finally:
-        if redis:
-            redis.close()
+        for backend in backends.values():
+            backend.close()
         os.unlink(args.script)
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
@@ -903,36 +1025,35 @@ def main() -> None:
                                 for server, rows in sections for row in rows]}, f, indent=1)
 
 
-def measure(rows: list, conditions: list, args, workdir: str, redis: Redis | None, cpus: list) -> None:
+def measure(rows: list, conditions: list, args, workdir: str, backends: dict, cpus: list) -> None:
     """One server's rows: start them, create their users, warm up, then the interleaved rounds of
-    every condition (each framework's rows run next to its bare app; the tables list them by store)."""
-    if redis:
-        redis.client.flushall()
+    every condition (each framework's rows run next to its bare app; the tables list them by store).
+    backends: the store servers by store name (Redis, Postgres)."""
+    if "redis" in backends:
+        backends["redis"].client.flushall()
     order = sorted(rows, key=lambda row: FAMILIES.index(row.family))
     try:
         for row in rows:
-            row.start(workdir, redis.url if redis else None, set(cpus))
+            row.start(workdir, backends, set(cpus))
         for row in rows:
             row.make_users(args.users)
         for row in rows:                          # warm-up: imports, caches, Node's JIT
-            run_wrk(row, conditions[0][1], args, 1, set(cpus), redis)
+            run_wrk(row, conditions[0][1], args, 1, set(cpus), backends)
         for pinned, mix in conditions:
             server_cpus, wrk_cpus = ({cpus[0]}, {cpus[1]}) if pinned else (set(cpus), set(cpus))
-            for row in rows:
-                _set_affinity(row.proc.pid, server_cpus)
-            if redis:
-                _set_affinity(redis.pid, server_cpus)
+            for pid in [row.proc.pid for row in rows] + [backend.pid for backend in backends.values()]:
+                _set_affinity(pid, server_cpus)
             for round_no in range(args.rounds):
                 for row in order if round_no % 2 == 0 else order[::-1]:
-                    result = run_wrk(row, mix, args, args.duration, wrk_cpus, redis)
+                    result = run_wrk(row, mix, args, args.duration, wrk_cpus, backends)
                     row.results.setdefault((pinned, mix), []).append(result)
             print(f"  {rows[0].server}, {'pinned' if pinned else 'unpinned'}, {mix}: measured",
                   file=sys.stderr, flush=True)
     finally:
         for row in rows:
             row.stop()
-        if redis:
-            _set_affinity(redis.pid, set(cpus))
+        for backend in backends.values():
+            _set_affinity(backend.pid, set(cpus))
 
 
 def report_saved(path: str) -> None:
@@ -963,9 +1084,10 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
           f"{args.rounds} interleaved round(s) of {args.duration:g} s per condition; took {elapsed / 60:.1f} min. "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs.")
     for server, rows in sections:
+        serving = ["server"] + [name for store, name in STORE_SERVERS.items() if any(r.store == store for r in rows)]
         for pinned, mix in conditions:
-            where = ("server and redis-server on CPU 0, wrk on CPU 1" if pinned
-                     else "unpinned: the OS schedules server, redis-server and wrk")
+            where = (f"{_listing(serving)} on CPU 0, wrk on CPU 1" if pinned
+                     else f"unpinned: the OS schedules {_listing(serving + ['wrk'])}")
             what = "every request increments" if mix == "writes" else "90% of requests only read"
             print(f"\n#### {SERVER_TITLES[server]}: {mix} ({what}); {where}\n")
             print("| row | req/s | with / bare | p50 ms | p99 ms | CPU µs/req | over bare | writes / 1k req |")
@@ -991,9 +1113,10 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
                       f"{p99:.1f} | {statistics.median(r['cpu'] for r in runs) * 1e6:.0f} | {extra} | {writes} |")
     print("\nreq/s: median of the rounds (range). with / bare: median of the per-round ratios against the same\n"
           "framework's bare app on the same server (range). p50/p99: medians of wrk's per-run percentiles.\n"
-          "CPU: the server's processes plus, for Redis rows, redis-server, per request; over bare: the median of\n"
-          "the per-round differences from the bare app's (what the session costs, comparable across frameworks).\n"
-          "writes: store writes per 1,000 requests, touches included (Redis write commands; SQLite rows changed;\n"
+          "CPU: the server's processes plus, for Redis rows, redis-server's and, for PostgreSQL rows, the cluster's\n"
+          "processes', per request; over bare: the median of the per-round differences from the bare app's (what\n"
+          "the session costs, comparable across frameworks).  writes: store writes per 1,000 requests, touches\n"
+          "included (Redis write commands; PostgreSQL rows inserted, updated or deleted; SQLite rows changed;\n"
           "MemoryStore calls).")
     print("\nTargets (medians of this run; each ratio is with / bare on the same server):")
     for server, rows in sections:
@@ -1003,7 +1126,8 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
                 print(f"  {server}, {'pinned' if pinned else 'unpinned'}, {mix}:")
                 for line in lines:
                     print(f"      {line}")
-    print("\nStore writes per 1,000 requests by kind, and redis-server's CPU per request (median runs):")
+    print("\nStore writes per 1,000 requests by kind, and the store server's CPU (and PostgreSQL's statements)\n"
+          "per request (median runs):")
     for server, rows in sections:
         for row in rows:
             if row.role == "bare":
@@ -1015,9 +1139,19 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
                     continue                       # one line per mix: the pinned runs where there are some
                 run = sorted(runs, key=lambda r: r["writes_per_1k"])[len(runs) // 2]
                 kinds = ", ".join(f"{k} {v * 1000 / run['requests']:.0f}" for k, v in sorted(run["writes"].items()))
-                redis_cpu = statistics.median(r["redis_cpu"] for r in runs) * 1e6
-                parts.append(f"{mix}: {kinds or 'none'}" + (f" (redis-server {redis_cpu:.0f} µs)" if redis_cpu else ""))
+                parts.append(f"{mix}: {kinds or 'none'}")
+                if row.store in STORE_SERVERS:
+                    cpu = statistics.median(r.get("store_cpu", r.get("redis_cpu", 0)) for r in runs) * 1e6
+                    calls = [r["store_calls"] for r in runs if r.get("store_calls") is not None]
+                    per = f", {statistics.median(calls):.2f} statements" if calls else ""
+                    parts[-1] += f" ({STORE_SERVERS[row.store]} {cpu:.0f} µs{per})"
             print(f"  {server:8} {row.label:36} " + "; ".join(parts))
+
+
+def _listing(names: list) -> str:
+    """a, b and c."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
 
 def _targets(rows: list, condition: tuple) -> list:
     """Ours against MemoryStore, against the floor, and against the best peer, per store."""
