@@ -428,6 +428,30 @@ class TestTouch(PostgresCase):
         store.touch("t", SetByTheRequest(make_record(100)))
         self.assertAlmostEqual(self.expire_epoch("t"), time.time() + 100, delta=3)
 
+    def test_a_touch_that_would_barely_move_the_expiry_is_not_sent(self):
+        store = self.store()
+        store.set("t", make_record(3600, v=1))
+        before = self.expire_epoch("t")
+        self.assertEqual(store.get_text("t")[:10], '{"cookie":')  # the get returns the expiry
+        statements = []
+        real_call = store._call
+        store._call = lambda work: statements.append(work) or real_call(work)
+        store.touch("t", make_record(3610, v=1))      # 10 s later: under 1% of an hour
+        self.assertEqual((statements, self.expire_epoch("t")), ([], before))
+        store.touch("t", make_record(3700, v=1))      # 100 s later: sent
+        self.assertEqual(len(statements), 1)
+        self.assertAlmostEqual(self.expire_epoch("t"), time.time() + 3700, delta=3)
+
+    def test_a_save_that_barely_moves_the_expiry_writes_the_data_alone(self):
+        store = self.store()
+        store.set("t", make_record(3600, v=1))
+        base = store.get_text("t")
+        before = self.expire_epoch("t")
+        text = session.encode_record(make_record(3610, v=2))
+        self.assertTrue(store.merge("t", session.Change(base, text, time.time() + 3610)))
+        self.assertEqual(self.sql("SELECT sess::text FROM session"), [(text,)])
+        self.assertEqual(self.expire_epoch("t"), before)
+
     def test_disable_touch_leaves_expire_alone(self):
         store = self.store(disable_touch=True)
         store.set("t", make_record(100))
