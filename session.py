@@ -345,7 +345,7 @@ class _Core:
         if not self._should_set_cookie(sess, current):
             return None
         cookie = sess._cookie or sess._ensure_cookie()
-        if cookie.secure and not sess._req.is_secure():
+        if cookie._attrs[2] and not sess._req.is_secure():  # secure (see _ATTRIBUTES)
             self._warn_insecure()
             return None
         if not sess._touched:
@@ -820,8 +820,8 @@ class Session(dict):
         """Restart the cookie's clock once per request, as express does when it is sent or saved."""
         if not self._touched:
             cookie = self._cookie  # if None, it is made when needed, and starts its clock then
-            if cookie is not None and cookie._original is not None:
-                cookie.touch()
+            if cookie is not None and cookie._original is not None:  # as Cookie.touch()
+                cookie._expires = time.time_ns() // 1_000_000 + int(cookie._original)
             self._touched = True
 
     # -- change tracking
@@ -1657,7 +1657,9 @@ class Store:
         record has.  Otherwise the store writes ``change.text`` if it still holds
         ``change.base``, else ``change.apply(stored)``, as one atomic step (a
         compare-and-set, retried).  This default reads, merges and writes without a
-        lock: right when requests on one session do not overlap, not when they do.
+        lock: right when requests on one session do not overlap, not when they do; and
+        it sees records, not the store's expiry, so it cannot keep a later one a touch
+        wrote.
         """
         record = self.get(sid)
         if (record is None) != (change.base is None):
@@ -2080,7 +2082,9 @@ class ASGISessionMiddleware(_Core):
         options = self._options or self._request_options(scope)
         if options.scoped and not options.covers(_scope_path(scope)):
             return await self.app(scope, receive, send)
-        cookie_id, resend = self._read_cookie(_cookie_header(scope))
+        header = _cookie_header(scope)
+        # A returning visitor's header, verified before, is found whole (see _read_cookie).
+        cookie_id, resend = self._verified_headers.get(header) or self._read_cookie(header)
         request = _Request(self, scope, key, options, cookie_id, resend, [])
         stored = None
         if cookie_id:
@@ -2113,7 +2117,8 @@ class ASGISessionMiddleware(_Core):
             if not ended and (kind == "http.response.pathsend" or (
                     kind in _LAST_BODY_TYPES and not message.get("more_body"))):
                 ended = True  # the last body message: the store first, then the head
-                current = await self._end(sess)
+                current = self._end_now(sess) if self._inline and not sess._req.pending \
+                    else await self._end(sess)
             else:
                 current = _NOTHING
             try:
@@ -2210,6 +2215,16 @@ class ASGISessionMiddleware(_Core):
             self._carry_out(sess, action)
         else:
             await self._acarry_out(sess, action)
+        return current
+
+    def _end_now(self, sess: Session) -> Optional[str]:
+        """``_end`` for a store called from the event loop, with no store work left over."""
+        request = sess._req
+        request.ended = True
+        current = sess._current()
+        action = self._store_action(sess, request.context.get(request.key) is not None, current)
+        if action is not None:
+            self._carry_out(sess, action)
         return current
 
     async def _do_pending(self, request: _Request) -> None:
