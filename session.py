@@ -316,7 +316,8 @@ class _Core:
             return False
         if sess._is_new:
             return self.save_uninitialized or sess._modified(current)
-        return self.rolling or (sess._cookie.has_expiry and sess._modified(current))
+        return self.rolling or (sess._cookie._expires is not None  # has_expiry
+                                and sess._modified(current))
 
     def _should_save(self, sess: "Session", current: Optional[str]) -> bool:
         """A new session once it changed (or always, with save_uninitialized); any other
@@ -380,7 +381,11 @@ class _Core:
         """Do a store action (see _store_action) and note on the session what came of it."""
         kind, sid, store = action[0], action[1], self._store
         if kind == "merge":
-            sess._merged(sid, action[2], action[3], self._merge(sid, action[2]))
+            change = action[2]
+            if self._merge(sid, change):
+                sess._base, sess._saved = change.text, (sid, action[3])  # as _merged
+            else:
+                sess._merged(sid, change, action[3], False)
         elif kind == "touch":
             store.touch(sid, action[2])
         elif kind == "set":
@@ -906,7 +911,10 @@ class Session(dict):
     def _change(self, data: str) -> "Change":
         """This session's write for the store's merge(): the record as loaded, the record now."""
         cookie = self._cookie or self._ensure_cookie()
-        cookie_json, ms = cookie._json()
+        if cookie._expires is None and cookie._original is None:  # as _json, for no times
+            cookie_json, ms = (_TEMPLATES.get(cookie._attrs) or _templates(cookie._attrs))[3], None
+        else:
+            cookie_json, ms = cookie._json()
         if self._cookie_pos == 0:  # as _join_record
             text = f'{{"cookie":{cookie_json}}}' if data == "{}" else f'{{"cookie":{cookie_json},{data[1:]}'
         else:
