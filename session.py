@@ -26,7 +26,6 @@ helpers.
 """
 from __future__ import annotations
 
-import asyncio
 import binascii
 import functools
 import hashlib
@@ -1707,6 +1706,7 @@ class Store:
 
 async def _in_thread(function: Callable, *args: Any) -> Any:
     """``function(*args)`` in the event loop's default thread pool, so it cannot block the loop."""
+    import asyncio  # here, not at the top: a WSGI app never pays for importing it
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
 
@@ -2197,6 +2197,7 @@ class ASGISessionMiddleware(_Core):
         request = sess._req
         if request.ended:
             return
+        import asyncio
         if gone or isinstance(exc, asyncio.CancelledError):
             await self._end(sess)
         else:
