@@ -702,6 +702,7 @@ class TestRedisStoreTouch(AsyncRedisTestCase):
             with self.subTest(kind):
                 calls = self.calls(store, kind)
                 self.raw.set("sess:t", text_of(None), ex=500)
+                calls.get_text("t")   # as a request does before it touches: the expiry is read
                 calls.touch("t", prepared(time.time() + 100))
                 self.assertTrue(_within(self.raw.pttl("sess:t"), 500), "not shortened")
                 calls.touch("t", record(time.time() + 100))   # a plain dict: keep_later too
@@ -713,6 +714,7 @@ class TestRedisStoreTouch(AsyncRedisTestCase):
                 calls.touch("missing", prepared(time.time() + 900))
                 self.assertFalse(self.raw.exists("sess:missing"))
                 self.raw.persist("sess:t")
+                calls.get_text("t")
                 calls.touch("t", prepared(time.time() + 900))
                 self.assertEqual(self.raw.pttl("sess:t"), -1, "no expiry is the latest")
                 calls.touch("t", prepared(time.time() - 1, keep_later=False))
@@ -721,11 +723,23 @@ class TestRedisStoreTouch(AsyncRedisTestCase):
     def test_touch_never_shortens_the_key_unless_asked(self):
         self.check_touch_rules(self.store())
 
-    def test_touch_sends_expire_gt(self):
+    def test_a_touch_that_would_barely_move_the_expiry_is_not_sent(self):
         store = self.store()
-        self.raw.set("sess:t", text_of(None), ex=500)
         for kind in KINDS:
             with self.subTest(kind):
+                self.raw.set("sess:t", text_of(None), ex=3600)
+                calls = self.calls(store, kind)
+                self.assertIsNotNone(calls.get_text("t"))   # one script: GET and PTTL
+                sent = _sent(_monitored(self.raw, lambda: calls.touch("t", prepared(time.time() + 3610))))
+                self.assertEqual(sent, [])                  # 10 s: under 1% of an hour
+                sent = _sent(_monitored(self.raw, lambda: calls.touch("t", prepared(time.time() + 3700))))
+                self.assertEqual(sent, ["EXPIRE"])          # 100 s: sent
+
+    def test_touch_sends_expire_gt(self):
+        store = self.store()
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.raw.set("sess:t", text_of(None), ex=500)
                 calls = self.calls(store, kind)
                 calls.get_text("t")
                 sent = [c for _, c in _monitored(
@@ -930,8 +944,9 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
             base = text_of(None, n=1)
             self.assertTrue(run(store.amerge("s", session.Change(None, base, None))))
             server.stop()
+            far = prepared(time.time() + 5 * 86400)  # a touch that moves the expiry: it is sent
             for call in (store.aget_text("s"), store.amerge("s", session.Change(base, base, None)),
-                         store.atouch("s", prepared(None)), store.adestroy("s")):
+                         store.atouch("s", far), store.adestroy("s")):
                 with self.assertRaises(redis.ConnectionError):
                     run(call)
             server.start()   # empty: there is no persistence
