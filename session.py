@@ -2312,7 +2312,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 def _raw_cookie(header: str, name: str) -> Optional[str]:
-    """``_find_cookie`` before percent-decoding: the value as sent, surrounding quotes removed.
+    """The named cookie's value as sent (before percent-decoding), surrounding quotes removed.
 
     Linear in the header's length: each ``;``-separated pair is looked at once at most,
     however many times the name occurs in it.
