@@ -74,11 +74,12 @@ end
 return 1
 """)
 
-# GET and PTTL of one key in one round trip (one key: fine on a cluster); nil if missing.
+# GET and PTTL of one key in one round trip (one key: fine on a cluster), as one string
+# "<pttl>:<value>" (a client parses one bulk string faster than a two-item array); nil if missing.
 _GET_WITH_TTL = _Script("""
 local value = redis.call('GET', KEYS[1])
 if not value then return false end
-return {value, redis.call('PTTL', KEYS[1])}
+return redis.call('PTTL', KEYS[1]) .. ':' .. value
 """)
 
 # EXPIRE key ttl GT, for servers older than Redis 7 (a key without expiry is never shortened).
@@ -464,10 +465,11 @@ class RedisStore(session.Store):
         """_GET_WITH_TTL's reply: the key's text, its expiry remembered for touch."""
         if reply is None:
             return None
-        raw, left = reply
+        at = reply.index(b":" if type(reply) is bytes else ":")
+        left = int(reply[:at])
         if left > 0:
             self._remember(sid, time.time() + left / 1000)
-        return self._text(sid, raw)
+        return self._text(sid, reply[at + 1:])
 
     def _barely(self, sid: str, ttl: int) -> bool:
         """Whether a touch to ``ttl`` seconds from now would move the key's expiry too little
