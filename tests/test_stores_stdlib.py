@@ -372,6 +372,16 @@ class TestSQLiteStoreInMemory(StoreContract, unittest.TestCase):
         finally:
             store._give(conn)
 
+    def plant_text(self, store, sid, text):
+        if not _utf8(text):
+            self.skipTest("sqlite3 cannot write a str that is not valid UTF-8")
+        conn = store._take()
+        try:
+            conn.execute("INSERT OR REPLACE INTO sessions (sid, expires, data) VALUES (?, ?, ?)",
+                         (sid, time.time() + 60, text))
+        finally:
+            store._give(conn)
+
 
 class TestShelveStore(TempDir, StoreContract, unittest.TestCase):
     def make_store(self):
