@@ -2521,8 +2521,11 @@ def _iso_second(seconds: int) -> str:
 
 
 def _iso_ms(ms: int) -> str:
-    seconds, millis = divmod(int(ms), 1000)
-    return f"{_iso_second(seconds)}{millis:03d}Z"
+    seconds, millis = divmod(ms if type(ms) is int else int(ms), 1000)
+    return _iso_second(seconds) + _ISO_MILLIS[millis]
+
+
+_ISO_MILLIS = tuple(f"{millis:03d}Z" for millis in range(1000))  # an ISO date's last 4 characters
 
 
 @functools.lru_cache(maxsize=256)
