@@ -1893,6 +1893,25 @@ def _with_cookie(text: str, cookie: str) -> str:
     return _encode(record)
 
 
+class _SeenExpiries(dict):
+    """sid -> the expiry (epoch s) this process last read or wrote, kept by the stores that
+    skip a touch which would barely move it (SQLiteStore, RedisStore, PostgresStore): each
+    such touch would be a write, on most requests of a site that mostly reads."""
+
+    __slots__ = ()
+    LIMIT = 65536  # sessions remembered; past that it starts over (a skipped skip costs a write)
+
+    def remember(self, sid: str, expiry: float) -> None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[sid] = expiry
+
+    def barely_moves(self, sid: str, expiry: float, now: float, slack: float) -> bool:
+        """Whether moving the expiry to ``expiry`` moves it less than ``slack`` seconds, or
+        1% of the time left, past the one remembered (False when none is)."""
+        seen = self.get(sid)
+        return seen is not None and expiry - seen < min(slack, (expiry - now) / 100)
+
 
 # ---------------------------------------------------------------- the WSGI adapter
 

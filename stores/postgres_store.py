@@ -186,7 +186,7 @@ class PostgresStore(session.Store):
         self._opening = threading.Condition()  # guards the two counts below
         self._open_count = 0           # connections open (idle or in use) or being opened
         self._waiting = 0              # threads waiting for a connection to come back
-        self._seen: dict = {}  # sid -> the expire (epoch s) this process last read or wrote
+        self._seen = session._SeenExpiries()  # what this process last read or wrote (see touch)
         self._prune_lock = threading.Lock()
         self._prune_thread: Optional[threading.Thread] = None
         self._prune_due = math.inf
@@ -273,24 +273,13 @@ class PostgresStore(session.Store):
         now = time.time()
         expire = self._expire_for(session.expires_at(record), now)
         if getattr(record, "keep_later", True):
-            if self._barely(sid, expire, now):
+            if self._seen.barely_moves(sid, expire, now, self.touch_slack):
                 return
             sql, params = self._sql_touch_later, (expire, sid, _ceil(now), expire)
         else:
             sql, params = self._sql_touch, (expire, sid, _ceil(now))
         self._call(lambda cur: cur.execute(sql, params))
-        self._remember(sid, expire)
-
-    def _barely(self, sid: str, expire: float, now: float) -> bool:
-        """Whether moving the expiry to ``expire`` is too little to be worth a write."""
-        seen = self._seen.get(sid)
-        return seen is not None and expire - seen < min(self.touch_slack, (expire - now) / 100)
-
-    def _remember(self, sid: str, expire: float) -> None:
-        seen = self._seen
-        if len(seen) >= 65536:
-            seen.clear()
-        seen[sid] = expire
+        self._seen.remember(sid, expire)
 
     # -- records as text ---------------------------------------------------
     def get_text(self, sid: str) -> Optional[str]:
@@ -305,7 +294,7 @@ class PostgresStore(session.Store):
             if row is None:
                 return None
             if row[1] is not None:
-                self._remember(sid, float(row[1]))
+                self._seen.remember(sid, float(row[1]))
             return row[0]
         return self._call(work)
 
@@ -323,12 +312,12 @@ class PostgresStore(session.Store):
                 now = time.time()
                 live = _ceil(now)
                 expire = self._expire_for(expires, now)
-                if keep_later and self._barely(sid, expire, now):
+                if keep_later and self._seen.barely_moves(sid, expire, now, self.touch_slack):
                     cur.execute(self._sql_cas_data, (text, sid, base, live))  # see touch
                 elif keep_later:  # GREATEST(stored, new): live, whatever the new expiry
                     cur.execute(self._sql_cas_later, (text, expire, sid, base, live))
                     if cur.rowcount:
-                        self._remember(sid, expire)
+                        self._seen.remember(sid, expire)
                 elif expire >= live:
                     cur.execute(self._sql_cas, (text, expire, sid, base, live))
                 else:  # written already expired: deleted, as set() does

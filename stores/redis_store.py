@@ -163,7 +163,7 @@ class RedisStore(session.Store):
         self.disable_touch = bool(disable_touch)
         self.disable_ttl = bool(disable_ttl)
         self._expire_gt = True  # EXPIRE ... GT works (Redis 7); set False on an older server
-        self._seen: dict = {}   # sid -> the key's expiry (epoch s) as this process last read or set it
+        self._seen = session._SeenExpiries()  # the keys' expiries as this process last read or set them
         if given_async:
             self._sync = _mirror(redis, client, to_async=False)
             self._owns_sync = self._sync is not None
@@ -206,14 +206,14 @@ class RedisStore(session.Store):
         client, key, ttl = self._sync_client(), self.prefix + sid, self._ttl_for(record)
         if not getattr(record, "keep_later", True):
             self._call(client, ("EXPIRE", key, ttl))
-            self._remember(sid, time.time() + ttl)
+            self._seen.remember(sid, time.time() + ttl)
             return
         if self._barely(sid, ttl):
             return
         if self._expire_gt:
             try:
                 self._call(client, ("EXPIRE", key, ttl, "GT"))
-                self._remember(sid, time.time() + ttl)
+                self._seen.remember(sid, time.time() + ttl)
                 return
             except self._redis.ResponseError as exc:
                 self._without_expire_gt(exc)
@@ -278,14 +278,14 @@ class RedisStore(session.Store):
         key, ttl = self.prefix + sid, self._ttl_for(record)
         if not getattr(record, "keep_later", True):
             await self._acall(client, ("EXPIRE", key, ttl))
-            self._remember(sid, time.time() + ttl)
+            self._seen.remember(sid, time.time() + ttl)
             return
         if self._barely(sid, ttl):
             return
         if self._expire_gt:
             try:
                 await self._acall(client, ("EXPIRE", key, ttl, "GT"))
-                self._remember(sid, time.time() + ttl)
+                self._seen.remember(sid, time.time() + ttl)
                 return
             except self._redis.ResponseError as exc:
                 self._without_expire_gt(exc)
@@ -468,27 +468,21 @@ class RedisStore(session.Store):
         at = reply.index(b":" if type(reply) is bytes else ":")
         left = int(reply[:at])
         if left > 0:
-            self._remember(sid, time.time() + left / 1000)
+            self._seen.remember(sid, time.time() + left / 1000)
         return self._text(sid, reply[at + 1:])
 
     def _barely(self, sid: str, ttl: int) -> bool:
         """Whether a touch to ``ttl`` seconds from now would move the key's expiry too little
         to be worth a command (see the class docstring)."""
-        seen = self._seen.get(sid)
-        return seen is not None and time.time() + ttl - seen < min(self.touch_slack, ttl / 100)
-
-    def _remember(self, sid: str, expiry: float) -> None:
-        seen = self._seen
-        if len(seen) >= 65536:
-            seen.clear()
-        seen[sid] = expiry
+        now = time.time()
+        return self._seen.barely_moves(sid, now + ttl, now, self.touch_slack)
 
     def _merged(self, sid: str, args: tuple, reply: Any) -> bool:
         """A merge script's reply (1 written, 0 refused), the expiry it set remembered."""
         if reply == 1 and args[3]:
             ttl = int(args[3])
             if ttl > 0:
-                self._remember(sid, time.time() + ttl)
+                self._seen.remember(sid, time.time() + ttl)
         return reply == 1
 
     def _text(self, sid: str, raw: Any) -> Optional[str]:

@@ -160,7 +160,7 @@ class SQLiteStore(session.Store):
         # Threads of this process write one at a time, queued here rather than on SQLite's
         # lock: see the module docstring.
         self._write_lock = threading.Lock()
-        self._seen: dict = {}  # sid -> the expiry this process last read or wrote (see touch)
+        self._seen = session._SeenExpiries()  # what this process last read or wrote (see touch)
         t = f'"{table}"'
         self._sql_get = f"SELECT data, expires FROM {t} WHERE sid = ? AND expires > ?"
         self._sql_get_bytes = f"SELECT CAST(data AS BLOB) FROM {t} WHERE sid = ? AND expires > ?"
@@ -239,7 +239,7 @@ class SQLiteStore(session.Store):
             raise self._error(exc) from exc
         finally:
             self._give(cur)
-        self._remember(sid, expires)
+        self._seen.remember(sid, expires)
 
     def destroy(self, sid: str) -> None:
         self._seen.pop(sid, None)
@@ -253,13 +253,12 @@ class SQLiteStore(session.Store):
         now = time.time()
         expires = self.expiry_time(record, now)
         if getattr(record, "keep_later", True):
-            seen = self._seen.get(sid)
-            if seen is not None and expires - seen < min(self.touch_slack, (expires - now) / 100):
+            if self._seen.barely_moves(sid, expires, now, self.touch_slack):
                 return
             self._write(self._sql_touch_later, (expires, sid, now, expires))
         else:
             self._write(self._sql_touch, (expires, sid, now))
-        self._remember(sid, expires)
+        self._seen.remember(sid, expires)
 
     def merge(self, sid: str, change: session.Change) -> bool:
         """Write one request's change into the row as stored now: one compare-and-set
@@ -276,8 +275,7 @@ class SQLiteStore(session.Store):
                 while True:
                     now = time.time()
                     expiry = now + self.ttl if expires is None else expires
-                    if keep_later and seen is not None and \
-                            expiry - seen < min(self.touch_slack, (expiry - now) / 100):
+                    if keep_later and self._seen.barely_moves(sid, expiry, now, self.touch_slack):
                         # The expiry barely moves (see touch): the data alone is written, so
                         # the expires index is left as it is (a third of an UPDATE's cost).
                         done = run(cur, self._sql_cas_data, (text, sid, base, now)).rowcount
@@ -307,7 +305,7 @@ class SQLiteStore(session.Store):
             raise self._error(exc) from exc
         finally:
             self._give(cur)
-        self._remember(sid, expiry)
+        self._seen.remember(sid, expiry)
         return True
 
     # -- the whole store ---------------------------------------------------
@@ -382,7 +380,7 @@ class SQLiteStore(session.Store):
             raise self._error(exc) from exc
         finally:
             self._give(cur)
-        self._remember(sid, expiry)
+        self._seen.remember(sid, expiry)
         return True
 
     def _fetch(self, sid: str) -> Union[str, bytes, None]:
@@ -406,15 +404,8 @@ class SQLiteStore(session.Store):
         if row is None:
             return None
         if row[1] is not None:
-            self._remember(sid, row[1])
+            self._seen.remember(sid, row[1])
         return row[0]
-
-    def _remember(self, sid: str, expires: float) -> None:
-        """Keep the row's expiry as this process last read or wrote it, for touch."""
-        seen = self._seen
-        if len(seen) >= 65536:
-            seen.clear()
-        seen[sid] = expires
 
     def _run(self, cur: Union[sqlite3.Cursor, sqlite3.Connection], sql: str,
              params: tuple) -> sqlite3.Cursor:
