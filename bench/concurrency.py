@@ -102,24 +102,11 @@ class Server:
 
 
 def _wait_listening(proc: subprocess.Popen) -> int:
-    """The port a server prints once it listens (after any warnings it logs)."""
-    port: list = []
-    seen: list = []
-
-    def read() -> None:
-        for line in proc.stdout:  # a thread, since a buffered pipe and select() do not mix
-            if line.startswith(b"listening"):
-                port.append(int(line.split()[1]))
-                return
-            seen.append(line)
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(30)
-    if not port:
-        proc.kill()
-        raise RuntimeError(f"server did not start: {b''.join(seen).decode(errors='replace')[-2000:]}")
+    """The port a server prints once it listens; its later output is drained in a thread."""
+    from tests.concurrency_app import listening_port
+    port = listening_port(proc)
     threading.Thread(target=_drain, args=(proc,), daemon=True).start()
-    return port[0]
+    return port
 
 
 def _drain(proc: subprocess.Popen) -> None:

@@ -38,6 +38,7 @@ import argparse
 import io
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -242,6 +243,28 @@ def serve(app: Callable, port: int = 0) -> tuple:
         server.server_close()
         thread.join(5)
     return server.server_address[1], errors, stop
+
+
+def listening_port(proc: subprocess.Popen) -> int:
+    """The port a server process reports with ``listening <port>`` once it accepts
+    connections (this module's main does, after any warnings it logs); RuntimeError with
+    what it printed if it does not within 30 s."""
+    port: list = []
+    seen: list = []
+
+    def read() -> None:
+        for line in proc.stdout:  # a thread, since a buffered pipe and select() do not mix
+            if line.startswith(b"listening"):
+                port.append(int(line.split()[1]))
+                return
+            seen.append(line)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    if not port:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {b''.join(seen).decode(errors='replace')[-2000:]}")
+    return port[0]
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 from urllib.parse import urlencode
 
 import session
-from tests.concurrency_app import WholeRecord, make_app, mongomock_store, serve
+from tests.concurrency_app import WholeRecord, listening_port, make_app, mongomock_store, serve
 from tests.postgres_server import INSTALL as POSTGRES_INSTALL, PostgresServer, postgres_server_available
 from tests.redis_server import RedisServer, redis_server_available
 from tests.support import has_module, requires
@@ -116,30 +116,10 @@ class Processes:
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                 self.procs.append(proc)
             for proc in self.procs:
-                self.ports.append(self._wait_ready(proc))
+                self.ports.append(listening_port(proc))
         except BaseException:
             self.stop()
             raise
-
-    @staticmethod
-    def _wait_ready(proc: subprocess.Popen) -> int:
-        """The port the process prints once it listens (after any warnings it logs)."""
-        port: list = []
-        seen: list = []
-
-        def read() -> None:
-            for line in proc.stdout:  # a thread, since a buffered pipe and select() do not mix
-                if line.startswith(b"listening"):
-                    port.append(int(line.split()[1]))
-                    return
-                seen.append(line)
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(30)
-        if not port:
-            proc.kill()
-            raise RuntimeError(f"server process did not start: {b''.join(seen)!r}")
-        return port[0]
 
     def stop(self) -> str:
         """Stop every process; what they printed after starting (errors the apps raised)."""
