@@ -25,7 +25,7 @@ import tempfile
 import weakref
 from typing import Optional
 
-from tests.support import free_port
+from tests.support import PrivateServer, free_port
 
 _running: "weakref.WeakSet[PostgresServer]" = weakref.WeakSet()
 INSTALL = 'apt-get install -y postgresql'
@@ -75,7 +75,7 @@ def _scratch_parent(user: Optional[str]) -> Optional[str]:
         path = os.path.dirname(path)
 
 
-class PostgresServer:
+class PostgresServer(PrivateServer):
     """One PostgreSQL cluster on 127.0.0.1:<port>; stopped on ``stop()``/``close()`` and at exit.
 
     ``timezone`` is the server's TimeZone setting, the one every session starts
@@ -147,26 +147,6 @@ class PostgresServer:
                 return True
         except OSError:
             return False
-
-    def log(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def __enter__(self) -> "PostgresServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<PostgresServer {self.url} {'running' if self.running else 'stopped'}>"
 
     # -- private ---------------------------------------------------------
     def _init_cluster(self) -> None:

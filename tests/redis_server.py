@@ -19,7 +19,7 @@ import tempfile
 import time
 import weakref
 
-from tests.support import free_port, has_program
+from tests.support import PrivateServer, free_port, has_program
 
 _running: "weakref.WeakSet[RedisServer]" = weakref.WeakSet()
 
@@ -29,7 +29,7 @@ def redis_server_available() -> bool:
     return has_program("redis-server")
 
 
-class RedisServer:
+class RedisServer(PrivateServer):
     """One redis-server process on 127.0.0.1:<port>; stopped on exit, on ``stop()`` and at interpreter exit."""
 
     def __init__(self, port: int | None = None, *, args: tuple = (),
@@ -40,7 +40,7 @@ class RedisServer:
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen | None = None
         self._dir = tempfile.mkdtemp(prefix="redis-test-")
-        self._log_path = f"{self._dir}/redis.log"
+        self.log_path = f"{self._dir}/redis.log"
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> "RedisServer":
@@ -58,7 +58,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", self._dir,
             "--daemonize", "no",
-            "--logfile", self._log_path,
+            "--logfile", self.log_path,
             *self.args,
         ]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
@@ -106,26 +106,6 @@ class RedisServer:
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-    def log(self) -> str:
-        try:
-            with open(self._log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def __enter__(self) -> "RedisServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<RedisServer {self.url} {'running' if self.running else 'stopped'}>"
 
 
 @atexit.register

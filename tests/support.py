@@ -56,3 +56,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class PrivateServer:
+    """What the suites' private servers (redis-server, PostgreSQL) share: a context manager
+    that closes the server on the way out, even when starting fails, its log, and a repr.
+    A subclass gives ``start()``, ``close()``, ``url``, ``running`` and ``log_path``."""
+
+    log_path: str
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} {'running' if self.running else 'stopped'}>"
