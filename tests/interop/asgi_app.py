@@ -8,41 +8,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 from urllib.parse import parse_qs
 
 import session
-from tests.interop.wsgi_app import _type_name
+from tests.interop.wsgi_app import answer
 
 
 async def routes(scope: dict, receive: Callable, send: Callable) -> None:
     """The routes; ``scope["session"]`` is the Session the middleware put there."""
     if scope["type"] != "http":
         return
-    sess = scope["session"]
     query = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-    path = scope["path"]
-    body: Any
-    if path == "/login":
-        sess.regenerate()
-        sess["user"] = query.get("user", "")
-        body = {"user": sess["user"], "id": sess.id}
-    elif path == "/whoami":
-        body = {"user": sess.get("user"), "id": sess.id}
-    elif path == "/incr":
-        sess["views"] = sess.get("views", 0) + 1
-        body = {"views": sess["views"]}
-    elif path == "/put":
-        sess.update(json.loads(query["data"]))
-        body = {"id": sess.id}
-    elif path == "/raw":
-        data = dict(sess)
-        body = {"id": sess.id, "session": {"cookie": sess.cookie.to_record(), **data},
-                "types": {k: _type_name(v) for k, v in data.items()}}
-    elif path == "/logout":
-        sess.destroy()
-        body = {"ok": True}
-    else:
+    body = answer(scope["session"], scope["path"], query)
+    if body is None:
         await send({"type": "http.response.start", "status": 404,
                     "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"not found"})

@@ -33,31 +33,35 @@ def _type_name(value: Any) -> str:
     return "object"
 
 
-def routes(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    """The routes; ``environ["session"]`` is the Session the middleware put there."""
-    sess = environ["session"]
-    query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-    path = environ.get("PATH_INFO", "/")
+def answer(sess: session.Session, path: str, query: dict) -> Any:
+    """What a route does to the session and returns as JSON (app.js's); None: no such route."""
     if path == "/login":
         sess.regenerate()
         sess["user"] = query.get("user", "")
-        body: Any = {"user": sess["user"], "id": sess.id}
-    elif path == "/whoami":
-        body = {"user": sess.get("user"), "id": sess.id}
-    elif path == "/incr":
+        return {"user": sess["user"], "id": sess.id}
+    if path == "/whoami":
+        return {"user": sess.get("user"), "id": sess.id}
+    if path == "/incr":
         sess["views"] = sess.get("views", 0) + 1
-        body = {"views": sess["views"]}
-    elif path == "/put":
+        return {"views": sess["views"]}
+    if path == "/put":
         sess.update(json.loads(query["data"]))
-        body = {"id": sess.id}
-    elif path == "/raw":
+        return {"id": sess.id}
+    if path == "/raw":
         data = dict(sess)
-        body = {"id": sess.id, "session": {"cookie": sess.cookie.to_record(), **data},
+        return {"id": sess.id, "session": {"cookie": sess.cookie.to_record(), **data},
                 "types": {k: _type_name(v) for k, v in data.items()}}
-    elif path == "/logout":
+    if path == "/logout":
         sess.destroy()
-        body = {"ok": True}
-    else:
+        return {"ok": True}
+    return None
+
+
+def routes(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    """The routes; ``environ["session"]`` is the Session the middleware put there."""
+    query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    body = answer(environ["session"], environ.get("PATH_INFO", "/"), query)
+    if body is None:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
     payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
