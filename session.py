@@ -367,11 +367,7 @@ class _Core:
         saving = self._should_save(sess, current)
         if saving:
             # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
-            data = current or sess._snapshot or sess._dump()
-            sid = sess._id or sess._ensure_id()
-            if self._merges:
-                return "merge", sid, sess._change(data), data
-            return "set", sid, sess._record(data), data
+            return sess._write_action(current or sess._snapshot or sess._dump())
         if self._should_touch(sess, saving):
             return "touch", sess._id, sess._record()
         return None
@@ -646,19 +642,16 @@ class Session(dict):
                 text: Optional[str], data_json: Optional[str]) -> "Session":
         """A session loaded from the store (see _Core._read_text and _read_record)."""
         self = dict.__new__(cls)
-        dict.update(self, data)
         self._req = request
         self._id = self._cookie_id = request.cookie_id
-        self._cookie, self._cookie_pos, self._lifetime = cookie, position, cookie._original
-        self._snapshot, self._originals = data_json, None  # see _fill
-        self._base = text if text is not None else self._record_text(data_json)
+        self._fill(data, cookie, position, text, data_json)
         self._saved = None if request.core.resave else (self._id, None)
-        self._read = self._regenerated = self._destroyed = self._gone = self._is_new = False
-        self._touched = cookie._original is None  # no clock to restart (see _touch_once)
+        self._read = self._regenerated = self._destroyed = self._is_new = False
         return self
 
     def _fill(self, data: dict, cookie: "Cookie", position: int, text: Optional[str],
               data_json: Optional[str]) -> None:
+        """The data and cookie of a record read from the store, as the store holds them."""
         dict.update(self, data)
         self._cookie, self._cookie_pos, self._lifetime = cookie, position, cookie._original
         # The JSON a change is found against: given, or taken before the app can change a
@@ -666,6 +659,8 @@ class Session(dict):
         self._snapshot = data_json
         self._originals = None
         self._base = text if text is not None else self._record_text(data_json)
+        self._touched = cookie._original is None  # no clock to restart (see _touch_once)
+        self._gone = False
 
     # -- identity and cookie
 
@@ -782,11 +777,15 @@ class Session(dict):
         if self._destroyed:
             raise SessionError("this session was destroyed: there is nothing to save")
         self._use()
-        data = self._dump()
-        self._ensure_id()
+        return self._write_action(self._dump())
+
+    def _write_action(self, data: str) -> tuple:
+        """The store write of this session with ``data`` (its JSON): ("merge", sid, Change,
+        data) where the store merges, else ("set", sid, record, data)."""
+        sid = self._id or self._ensure_id()
         if self._req.core._merges:
-            return "merge", self._id, self._change(data), data
-        return "set", self._id, self._record(data), data
+            return "merge", sid, self._change(data), data
+        return "set", sid, self._record(data), data
 
     def _reload_from(self, stored: Any) -> None:
         if stored is not None:
@@ -801,7 +800,6 @@ class Session(dict):
                 self._fill(*loaded)
                 if self._snapshot is None:
                     self._snapshot = self._dump()
-                self._touched, self._gone = self._cookie._original is None, False
                 if not request.core.resave:
                     self._saved = (self._id, None)  # the store holds what was just read
                 return
