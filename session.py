@@ -610,8 +610,8 @@ class Session(dict):
     """
 
     __slots__ = ("_req", "_id", "_cookie_id", "_cookie", "_cookie_pos", "_base", "_snapshot",
-                 "_originals", "_saved", "_lifetime", "_read", "_regenerated", "_destroyed",
-                 "_touched", "_gone", "_is_new")
+                 "_originals", "_may_differ", "_saved", "_lifetime", "_read", "_regenerated",
+                 "_destroyed", "_touched", "_gone", "_is_new")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
@@ -627,6 +627,7 @@ class Session(dict):
         self._cookie = self._base = self._originals = self._saved = self._lifetime = None
         self._cookie_pos = 0
         self._snapshot = "{}"
+        self._may_differ = False  # set by a write, or a mutable value handed out (see _current)
         self._read = self._regenerated = self._destroyed = self._touched = self._gone = False
         self._is_new = True  # see is_new
 
@@ -658,6 +659,7 @@ class Session(dict):
         # mutable value (see _use); the record's text is what the store's merge compares.
         self._snapshot = data_json
         self._originals = None
+        self._may_differ = False
         self._base = text if text is not None else self._record_text(data_json)
         self._touched = cookie._original is None  # no clock to restart (see _touch_once)
         self._gone = False
@@ -830,7 +832,7 @@ class Session(dict):
 
     def _use(self) -> None:
         """Mark the session read and, before the app can change it, keep its JSON to compare with."""
-        self._read = True
+        self._read = self._may_differ = True
         if self._snapshot is None:
             originals, self._originals = self._originals, None
             self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
@@ -868,12 +870,16 @@ class Session(dict):
         """JSON of the data now, or None when it cannot have changed.
 
         Until the app gets hold of a mutable value, changes can only come
-        through ``session[key] = value``, so comparing the keys written with
-        their loaded values is enough and saves encoding the data twice.
+        through ``session[key] = value``: with no snapshot taken, comparing the
+        keys written with their loaded values is enough and saves encoding the
+        data twice; with one (the loaded JSON), a session only read is unchanged.
         """
         if not self._read:
             return None
-        if self._snapshot is None:
+        if self._snapshot is not None:
+            if not self._may_differ:
+                return None
+        else:
             originals = self._originals
             if not originals:
                 return None
@@ -926,7 +932,7 @@ class Session(dict):
         Given the data's JSON, the record's JSON is built from it, so the
         store does not encode the same data a second time.
         """
-        cookie = self._ensure_cookie()
+        cookie = self._cookie or self._ensure_cookie()
         fields, cookie_json, ms = cookie._stored()
         rec = _Record()
         rec.expires_ms = ms
@@ -959,14 +965,14 @@ class Session(dict):
     def __getitem__(self, key: str) -> Any:
         self._read = True
         value = dict.__getitem__(self, key)
-        if self._snapshot is None and type(value) not in _IMMUTABLE:
+        if type(value) not in _IMMUTABLE and not self._may_differ:
             self._use()  # the app may change what it gets: keep what it was
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
         self._read = True
         value = dict.get(self, key, default)
-        if self._snapshot is None and type(value) not in _IMMUTABLE:
+        if type(value) not in _IMMUTABLE and not self._may_differ:
             self._use()
         return value
 
@@ -982,7 +988,9 @@ class Session(dict):
         if key == "cookie":
             raise SessionError('"cookie" is reserved: use session.cookie for the cookie settings')
         self._read = True
-        if self._snapshot is None:  # remember the loaded value instead of taking a snapshot
+        if self._snapshot is not None:
+            self._may_differ = True
+        else:  # remember the loaded value instead of taking a snapshot
             originals = self._originals
             if originals is None:
                 originals = self._originals = {}
@@ -1149,10 +1157,12 @@ class Cookie:
     def _stored(self) -> tuple:
         """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
         of attributes, in which only the two times vary."""
-        templates = _templates(self._attrs)
+        templates = _TEMPLATES.get(self._attrs) or _templates(self._attrs)
         ms, original = self._expires, self._original
-        expires = None if ms is None else ms if type(ms) is str else _iso_ms(ms)
-        ms = self._ms()
+        if type(ms) is str:
+            expires, ms = ms, self._ms()
+        else:
+            expires = None if ms is None else _iso_ms(ms)
         fields = templates[2].copy()
         fields["originalMaxAge"] = original
         fields["expires"] = expires

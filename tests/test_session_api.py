@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import unittest
+import unittest.mock
 
 import session
 from tests.harness import (HOUR, MISSING, NAME, Harness, make_record, run_on_loaded_session, sess)
@@ -83,6 +84,27 @@ class TestSession(unittest.TestCase):
         self.assertIn("cookie", response.vary)
         self.assertIsNone(response.cookie(), "no Set-Cookie: nothing changed and not rolling")
         self.assertIsNotNone(h.store.get(sid))
+
+    def test_a_session_only_read_is_not_encoded_to_look_for_changes(self):
+        # Loaded as JSON text, the session keeps that text to compare with; until the app
+        # writes or gets a mutable value, nothing can differ from it, and no encoding is spent.
+        encoded = []
+        real = session._encode
+
+        def counting(value):
+            encoded.append(value)
+            return real(value)
+        cases = {"plain reads": (lambda s: (s["a"], s.get("b"), "a" in s), False),
+                 "a write": (lambda s: s.__setitem__("a", 2), True),
+                 "a mutable value": (lambda s: s.get("c"), True)}
+        for name, (op, encodes) in cases.items():
+            with self.subTest(case=name), unittest.mock.patch.object(session, "_encode", counting):
+                del encoded[:]
+                h = Harness(lambda e: op(sess(e)))
+                h.seed({"a": 1, "b": "x", "c": [1]})
+                h.request()
+                data = [v for v in encoded if type(v) is dict and "b" in v and "cookie" not in v]
+                self.assertEqual(bool(data), encodes, data)
 
     def test_id_is_the_cookie_id_and_read_only(self):
         out = {}
