@@ -204,12 +204,11 @@ class _Core:
         self._async_calls = {method: getattr(store, "a" + method)
                              for method, over in _STORE_CALLS.items()
                              if _offers(store, "a" + method, *over)}
-        # A store that says it never blocks is called from the event loop as it is, unless a
-        # subclass overrode one of its methods (or their coroutines) since it said so.
-        said = _owner(store, "blocking")
-        self._inline = getattr(store, "blocking", True) is False and said is not None and all(
-            owner is None or issubclass(said, owner) for owner in (
-                _owner(store, prefix + name) for name in _STORE_CALLS for prefix in ("", "a")))
+        # A store that says it never blocks is called from the event loop as it is; one whose
+        # touch reads only the expiry is given a record without fields (see Store).
+        self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
+                                                        for p in ("", "a")])
+        self._touch_expiry_only = _says_false(store, "touch_needs_record", ["touch", "atouch"])
         if self._merge is None:
             log.warning("%s has no merge(): each save writes the whole record with set(), so "
                         "concurrent requests on one session can lose each other's changes",
@@ -369,7 +368,7 @@ class _Core:
             # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
             return sess._write_action(current or sess._snapshot or sess._dump())
         if self._should_touch(sess, saving):
-            return "touch", sess._id, sess._record()
+            return "touch", sess._id, sess._expiry_record() if self._touch_expiry_only else sess._record()
         return None
 
     def _carry_out(self, sess: "Session", action: tuple) -> None:
@@ -465,6 +464,15 @@ def _owner(store: Any, method: str) -> Optional[type]:
         if method in vars(cls):
             return cls
     return None
+
+
+def _says_false(store: Any, attribute: str, methods: list) -> bool:
+    """Whether the store's class sets ``attribute`` to False no higher in its classes than any
+    of ``methods`` it defines: a subclass that overrode one of them since is not taken at its
+    parent's word."""
+    said = _owner(store, attribute)
+    return getattr(store, attribute, True) is False and said is not None and all(
+        owner is None or issubclass(said, owner) for owner in (_owner(store, m) for m in methods))
 
 
 def _offers(store: Any, method: str, *over: str) -> bool:
@@ -949,6 +957,15 @@ class Session(dict):
                 rec["cookie"] = fields
             rec[key] = value
         rec.setdefault("cookie", fields)
+        return rec
+
+    def _expiry_record(self) -> "_Record":
+        """A record with no fields, carrying only the expiry and keep_later: all a store whose
+        touch needs nothing more (``Store.touch_needs_record``) is given."""
+        cookie = self._cookie or self._ensure_cookie()
+        rec = _Record()
+        rec.expires_ms, rec.keep_later = cookie._ms(), cookie._original == self._lifetime
+        rec.text = rec.cookie_text = None
         return rec
 
     def _record_text(self, data: str) -> str:
@@ -1607,6 +1624,10 @@ class Store:
     # called through its coroutine methods, or in a thread; one that never blocks (False)
     # is called directly from the event loop, the cheapest way.
     blocking: bool = True
+    # Whether touch() reads the record beyond its expiry (expires_at, expiry_time) and
+    # keep_later.  A store whose touch moves an expiry and nothing else says False: it is then
+    # given a record with no fields, and a request that only reads builds no record.
+    touch_needs_record: bool = True
 
     def get(self, sid: str) -> Optional[dict]:
         """The live record for ``sid``, or None if it is missing or expired."""

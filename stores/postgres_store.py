@@ -139,6 +139,7 @@ class PostgresStore(session.Store):
     connect_wait = 30.0    # seconds a request waits for one of them when all are busy
     prune_batch = 1000     # expired rows deleted per statement
     touch_slack = 60.0     # seconds: a touch moving the expiry less than this is not sent
+    touch_needs_record = False  # touch reads only the record's expiry (see session.Store)
 
     def __init__(self, pool: Any = None, *, conninfo: Optional[str] = None,
                  table_name: str = "session", schema_name: Optional[str] = None,

@@ -134,6 +134,7 @@ class RedisStore(session.Store):
     """
 
     touch_slack = 60.0  # seconds: a touch moving the key's expiry less than this is not sent
+    touch_needs_record = False  # touch reads only the record's expiry (see session.Store)
 
     def __init__(self, client: Any = None, *, url: Optional[str] = None, prefix: str = "sess:",
                  ttl: int = 86400, disable_touch: bool = False, disable_ttl: bool = False) -> None:

@@ -128,6 +128,7 @@ class SQLiteStore(session.Store):
     synchronous = "NORMAL"  # see the module docstring
     busy_timeout = 5.0      # seconds a statement waits for another process's lock
     touch_slack = 60.0      # seconds: a touch moving the expiry less than this is skipped (below)
+    touch_needs_record = False  # touch reads only the record's expiry (see session.Store)
     mmap_size = 1 << 30     # bytes of the file read through mmap; see the module docstring
     prune_batch = 200       # expired rows deleted per transaction
     prune_interval = 60.0   # seconds between automatic prune batches once none are left

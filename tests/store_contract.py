@@ -248,6 +248,12 @@ class StoreContract:
         self.assertEqual(user_data(self.store.get("s1")), {"user": "ada"})
         self.assertEqual(self.store.length(), 1)
 
+    def test_touch_extends_expiry_given_the_record_as_the_middleware_hands_it(self):
+        self.store.set("s1", make_record(SHORT, user="ada"))
+        self.store.touch("s1", self._touch_record(make_record(3600, user="ada")))
+        self._wait_past(SHORT)
+        self.assertEqual(user_data(self.store.get("s1")), {"user": "ada"})
+
     def test_touch_never_rewrites_data(self):
         self.store.set("s1", make_record(user="ada", views=1))
         self.store.touch("s1", make_record(7200, user="mallory", views=99))
@@ -462,10 +468,16 @@ class StoreContract:
         return session.Change(base, session.encode_record(record), session.expires_at(record),
                               keep_later)
 
-    @staticmethod
-    def _touch_record(record: dict, keep_later: bool) -> session._Record:
-        """``record`` as the middleware hands it to touch()."""
-        touched = session._Record.of(session.encode_record(record), session.expires_at(record))
+    def _touch_record(self, record: dict, keep_later: bool = True) -> session._Record:
+        """``record`` as the middleware hands it to this store's touch(): whole, or with no
+        fields at all when the store says its touch reads only the expiry."""
+        expires = session.expires_at(record)
+        if session._says_false(self.store, "touch_needs_record", ["touch", "atouch"]):
+            touched = session._Record()
+            touched.expires_ms = None if expires is None else round(expires * 1000)
+            touched.cookie_text = None
+        else:
+            touched = session._Record.of(session.encode_record(record), expires)
         touched.text, touched.keep_later = None, keep_later
         return touched
 

@@ -279,3 +279,31 @@ class TestStoreCapabilities(unittest.TestCase):
         time.sleep(0.7)
         self.assertIsNone(store.get(sid))
 
+
+    def test_a_store_whose_touch_reads_only_the_expiry_is_given_a_record_with_no_fields(self):
+        class ExpiryOnly(session.MemoryStore):
+            touch_needs_record = False
+
+            def touch(self, sid, record):
+                touched.append((dict(record), self.expiry_time(record), record.keep_later))
+
+        class OverridesTouch(ExpiryOnly):  # says nothing of its own touch: given the whole record
+            def touch(self, sid, record):
+                touched.append((dict(record), self.expiry_time(record), record.keep_later))
+
+        for store_class, fields in ((ExpiryOnly, False), (OverridesTouch, True)):
+            for action, keep_later in ((lambda s: s.get("n"), True),
+                                       (lambda s: setattr(s.cookie, "max_age", 60), False)):
+                with self.subTest(store_class.__name__, keep_later=keep_later):
+                    touched = []
+                    h = Harness(lambda e: action(sess(e)), store=store_class(),
+                                cookie={"max_age": 3600})
+                    h.seed({"n": 1}, expires_in=100)
+                    h.request()
+                    record, expiry, kept = touched[0]
+                    self.assertEqual(bool(record), fields)
+                    if fields:
+                        self.assertEqual(record["n"], 1)
+                    lifetime = 3600 if keep_later else 60
+                    self.assertAlmostEqual(expiry, time.time() + lifetime, delta=5)
+                    self.assertEqual(kept, keep_later)
