@@ -368,7 +368,8 @@ class _Core:
             # The data's JSON: as it is now, else as loaded (unchanged, already encoded).
             return sess._write_action(current or sess._snapshot or sess._dump())
         if self._should_touch(sess, saving):
-            return "touch", sess._id, sess._expiry_record() if self._touch_expiry_only else sess._record()
+            record = sess._expiry_record() if self._touch_expiry_only else sess._record()
+            return "touch", sess._id, record
         return None
 
     def _carry_out(self, sess: "Session", action: tuple) -> None:
