@@ -25,6 +25,10 @@ and imports cancel out.  Cases:
     waitress-bare+cookie, gunicorn-bare+cookie
                 the bare app sent a returning visitor's Cookie header: what the server
                 itself spends reading one, apart from what the session spends
+    deployed-bare, deployed-floor-memory, deployed-ours-memory (and -sqlite)
+                bench/deployed.py's apps, in-process, over 1,000 users made first (one /incr
+                each), a request that only reads (/read), as 90% of its reads mix do; with
+                /incr appended (deployed-ours-sqlite/incr), one that increments
     select      raw sqlite3 SELECT by primary key (store_ops's ceiling)
     select+json the same with json.loads
     sqlite-get  SQLiteStore.get
@@ -71,6 +75,20 @@ def op():
     return ops.get(ids[i[0] % 1000])
 """
 
+DEPLOYED_SETUP = """
+import os, tempfile, deployed, overhead
+os.environ["BENCH_SQLITE"] = os.path.join(tempfile.mkdtemp(), "sessions.db")
+app = deployed.APPS[KIND](STORE)
+template = dict(overhead.TEMPLATE, PATH_INFO="/incr")
+cookies = [overhead.set_cookies(overhead.request(app, template)[1]) for _ in range(1000)]
+templates = [dict(template, PATH_INFO=REQUEST_PATH, HTTP_COOKIE=c[0].split(";")[0]) if c else
+             dict(template, PATH_INFO=REQUEST_PATH) for c in cookies]
+i = [0]
+def op():
+    i[0] += 1
+    return overhead.request(app, templates[i[0] % 1000])
+"""
+
 CASES = {
     "bare": WSGI_SETUP.replace("KIND", "'bare'"),
     "session": WSGI_SETUP.replace("KIND", "'session'"),
@@ -79,6 +97,12 @@ CASES = {
     "select+json": STORE_SETUP.replace("MAKE", "(lambda tmp: store_ops.raw_sqlite(tmp, True))"),
     "sqlite-get": STORE_SETUP.replace("MAKE", "store_ops.make_sqlite_store"),
 }
+CASES.update({f"deployed-{kind}{store and '-' + store}{path}":
+              DEPLOYED_SETUP.replace("KIND", repr(kind)).replace("STORE", repr(store or "memory"))
+              .replace("REQUEST_PATH", repr(path or "/read"))
+              for kind, store in (("bare", ""), ("floor", "memory"), ("ours", "memory"),
+                                  ("floor", "sqlite"), ("ours", "sqlite"))
+              for path in ("", "/incr")})
 
 SERVER_CASES = {f"{server}-{kind}": (server, kind.split("+")[0])
                 for server in ("waitress", "gunicorn")
@@ -183,6 +207,10 @@ def main() -> None:
         if bare in per_op and name in per_op:
             print(f"  {bare} / {name}: {per_op[bare] / per_op[name]:.2f}"
                   " (the req/s ratio of a CPU-bound server, were every instruction as costly)")
+    for store, path in itertools.product(("memory", "sqlite"), ("", "/incr")):
+        ours, floor = f"deployed-ours-{store}{path}", f"deployed-floor-{store}{path}"
+        if ours in per_op and floor in per_op:
+            print(f"  {ours} - {floor}: {per_op[ours] - per_op[floor]:,}")
     if "select" in per_op:
         for name in ("sqlite-get", "select+json"):
             if name in per_op:
