@@ -376,11 +376,7 @@ class _Core:
         """Do a store action (see _store_action) and note on the session what came of it."""
         kind, sid, store = action[0], action[1], self._store
         if kind == "merge":
-            change = action[2]
-            if self._merge(sid, change):
-                sess._base, sess._saved = change.text, (sid, action[3])  # as _merged
-            else:
-                sess._merged(sid, change, action[3], False)
+            sess._merged(sid, action[2], action[3], self._merge(sid, action[2]))
         elif kind == "touch":
             store.touch(sid, action[2])
         elif kind == "set":
@@ -833,8 +829,8 @@ class Session(dict):
         """Restart the cookie's clock once per request, as express does when it is sent or saved."""
         if not self._touched:
             cookie = self._cookie  # if None, it is made when needed, and starts its clock then
-            if cookie is not None and cookie._original is not None:  # as Cookie.touch()
-                cookie._expires = time.time_ns() // 1_000_000 + int(cookie._original)
+            if cookie is not None:
+                cookie.touch()
             self._touched = True
 
     # -- change tracking
@@ -923,10 +919,7 @@ class Session(dict):
     def _change(self, data: str) -> "Change":
         """This session's write for the store's merge(): the record as loaded, the record now."""
         cookie = self._cookie or self._ensure_cookie()
-        if cookie._expires is None and cookie._original is None:  # as _json, for no times
-            cookie_json, ms = (_TEMPLATES.get(cookie._attrs) or _templates(cookie._attrs))[3], None
-        else:
-            cookie_json, ms = cookie._json()
+        cookie_json, ms = cookie._json()
         if self._cookie_pos == 0:  # as _join_record
             text = f'{{"cookie":{cookie_json}}}' if data == "{}" else f'{{"cookie":{cookie_json},{data[1:]}'
         else:
@@ -1977,8 +1970,7 @@ class SessionMiddleware(_Core):
         if options.scoped and not options.covers(_request_path(environ)):
             return self.app(environ, start_response)
         header = environ.get("HTTP_COOKIE")
-        # A returning visitor's header, verified before, is found whole (see _read_cookie).
-        cookie_id, resend = self._verified_headers.get(header) or self._read_cookie(header)
+        cookie_id, resend = self._read_cookie(header)
         exchange = _Exchange(self, environ, key, options, cookie_id, resend, start_response)
         sess = exchange.sess = self._session(exchange, self._read_store(cookie_id) if cookie_id else None)
         environ[key] = sess
@@ -2140,8 +2132,7 @@ class ASGISessionMiddleware(_Core):
         if options.scoped and not options.covers(_scope_path(scope)):
             return await self.app(scope, receive, send)
         header = _cookie_header(scope)
-        # A returning visitor's header, verified before, is found whole (see _read_cookie).
-        cookie_id, resend = self._verified_headers.get(header) or self._read_cookie(header)
+        cookie_id, resend = self._read_cookie(header)
         request = _Request(self, scope, key, options, cookie_id, resend, [])
         stored = None
         if cookie_id:
@@ -2174,8 +2165,7 @@ class ASGISessionMiddleware(_Core):
             if not ended and (kind == "http.response.pathsend" or (
                     kind in _LAST_BODY_TYPES and not message.get("more_body"))):
                 ended = True  # the last body message: the store first, then the head
-                current = self._end_now(sess) if self._inline and not sess._req.pending \
-                    else await self._end(sess)
+                current = await self._end(sess)
             else:
                 current = _NOTHING
             try:
@@ -2273,16 +2263,6 @@ class ASGISessionMiddleware(_Core):
             self._carry_out(sess, action)
         else:
             await self._acarry_out(sess, action)
-        return current
-
-    def _end_now(self, sess: Session) -> Optional[str]:
-        """``_end`` for a store called from the event loop, with no store work left over."""
-        request = sess._req
-        request.ended = True
-        current = sess._current()
-        action = self._store_action(sess, request.context.get(request.key) is not None, current)
-        if action is not None:
-            self._carry_out(sess, action)
         return current
 
     async def _do_pending(self, request: _Request) -> None:

@@ -82,6 +82,16 @@ if not value then return false end
 return redis.call('PTTL', KEYS[1]) .. ':' .. value
 """)
 
+def _shielded(write):
+    """``write`` (a coroutine method) run under ``asyncio.shield``: a client that goes away
+    cancels the response, and with it the middleware's last write, which must still reach
+    Redis whole."""
+    @functools.wraps(write)
+    async def shielded(*args: Any) -> Any:
+        return await asyncio.shield(write(*args))
+    return shielded
+
+
 # EXPIRE key ttl GT, for servers older than Redis 7 (a key without expiry is never shortened).
 _EXPIRE_LATER = _Script("""
 local left = redis.call('PTTL', KEYS[1])
@@ -237,23 +247,15 @@ class RedisStore(session.Store):
         return self._text_and_ttl(sid, await self._ascript(client, _GET_WITH_TTL,
                                                            self.prefix + sid, ()))
 
+    @_shielded
     async def aset(self, sid: str, record: dict) -> None:
-        # Shielded: a client that goes away cancels the response, and with it the
-        # middleware's last write, which must still reach Redis whole.
-        return await asyncio.shield(self._aset(sid, record))
-
-    async def _aset(self, sid: str, record: dict) -> None:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.set, sid, record)
         await self._acall(client, self._set_command(sid, record))
 
+    @_shielded
     async def amerge(self, sid: str, change: session.Change) -> bool:
-        # Shielded: a client that goes away cancels the response, and with it the
-        # middleware's last write, which must still reach Redis whole.
-        return await asyncio.shield(self._amerge(sid, change))
-
-    async def _amerge(self, sid: str, change: session.Change) -> bool:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.merge, sid, change)
@@ -265,12 +267,8 @@ class RedisStore(session.Store):
                 return self._merged(sid, args, reply)
             args = self._merge_again(change, reply)
 
+    @_shielded
     async def atouch(self, sid: str, record: dict) -> None:
-        # Shielded: a client that goes away cancels the response, and with it the
-        # middleware's last write, which must still reach Redis whole.
-        return await asyncio.shield(self._atouch(sid, record))
-
-    async def _atouch(self, sid: str, record: dict) -> None:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.touch, sid, record)
@@ -292,12 +290,8 @@ class RedisStore(session.Store):
                 self._without_expire_gt(exc)
         await self._ascript(client, _EXPIRE_LATER, key, (ttl,))
 
+    @_shielded
     async def adestroy(self, sid: str) -> None:
-        # Shielded: a client that goes away cancels the response, and with it the
-        # middleware's last write, which must still reach Redis whole.
-        return await asyncio.shield(self._adestroy(sid))
-
-    async def _adestroy(self, sid: str) -> None:
         client = self._async_client()
         if client is None:
             return await _in_thread(self.destroy, sid)
