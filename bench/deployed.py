@@ -13,7 +13,8 @@ In short: each row is a server of its own on 127.0.0.1; before measuring, --user
 created through the row's own app; wrk's Lua script then sends every request as one of those
 users, in turn, either reading the session's counter (/read) or incrementing it (/incr).
 Rounds of all the rows of one server run interleaved, and every row is compared with the bare
-app of its own framework measured in the same round.
+app of its own framework measured in the same round; ours also runs inside Flask and Django,
+beside their peers, so that each peer is compared with ours on the same framework.
 
 Server-side pieces, started by the harness (environment: BENCH_STORE, BENCH_SQLITE, BENCH_REDIS,
 BENCH_POSTGRES, BENCH_STATS):
@@ -304,12 +305,13 @@ def _sqlalchemy_pragmas() -> None:
         dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
 
-def _flask(with_session: bool, store: str):
-    from flask import Flask, session
+def _flask(sessions: str | None, store: str):
+    """The Flask app: no session (None), Flask-Session's ("flask"), or ours around Flask ("ours")."""
+    from flask import Flask, request, session
     app = Flask("bench")
     app.config["SECRET_KEY"] = SECRET
     counter, last = itertools.count(1), [0]
-    if with_session:
+    if sessions == "flask":
         from flask_session import Session
         if store == "sqlite":
             from flask_sqlalchemy import SQLAlchemy
@@ -321,35 +323,46 @@ def _flask(with_session: bool, store: str):
             app.config.update(SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(os.environ["BENCH_REDIS"]))
         Session(app)
 
+    def current():
+        return request.environ["session"] if sessions == "ours" else session
+
     @app.get("/read")
     def read():
-        return {"views": session.get("views", 0) if with_session else last[0]}
+        return {"views": current().get("views", 0) if sessions else last[0]}
 
     @app.get("/incr")
     def incr():
-        if with_session:
-            return {"views": _visit(session, "/incr")}
+        if sessions:
+            return {"views": _visit(current(), "/incr")}
         last[0] = next(counter)
         return {"views": last[0]}
+    if sessions == "ours":
+        import session as ours_module
+        app.wsgi_app = ours_module.SessionMiddleware(app.wsgi_app, secret=SECRET, store=_our_store(store))
     return app
 
 
 def flask_bare(store: str):
-    return _flask(False, store)
+    return _flask(None, store)
 
 
 def flask_session(store: str):
-    return _flask(True, store)
+    return _flask("flask", store)
 
 
-def _django(with_session: bool, store: str):
+def flask_ours(store: str):
+    return _flask("ours", store)
+
+
+def _django(sessions: str | None, store: str):
+    """The Django app: no session (None), Django's ("django"), or ours around Django ("ours")."""
     import types
     from django.conf import settings
     counter, last = itertools.count(1), [0]
     options: dict = dict(DEBUG=False, SECRET_KEY=SECRET, ALLOWED_HOSTS=["*"], USE_TZ=True,
                          ROOT_URLCONF="bench_django_urls", MIDDLEWARE=[], INSTALLED_APPS=[], DATABASES={},
                          LOGGING_CONFIG=None)
-    if with_session:
+    if sessions == "django":
         options["MIDDLEWARE"] = ["django.contrib.sessions.middleware.SessionMiddleware"]
         options["SESSION_COOKIE_AGE"] = TTL
         if store == "sqlite":
@@ -367,34 +380,45 @@ def _django(with_session: bool, store: str):
     from django.http import JsonResponse
     from django.urls import path
 
+    def current(request):
+        return request.META["session"] if sessions == "ours" else request.session
+
     def read(request):
-        return JsonResponse({"views": request.session.get("views", 0) if with_session else last[0]})
+        return JsonResponse({"views": current(request).get("views", 0) if sessions else last[0]})
 
     def incr(request):
-        if with_session:
-            return JsonResponse({"views": _visit(request.session, "/incr")})
+        if sessions:
+            return JsonResponse({"views": _visit(current(request), "/incr")})
         last[0] = next(counter)
         return JsonResponse({"views": last[0]})
     urls = types.ModuleType("bench_django_urls")
     urls.urlpatterns = [path("read", read), path("incr", incr)]
     sys.modules[urls.__name__] = urls
     app = get_wsgi_application()
-    if with_session and store == "sqlite" and os.environ.get("BENCH_PREPARE"):
+    if sessions == "django" and store == "sqlite" and os.environ.get("BENCH_PREPARE"):
         from django.core.management import call_command
         call_command("migrate", "sessions", verbosity=0)
+    if sessions == "ours":
+        import session as ours_module
+        app = ours_module.SessionMiddleware(app, secret=SECRET, store=_our_store(store))
     return app
 
 
 def django_bare(store: str):
-    return _django(False, store)
+    return _django(None, store)
 
 
 def django_session(store: str):
-    return _django(True, store)
+    return _django("django", store)
+
+
+def django_ours(store: str):
+    return _django("ours", store)
 
 
 APPS = {"bare": wsgi_bare, "ours": ours, "floor": floor, "beaker": beaker,
-        "flask-bare": flask_bare, "flask": flask_session, "django-bare": django_bare, "django": django_session}
+        "flask-bare": flask_bare, "flask": flask_session, "flask-ours": flask_ours,
+        "django-bare": django_bare, "django": django_session, "django-ours": django_ours}
 
 
 # -- counting store writes inside a server process, without changing what is measured ------------
@@ -889,12 +913,18 @@ def _rows(server: str, stores: list, peers: set, available: dict) -> list:
         if "beaker" in peers and available["beaker"]:
             label = "Beaker ext:database (SQLite)" if store == "sqlite" else "Beaker ext:redis"
             rows.append(Row(label, "wsgi", "peer", server, store, "beaker", "beaker.session.id", next(db)))
+        # Flask's and Django's peers run on their framework's app, which costs more than a WSGI function;
+        # ours runs on the same app beside each, so that every peer is also compared like for like.
         if "flask" in peers and available["flask"]:
             label = "Flask-Session sqlalchemy (SQLite)" if store == "sqlite" else "Flask-Session redis"
             rows.append(Row(label, "flask", "peer", server, store, "flask", "session", next(db)))
+            rows.append(Row(f"SessionMiddleware + {name}, in Flask", "flask", "ours", server, store, "flask-ours",
+                            "connect.sid", next(db)))
         if "django" in peers and available["django"]:
             label = "Django db (SQLite)" if store == "sqlite" else "Django cache (Redis)"
             rows.append(Row(label, "django", "peer", server, store, "django", "sessionid", next(db)))
+            rows.append(Row(f"SessionMiddleware + {name}, in Django", "django", "ours", server, store,
+                            "django-ours", "connect.sid", next(db)))
     families = {row.family for row in rows}
     bares = [Row("Flask bare", "flask", "bare", server, None, "flask-bare"),
              Row("Django bare", "django", "bare", server, None, "django-bare")]
@@ -1176,8 +1206,9 @@ def _targets(rows: list, condition: tuple) -> list:
         if not runs or base is None or condition not in base.results:
             return None
         return statistics.median((r["cpu"] - b["cpu"]) * 1e6 for r, b in zip(runs, base.results[condition]))
-    ours = {row.store: ratio(row) for row in rows if row.role == "ours"}
-    ours_cpu = {row.store: extra_cpu(row) for row in rows if row.role == "ours"}
+    ours = {row.store: ratio(row) for row in rows if row.role == "ours" and row.family == "wsgi"}
+    ours_cpu = {row.store: extra_cpu(row) for row in rows if row.role == "ours" and row.family == "wsgi"}
+    ours_in = {(row.family, row.store): ratio(row) for row in rows if row.role == "ours"}
     floors = {row.store: ratio(row) for row in rows if row.role == "floor"}
     parts = []
     if ours.get("memory") and ours.get("sqlite"):
@@ -1199,6 +1230,14 @@ def _targets(rows: list, condition: tuple) -> list:
             parts.append(f"{STORE_LABELS[store]} ours {value:.2f} vs best peer {best:.2f}, {label} "
                          f"({'met' if value > best else 'missed'}: above); CPU over bare: ours "
                          f"{ours_cpu[store]:.0f} µs, least of the peers {cheapest:.0f} µs ({cheap_label})")
+        pairs = [(row.label, ratio(row), ours_in.get((row.family, store))) for row in rows
+                 if row.role == "peer" and row.store == store]
+        pairs = [(label, theirs, mine) for label, theirs, mine in pairs if theirs is not None and mine is not None]
+        if pairs:
+            above = sum(mine > theirs for _, theirs, mine in pairs)
+            parts.append(f"{STORE_LABELS[store]}, each peer against ours on its own framework: "
+                         + ", ".join(f"{label} {theirs:.2f} vs ours {mine:.2f}" for label, theirs, mine in pairs)
+                         + f" ({'met' if above == len(pairs) else 'missed'}: above {above} of {len(pairs)})")
     return parts
 
 
