@@ -890,11 +890,10 @@ def run_wrk(row: Row, mix: str, args, duration: float, wrk_cpus: set, backends: 
 def _rows(server: str, stores: list, peers: set, available: dict) -> list:
     """The rows of one server section: each framework's bare app, then per store floor, ours, peers."""
     rows: list = []
-    db = itertools.count(1)
     if server == "node":
         if "express" in peers:
             rows = [Row(f"express-session + {peer}", "express", "peer", "node", store, cookie="connect.sid",
-                        db=next(db))
+                        db=1)
                     for store, peer in (("redis", "connect-redis"), ("postgres", "connect-pg-simple"))
                     if store in stores]
         return [Row("Express bare", "express", "bare", "node", None)] + rows if rows else []
@@ -902,6 +901,7 @@ def _rows(server: str, stores: list, peers: set, available: dict) -> list:
     for store in stores:
         if store == "memory" and server != "waitress":
             continue
+        db = itertools.count(1)   # the store's rows' Redis database or PostgreSQL database (Redis has 16)
         rows.append(Row(f"floor, {STORE_LABELS[store]}", "wsgi", "floor", server, store, "floor",
                         "connect.sid", next(db)))
         name = {"memory": "MemoryStore", "sqlite": "SQLiteStore", "redis": "RedisStore",
