@@ -208,7 +208,7 @@ class _Core:
         # touch reads only the expiry is given a record without fields (see Store).
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
                                                         for p in ("", "a")])
-        self._touch_expiry_only = _says_false(store, "touch_needs_record", ["touch", "atouch"])
+        self._touch_expiry_only = _touch_reads_expiry_only(store)
         if self._merge is None:
             log.warning("%s has no merge(): each save writes the whole record with set(), so "
                         "concurrent requests on one session can lose each other's changes",
@@ -470,6 +470,11 @@ def _says_false(store: Any, attribute: str, methods: list) -> bool:
     said = _owner(store, attribute)
     return getattr(store, attribute, True) is False and said is not None and all(
         owner is None or issubclass(said, owner) for owner in (_owner(store, m) for m in methods))
+
+
+def _touch_reads_expiry_only(store: Any) -> bool:
+    """Whether the store's touch is handed a record with no fields (``Store.touch_needs_record``)."""
+    return _says_false(store, "touch_needs_record", ["touch", "atouch"])
 
 
 def _offers(store: Any, method: str, *over: str) -> bool:
@@ -957,10 +962,7 @@ class Session(dict):
         """A record with no fields, carrying only the expiry and keep_later: all a store whose
         touch needs nothing more (``Store.touch_needs_record``) is given."""
         cookie = self._cookie or self._ensure_cookie()
-        rec = _Record()
-        rec.expires_ms, rec.keep_later = cookie._ms(), cookie._original == self._lifetime
-        rec.text = rec.cookie_text = None
-        return rec
+        return _Record.of_expiry(cookie._ms(), cookie._original == self._lifetime)
 
     def _record_text(self, data: str) -> str:
         """The record's JSON with this data, for a record read as a dict."""
@@ -1447,6 +1449,15 @@ class _Record(dict):
         record.text, record.cookie_text = text, None
         record.expires_ms = None if expires is None else round(expires * 1000)
         record.keep_later = True
+        return record
+
+    @classmethod
+    def of_expiry(cls, expires_ms: Optional[int], keep_later: bool) -> "_Record":
+        """A record with no fields, only an expiry and ``keep_later``: what a store whose touch
+        reads nothing more (``Store.touch_needs_record``) is handed."""
+        record = cls()
+        record.text = record.cookie_text = None
+        record.expires_ms, record.keep_later = expires_ms, keep_later
         return record
 
 

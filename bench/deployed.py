@@ -117,8 +117,13 @@ def wsgi_bare(store: str):
 
 
 def ours(store: str):
+    return _with_ours(_session_app(), store)
+
+
+def _with_ours(app, store: str):
+    """``app`` behind our middleware on the store, default options."""
     import session
-    return session.SessionMiddleware(_session_app(), secret=SECRET, store=_our_store(store))
+    return session.SessionMiddleware(app, secret=SECRET, store=_our_store(store))
 
 
 def _our_store(store: str):
@@ -337,8 +342,7 @@ def _flask(sessions: str | None, store: str):
         last[0] = next(counter)
         return {"views": last[0]}
     if sessions == "ours":
-        import session as ours_module
-        app.wsgi_app = ours_module.SessionMiddleware(app.wsgi_app, secret=SECRET, store=_our_store(store))
+        app.wsgi_app = _with_ours(app.wsgi_app, store)
     return app
 
 
@@ -399,8 +403,7 @@ def _django(sessions: str | None, store: str):
         from django.core.management import call_command
         call_command("migrate", "sessions", verbosity=0)
     if sessions == "ours":
-        import session as ours_module
-        app = ours_module.SessionMiddleware(app, secret=SECRET, store=_our_store(store))
+        app = _with_ours(app, store)
     return app
 
 

@@ -472,12 +472,10 @@ class StoreContract:
         """``record`` as the middleware hands it to this store's touch(): whole, or with no
         fields at all when the store says its touch reads only the expiry."""
         expires = session.expires_at(record)
-        if session._says_false(self.store, "touch_needs_record", ["touch", "atouch"]):
-            touched = session._Record()
-            touched.expires_ms = None if expires is None else round(expires * 1000)
-            touched.cookie_text = None
-        else:
-            touched = session._Record.of(session.encode_record(record), expires)
+        if session._touch_reads_expiry_only(self.store):
+            return session._Record.of_expiry(None if expires is None else round(expires * 1000),
+                                             keep_later)
+        touched = session._Record.of(session.encode_record(record), expires)
         touched.text, touched.keep_later = None, keep_later
         return touched
 
