@@ -2070,7 +2070,9 @@ class _Exchange(_Request):
             self._sent = True
             headers = mw._response_headers(sess, self._headers, current, attached)
             self._write = self._start_response(self._status, headers, self._exc_info)
-        self.context = None  # the request is over: drop the environ <-> session cycle
+        # The request is over: drop the environ <-> session cycle, and the server's callables,
+        # which hold its request, whose environ holds the session, which holds this.
+        self.context = self._start_response = self._write = self._exc_info = None
 
     def __iter__(self) -> Iterator[bytes]:
         held = _NOTHING

@@ -3,6 +3,7 @@ exc_info, close(), wsgiref.validate; and a session over real sockets with wsgire
 """
 from __future__ import annotations
 
+import gc
 import http.client
 import sys
 import threading
@@ -135,6 +136,45 @@ class TestStreaming(unittest.TestCase):
         self.assertEqual((record["views"], record["more"]), (1, True))
         body.close()   # a second close does nothing more
         self.assertEqual(store.count("set"), 1)
+
+    def test_a_finished_request_leaves_nothing_for_the_cycle_collector(self):
+        # waitress's start_response is a closure over its task, which holds the environ: a
+        # session in the environ that still held the server's callables would tie the whole
+        # request into a cycle, freed only by the collector (21 objects a request there).
+        class Task:
+            def __init__(self, environ):
+                self.environ = environ
+
+            def run(self, app, leave_early=False):
+                def start_response(status, headers, exc_info=None):
+                    self.status, self.headers = status, headers
+                    return self.write
+                body = app(self.environ, start_response)
+                chunks = [next(iter(body))] if leave_early else list(body)
+                getattr(body, "close", lambda: None)()
+                return chunks
+
+            def write(self, data):
+                pass
+
+        def app(environ, start_response):
+            environ["session"]["views"] = environ["session"].get("views", 0) + 1
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"a", b"b"] if environ["PATH_INFO"] == "/list" else iter([b"a", b"b"])
+        mw = session.SessionMiddleware(app, secret=SECRET, cookie={"max_age": HOUR})
+        cases = [("/list", False), ("/iterator", False), ("/iterator", True)]
+        gc.collect()
+        gc.disable()
+        try:
+            for path, leave_early in cases:
+                with self.subTest(path=path, leave_early=leave_early):
+                    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.url_scheme": "http"}
+                    self.assertEqual(Task(environ).run(mw, leave_early), [b"a"] if leave_early else [b"a", b"b"])
+                    self.assertEqual(environ["session"]["views"], 1)
+                    del environ
+                    self.assertEqual(gc.collect(), 0)
+        finally:
+            gc.enable()
 
     def test_middleware_is_wsgi_compliant(self):
         # wsgiref's validator wants dotless environ keys to be strings (CGI variables), so the
