@@ -1209,9 +1209,9 @@ def _targets(rows: list, condition: tuple) -> list:
         if not runs or base is None or condition not in base.results:
             return None
         return statistics.median((r["cpu"] - b["cpu"]) * 1e6 for r, b in zip(runs, base.results[condition]))
-    ours = {row.store: ratio(row) for row in rows if row.role == "ours" and row.family == "wsgi"}
-    ours_cpu = {row.store: extra_cpu(row) for row in rows if row.role == "ours" and row.family == "wsgi"}
     ours_in = {(row.family, row.store): ratio(row) for row in rows if row.role == "ours"}
+    ours = {store: value for (family, store), value in ours_in.items() if family == "wsgi"}
+    ours_cpu = {row.store: extra_cpu(row) for row in rows if row.role == "ours" and row.family == "wsgi"}
     floors = {row.store: ratio(row) for row in rows if row.role == "floor"}
     parts = []
     if ours.get("memory") and ours.get("sqlite"):
