@@ -1,7 +1,8 @@
 """Per-request overhead of ASGISessionMiddleware in a Starlette app, beside Starlette's own
 SessionMiddleware and starsessions, in-process (no server, no sockets).
 
-Scenario: a returning visitor whose handler increments ``session["views"]``.  Every row is the
+Scenario: a returning visitor whose handler increments ``session["views"]`` (with --reads: only
+reads it, after the first visit).  Every row is the
 same Starlette app (one route), the session middleware added the way each library documents
 (``Middleware(...)`` in the app's list), driven by the same minimal ASGI driver that keeps the
 cookie the response sets, as a browser does.  Rows:
@@ -11,8 +12,11 @@ cookie the response sets, as a browser does.  Rows:
     + ours, MemoryStore in a thread    the same store with Store's default coroutines, which run
                                        its methods in the loop's thread pool (what a store
                                        without coroutines of its own costs)
-    + ours, SQLiteStore (thread)       stores/sqlite_store.py, a file in a temporary directory;
-                                       it has no coroutines, so every call goes through a thread
+    + ours, SQLiteStore                stores/sqlite_store.py, a file in a temporary directory,
+                                       through its coroutines: reads (and touches it skips) on the
+                                       event loop, writes in the loop's thread pool
+    + ours, SQLiteStore through a thread   the same with Store's default coroutines: every call
+                                       in a thread
     + ours, RedisStore                 with --redis: a private redis-server (tests/redis_server.py),
                                        through the store's coroutines (redis.asyncio), and through
                                        a thread (the same store with Store's default coroutines)
@@ -23,11 +27,14 @@ cookie the response sets, as a browser does.  Rows:
 All rows send a cookie with a one-hour lifetime.  The rows alternate within each run (SLICES
 rounds, order rotated), and the overhead is the median over runs of (row - bare Starlette in
 the same run).  Clock: process CPU time (the thread pool's work counts; time descheduled by a
-busy machine does not).
+busy machine does not); with --loop-thread, the event loop's own thread's alone (what a row
+takes from every other request the loop serves).
 
     python bench/asgi_overhead.py             # about 20 s
     python bench/asgi_overhead.py --quick     # about a quarter of that
     python bench/asgi_overhead.py --redis     # adds the RedisStore row (needs redis-server, redis)
+    python bench/asgi_overhead.py --reads     # requests that only read the session
+    python bench/asgi_overhead.py --loop-thread   # CPU time of the event loop's thread only
 
 Needs: pip install starlette itsdangerous starsessions (.ci/requirements.txt pins them).
 """
@@ -52,6 +59,7 @@ SECRET = "keyboard cat, a secret long enough to be realistic"
 MAX_AGE = 3600
 SLICES = 10
 CLOCK = time.process_time
+READS = False  # --reads: after the first visit the handler only reads the session
 
 
 # ---------------------------------------------------------------- the apps
@@ -65,7 +73,9 @@ def starlette_app(middleware: list, with_session: bool, probe: list):
     async def incr(request):
         if with_session:
             sess = request.session
-            sess["views"] = views = sess.get("views", 0) + 1
+            views = sess.get("views", 0)
+            if not READS or not views:  # --reads: the first visit counts, the others only read
+                sess["views"] = views = views + 1
         else:
             counter[0] = views = counter[0] + 1
         probe[0] = views
@@ -114,7 +124,10 @@ def rows(args, cleanup: list) -> list:
     tmp = tempfile.mkdtemp(prefix="asgi-bench-")
     sqlite = SQLiteStore(os.path.join(tmp, "sessions.db"))
     cleanup.append(sqlite.close)
-    out.append(ours("+ ours, SQLiteStore (thread)", sqlite))
+    out.append(ours("+ ours, SQLiteStore", sqlite))
+    threaded_sqlite = threaded(SQLiteStore)(os.path.join(tmp, "threaded.db"))
+    cleanup.append(threaded_sqlite.close)
+    out.append(ours("+ ours, SQLiteStore through a thread", threaded_sqlite))
     if args.redis:
         from stores.redis_store import RedisStore
         from tests.redis_server import RedisServer
@@ -221,13 +234,15 @@ async def measure(table: list, args) -> int:
         for row in table:
             row.times.append(spent[row.label] / SLICES)
     elapsed = time.perf_counter() - started
+    expected = 1 if READS else None
     for row in table[1:]:                  # every request counted in the session, and was stored
-        assert row.probe[0] == row.requests, f"{row.label}: {row.probe[0]} views after {row.requests} requests"
+        want = expected or row.requests
+        assert row.probe[0] == want, f"{row.label}: {row.probe[0]} views after {row.requests} requests"
         store = getattr(row, "store", None)
         if store is not None:
             sid = sx.unsign(sx._decode_uri_component(row.cookie.decode().split("=", 1)[1])[2:], SECRET)
             stored = store.get(sid)["views"]
-            assert stored == row.requests, f"{row.label}: the store holds {stored} views"
+            assert stored == want, f"{row.label}: the store holds {stored} views"
 
     base = table[0].times
     over = {row.label: statistics.median([t - b for t, b in zip(row.times, base)]) for row in table[1:]}
@@ -243,11 +258,13 @@ async def measure(table: list, args) -> int:
         versions += [f"starsessions {md.version('starsessions')}", f"itsdangerous {md.version('itsdangerous')}"]
     except Exception:  # noqa: BLE001 - versions are informative only
         pass
-    print(f"ASGI session middleware overhead in a Starlette app, in-process, CPU µs per request: "
+    clock = {time.perf_counter: "wall-clock", time.thread_time: "event loop thread's CPU"}.get(CLOCK, "CPU")
+    print(f"ASGI session middleware overhead in a Starlette app, in-process, {clock} µs per request: "
           f"median of {runs} runs of {per_run} requests, rows alternating every {chunk}; "
           f"took {elapsed:.0f} s.")
-    print(", ".join(versions) + f"; cookie lifetime {MAX_AGE} s; returning visitor increments "
-          f"session['views'].\noverhead = median over runs of (row - bare Starlette in the same run); "
+    scenario = "reads session['views']" if READS else "increments session['views']"
+    print(", ".join(versions) + f"; cookie lifetime {MAX_AGE} s; returning visitor {scenario}."
+          f"\noverhead = median over runs of (row - bare Starlette in the same run); "
           f"p25-p75 its spread.\n")
     width = max(len(row.label) for row in table)
     star = over.get("+ starsessions (memory)")
@@ -277,10 +294,17 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--requests", type=int, help="requests per row per run (default 3000, quick 1000)")
     parser.add_argument("--redis", action="store_true", help="add a RedisStore row (private redis-server)")
     parser.add_argument("--wall", action="store_true", help="time with perf_counter instead of CPU time")
+    parser.add_argument("--loop-thread", action="store_true",
+                        help="count only the event loop's own thread's CPU time (not the thread pool's)")
+    parser.add_argument("--reads", action="store_true",
+                        help="the returning visitor's requests only read the session")
     args = parser.parse_args(argv)
-    global CLOCK
+    global CLOCK, READS
     if args.wall:
         CLOCK = time.perf_counter
+    elif args.loop_thread:
+        CLOCK = time.thread_time
+    READS = args.reads
     return asyncio.run(run(args))
 
 

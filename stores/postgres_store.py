@@ -50,9 +50,11 @@ Why it is built this way:
   ``GREATEST(expire, <new>)`` unless the request set the cookie's lifetime
   itself, so a concurrent request's later expiry stays (``touch`` likewise).
   A new session's merge is an upsert that only takes over an expired row.
-- No coroutine methods: under ASGI the middleware runs these in the event
-  loop's thread pool.  psycopg's ``AsyncConnection`` would need a second pool,
-  bound to one event loop, with its own reconnect and fork handling.
+- Under ASGI the middleware runs these in the event loop's thread pool (the
+  one coroutine here, ``atouch``, first decides on the loop whether a touch is
+  skipped, so a request that only reads goes there once, not twice).
+  psycopg's ``AsyncConnection`` would need a second pool, bound to one event
+  loop, with its own reconnect and fork handling.
 - Connections (with ``conninfo``): a small pool of its own, at most
   ``max_connections``, so the store needs only psycopg.  An idle connection
   is popped from a list without a lock (a semaphore around it cost 1.1 µs of
@@ -269,18 +271,28 @@ class PostgresStore(session.Store):
         touch that would move it less than ``touch_slack`` seconds, or 1% of the session's
         lifetime, past what this process last read or wrote is not sent (see the module
         docstring)."""
-        if self.disable_touch:
-            return
         now = time.time()
+        if self._skips_touch(sid, record, now):
+            return
         expire = self._expire_for(session.expires_at(record), now)
         if getattr(record, "keep_later", True):
-            if self._seen.barely_moves(sid, expire, now, self.touch_slack):
-                return
             sql, params = self._sql_touch_later, (expire, sid, _ceil(now), expire)
         else:
             sql, params = self._sql_touch, (expire, sid, _ceil(now))
         self._call(lambda cur: cur.execute(sql, params))
         self._seen.remember(sid, expire)
+
+    async def atouch(self, sid: str, record: dict) -> None:
+        """``touch``: one it would skip is skipped on the event loop; one it sends runs in
+        the loop's thread pool, as every other call does."""
+        if not self._skips_touch(sid, record, time.time()):
+            await session._in_thread(self.touch, sid, record)
+
+    def _skips_touch(self, sid: str, record: dict, now: float) -> bool:
+        """Whether ``touch`` sends nothing: touches are off, or it may not move the expiry
+        earlier and would move it less than ``touch_slack`` past what this process last saw."""
+        return self.disable_touch or getattr(record, "keep_later", True) and self._seen.barely_moves(
+            sid, self._expire_for(session.expires_at(record), now), now, self.touch_slack)
 
     # -- records as text ---------------------------------------------------
     def get_text(self, sid: str) -> Optional[str]:

@@ -9,6 +9,7 @@ then ``http.disconnect`` once the response is complete).  ``ASGIHarness`` mirror
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http.client
 import re
 import threading
@@ -20,7 +21,7 @@ from tests.harness import MISSING, NAME, SECRET, RecordingStore, Response, SetCo
 from tests.support import free_port
 
 __all__ = ["ASGIResponse", "call_asgi", "make_scope", "ASGIClient", "ASGIHarness", "UvicornServer",
-           "Browser", "simple_app"]
+           "Browser", "simple_app", "run_with_counted_threads"]
 
 
 class ASGIResponse(Response):
@@ -50,6 +51,24 @@ def make_scope(path: str = "/", *, https: bool = False, headers=None, cookie: Op
         scope["subprotocols"] = []
     scope.update(extra or {})
     return scope
+
+
+def run_with_counted_threads(work):
+    """(``await work()``'s result, the names of the functions the event loop sent to its thread
+    pool meanwhile), on a fresh loop."""
+    calls = []
+
+    class Counting(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, *args, **kwargs):
+            calls.append(getattr(fn, "func", fn).__name__)
+            return super().submit(fn, *args, **kwargs)
+    loop, pool = asyncio.new_event_loop(), Counting(1)
+    loop.set_default_executor(pool)
+    try:
+        return loop.run_until_complete(work()), calls
+    finally:
+        loop.close()
+        pool.shutdown()
 
 
 def _check_header_list(headers: Any) -> list:

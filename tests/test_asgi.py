@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import threading
 import unittest
 
 import session
 from tests.harness import HOUR, NAME, SECRET, RecordingStore, SetCookie, cookie_value, make_record
-from tests.asgi_support import ASGIHarness, acall_asgi, call_asgi, make_scope, simple_app
+from stores.sqlite_store import SQLiteStore
+from tests.asgi_support import (ASGIClient, ASGIHarness, acall_asgi, call_asgi, make_scope,
+                                 run_with_counted_threads, simple_app)
 
 
 def setUpModule():
@@ -707,6 +711,31 @@ class TestSessionUnderASGI(unittest.TestCase):
         h.request()
         self.assertEqual(len(calls), 3)   # merge, then read and merge
         self.assertEqual(set(calls), {loop_threads[0]})
+
+    def test_sqlite_store_reads_on_the_event_loop_and_writes_in_a_thread(self):
+        # A request that only reads sends nothing to the thread pool: the read runs on the
+        # loop (it waits for no writer), and so does deciding to skip a touch.
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        store = SQLiteStore(os.path.join(tmp.name, "sessions.db"))
+        self.addCleanup(store.close)
+
+        def count(scope):
+            if scope["path"] == "/incr":
+                scope["session"]["n"] = scope["session"].get("n", 0) + 1
+            return scope["session"].get("n")
+        app = middleware(simple_app(count), store=store, cookie={"max_age": 3600})
+        client = ASGIClient(app)
+
+        def request(path):
+            cookie = "; ".join(f"{k}={v}" for k, v in client.jar.items()) or None
+            resp, calls = run_with_counted_threads(lambda: acall_asgi(app, make_scope(path, cookie=cookie)))
+            client.keep(resp)
+            return calls
+        self.assertEqual(request("/incr"), ["merge"])        # a new session: written in a thread
+        self.assertEqual(request("/read"), [])               # read on the loop, touch skipped
+        self.assertEqual(request("/incr"), ["merge"])
+        self.assertEqual(data_of(store, SetCookie(f"{NAME}={client.jar[NAME]}").sid), {"n": 2})
 
     def test_a_store_error_while_loading_propagates_and_nothing_is_sent(self):
         class Broken(session.MemoryStore):

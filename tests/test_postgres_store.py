@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import session
 from tests.postgres_server import INSTALL, PostgresServer, postgres_server_available
+from tests.asgi_support import run_with_counted_threads
 from tests.store_contract import StoreContract, make_record, user_data
 from tests.support import has_module, requires
 
@@ -441,6 +442,24 @@ class TestTouch(PostgresCase):
         store.touch("t", make_record(3700, v=1))      # 100 s later: sent
         self.assertEqual(len(statements), 1)
         self.assertAlmostEqual(self.expire_epoch("t"), time.time() + 3700, delta=3)
+
+    def test_under_asgi_a_touch_it_skips_never_reaches_the_thread_pool(self):
+        store = self.store()
+        store.set("t", make_record(3600, v=1))
+        before = self.expire_epoch("t")
+        store.get_text("t")
+
+        async def touches():
+            await store.atouch("t", make_record(3610, v=1))   # skipped on the event loop
+            skipped = self.expire_epoch("t")
+            await store.atouch("t", make_record(3700, v=1))   # sent, from a thread
+            return skipped
+        skipped, calls = run_with_counted_threads(touches)
+        self.assertEqual((skipped, calls), (before, ["touch"]))
+        self.assertAlmostEqual(self.expire_epoch("t"), time.time() + 3700, delta=3)
+        _, calls = run_with_counted_threads(lambda: self.store(disable_touch=True).atouch(
+            "t", make_record(9000)))
+        self.assertEqual(calls, [])
 
     def test_a_save_that_barely_moves_the_expiry_writes_the_data_alone(self):
         store = self.store()

@@ -27,6 +27,7 @@ from unittest import mock
 import session
 from stores import ShelveStore, SQLiteStore, shelve_store, sqlite_store
 from tests import support
+from tests.asgi_support import run_with_counted_threads
 from tests.harness import SECRET, Client, Harness
 from tests.store_contract import StoreContract, make_record
 
@@ -382,6 +383,17 @@ class TestSQLiteStoreInMemory(StoreContract, unittest.TestCase):
         finally:
             store._give(conn)
 
+    def test_under_asgi_its_one_connection_is_used_on_the_event_loop_when_free(self):
+        store = self.make_store()
+        self.addCleanup(store.close)
+        store.set("s1", make_record(user="ada"))
+        text, calls = run_with_counted_threads(lambda: store.aget_text("s1"))
+        self.assertEqual((json.loads(text)["user"], calls), ("ada", []))
+        cur = store._take()  # another thread is using the connection: the read waits in a thread
+        threading.Timer(0.05, store._give, (cur,)).start()
+        text, calls = run_with_counted_threads(lambda: store.aget_text("s1"))
+        self.assertEqual((json.loads(text)["user"], calls), ("ada", ["get_text"]))
+
 
 class TestShelveStore(TempDir, StoreContract, unittest.TestCase):
     def make_store(self):
@@ -545,6 +557,58 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store.touch("s2", make_record(1.2, user="ada"))  # 1% of a second is 10 ms: written
         self.assertAlmostEqual(conn.execute("SELECT expires FROM sessions WHERE sid = 's2'")
                                .fetchone()[0], time.time() + 1.2, delta=0.1)
+
+    def test_under_asgi_a_read_runs_on_the_event_loop_and_a_write_in_a_thread(self):
+        # A trip to the thread pool costs the loop's own thread more than the read itself
+        # (see the module docstring), and a WAL read waits for no writer.
+        store, stored = self.store(), make_record(3600, user="ada")
+        store.set("s1", stored)
+        conn = self.raw()
+
+        async def work():
+            text = await store.aget_text("s1")
+            record = await store.aget("s1")
+            missing = await store.aget_text("nobody"), await store.aget("nobody")
+            await store.atouch("s1", make_record(3610, user="ada"))  # barely moves: skipped
+            skipped = conn.execute("SELECT expires FROM sessions").fetchone()[0]
+            await store.atouch("s1", make_record(7200, user="ada"))  # written, in a thread
+            return text, record, missing, skipped
+        (text, record, missing, skipped), calls = run_with_counted_threads(work)
+        self.assertEqual(text, store.get_text("s1"))
+        self.assertEqual(record, stored)
+        self.assertEqual(missing, (None, None))
+        self.assertAlmostEqual(skipped, time.time() + 3600, delta=5)
+        self.assertAlmostEqual(conn.execute("SELECT expires FROM sessions").fetchone()[0],
+                               time.time() + 7200, delta=5)
+        self.assertEqual(calls, ["touch"])
+
+    def test_under_asgi_a_read_that_would_wait_runs_in_a_thread(self):
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        held = []
+        while store._idle:  # every pooled connection busy: the read would have to open one
+            held.append(store._take())
+        text, calls = run_with_counted_threads(lambda: store.aget_text("s1"))
+        self.assertEqual(json.loads(text)["user"], "ada")
+        self.assertEqual(calls, ["get_text"])
+        for cur in held:
+            store._give(cur)
+        # Another process's lock on the file (which a WAL read meets only in rare moments,
+        # such as recovery after a crash, and which cannot be staged here): the read is
+        # refused at once, not waited out on the loop, and the thread waits it out.
+        refused = []
+
+        class LockedOnce(sqlite3.Cursor):
+            def execute(self, *args):
+                if not refused:
+                    refused.append(args[0])
+                    raise sqlite3.OperationalError("database is locked")
+                return super().execute(*args)
+        store._give(LockedOnce(store._take().connection))
+        record, calls = run_with_counted_threads(lambda: store.aget("s1"))
+        self.assertEqual(record["user"], "ada")
+        self.assertEqual(len(refused), 1)
+        self.assertEqual(calls, ["get"])
 
     def test_four_processes_setting_500_ids_each_lose_none(self):
         start_at = str(time.time() + 1.0)  # all four construct and write at the same moment
