@@ -96,8 +96,8 @@ Why it is built this way:
   read of the local file waits for no writer and costs the loop's thread a few
   µs, while a trip to the pool costs that thread about 100 µs of CPU (200 µs the
   process) on the machine this was measured on: ``python bench/asgi_overhead.py
-  --reads --loop-thread``, a returning visitor who only reads, 21 µs over bare
-  Starlette against 198 µs with every call in a thread.  A read that would have
+  --reads --loop-thread``, a returning visitor who only reads, 24 µs over bare
+  Starlette against 217 µs with every call in a thread.  A read that would have
   to wait (no free pooled connection, or the file busy, as while another process
   recovers it) goes to the pool instead, as every write does (a commit may run a
   checkpoint, which syncs the file, and a save may prune).  A touch that would be
