@@ -1985,7 +1985,11 @@ class SessionMiddleware(_Core):
         exchange = _Exchange(self, environ, key, options, cookie_id, resend, start_response)
         sess = exchange.sess = self._session(exchange, self._read_store(cookie_id) if cookie_id else None)
         environ[key] = sess
-        result = self.app(environ, exchange.start_response)
+        try:
+            result = self.app(environ, exchange.start_response)
+        except BaseException:
+            exchange.release()  # the app raised: nothing is saved
+            raise
         if type(result) is list or type(result) is tuple:
             exchange.end()  # the body is complete: no app code can run after this
             return result
@@ -2061,18 +2065,24 @@ class _Exchange(_Request):
         gave up on the response) the headers if they are not sent yet."""
         mw, sess = self.core, self.sess
         self.sess = None  # ended, whatever happens below (close() must not end it again)
-        current = sess._current()  # once for both steps, as is whether the app detached it
-        attached = self.context.get(self.key) is not None
-        action = mw._store_action(sess, attached, current)
-        if action is not None:
-            mw._carry_out(sess, action)
-        if respond and not self._sent and self._status is not None:
-            self._sent = True
-            headers = mw._response_headers(sess, self._headers, current, attached)
-            self._write = self._start_response(self._status, headers, self._exc_info)
-        # The request is over: drop the environ <-> session cycle, and the server's callables,
-        # which hold its request, whose environ holds the session, which holds this.
-        self.context = self._start_response = self._write = self._exc_info = None
+        try:
+            current = sess._current()  # once for both steps, as is whether the app detached it
+            attached = self.context.get(self.key) is not None
+            action = mw._store_action(sess, attached, current)
+            if action is not None:
+                mw._carry_out(sess, action)
+            if respond and not self._sent and self._status is not None:
+                self._sent = True
+                headers = mw._response_headers(sess, self._headers, current, attached)
+                self._write = self._start_response(self._status, headers, self._exc_info)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """The request is over (or failed, and nothing is saved): drop the session, the environ
+        <-> session cycle, and the server's callables, which hold its request, whose environ
+        holds the session, which holds this; else the cycle collector has to free them all."""
+        self.sess = self.context = self._start_response = self._write = self._exc_info = None
 
     def __iter__(self) -> Iterator[bytes]:
         held = _NOTHING
@@ -2083,7 +2093,7 @@ class _Exchange(_Request):
             except StopIteration:
                 break
             except BaseException:
-                self.sess = None  # the app raised: nothing is saved
+                self.release()  # the app raised: nothing is saved
                 raise
             if held is not _NOTHING:
                 self.send_headers()

@@ -137,7 +137,7 @@ class TestStreaming(unittest.TestCase):
         body.close()   # a second close does nothing more
         self.assertEqual(store.count("set"), 1)
 
-    def test_a_finished_request_leaves_nothing_for_the_cycle_collector(self):
+    def test_a_finished_or_failed_request_leaves_nothing_for_the_cycle_collector(self):
         # waitress's start_response is a closure over its task, which holds the environ: a
         # session in the environ that still held the server's callables would tie the whole
         # request into a cycle, freed only by the collector (21 objects a request there).
@@ -149,9 +149,12 @@ class TestStreaming(unittest.TestCase):
                 def start_response(status, headers, exc_info=None):
                     self.status, self.headers = status, headers
                     return self.write
-                body = app(self.environ, start_response)
-                chunks = [next(iter(body))] if leave_early else list(body)
-                getattr(body, "close", lambda: None)()
+                try:
+                    body = app(self.environ, start_response)
+                    chunks = [next(iter(body))] if leave_early else list(body)
+                    getattr(body, "close", lambda: None)()
+                except RuntimeError:  # as waitress: logged and answered with a 500, not kept
+                    return "500"
                 return chunks
 
             def write(self, data):
@@ -159,17 +162,32 @@ class TestStreaming(unittest.TestCase):
 
         def app(environ, start_response):
             environ["session"]["views"] = environ["session"].get("views", 0) + 1
+            path = environ["PATH_INFO"]
+            if path == "/raise":
+                raise RuntimeError("the app failed")
             start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"a", b"b"] if environ["PATH_INFO"] == "/list" else iter([b"a", b"b"])
+            return [b"a", b"b"] if path == "/list" else iter([b"a", b"b"]) if path == "/iterator" \
+                else failing_body()
+
+        def failing_body():
+            yield b"a"
+            raise RuntimeError("the body failed")
+        class FailingStore(session.MemoryStore):
+            def merge(self, sid, change):
+                raise RuntimeError("the store is down")
         mw = session.SessionMiddleware(app, secret=SECRET, cookie={"max_age": HOUR})
-        cases = [("/list", False), ("/iterator", False), ("/iterator", True)]
+        down = session.SessionMiddleware(app, secret=SECRET, store=FailingStore())
+        cases = [(mw, "/list", False, [b"a", b"b"]), (mw, "/iterator", False, [b"a", b"b"]),
+                 (mw, "/iterator", True, [b"a"]), (mw, "/raise", False, "500"),
+                 (mw, "/raise-later", False, "500"), (down, "/list", False, "500"),
+                 (down, "/iterator", False, "500")]
         gc.collect()
         gc.disable()
         try:
-            for path, leave_early in cases:
-                with self.subTest(path=path, leave_early=leave_early):
+            for app_, path, leave_early, sent in cases:
+                with self.subTest(path=path, leave_early=leave_early, store_down=app_ is down):
                     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.url_scheme": "http"}
-                    self.assertEqual(Task(environ).run(mw, leave_early), [b"a"] if leave_early else [b"a", b"b"])
+                    self.assertEqual(Task(environ).run(app_, leave_early), sent)
                     self.assertEqual(environ["session"]["views"], 1)
                     del environ
                     self.assertEqual(gc.collect(), 0)
