@@ -2201,15 +2201,17 @@ class ASGISessionMiddleware(_Core):
                 raise
 
         try:
-            await self.app(scope, receive_with_session, send_with_session)
-        except BaseException as exc:
-            await self._failed(sess, exc, gone)
-            raise
-        if not ended:  # the app stopped before its last body message (the client went away)
-            current = await self._end(sess)
-            if start is not None:
-                await send(self._start_message(sess, start, current))
-        sess._req.context = None  # the request is over: drop the scope <-> session cycle
+            try:
+                await self.app(scope, receive_with_session, send_with_session)
+            except BaseException as exc:
+                await self._failed(sess, exc, gone)
+                raise
+            if not ended:  # the app stopped before its last body message (the client went away)
+                current = await self._end(sess)
+                if start is not None:
+                    await send(self._start_message(sess, start, current))
+        finally:
+            sess._req.context = None  # the request is over: drop the scope <-> session cycle
 
     async def _websocket(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
         ended = gone = False
@@ -2240,13 +2242,15 @@ class ASGISessionMiddleware(_Core):
                 raise
 
         try:
-            await self.app(scope, receive_with_session, send_with_session)
-        except BaseException as exc:
-            await self._failed(sess, exc, gone)
-            raise
-        if not ended:  # the socket closed from the client's side, or never opened
-            await self._end(sess)
-        sess._req.context = None
+            try:
+                await self.app(scope, receive_with_session, send_with_session)
+            except BaseException as exc:
+                await self._failed(sess, exc, gone)
+                raise
+            if not ended:  # the socket closed from the client's side, or never opened
+                await self._end(sess)
+        finally:
+            sess._req.context = None
 
     async def _failed(self, sess: Session, exc: BaseException, gone: bool) -> None:
         """The app raised: nothing is saved (as under WSGI), but the records regenerate() and

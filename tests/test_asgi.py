@@ -7,6 +7,7 @@ and store writes happen.  The frameworks and a real server are in test_asgi_fram
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import tempfile
@@ -423,6 +424,52 @@ class TestEndOfResponse(unittest.TestCase):
         asyncio.run(middleware(app, store)(make_scope(cookie=cookie), _never_receive, server_send))
         self.assertEqual([m["type"] for m in sent], ["http.response.start"])
         self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_a_finished_or_failed_request_leaves_nothing_for_the_cycle_collector(self):
+        # The scope holds the session, which holds the scope: a request must break that cycle
+        # however it ends, or the collector has to free every request.  With MemoryStore the
+        # middleware never suspends, so each request is driven here without an event loop.
+        class FailingStore(session.MemoryStore):
+            def merge(self, sid, change):
+                raise RuntimeError("the store is down")
+
+        def app_for(path):
+            async def app(scope, receive, send):
+                scope["session"]["views"] = scope["session"].get("views", 0) + 1
+                if path == "/raise":
+                    raise RuntimeError("the app failed")
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                if path == "/raise-later":
+                    raise RuntimeError("the app failed")
+                await send({"type": "http.response.body", "body": b"ok"})
+            return app
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            pass
+
+        def serve(store, path):
+            coroutine = middleware(app_for(path), store=store)(make_scope(path), receive, send)
+            try:
+                coroutine.send(None)
+            except StopIteration:
+                return "200"
+            except RuntimeError:  # as a server: logged and answered with a 500, not kept
+                return "500"
+            raise AssertionError("the middleware suspended")
+        cases = [(session.MemoryStore, "/ok", "200"), (session.MemoryStore, "/raise", "500"),
+                 (session.MemoryStore, "/raise-later", "500"), (FailingStore, "/ok", "500")]
+        gc.collect()
+        gc.disable()
+        try:
+            for store_class, path, status in cases:
+                with self.subTest(path=path, store=store_class.__name__):
+                    self.assertEqual(serve(store_class(), path), status)
+                    self.assertEqual(gc.collect(), 0)
+        finally:
+            gc.enable()
 
     def test_a_cancelled_final_send_neither_repeats_nor_undoes_the_store_write(self):
         # Starlette's StreamingResponse (ASGI spec < 2.4) cancels the stream when the client
