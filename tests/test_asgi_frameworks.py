@@ -183,8 +183,12 @@ class FrameworkFlows:
     make_app = None
 
     @classmethod
+    def make_store(cls):
+        return session.MemoryStore()
+
+    @classmethod
     def setUpClass(cls):
-        cls.store = session.MemoryStore()
+        cls.store = cls.make_store()
         cls.events: dict = {}
         cls.server = UvicornServer(cls.make_app(cls.store, cls.events))
         cls.addClassCleanup(cls.server.stop)
@@ -325,6 +329,22 @@ class TestStarletteUnderUvicorn(FrameworkFlows, unittest.TestCase):
 @requires(HAVE_SERVER and has_module("fastapi"), "pip install fastapi uvicorn websockets")
 class TestFastAPIUnderUvicorn(FrameworkFlows, unittest.TestCase):
     make_app = staticmethod(fastapi_app)
+
+
+@requires(HAVE_SERVER and has_module("starlette"), "pip install starlette uvicorn websockets")
+class TestStarletteOnSQLiteUnderUvicorn(FrameworkFlows, unittest.TestCase):
+    """The same flows on SQLiteStore, whose reads run on the event loop and writes in threads."""
+
+    make_app = staticmethod(starlette_app)
+
+    @classmethod
+    def make_store(cls):
+        from stores.sqlite_store import SQLiteStore
+        tmp = tempfile.mkdtemp(prefix="asgi-sqlite-")
+        cls.addClassCleanup(shutil.rmtree, tmp, True)
+        store = SQLiteStore(os.path.join(tmp, "sessions.db"))
+        cls.addClassCleanup(store.close)
+        return store
 
 
 @requires(HAVE_SERVER and has_module("starlette"), "pip install starlette uvicorn websockets")
