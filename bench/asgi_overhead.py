@@ -20,6 +20,9 @@ cookie the response sets, as a browser does.  Rows:
     + ours, RedisStore                 with --redis: a private redis-server (tests/redis_server.py),
                                        through the store's coroutines (redis.asyncio), and through
                                        a thread (the same store with Store's default coroutines)
+    + ours, PostgresStore              with --postgres: a private PostgreSQL cluster
+                                       (tests/postgres_server.py), through the store's coroutines
+                                       (psycopg's AsyncConnection) and through a thread
     + Starlette SessionMiddleware      the whole session in a signed cookie (itsdangerous)
     + starsessions (memory)            starsessions' SessionMiddleware + SessionAutoloadMiddleware,
                                        InMemoryStore
@@ -33,6 +36,7 @@ takes from every other request the loop serves).
     python bench/asgi_overhead.py             # about 20 s
     python bench/asgi_overhead.py --quick     # about a quarter of that
     python bench/asgi_overhead.py --redis     # adds the RedisStore row (needs redis-server, redis)
+    python bench/asgi_overhead.py --postgres  # adds PostgresStore rows (needs PostgreSQL, psycopg)
     python bench/asgi_overhead.py --reads     # requests that only read the session
     python bench/asgi_overhead.py --loop-thread   # CPU time of the event loop's thread only
 
@@ -140,6 +144,18 @@ def rows(args, cleanup: list) -> list:
         threaded_redis = threaded(RedisStore)(url=server.url)
         cleanup.append(threaded_redis.close)
         out.append(ours("+ ours, RedisStore (thread)", threaded_redis))
+
+    if args.postgres:
+        from stores.postgres_store import PostgresStore
+        from tests.postgres_server import PostgresServer
+        server = PostgresServer().start()
+        cleanup.append(server.stop)
+        pg = PostgresStore(conninfo=server.url, create_table_if_missing=True)
+        cleanup.append(pg.close)
+        out.append(ours("+ ours, PostgresStore (coroutines)", pg))
+        threaded_pg = threaded(PostgresStore)(conninfo=server.url)
+        cleanup.append(threaded_pg.close)
+        out.append(ours("+ ours, PostgresStore through a thread", threaded_pg))
 
     from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
     probe = [0]
@@ -293,6 +309,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--runs", type=int, help="interleaved runs (default 9, quick 5)")
     parser.add_argument("--requests", type=int, help="requests per row per run (default 3000, quick 1000)")
     parser.add_argument("--redis", action="store_true", help="add a RedisStore row (private redis-server)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="add PostgresStore rows (a private PostgreSQL cluster)")
     parser.add_argument("--wall", action="store_true", help="time with perf_counter instead of CPU time")
     parser.add_argument("--loop-thread", action="store_true",
                         help="count only the event loop's own thread's CPU time (not the thread pool's)")

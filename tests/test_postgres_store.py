@@ -7,6 +7,7 @@ Needs ``apt-get install -y postgresql`` and ``pip install "psycopg[binary]" psyc
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -443,7 +444,7 @@ class TestTouch(PostgresCase):
         self.assertEqual(len(statements), 1)
         self.assertAlmostEqual(self.expire_epoch("t"), time.time() + 3700, delta=3)
 
-    def test_under_asgi_a_touch_it_skips_never_reaches_the_thread_pool(self):
+    def test_under_asgi_a_touch_it_skips_sends_nothing(self):
         store = self.store()
         store.set("t", make_record(3600, v=1))
         before = self.expire_epoch("t")
@@ -452,10 +453,10 @@ class TestTouch(PostgresCase):
         async def touches():
             await store.atouch("t", make_record(3610, v=1))   # skipped on the event loop
             skipped = self.expire_epoch("t")
-            await store.atouch("t", make_record(3700, v=1))   # sent, from a thread
+            await store.atouch("t", make_record(3700, v=1))   # sent
             return skipped
         skipped, calls = run_with_counted_threads(touches)
-        self.assertEqual((skipped, calls), (before, ["touch"]))
+        self.assertEqual((skipped, calls), (before, []))
         self.assertAlmostEqual(self.expire_epoch("t"), time.time() + 3700, delta=3)
         _, calls = run_with_counted_threads(lambda: self.store(disable_touch=True).atouch(
             "t", make_record(9000)))
@@ -476,6 +477,170 @@ class TestTouch(PostgresCase):
         store.set("t", make_record(100))
         store.touch("t", make_record(5000))
         self.assertAlmostEqual(self.expire_epoch("t"), time.time() + 100, delta=3)
+
+
+# ---------------------------------------------------------------- the coroutines (ASGI)
+
+@needs_postgres
+class TestCoroutines(PostgresCase):
+    """aget, aget_text, aset, amerge, adestroy, atouch: the same statements on psycopg's
+    AsyncConnection, the store's own per event loop, never through a thread."""
+
+    def backends(self, name: str) -> int:
+        return self.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", name)[0][0]
+
+    def test_each_coroutine_does_what_its_method_does_without_a_thread(self):
+        store = self.store()
+        record = make_record(3600, user="ada")
+        other = make_record(3600, user="bob")
+
+        async def work():
+            await store.aset("s", record)
+            text = await store.aget_text("s")
+            mine = session.Change(text, session.encode_record(make_record(3600, user="ada", n=1)),
+                                  time.time() + 3600)
+            theirs = session.Change(text, session.encode_record(make_record(3600, user="ada", m=2)),
+                                    time.time() + 3600)
+            results = [await store.amerge("s", mine), await store.amerge("s", theirs)]  # merged
+            results.append(await store.amerge("new", session.Change(None, session.encode_record(other),
+                                                                    time.time() + 60)))
+            results.append(await store.amerge("new", session.Change(None, "{}", None)))  # taken
+            results.append(await store.aget("s"))
+            await store.adestroy("new")
+            results.append(await store.aget("new"))
+            await store.atouch("s", make_record(7200, user="ada"))
+            return text, results
+        (text, results), calls = run_with_counted_threads(work)
+        self.assertEqual(calls, [])
+        self.assertEqual(text, session.encode_record(record))
+        self.assertEqual(results[:3], [True, True, True])
+        self.assertFalse(results[3])
+        self.assertEqual(user_data(results[4]), {"user": "ada", "n": 1, "m": 2})
+        self.assertIsNone(results[5])
+        self.assertAlmostEqual(self.expire_epoch("s"), time.time() + 7200, delta=3)
+        self.assertEqual(user_data(store.get("s")), {"user": "ada", "n": 1, "m": 2})
+
+    def test_a_lost_connection_is_replaced_and_the_operation_tried_again(self):
+        store = self.store(conninfo=_server.url + "?application_name=async-lost")
+        store.set("s", make_record(user="ada"))
+
+        async def work():
+            first = await store.aget("s")
+            lost = store._loop_connections().idle[-1].connection
+            # The server ends the loop's connection (a restart, an idle timeout, a failover).
+            self.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'async-lost' AND pid <> pg_backend_pid()")
+            again = await store.aget("s")
+            return first, again, lost, store._loop_connections().idle[-1].connection
+        first, again, lost, now = run_with_counted_threads(work)[0]
+        self.assertEqual(user_data(first), {"user": "ada"})
+        self.assertEqual(user_data(again), {"user": "ada"})
+        self.assertTrue(lost.closed)
+        self.assertIsNot(now, lost)
+
+    def test_a_statement_the_server_refuses_raises_naming_the_table_and_keeps_the_connection(self):
+        store = self.store(table_name="absent", create_table_if_missing=False,
+                           conninfo=_server.url + "?application_name=async-refused")
+
+        async def work():
+            with self.assertRaisesRegex(psycopg.errors.UndefinedTable, "PostgresStore: table"):
+                await store.aget("s")
+            return len(store._loop_connections().idle)
+        self.assertEqual(run_with_counted_threads(work)[0], 1)
+
+    def test_each_event_loop_opens_at_most_max_connections_then_waits(self):
+        class Small(PostgresStore):
+            max_connections = 2
+            connect_wait = 0.3
+        store = Small(conninfo=_server.url + "?application_name=async-small", create_table_if_missing=True)
+        self.addCleanup(store.close)
+        store.set("s", make_record(user="ada"))
+
+        async def work():
+            reads = await asyncio.gather(*(store.aget("s") for _ in range(20)))
+            peak = self.backends("async-small")
+            conns = store._loop_connections()
+            held = [await conns.take() for _ in range(2)]
+            started = time.monotonic()
+            with self.assertRaisesRegex(psycopg.OperationalError, "all 2 connections.*stayed busy"):
+                await store.aget("s")
+            waited = time.monotonic() - started
+            for cur in held:
+                conns.give(cur)
+            return reads, peak, waited
+        reads, peak, waited = run_with_counted_threads(work)[0]
+        self.assertEqual([user_data(r) for r in reads], [{"user": "ada"}] * 20)
+        self.assertLessEqual(peak, 3)  # the loop's two, and the one store.set() opened
+        self.assertGreaterEqual(waited, 0.25)
+
+    def test_a_write_whose_request_is_cancelled_still_completes(self):
+        store = self.store()
+        store.set("s", make_record(user="ada"))
+        base = store.get_text("s")
+        change = session.Change(base, session.encode_record(make_record(user="ada", n=1)), None)
+
+        async def work():
+            task = asyncio.ensure_future(store.amerge("s", change))
+            await asyncio.sleep(0)  # the write is on its way
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            for _ in range(100):  # the shielded write finishes on its own
+                if store.get("s").get("n") == 1:
+                    return True
+                await asyncio.sleep(0.01)
+            return False
+        self.assertTrue(run_with_counted_threads(work)[0])
+
+    def test_connections_of_an_ended_loop_are_closed_and_close_closes_the_rest(self):
+        store = self.store(conninfo=_server.url + "?application_name=async-loops")
+        store.set("s", make_record(user="ada"))
+        for _ in range(3):  # asyncio.run per call: each loop ends with its connection idle
+            self.assertEqual(user_data(asyncio.run(store.aget("s"))), {"user": "ada"})
+        deadline = time.monotonic() + 5
+        while self.backends("async-loops") > 2:  # the sync one, and the last loop's
+            self.assertLess(time.monotonic(), deadline, "connections of ended loops stayed open")
+            time.sleep(0.02)
+        store.close()
+        while self.backends("async-loops"):
+            self.assertLess(time.monotonic(), deadline, "the store's connections stayed open")
+            time.sleep(0.02)
+        with self.assertRaisesRegex(psycopg.OperationalError, "closed"):
+            asyncio.run(store.aget("s"))
+
+    def test_on_an_apps_pool_the_coroutines_run_the_methods_in_a_thread(self):
+        from psycopg_pool import ConnectionPool
+        self.store().close()  # the table
+        pool = ConnectionPool(_server.url, min_size=1, max_size=2, open=True,
+                              kwargs={"autocommit": True})
+        self.addCleanup(pool.close)
+        store = self.store(pool=pool)
+        store.set("s", make_record(user="ada"))
+        record, calls = run_with_counted_threads(lambda: store.aget("s"))
+        self.assertEqual((user_data(record), calls), ({"user": "ada"}, ["_run"]))
+
+    def test_an_asgi_app_on_postgres_never_uses_the_thread_pool(self):
+        from tests.asgi_support import acall_asgi, make_scope
+        from tests.harness import SECRET, SetCookie
+        store = self.store()
+
+        async def app(scope, receive, send):
+            if scope["path"] == "/incr":
+                scope["session"]["n"] = scope["session"].get("n", 0) + 1
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        mw = session.ASGISessionMiddleware(app, secret=SECRET, store=store, cookie={"max_age": 3600})
+        jar = {}
+
+        def request(path):
+            cookie = "; ".join(f"{k}={v}" for k, v in jar.items()) or None
+            resp, calls = run_with_counted_threads(lambda: acall_asgi(mw, make_scope(path, cookie=cookie)))
+            for raw in resp.values("Set-Cookie"):
+                jar[SetCookie(raw).name] = SetCookie(raw).value
+            return calls
+        self.assertEqual([request(p) for p in ("/incr", "/read", "/incr")], [[], [], []])
+        sid = SetCookie(f"connect.sid={jar['connect.sid']}").sid
+        self.assertEqual(user_data(store.get(sid)), {"n": 2})
 
 
 # ---------------------------------------------------------------- pruning
@@ -679,6 +844,23 @@ class TestOutagesAndProcesses(unittest.TestCase):
             self.assertIn("PostgresStore", str(caught.exception))
         self.server.start()
         self.assertEqual(user_data(store.get("s")), {"user": "ada"})  # the data survived, too
+
+    def test_the_coroutines_fail_clearly_while_the_server_is_down_and_work_once_it_is_back(self):
+        store = self.store()
+        store.set("s", make_record(user="ada"))
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        self.assertEqual(user_data(loop.run_until_complete(store.aget("s"))), {"user": "ada"})
+        self.server.stop("immediate")
+        for _ in range(2):
+            with self.assertRaises(psycopg.OperationalError) as caught:
+                loop.run_until_complete(store.aget("s"))
+            self.assertIn("PostgresStore", str(caught.exception))
+            self.assertIn(f"{self.server.port}", str(caught.exception))
+        self.server.start()
+        change = session.Change(store.get_text("s"), session.encode_record(make_record(user="bob")), None)
+        self.assertTrue(loop.run_until_complete(store.amerge("s", change)))
+        self.assertEqual(user_data(loop.run_until_complete(store.aget("s"))), {"user": "bob"})
 
     def test_the_first_operation_after_a_restart_works_on_stale_connections(self):
         store = self.store()
