@@ -32,7 +32,6 @@ class TestExpressInteropOnPostgres(unittest.TestCase):
     def setUpClass(cls) -> None:
         import psycopg
         from stores.postgres_store import PostgresStore
-        from tests.interop.wsgi_app import ServedApp, make_app
 
         cls.server = PostgresServer(timezone=ZONE).start()
         cls.addClassCleanup(cls.server.close)
@@ -48,14 +47,19 @@ class TestExpressInteropOnPostgres(unittest.TestCase):
                 node = NodeApp(None, [OLD], max_age_ms, False,
                                store_env={"SESSION_STORE": "pg", "DATABASE_URL": cls.server.url})
                 cls.addClassCleanup(node.stop)
-                py = ServedApp(make_app([OLD], store, max_age=None if max_age_ms is None
-                                        else max_age_ms / 1000), free_port())
+                py = cls.serve_python(store, None if max_age_ms is None else max_age_ms / 1000)
                 cls.addClassCleanup(py.stop)
                 cls._apps[key] = (node.port, py.port)
             return cls._apps[key]
 
         cls.pair = staticmethod(pair)
         cls.node, cls.py = pair("main")
+
+    @classmethod
+    def serve_python(cls, store, max_age):
+        """The Python side: the routes on SessionMiddleware, served (``.port``, ``.stop()``)."""
+        from tests.interop.wsgi_app import ServedApp, make_app
+        return ServedApp(make_app([OLD], store, max_age=max_age), free_port())
 
     def row(self, sid: str) -> tuple | None:
         """(sess as stored, expire as epoch seconds in the server's TimeZone) or None."""
@@ -203,3 +207,15 @@ class TestExpressInteropOnPostgres(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@requires(has_module("uvicorn"), "install uvicorn: pip install uvicorn")
+class TestExpressInteropOnPostgresUnderASGI(TestExpressInteropOnPostgres):
+    """The same, the Python side on ASGISessionMiddleware under uvicorn: PostgresStore's
+    coroutines (psycopg's AsyncConnection) must give Express the rows it expects."""
+
+    @classmethod
+    def serve_python(cls, store, max_age):
+        from tests.asgi_support import UvicornServer
+        from tests.interop.asgi_app import make_app
+        return UvicornServer(make_app([OLD], store, max_age=max_age))
