@@ -59,9 +59,9 @@ Why it is built this way:
   replaced and the operation tried again); those of a loop that has ended are
   closed when the next loop starts, and ``close()`` closes the rest.  Through
   the loop's thread pool a call costs about twice the CPU: ``python
-  bench/asgi_overhead.py --postgres``, a returning visitor who increments, 366
-  µs over bare Starlette against 562, one who only reads (a touch it skips is
-  never sent) 204 against 458.  On an app's ``pool`` (a sync psycopg_pool) the
+  bench/asgi_overhead.py --postgres``, a returning visitor who increments, 353
+  µs over bare Starlette against 535, one who only reads (a touch it skips is
+  never sent) 164 against 389.  On an app's ``pool`` (a sync psycopg_pool) the
   coroutines run the methods in the thread pool.  Writes run under
   ``asyncio.shield``: a request cancelled because its client went away does
   not cut the middleware's last write short.
