@@ -483,7 +483,8 @@ class PostgresStore(session.Store):
                 statement = next(run)
                 while True:
                     cur.execute(*statement)
-                    statement = run.send((cur.rowcount, cur.fetchone() if cur.description else None))
+                    # rownumber is None unless rows came back (description is 4 µs dearer)
+                    statement = run.send((cur.rowcount, None if cur.rownumber is None else cur.fetchone()))
             except StopIteration as done:
                 return done.value
         return self._call(work)
@@ -505,7 +506,7 @@ class PostgresStore(session.Store):
                     statement = next(run)
                     while True:
                         await cur.execute(*statement)
-                        row = await cur.fetchone() if cur.description else None
+                        row = None if cur.rownumber is None else await cur.fetchone()
                         statement = run.send((cur.rowcount, row))
                 except StopIteration as done:
                     result = done.value
