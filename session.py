@@ -1744,6 +1744,40 @@ async def _in_thread(function: Callable, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
 
+class _Writes(set):
+    """A store's coroutine writes in flight, each shielded from the cancellation of the request
+    that started it (a client that went away must not cut the middleware's last write short)
+    and kept until it ends, so that the store's ``aclose()`` at an app's shutdown can wait for
+    them: an event loop that ends cancels whatever still runs on it."""
+
+    __slots__ = ()
+
+    async def run(self, write: Any) -> Any:
+        """``await write`` (a coroutine), run on to its end even if this await is cancelled."""
+        import asyncio
+        task = asyncio.ensure_future(write)
+        self.add(task)
+        task.add_done_callback(self.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_report_orphaned_write)  # nobody else will see it fail
+            raise
+
+    async def wait(self) -> None:
+        """Until every write started on the running event loop has ended."""
+        import asyncio
+        loop = asyncio.get_running_loop()
+        mine = [task for task in list(self) if task.get_loop() is loop]
+        if mine:
+            await asyncio.wait(mine)
+
+
+def _report_orphaned_write(task: Any) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a session write whose request was cancelled failed: %s", task.exception())
+
+
 class MemoryStore(Store):
     """Sessions in this process's memory: for development, tests and single-process apps.
 
@@ -2276,7 +2310,7 @@ class ASGISessionMiddleware(_Core):
 
         A cancellation that lands meanwhile (Starlette cancels a streaming response whose
         client went away) cannot stop a write that runs inline (MemoryStore) or in a thread;
-        a store whose coroutines do I/O must shield its own writes (asyncio.shield) to survive it.
+        a store whose coroutines do I/O must shield its own writes (see _Writes) to survive it.
         """
         request = sess._req
         request.ended = True  # from here on, regenerate() and destroy() come too late

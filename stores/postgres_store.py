@@ -62,9 +62,11 @@ Why it is built this way:
   bench/asgi_overhead.py --postgres``, a returning visitor who increments, 353
   µs over bare Starlette against 535, one who only reads (a touch it skips is
   never sent) 164 against 389.  On an app's ``pool`` (a sync psycopg_pool) the
-  coroutines run the methods in the thread pool.  Writes run under
-  ``asyncio.shield``: a request cancelled because its client went away does
-  not cut the middleware's last write short.
+  coroutines run the methods in the thread pool.  Writes run shielded: a
+  request cancelled because its client went away does not cut the
+  middleware's last write short, and ``aclose()`` at the app's shutdown waits
+  for them.  An AsyncConnectionPool given as ``pool`` is refused: the
+  coroutines make their own connections.
 - Connections (with ``conninfo``): a small pool of its own, at most
   ``max_connections``, so the store needs only psycopg.  An idle connection
   is popped from a list without a lock (a semaphore around it cost 1.1 µs of
@@ -104,6 +106,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -169,6 +172,10 @@ class PostgresStore(session.Store):
         if pool is not None and not callable(getattr(pool, "connection", None)):
             raise TypeError("pool must be a psycopg_pool.ConnectionPool (with a connection() "
                             f"context manager), not {type(pool).__name__}")
+        if pool is not None and inspect.iscoroutinefunction(getattr(pool, "getconn", None)):
+            raise TypeError("pool must be a sync psycopg_pool.ConnectionPool, not an "
+                            f"{type(pool).__name__}: the store's coroutines open async "
+                            "connections of their own (give it conninfo)")
         if conninfo is not None and not isinstance(conninfo, str):
             raise TypeError(f"conninfo must be a str, not {type(conninfo).__name__}")
         if not isinstance(table_name, str) or not table_name:
@@ -205,6 +212,7 @@ class PostgresStore(session.Store):
         self._open_count = 0           # connections open (idle or in use) or being opened
         self._waiting = 0              # threads waiting for a connection to come back
         self._loops: dict = {}         # event loop -> its _LoopConnections (the coroutines')
+        self._writes = session._Writes()  # coroutine writes in flight (see aclose)
         self._seen = session._SeenExpiries()  # what this process last read or wrote (see touch)
         self._prune_lock = threading.Lock()
         self._prune_thread: Optional[threading.Thread] = None
@@ -437,6 +445,16 @@ class PostgresStore(session.Store):
         for conns in loops.values():
             conns.drop_idle()  # connections in use close when they are given back
 
+    async def aclose(self) -> None:
+        """At an ASGI app's shutdown (its lifespan): wait for the writes in flight on the
+        running event loop, which the loop would cancel as it ends, then close its
+        connections.  The store stays usable; ``close()`` closes everything."""
+        await self._writes.wait()
+        with self._opening:
+            conns = self._loops.pop(asyncio.get_running_loop(), None)
+        if conns is not None:
+            conns.drop_idle()
+
     # -- private: expiry and pruning -------------------------------------
     def _expire_for(self, expires: Optional[float], now: float) -> float:
         """connect-pg-simple's ``expire``: ``cookie.expires`` rounded up to the second, else
@@ -522,8 +540,8 @@ class PostgresStore(session.Store):
 
     async def _awrite(self, steps: Callable[..., Steps], *args: Any) -> Any:
         """``_arun`` for a write, which a cancelled request (a client that went away) must not
-        cut short: it runs on, shielded, to its end."""
-        return await asyncio.shield(self._arun(steps, *args))
+        cut short: it runs on, shielded, to its end (see aclose)."""
+        return await self._writes.run(self._arun(steps, *args))
 
     def _loop_connections(self) -> "_LoopConnections":
         loop = asyncio.get_running_loop()
@@ -649,6 +667,8 @@ class PostgresStore(session.Store):
             self._discard(cur)
             return
         self._idle.append(cur)
+        if self._closed:  # close() emptied the idle list just before the append
+            self._drop_idle()
         if self._waiting:
             with self._opening:
                 self._opening.notify()
@@ -718,7 +738,11 @@ class _LoopConnections:
             await self.slots.acquire()
         else:
             try:
-                await asyncio.wait_for(self.slots.acquire(), store.connect_wait)
+                if _timeout is not None:
+                    async with _timeout(store.connect_wait):
+                        await self.slots.acquire()
+                else:  # before Python 3.11 (whose wait_for may lose a cancellation)
+                    await asyncio.wait_for(self.slots.acquire(), store.connect_wait)
             except asyncio.TimeoutError:
                 raise store._psycopg.OperationalError(
                     f"PostgresStore: all {store.max_connections} connections to {store._where} "
@@ -740,6 +764,8 @@ class _LoopConnections:
             return
         self.idle.append(cur)
         self.slots.release()
+        if self.store._closed:  # close() emptied the idle list just before the append
+            self.drop_idle()
 
     def discard(self, cur: Any) -> None:
         """Close a connection that is lost or no longer wanted, and free its slot."""
@@ -773,6 +799,9 @@ class _LoopConnections:
                 return
             self.store._all.discard(conn)
             _close_async(conn)
+
+
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 def _close_async(conn: Any) -> None:

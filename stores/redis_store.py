@@ -83,12 +83,12 @@ return redis.call('PTTL', KEYS[1]) .. ':' .. value
 """)
 
 def _shielded(write):
-    """``write`` (a coroutine method) run under ``asyncio.shield``: a client that goes away
-    cancels the response, and with it the middleware's last write, which must still reach
-    Redis whole."""
+    """``write`` (a coroutine method) run on to its end even if its request is cancelled: a
+    client that goes away cancels the response, and with it the middleware's last write,
+    which must still reach Redis whole (see session._Writes and aclose)."""
     @functools.wraps(write)
-    async def shielded(*args: Any) -> Any:
-        return await asyncio.shield(write(*args))
+    async def shielded(self: "RedisStore", *args: Any) -> Any:
+        return await self._writes.run(write(self, *args))
     return shielded
 
 
@@ -169,6 +169,7 @@ class RedisStore(session.Store):
         self._async_clients: dict = {}  # event loop -> the async client the store made for it
         self._lock = threading.Lock()
         self._closing: set = set()      # aclose() tasks scheduled by close(), kept alive
+        self._writes = session._Writes()  # coroutine writes in flight (see aclose)
         self.prefix = prefix
         self.ttl = ttl
         self.disable_touch = bool(disable_touch)
@@ -341,9 +342,11 @@ class RedisStore(session.Store):
             self._sync.close()
 
     async def aclose(self) -> None:
-        """Close the connections the store opened for the running event loop, gracefully: at
-        an ASGI app's shutdown, or before ``asyncio.run`` returns.  Other loops' clients and
-        the sync client are left to ``close()``; the store stays usable either way."""
+        """Wait for the writes in flight on the running event loop (which the loop would cancel
+        as it ends), then close the connections the store opened for it, gracefully: at an
+        ASGI app's shutdown, or before ``asyncio.run`` returns.  Other loops' clients and the
+        sync client are left to ``close()``; the store stays usable either way."""
+        await self._writes.wait()
         with self._lock:
             client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:

@@ -592,6 +592,49 @@ class TestCoroutines(PostgresCase):
             return False
         self.assertTrue(run_with_counted_threads(work)[0])
 
+    def test_aclose_at_shutdown_lets_a_write_whose_request_was_cancelled_finish(self):
+        # An event loop that ends (asyncio.run, uvicorn's shutdown) cancels every task still
+        # running, the shielded write included: an app's lifespan shutdown awaits aclose().
+        store = self.store()
+        store.set("s", make_record(user="ada"))
+        change = session.Change(store.get_text("s"), session.encode_record(make_record(user="ada", n=1)),
+                                None)
+        blocker = psycopg.connect(_server.url)
+        self.addCleanup(blocker.close)
+        blocker.execute("SELECT 1 FROM session WHERE sid = 's' FOR UPDATE")  # the write waits
+        threading.Timer(0.3, blocker.rollback).start()
+
+        async def app_then_shutdown():
+            request = asyncio.ensure_future(store.amerge("s", change))
+            await asyncio.sleep(0.1)
+            request.cancel()  # the client went away
+            with self.assertRaises(asyncio.CancelledError):
+                await request
+            await store.aclose()
+        asyncio.run(app_then_shutdown())
+        self.assertEqual(store.get("s").get("n"), 1)
+
+    def test_a_write_that_fails_after_its_request_was_cancelled_is_logged(self):
+        store = self.store(table_name="absent", create_table_if_missing=False)
+
+        async def work():
+            request = asyncio.ensure_future(store.aset("s", make_record(user="ada")))
+            await asyncio.sleep(0)
+            request.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await request
+            await store.aclose()
+        with self.assertLogs("session", "ERROR") as logs:
+            asyncio.run(work())
+        self.assertIn('relation "absent" does not exist', logs.output[0])
+        self.assertIn("PostgresStore", logs.output[0])
+
+    def test_an_async_pool_is_refused_with_a_clear_error(self):
+        from psycopg_pool import AsyncConnectionPool
+        pool = AsyncConnectionPool(_server.url, open=False)
+        with self.assertRaisesRegex(TypeError, "sync psycopg_pool.ConnectionPool.*conninfo"):
+            PostgresStore(pool)
+
     def test_connections_of_an_ended_loop_are_closed_and_close_closes_the_rest(self):
         store = self.store(conninfo=_server.url + "?application_name=async-loops")
         store.set("s", make_record(user="ada"))

@@ -792,6 +792,25 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
         self.loop.run_until_complete(main())
         self.assertEqual(store.get("s")["n"], 2)
 
+    def test_aclose_at_shutdown_lets_a_write_whose_request_was_cancelled_finish(self):
+        # An event loop that ends (asyncio.run, uvicorn's shutdown) cancels every task still
+        # running, the shielded write included: an app's lifespan shutdown awaits aclose().
+        store = self.store()
+        store.set("s", record(None, n=1))
+        change = session.Change(self.raw.get("sess:s").decode(), session.encode_record(record(None, n=2)),
+                                None)
+        self.raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the write waits
+
+        async def app_then_shutdown():
+            request = asyncio.ensure_future(store.amerge("s", change))
+            await asyncio.sleep(0.05)
+            request.cancel()  # the client went away
+            with self.assertRaises(asyncio.CancelledError):
+                await request
+            await store.aclose()
+        asyncio.run(app_then_shutdown())
+        self.assertEqual(store.get("s")["n"], 2)
+
     def test_adestroy_and_an_expired_aset_delete(self):
         store = self.store()
         store.set("a", record(None))
