@@ -2,10 +2,11 @@
 
     python bench/http_load.py [--server {waitress,gunicorn,uvicorn,both,all}] [--duration 3] [--rounds 5]
                               [--threads 2] [--connections 16] [--app-cpu] [--floor] [--no-pin]
-                              [--bare-cookie] [--paired]
+                              [--bare-cookie] [--paired] [--stores sqlite,redis] [--users N]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
-script sends the cookie it was given and keeps any new one the server sets). Rows, each a
+script sends the cookie it was given and keeps any new one the server sets); with --users N,
+N visitors, made before the runs, each wrk thread walking them in turn. Rows, each a
 server of its own on 127.0.0.1, run interleaved round after round so drift hits all alike:
 
     express bare                  node tests/interop/app.js, SESSION_STORE=none (needs npm ci there)
@@ -20,6 +21,9 @@ server of its own on 127.0.0.1, run interleaved round after round so drift hits 
     uvicorn + ASGISessionMiddleware   the same app with session.ASGISessionMiddleware (MemoryStore)
     uvicorn + Starlette sessions  the same app with Starlette's SessionMiddleware (data in a signed cookie)
     uvicorn + starsessions        the same app with starsessions (InMemoryStore, autoload), if installed
+    (--stores sqlite,redis adds SessionMiddleware rows on those stores per WSGI server, and with
+    uvicorn two ASGISessionMiddleware rows on SQLiteStore: through its coroutines, which read
+    on the event loop, and with every call in the loop's thread pool)
 
 The WSGI rows run under two WSGI servers, each one process with 4 threads, so an in-memory
 store is shared by every request the way express-session's MemoryStore is in Node's one
@@ -102,6 +106,34 @@ function response(status, headers, body)
 end
 """
 
+# --users N: each wrk thread walks N returning visitors' cookies (made before the runs, one
+# /incr each) in turn from a random start, sending /read instead of /incr with probability
+# --reads (args: the cookie file, that probability).
+LUA_USERS = r"""
+local reqs, read_reqs, n, i, reads = {}, {}, 0, 0, 0
+local next_id = 1
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
+function init(args)
+  reads = tonumber(args[2])
+  for line in io.lines(args[1]) do
+    n = n + 1
+    local headers = {}
+    if line ~= "" then headers["Cookie"] = line end
+    reqs[n] = wrk.format("GET", "/incr", headers)
+    read_reqs[n] = wrk.format("GET", "/read", headers)
+  end
+  math.randomseed(os.time() * 100 + id)
+  i = math.random(n) - 1
+end
+function request()
+  i = i % n + 1
+  if reads > 0 and math.random() < reads then return read_reqs[i] end
+  return reqs[i]
+end
+"""
 
 # -- the WSGI apps (run in a server subprocess: waitress via --serve KIND, gunicorn via gunicorn_app) --
 
@@ -112,8 +144,11 @@ def _json(start_response, views: int) -> list:
     return [body]
 
 
-def _count_visit(sess) -> int:
-    """What the app behind every session row does: one more view in the session."""
+def _count_visit(sess, path: str = "/incr") -> int:
+    """What the app behind every session row does: one more view in the session (/read, which
+    --reads sends, only reads it)."""
+    if path == "/read":
+        return sess.get("views", 0)
     sess["views"] = views = sess.get("views", 0) + 1
     return views
 
@@ -130,7 +165,7 @@ def session_app():
     import session
 
     def app(environ, start_response):
-        return _json(start_response, _count_visit(environ["session"]))
+        return _json(start_response, _count_visit(environ["session"], environ["PATH_INFO"]))
     return session.SessionMiddleware(app, secret=SECRET)
 
 
@@ -140,7 +175,7 @@ def sqlite_app():
     from stores.sqlite_store import SQLiteStore
 
     def app(environ, start_response):
-        return _json(start_response, _count_visit(environ["session"]))
+        return _json(start_response, _count_visit(environ["session"], environ["PATH_INFO"]))
     return session.SessionMiddleware(app, secret=SECRET,
                                      store=SQLiteStore(os.environ["HTTP_LOAD_SQLITE"]))
 
@@ -151,7 +186,7 @@ def redis_app():
     from stores.redis_store import RedisStore
 
     def app(environ, start_response):
-        return _json(start_response, _count_visit(environ["session"]))
+        return _json(start_response, _count_visit(environ["session"], environ["PATH_INFO"]))
     return session.SessionMiddleware(app, secret=SECRET,
                                      store=RedisStore(url=os.environ["HTTP_LOAD_REDIS"]))
 
@@ -161,7 +196,7 @@ def beaker_app():
 
     def app(environ, start_response):
         sess = environ["beaker.session"]
-        views = _count_visit(sess)
+        views = _count_visit(sess, environ["PATH_INFO"])
         sess.save()
         return _json(start_response, views)
     return SessionMiddleware(app, {"session.type": "memory", "session.key": "beaker.session.id",
@@ -192,8 +227,9 @@ def floor_app():
             reply = lambda status, headers, exc_info=None: start_response(  # noqa: E731
                 status, headers + [("Set-Cookie", cookie)], exc_info)
         data = environ["session"] = json.loads(store.get(sid, "{}"))
-        result = _json(reply, _count_visit(data))
-        store[sid] = json.dumps(data)
+        result = _json(reply, _count_visit(data, environ["PATH_INFO"]))
+        if environ["PATH_INFO"] != "/read" or reply is not start_response:
+            store[sid] = json.dumps(data)
         return result
     return middleware
 
@@ -215,10 +251,10 @@ def starlette_app(middleware: list, with_session: bool):
     from starlette.routing import Route
     counter = itertools.count(1)
 
-    async def incr(request):
-        views = _count_visit(request.session) if with_session else next(counter)
+    async def visit(request):
+        views = _count_visit(request.session, request.url.path) if with_session else next(counter)
         return JSONResponse({"views": views})
-    return Starlette(routes=[Route("/incr", incr)], middleware=middleware)
+    return Starlette(routes=[Route("/incr", visit), Route("/read", visit)], middleware=middleware)
 
 
 def asgi_bare():
@@ -244,10 +280,26 @@ def asgi_starsessions():
                           Middleware(SessionAutoloadMiddleware)], True)
 
 
+def asgi_sqlite(threaded: bool = False):
+    """ASGISessionMiddleware on SQLiteStore (HTTP_LOAD_SQLITE): through its coroutines (reads on
+    the event loop), or with Store's default coroutines (every call in the loop's thread pool)."""
+    import session
+    from starlette.middleware import Middleware
+    from stores.sqlite_store import SQLiteStore
+    cls = SQLiteStore
+    if threaded:
+        cls = type("ThreadedSQLiteStore", (SQLiteStore,), {
+            name: getattr(session.Store, name) for name in ("aget", "aget_text", "atouch")})
+    store = cls(os.environ["HTTP_LOAD_SQLITE"])
+    return starlette_app([Middleware(session.ASGISessionMiddleware, secret=SECRET, store=store)], True)
+
+
 ASGI_APPS = {"bare": asgi_bare, "session": asgi_session, "starlette": asgi_starlette,
-             "starsessions": asgi_starsessions}
+             "starsessions": asgi_starsessions, "sqlite": asgi_sqlite,
+             "sqlite-thread": lambda: asgi_sqlite(threaded=True)}
 ASGI_LABELS = {"bare": "bare", "session": "+ ASGISessionMiddleware", "starlette": "+ Starlette sessions",
-               "starsessions": "+ starsessions"}
+               "starsessions": "+ starsessions", "sqlite": "+ ASGISessionMiddleware, SQLiteStore",
+               "sqlite-thread": "+ ASGISessionMiddleware, SQLiteStore through a thread"}
 
 
 def serve_asgi(kind: str, port: int) -> None:
@@ -432,16 +484,34 @@ def run_wrk_pair(bare: Server, other: Server, script: str, args: argparse.Namesp
 
 
 def _start_wrk(server: Server, script: str, args: argparse.Namespace, duration: float) -> tuple:
-    _, cookie = server.get()      # the visit that created the session (bare: just a request)
-    if cookie is None and args.bare_cookie:
-        cookie = VISITOR_COOKIE   # the bare app gets the same request as the session rows
+    if args.users:
+        script, cookie = args.users_script, None
+        argument = _users_file(server, args) + " " + str(args.reads)
+    else:
+        _, cookie = server.get()      # the visit that created the session (bare: just a request)
+        if cookie is None and args.bare_cookie:
+            cookie = VISITOR_COOKIE   # the bare app gets the same request as the session rows
+        argument = cookie or ""
     cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{duration:g}s",
-           "--timeout", "5s", "-s", script, f"http://127.0.0.1:{server.port}/incr", "--", cookie or ""]
+           "--timeout", "5s", "-s", script, f"http://127.0.0.1:{server.port}/incr", "--", *argument.split(" ")]
     pin = None if args.wrk_cpu is None else (lambda: os.sched_setaffinity(0, {args.wrk_cpu}))
     cpu_before = _cpu_seconds(server.proc.pid)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             preexec_fn=pin)
     return server, cookie, proc, cpu_before, duration
+
+
+def _users_file(server: Server, args: argparse.Namespace) -> str:
+    """The cookie file of ``args.users`` visitors of this server, made on its first run (one
+    /incr each; a bare server's lines are empty)."""
+    path = getattr(server, "users_file", None)
+    if path is None:
+        cookies = [server.get()[1] or "" for _ in range(args.users)]
+        fd, path = tempfile.mkstemp(suffix=".cookies")
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(cookies) + "\n")
+        server.users_file = path
+    return path
 
 
 def _wrk_result(run: tuple) -> tuple[float, float]:
@@ -455,7 +525,7 @@ def _wrk_result(run: tuple) -> tuple[float, float]:
     count = re.search(r"(\d+) requests in", out)
     if not rate or not count:
         raise RuntimeError(f"{server.label}: unexpected wrk output\n{out}")
-    server.views_after, _ = server.get(cookie)
+    server.views_after = server.get(cookie)[0] if cookie else None
     return float(rate.group(1)), cpu / max(int(count.group(1)), 1)
 
 
@@ -483,10 +553,15 @@ def main() -> None:
                         help="after the usual rounds, load each with-session server at the same time as its bare "
                              "server, both on the server CPU, and report bare / with-session CPU per request: "
                              "a ratio that other load on the machine disturbs far less")
+    parser.add_argument("--users", type=int, default=0,
+                        help="N returning visitors (made before the runs) walked in turn, instead of one")
+    parser.add_argument("--reads", type=float, default=0.0,
+                        help="with --users: the share of requests that only read the session (GET /read)")
     parser.add_argument("--stores", default="",
                         help="also rows of SessionMiddleware on these stores, per WSGI server: sqlite "
-                             "(a file of each server's), redis (a private redis-server; needs "
-                             "redis-server and pip install redis); comma-separated")
+                             "(a file of each server's; under uvicorn, ASGISessionMiddleware on it too), "
+                             "redis (a private redis-server; needs redis-server and pip install redis); "
+                             "comma-separated")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--serve-asgi", choices=sorted(ASGI_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -545,6 +620,8 @@ def main() -> None:
         else:
             sys.exit(f"--stores: unknown store {store!r} (sqlite, redis)")
     sqlite_dir = tempfile.mkdtemp(prefix="http-load-") if "sqlite" in kinds else None
+    if sqlite_dir and asgi_kinds:
+        asgi_kinds += ["sqlite", "sqlite-thread"]
 
     specs = []
     if node_ok:
@@ -557,7 +634,9 @@ def main() -> None:
                    if sqlite_dir else extra_env or None, None)
                   for kind in kinds]
     specs += [(f"uvicorn {ASGI_LABELS[kind]}", "uvicorn", kind,
-               [sys.executable, os.path.abspath(__file__), "--serve-asgi", kind, "--port", "{port}"], None, None)
+               [sys.executable, os.path.abspath(__file__), "--serve-asgi", kind, "--port", "{port}"],
+               {"HTTP_LOAD_SQLITE": os.path.join(sqlite_dir, f"uvicorn-{kind}.db")}
+               if kind.startswith("sqlite") else None, None)
               for kind in asgi_kinds]
 
     pinned = not args.no_pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
@@ -566,6 +645,9 @@ def main() -> None:
     fd, script = tempfile.mkstemp(suffix=".lua")
     with os.fdopen(fd, "w") as f:
         f.write(LUA)
+    fd, args.users_script = tempfile.mkstemp(suffix=".lua")
+    with os.fdopen(fd, "w") as f:
+        f.write(LUA_USERS)
     try:
         for spec in specs:
             servers.append(Server(*spec, cpu=server_cpu))
@@ -587,7 +669,10 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
+            if getattr(server, "users_file", None):
+                os.unlink(server.users_file)
         os.unlink(script)
+        os.unlink(args.users_script)
         if redis_server is not None:
             redis_server.stop()
         if sqlite_dir is not None:
@@ -598,8 +683,11 @@ def main() -> None:
 def report(servers: list[Server], args: argparse.Namespace) -> None:
     pinning = "servers pinned to one CPU, wrk to the other" if args.wrk_cpu is not None else "not pinned"
     cookie = "; bare rows sent the visitor's cookie too" if args.bare_cookie else ""
+    visitor = f"{args.users} returning visitors in turn" if args.users else "a returning visitor"
+    if args.users and args.reads:
+        visitor += f", GET /read (only reads) for {args.reads:.0%} of requests"
     print(f"wrk -t{args.threads} -c{args.connections}, {args.rounds} interleaved rounds of "
-          f"{args.duration:g} s, GET /incr as a returning visitor; {pinning}{cookie}")
+          f"{args.duration:g} s, GET /incr as {visitor}; {pinning}{cookie}")
     paired = f" {'paired ratio':>17}" if args.paired else ""
     width = max([30] + [len(s.label) for s in servers])
     print(f"{'server':{width}} {'req/s':>7} {'ratio':>17} {'CPU us/req':>11} {'ratio':>17}  {'views':>6}{paired}")
@@ -611,7 +699,7 @@ def report(servers: list[Server], args: argparse.Namespace) -> None:
             # Per-round ratios of runs made moments apart, so load that comes and goes cancels out.
             rate_ratio = _spread([w / b for w, b in zip(s.results, base.results)])
             cpu_ratio = _spread([b / w for w, b in zip(s.cpu, base.cpu)])
-        views = "-" if s.role == "bare" else str(s.views_after)
+        views = "-" if s.role == "bare" or s.views_after is None else str(s.views_after)
         paired = f" {_spread(s.paired) if s.paired else '':>17}" if args.paired else ""
         print(f"{s.label:{width}} {statistics.median(s.results):7.0f} {rate_ratio:>17} "
               f"{statistics.median(s.cpu) * 1e6:11.0f} {cpu_ratio:>17}  {views:>6}{paired}")

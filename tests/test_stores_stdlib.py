@@ -582,6 +582,14 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
                                time.time() + 7200, delta=5)
         self.assertEqual(calls, ["touch"])
 
+    def test_under_asgi_loop_reads_false_sends_every_read_to_a_thread(self):
+        class Threaded(SQLiteStore):
+            loop_reads = False
+        store = self.store(Threaded)
+        store.set("s1", make_record(user="ada"))
+        text, calls = run_with_counted_threads(lambda: store.aget_text("s1"))
+        self.assertEqual((json.loads(text)["user"], calls), ("ada", ["get_text"]))
+
     def test_under_asgi_a_read_that_would_wait_runs_in_a_thread(self):
         store = self.store()
         store.set("s1", make_record(user="ada"))
