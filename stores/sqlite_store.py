@@ -103,14 +103,14 @@ Why it is built this way:
   checkpoint, which syncs the file, and a save may prune).  A touch that would be
   skipped is skipped on the loop, so a request that only reads never leaves it.
   Under load (uvicorn, 16 connections, 200 users: ``python bench/http_load.py
-  --server uvicorn --stores sqlite --users 200 [--reads 0.9] [--no-pin]``, one
-  run, with / bare) it keeps 0.49 of bare against 0.25 through the pool when 90%
-  of requests only read, 0.27 against 0.20 when every request writes, and 0.53
+  --server uvicorn --stores sqlite --users 200 [--reads 0.9] [--no-pin]``, with
+  / bare) it keeps 0.41 of bare against 0.19 through the pool when 90% of
+  requests only read, 0.26 against 0.20 when every request writes, and 0.57
   against 0.46 with 90% reads on one CPU; but with every request writing on one
-  CPU, 0.31 against 0.43: there a read that gives up the GIL on the loop's
-  thread hands it to a writing thread, and the loop waits for it back.  A
-  process confined to one CPU whose requests mostly write can subclass and set
-  ``loop_reads = False``.
+  CPU, 0.44 against 0.48 (0.31 against 0.43 in an earlier run): there a read
+  that gives up the GIL on the loop's thread hands it to a writing thread, and
+  the loop waits for it back.  A process confined to one CPU whose requests
+  mostly write can subclass and set ``loop_reads = False``.
 - ``":memory:"`` is one connection behind a lock: every connection to
   ``:memory:`` would be a separate, empty database.
 - After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
