@@ -53,34 +53,6 @@ SECRET = "bench secret"
 TTL = 86400                       # seconds a session lives in every store, ours, floor and peers
 STATS_SIGNAL = signal.SIGRTMIN + 2 if hasattr(signal, "SIGRTMIN") else None  # "write your counters now"
 
-# wrk: each thread prebuilds a /read and an /incr request per user, walks the users in turn from
-# a random start, and picks /read with probability `reads` (args: cookie file, reads fraction).
-LUA = r"""
-local reads_req, incr_req, n, i, reads = {}, {}, 0, 0, 0
-local next_id = 1
-function setup(thread)
-  thread:set("id", next_id)
-  next_id = next_id + 1
-end
-function init(args)
-  reads = tonumber(args[2])
-  for line in io.lines(args[1]) do
-    n = n + 1
-    local headers = {}
-    if line ~= "" then headers["Cookie"] = line end
-    reads_req[n] = wrk.format("GET", "/read", headers)
-    incr_req[n] = wrk.format("GET", "/incr", headers)
-  end
-  math.randomseed(os.time() * 100 + id)
-  i = math.random(n) - 1
-end
-function request()
-  i = i % n + 1
-  if reads > 0 and math.random() < reads then return reads_req[i] end
-  return incr_req[i]
-end
-"""
-
 
 # ================================================================ the apps (server processes)
 
@@ -556,7 +528,9 @@ def prepare(kind: str) -> None:
 
 # ================================================================ the harness
 
-from http_load import _cpu_seconds, _free_port, _stat, _wait_port   # noqa: E402  (stdlib only)
+# wrk walks the users' cookie file, each thread from a random start, sending /read with the
+# mix's probability and /incr otherwise (http_load.py --users uses the same script).
+from http_load import LUA_USERS as LUA, _cpu_seconds, _free_port, _stat, _wait_port  # noqa: E402  (stdlib only)
 
 STORE_LABELS = {"memory": "MemoryStore", "sqlite": "SQLite", "redis": "Redis", "postgres": "PostgreSQL"}
 STORE_SERVERS = {"redis": "redis-server", "postgres": "PostgreSQL"}
