@@ -2,7 +2,7 @@
 
     python bench/http_load.py [--server {waitress,gunicorn,uvicorn,both,all}] [--duration 3] [--rounds 5]
                               [--threads 2] [--connections 16] [--app-cpu] [--floor] [--no-pin]
-                              [--bare-cookie] [--paired] [--stores sqlite,redis] [--users N]
+                              [--bare-cookie] [--paired] [--stores sqlite,redis,postgres] [--users N]
 
 Scenario: a returning visitor whose app increments a counter in the session (the wrk Lua
 script sends the cookie it was given and keeps any new one the server sets); with --users N,
@@ -21,9 +21,9 @@ server of its own on 127.0.0.1, run interleaved round after round so drift hits 
     uvicorn + ASGISessionMiddleware   the same app with session.ASGISessionMiddleware (MemoryStore)
     uvicorn + Starlette sessions  the same app with Starlette's SessionMiddleware (data in a signed cookie)
     uvicorn + starsessions        the same app with starsessions (InMemoryStore, autoload), if installed
-    (--stores sqlite,redis adds SessionMiddleware rows on those stores per WSGI server, and with
-    uvicorn two ASGISessionMiddleware rows on SQLiteStore: through its coroutines, which read
-    on the event loop, and with every call in the loop's thread pool)
+    (--stores sqlite,redis,postgres adds SessionMiddleware rows on those stores per WSGI server,
+    and with uvicorn two ASGISessionMiddleware rows on SQLiteStore and on PostgresStore: through
+    the store's coroutines, and with every call in the loop's thread pool)
 
 The WSGI rows run under two WSGI servers, each one process with 4 threads, so an in-memory
 store is shared by every request the way express-session's MemoryStore is in Node's one
@@ -191,6 +191,17 @@ def redis_app():
                                      store=RedisStore(url=os.environ["HTTP_LOAD_REDIS"]))
 
 
+def postgres_app():
+    """SessionMiddleware on PostgresStore, in the private cluster main() started (HTTP_LOAD_POSTGRES)."""
+    import session
+    from stores.postgres_store import PostgresStore
+
+    def app(environ, start_response):
+        return _json(start_response, _count_visit(environ["session"], environ["PATH_INFO"]))
+    return session.SessionMiddleware(app, secret=SECRET,
+                                     store=PostgresStore(conninfo=os.environ["HTTP_LOAD_POSTGRES"]))
+
+
 def beaker_app():
     from beaker.middleware import SessionMiddleware
 
@@ -235,10 +246,10 @@ def floor_app():
 
 
 PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app, "floor": floor_app,
-           "sqlite": sqlite_app, "redis": redis_app}
+           "sqlite": sqlite_app, "redis": redis_app, "postgres": postgres_app}
 PY_LABELS = {"bare": "bare", "session": "+ SessionMiddleware", "beaker": "+ Beaker",
              "floor": "+ floor, no library", "sqlite": "+ SessionMiddleware, SQLiteStore",
-             "redis": "+ SessionMiddleware, RedisStore"}
+             "redis": "+ SessionMiddleware, RedisStore", "postgres": "+ SessionMiddleware, PostgresStore"}
 WSGI_SERVERS = ("waitress", "gunicorn")
 
 
@@ -294,12 +305,30 @@ def asgi_sqlite(threaded: bool = False):
     return starlette_app([Middleware(session.ASGISessionMiddleware, secret=SECRET, store=store)], True)
 
 
+def asgi_postgres(threaded: bool = False):
+    """ASGISessionMiddleware on PostgresStore (HTTP_LOAD_POSTGRES): through its coroutines
+    (psycopg's AsyncConnection), or with Store's default coroutines (every call in a thread)."""
+    import session
+    from starlette.middleware import Middleware
+    from stores.postgres_store import PostgresStore
+    cls = PostgresStore
+    if threaded:
+        cls = type("ThreadedPostgresStore", (PostgresStore,), {
+            name: getattr(session.Store, name)
+            for name in ("aget", "aget_text", "aset", "amerge", "atouch", "adestroy")})
+    store = cls(conninfo=os.environ["HTTP_LOAD_POSTGRES"])
+    return starlette_app([Middleware(session.ASGISessionMiddleware, secret=SECRET, store=store)], True)
+
+
 ASGI_APPS = {"bare": asgi_bare, "session": asgi_session, "starlette": asgi_starlette,
              "starsessions": asgi_starsessions, "sqlite": asgi_sqlite,
-             "sqlite-thread": lambda: asgi_sqlite(threaded=True)}
+             "sqlite-thread": lambda: asgi_sqlite(threaded=True), "postgres": asgi_postgres,
+             "postgres-thread": lambda: asgi_postgres(threaded=True)}
 ASGI_LABELS = {"bare": "bare", "session": "+ ASGISessionMiddleware", "starlette": "+ Starlette sessions",
                "starsessions": "+ starsessions", "sqlite": "+ ASGISessionMiddleware, SQLiteStore",
-               "sqlite-thread": "+ ASGISessionMiddleware, SQLiteStore through a thread"}
+               "sqlite-thread": "+ ASGISessionMiddleware, SQLiteStore through a thread",
+               "postgres": "+ ASGISessionMiddleware, PostgresStore",
+               "postgres-thread": "+ ASGISessionMiddleware, PostgresStore through a thread"}
 
 
 def serve_asgi(kind: str, port: int) -> None:
@@ -560,8 +589,8 @@ def main() -> None:
     parser.add_argument("--stores", default="",
                         help="also rows of SessionMiddleware on these stores, per WSGI server: sqlite "
                              "(a file of each server's; under uvicorn, ASGISessionMiddleware on it too), "
-                             "redis (a private redis-server; needs redis-server and pip install redis); "
-                             "comma-separated")
+                             "redis (a private redis-server; needs redis-server and pip install redis), "
+                             "postgres (a private cluster; under uvicorn too); comma-separated")
     parser.add_argument("--serve", choices=sorted(PY_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--serve-asgi", choices=sorted(ASGI_APPS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -603,7 +632,7 @@ def main() -> None:
     if args.floor:
         kinds.append("floor")
     extra_env: dict = {}
-    redis_server = None
+    redis_server = postgres_server = None
     for store in filter(None, args.stores.split(",")):
         if store == "sqlite":
             kinds.append("sqlite")
@@ -617,8 +646,22 @@ def main() -> None:
             redis_server = RedisServer().start()
             extra_env["HTTP_LOAD_REDIS"] = redis_server.url
             kinds.append("redis")
+        elif store == "postgres":
+            sys.path.insert(0, ROOT)
+            from tests.postgres_server import PostgresServer, postgres_server_available
+            if not (postgres_server_available() and _has("psycopg")):
+                print('PostgresStore rows skipped: apt-get install -y postgresql && pip install "psycopg[binary]"',
+                      file=sys.stderr)
+                continue
+            postgres_server = PostgresServer().start()
+            extra_env["HTTP_LOAD_POSTGRES"] = postgres_server.url
+            from stores.postgres_store import PostgresStore
+            PostgresStore(conninfo=postgres_server.url, create_table_if_missing=True).close()
+            kinds.append("postgres")
+            if asgi_kinds:
+                asgi_kinds += ["postgres", "postgres-thread"]
         else:
-            sys.exit(f"--stores: unknown store {store!r} (sqlite, redis)")
+            sys.exit(f"--stores: unknown store {store!r} (sqlite, redis, postgres)")
     sqlite_dir = tempfile.mkdtemp(prefix="http-load-") if "sqlite" in kinds else None
     if sqlite_dir and asgi_kinds:
         asgi_kinds += ["sqlite", "sqlite-thread"]
@@ -635,8 +678,8 @@ def main() -> None:
                   for kind in kinds]
     specs += [(f"uvicorn {ASGI_LABELS[kind]}", "uvicorn", kind,
                [sys.executable, os.path.abspath(__file__), "--serve-asgi", kind, "--port", "{port}"],
-               {"HTTP_LOAD_SQLITE": os.path.join(sqlite_dir, f"uvicorn-{kind}.db")}
-               if kind.startswith("sqlite") else None, None)
+               dict(extra_env, HTTP_LOAD_SQLITE=os.path.join(sqlite_dir, f"uvicorn-{kind}.db"))
+               if kind.startswith("sqlite") else extra_env or None, None)
               for kind in asgi_kinds]
 
     pinned = not args.no_pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
@@ -675,6 +718,8 @@ def main() -> None:
         os.unlink(args.users_script)
         if redis_server is not None:
             redis_server.stop()
+        if postgres_server is not None:
+            postgres_server.stop()
         if sqlite_dir is not None:
             shutil.rmtree(sqlite_dir, ignore_errors=True)
     report(servers, args)
