@@ -61,7 +61,10 @@ Why it is built this way:
   the loop's thread pool a call costs about twice the CPU: ``python
   bench/asgi_overhead.py --postgres``, a returning visitor who increments, 353
   µs over bare Starlette against 535, one who only reads (a touch it skips is
-  never sent) 164 against 389.  On an app's ``pool`` (a sync psycopg_pool) the
+  never sent) 164 against 389.  Under uvicorn with 200 users (``python
+  bench/http_load.py --server uvicorn --stores postgres --users 200 --no-pin
+  [--reads 0.9]``) that is 0.31 of bare's throughput against 0.15, and 0.38
+  against 0.18; level (0.34 and 0.33, 0.37 and 0.37) with the server on one CPU.  On an app's ``pool`` (a sync psycopg_pool) the
   coroutines run the methods in the thread pool.  Writes run shielded: a
   request cancelled because its client went away does not cut the
   middleware's last write short, and ``aclose()`` at the app's shutdown waits
