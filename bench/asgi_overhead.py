@@ -58,6 +58,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, ROOT)
 
 import session as sx  # noqa: E402
+from http_load import threaded  # noqa: E402  (this directory: run as a script)
 
 SECRET = "keyboard cat, a secret long enough to be realistic"
 MAX_AGE = 3600
@@ -85,16 +86,6 @@ def starlette_app(middleware: list, with_session: bool, probe: list):
         probe[0] = views
         return PlainTextResponse(str(views))
     return Starlette(routes=[Route("/incr", incr)], middleware=middleware)
-
-
-A_METHODS = ("aget", "aget_text", "aset", "amerge", "atouch", "adestroy")
-
-
-def threaded(store_class: type) -> type:
-    """``store_class`` with Store's default coroutines: each call in the loop's thread pool, as a
-    store without coroutines of its own is called."""
-    return type(f"Threaded{store_class.__name__}", (store_class,),
-                {name: getattr(sx.Store, name) for name in A_METHODS})
 
 
 class Row:

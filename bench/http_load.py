@@ -67,6 +67,7 @@ uvicorn starlette [starsessions].
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import itertools
 import json
@@ -169,37 +170,39 @@ def session_app():
     return session.SessionMiddleware(app, secret=SECRET)
 
 
-def sqlite_app():
-    """SessionMiddleware on SQLiteStore: a file of its own per server (HTTP_LOAD_SQLITE)."""
+def _store(kind: str, through_threads: bool = False):
+    """The store of a --stores row, on the file or private server main() named in
+    HTTP_LOAD_<KIND>; ``through_threads``: with Store's default coroutines (see threaded)."""
+    if kind == "sqlite":
+        from stores.sqlite_store import SQLiteStore as cls
+        arg = {"path": os.environ["HTTP_LOAD_SQLITE"]}
+    elif kind == "redis":
+        from stores.redis_store import RedisStore as cls
+        arg = {"url": os.environ["HTTP_LOAD_REDIS"]}
+    else:
+        from stores.postgres_store import PostgresStore as cls
+        arg = {"conninfo": os.environ["HTTP_LOAD_POSTGRES"]}
+    return (threaded(cls) if through_threads else cls)(**arg)
+
+
+def threaded(store_class: type) -> type:
+    """``store_class`` with Store's default coroutines: each call in the event loop's thread
+    pool, as a store without coroutines of its own is called under ASGI."""
     import session
-    from stores.sqlite_store import SQLiteStore
+    return type(f"Threaded{store_class.__name__}", (store_class,),
+                {name: getattr(session.Store, name) for name in ASYNC_METHODS})
+
+
+ASYNC_METHODS = ("aget", "aget_text", "aset", "amerge", "atouch", "adestroy")
+
+
+def store_app(kind: str):
+    """SessionMiddleware on a --stores store (sqlite: a file of its own per server)."""
+    import session
 
     def app(environ, start_response):
         return _json(start_response, _count_visit(environ["session"], environ["PATH_INFO"]))
-    return session.SessionMiddleware(app, secret=SECRET,
-                                     store=SQLiteStore(os.environ["HTTP_LOAD_SQLITE"]))
-
-
-def redis_app():
-    """SessionMiddleware on RedisStore, on the private redis-server main() started (HTTP_LOAD_REDIS)."""
-    import session
-    from stores.redis_store import RedisStore
-
-    def app(environ, start_response):
-        return _json(start_response, _count_visit(environ["session"], environ["PATH_INFO"]))
-    return session.SessionMiddleware(app, secret=SECRET,
-                                     store=RedisStore(url=os.environ["HTTP_LOAD_REDIS"]))
-
-
-def postgres_app():
-    """SessionMiddleware on PostgresStore, in the private cluster main() started (HTTP_LOAD_POSTGRES)."""
-    import session
-    from stores.postgres_store import PostgresStore
-
-    def app(environ, start_response):
-        return _json(start_response, _count_visit(environ["session"], environ["PATH_INFO"]))
-    return session.SessionMiddleware(app, secret=SECRET,
-                                     store=PostgresStore(conninfo=os.environ["HTTP_LOAD_POSTGRES"]))
+    return session.SessionMiddleware(app, secret=SECRET, store=_store(kind))
 
 
 def beaker_app():
@@ -246,7 +249,8 @@ def floor_app():
 
 
 PY_APPS = {"bare": bare_app, "session": session_app, "beaker": beaker_app, "floor": floor_app,
-           "sqlite": sqlite_app, "redis": redis_app, "postgres": postgres_app}
+           "sqlite": lambda: store_app("sqlite"), "redis": lambda: store_app("redis"),
+           "postgres": lambda: store_app("postgres")}
 PY_LABELS = {"bare": "bare", "session": "+ SessionMiddleware", "beaker": "+ Beaker",
              "floor": "+ floor, no library", "sqlite": "+ SessionMiddleware, SQLiteStore",
              "redis": "+ SessionMiddleware, RedisStore", "postgres": "+ SessionMiddleware, PostgresStore"}
@@ -291,39 +295,20 @@ def asgi_starsessions():
                           Middleware(SessionAutoloadMiddleware)], True)
 
 
-def asgi_sqlite(threaded: bool = False):
-    """ASGISessionMiddleware on SQLiteStore (HTTP_LOAD_SQLITE): through its coroutines (reads on
-    the event loop), or with Store's default coroutines (every call in the loop's thread pool)."""
+def asgi_store(kind: str):
+    """ASGISessionMiddleware on a --stores store ("sqlite", "postgres"): through its coroutines,
+    or, as "KIND-thread", with every call in the loop's thread pool."""
     import session
     from starlette.middleware import Middleware
-    from stores.sqlite_store import SQLiteStore
-    cls = SQLiteStore
-    if threaded:
-        cls = type("ThreadedSQLiteStore", (SQLiteStore,), {
-            name: getattr(session.Store, name) for name in ("aget", "aget_text", "atouch")})
-    store = cls(os.environ["HTTP_LOAD_SQLITE"])
-    return starlette_app([Middleware(session.ASGISessionMiddleware, secret=SECRET, store=store)], True)
-
-
-def asgi_postgres(threaded: bool = False):
-    """ASGISessionMiddleware on PostgresStore (HTTP_LOAD_POSTGRES): through its coroutines
-    (psycopg's AsyncConnection), or with Store's default coroutines (every call in a thread)."""
-    import session
-    from starlette.middleware import Middleware
-    from stores.postgres_store import PostgresStore
-    cls = PostgresStore
-    if threaded:
-        cls = type("ThreadedPostgresStore", (PostgresStore,), {
-            name: getattr(session.Store, name)
-            for name in ("aget", "aget_text", "aset", "amerge", "atouch", "adestroy")})
-    store = cls(conninfo=os.environ["HTTP_LOAD_POSTGRES"])
+    name, _, thread = kind.partition("-")
+    store = _store(name, through_threads=bool(thread))
     return starlette_app([Middleware(session.ASGISessionMiddleware, secret=SECRET, store=store)], True)
 
 
 ASGI_APPS = {"bare": asgi_bare, "session": asgi_session, "starlette": asgi_starlette,
-             "starsessions": asgi_starsessions, "sqlite": asgi_sqlite,
-             "sqlite-thread": lambda: asgi_sqlite(threaded=True), "postgres": asgi_postgres,
-             "postgres-thread": lambda: asgi_postgres(threaded=True)}
+             "starsessions": asgi_starsessions,
+             **{kind: functools.partial(asgi_store, kind)
+                for kind in ("sqlite", "sqlite-thread", "postgres", "postgres-thread")}}
 ASGI_LABELS = {"bare": "bare", "session": "+ ASGISessionMiddleware", "starlette": "+ Starlette sessions",
                "starsessions": "+ starsessions", "sqlite": "+ ASGISessionMiddleware, SQLiteStore",
                "sqlite-thread": "+ ASGISessionMiddleware, SQLiteStore through a thread",
@@ -632,39 +617,23 @@ def main() -> None:
     if args.floor:
         kinds.append("floor")
     extra_env: dict = {}
-    redis_server = postgres_server = None
+    backends: list = []            # the private redis-server and PostgreSQL cluster started
     for store in filter(None, args.stores.split(",")):
-        if store == "sqlite":
-            kinds.append("sqlite")
-        elif store == "redis":
-            sys.path.insert(0, ROOT)
-            from tests.redis_server import RedisServer, redis_server_available
-            if not (redis_server_available() and _has("redis")):
-                print("RedisStore rows skipped: apt-get install -y redis-server && pip install redis",
-                      file=sys.stderr)
-                continue
-            redis_server = RedisServer().start()
-            extra_env["HTTP_LOAD_REDIS"] = redis_server.url
-            kinds.append("redis")
-        elif store == "postgres":
-            sys.path.insert(0, ROOT)
-            from tests.postgres_server import PostgresServer, postgres_server_available
-            if not (postgres_server_available() and _has("psycopg")):
-                print('PostgresStore rows skipped: apt-get install -y postgresql && pip install "psycopg[binary]"',
-                      file=sys.stderr)
-                continue
-            postgres_server = PostgresServer().start()
-            extra_env["HTTP_LOAD_POSTGRES"] = postgres_server.url
-            from stores.postgres_store import PostgresStore
-            PostgresStore(conninfo=postgres_server.url, create_table_if_missing=True).close()
-            kinds.append("postgres")
-            if asgi_kinds:
-                asgi_kinds += ["postgres", "postgres-thread"]
-        else:
+        if store not in ("sqlite", "redis", "postgres"):
             sys.exit(f"--stores: unknown store {store!r} (sqlite, redis, postgres)")
+        if store != "sqlite":
+            backend = _private_server(store)
+            if backend is None:
+                continue
+            backends.append(backend)
+            extra_env["HTTP_LOAD_" + store.upper()] = backend.url
+        if store == "postgres":
+            from stores.postgres_store import PostgresStore
+            PostgresStore(conninfo=backend.url, create_table_if_missing=True).close()
+        kinds.append(store)
+        if asgi_kinds and store != "redis":
+            asgi_kinds += [store, store + "-thread"]
     sqlite_dir = tempfile.mkdtemp(prefix="http-load-") if "sqlite" in kinds else None
-    if sqlite_dir and asgi_kinds:
-        asgi_kinds += ["sqlite", "sqlite-thread"]
 
     specs = []
     if node_ok:
@@ -716,13 +685,27 @@ def main() -> None:
                 os.unlink(server.users_file)
         os.unlink(script)
         os.unlink(args.users_script)
-        if redis_server is not None:
-            redis_server.stop()
-        if postgres_server is not None:
-            postgres_server.stop()
+        for backend in backends:
+            backend.stop()
         if sqlite_dir is not None:
             shutil.rmtree(sqlite_dir, ignore_errors=True)
     report(servers, args)
+
+
+def _private_server(store: str):
+    """A started private redis-server or PostgreSQL cluster for --stores, or None (saying what
+    to install) when it cannot run here."""
+    sys.path.insert(0, ROOT)
+    if store == "redis":
+        from tests.redis_server import RedisServer as server, redis_server_available as available
+        driver, install = "redis", "apt-get install -y redis-server && pip install redis"
+    else:
+        from tests.postgres_server import PostgresServer as server, postgres_server_available as available
+        driver, install = "psycopg", 'apt-get install -y postgresql && pip install "psycopg[binary]"'
+    if not (available() and _has(driver)):
+        print(f"{store} rows skipped: {install}", file=sys.stderr)
+        return None
+    return server().start()
 
 
 def report(servers: list[Server], args: argparse.Namespace) -> None:
