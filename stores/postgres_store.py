@@ -520,7 +520,6 @@ class PostgresStore(session.Store):
         conns = self._loop_connections()
         for attempt in (0, 1):
             cur = await conns.take()
-            conn = cur.connection
             try:
                 run = steps(*args)
                 try:
@@ -532,12 +531,8 @@ class PostgresStore(session.Store):
                 except StopIteration as done:
                     result = done.value
             except BaseException as exc:
-                retry = conns.recover(cur, exc)
-                if not isinstance(exc, self._psycopg.Error):
-                    raise
-                if retry and attempt == 0:
-                    continue
-                raise self._error(exc) from None
+                self._after_error(exc, cur, attempt, conns.give, conns.discard, conns.drop_idle)
+                continue  # the connection was lost: once more, on a new one
             conns.give(cur)
             return result
 
@@ -577,28 +572,35 @@ class PostgresStore(session.Store):
             return self._call_pool(work)
         for attempt in (0, 1):
             cur = self._take()
-            conn = cur.connection
             try:
                 result = work(cur)
-            except self._psycopg.Error as exc:
-                if not conn.closed:
-                    self._give(cur)
-                    raise self._error(exc) from None
-                self._discard(cur)
-                self._drop_idle()  # they were connected to the same, lost, server
-                if attempt == 0 and isinstance(exc, self._psycopg.OperationalError):
-                    continue
-                raise self._error(exc) from None
-            except BaseException:
-                # Not the database's error (an interrupt, change.apply raising): keep the
-                # connection only if it is idle, with no statement half done.
-                if conn.closed or conn.info.transaction_status != self._idle_status:
-                    self._discard(cur)
-                else:
-                    self._give(cur)
-                raise
+            except BaseException as exc:
+                self._after_error(exc, cur, attempt, self._give, self._discard, self._drop_idle)
+                continue  # the connection was lost: once more, on a new one
             self._give(cur)
             return result
+
+    def _after_error(self, exc: BaseException, cur: Any, attempt: int, give: Callable,
+                     discard: Callable, drop_idle: Callable) -> None:
+        """After ``exc`` on ``cur``'s connection (from the sync pool or a loop's, whose
+        give/discard/drop_idle these are): keep the connection if it is sound and idle, and
+        raise, the database's errors naming the table and server; return only when the
+        connection was lost on the first attempt, for the caller to try once more."""
+        psycopg = self._psycopg
+        if isinstance(exc, psycopg.Error) and not cur.connection.closed:
+            give(cur)  # the server refused the statement: the connection is fine
+            raise self._error(exc) from None
+        # Lost, or not the database's error (a cancellation, change.apply raising): keep the
+        # connection only if it is idle, with no statement half done.
+        if cur.connection.closed or cur.connection.info.transaction_status != self._idle_status:
+            discard(cur)
+        else:
+            give(cur)
+        if not isinstance(exc, psycopg.Error):
+            raise exc
+        drop_idle()  # they were connected to the same, lost, server
+        if attempt == 1 or not isinstance(exc, psycopg.OperationalError):
+            raise self._error(exc) from None
 
     def _call_pool(self, work: Callable[[Any], Any]) -> Any:
         """The same over the app's pool; its ``connection()`` commits (unless autocommit)
@@ -777,22 +779,6 @@ class _LoopConnections:
             _close_async(cur.connection)
         finally:
             self.slots.release()
-
-    def recover(self, cur: Any, exc: BaseException) -> bool:
-        """After ``exc`` on ``cur``'s connection: whether to try once more on a new one (the
-        connection was lost); the connection is kept if it is still sound and idle."""
-        conn, store = cur.connection, self.store
-        if isinstance(exc, store._psycopg.Error) and not conn.closed:
-            self.give(cur)  # the server refused the statement: the connection is fine
-            return False
-        if conn.closed or conn.info.transaction_status != store._idle_status:
-            self.discard(cur)  # lost, or cut off mid-statement (cancelled)
-        else:
-            self.give(cur)
-        if isinstance(exc, store._psycopg.Error):
-            self.drop_idle()  # they were connected to the same, lost, server
-            return isinstance(exc, store._psycopg.OperationalError)
-        return False
 
     def drop_idle(self) -> None:
         while True:
