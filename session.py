@@ -760,7 +760,10 @@ class Session(dict):
         if request.pending is None:
             return self.reload()
         self._use()
-        self._reload_from(await request.core._aread_store(self._ensure_id()))
+        sid = self._ensure_id()
+        if ("destroy", sid) in request.pending:  # destroyed, as under WSGI, where it is at once
+            self._reload_from(None)
+        self._reload_from(await request.core._aread_store(sid))
 
     def save(self) -> None:
         """Write the session to the store now; if unchanged after, it is not written again at the end."""
@@ -1739,9 +1742,13 @@ class Store:
 
 
 async def _in_thread(function: Callable, *args: Any) -> Any:
-    """``function(*args)`` in the event loop's default thread pool, so it cannot block the loop."""
+    """``function(*args)`` in the event loop's default thread pool, so it cannot block the loop;
+    in a copy of the caller's context (as ``asyncio.to_thread``), so a store sees the request's
+    context variables as it does under WSGI."""
     import asyncio  # here, not at the top: a WSGI app never pays for importing it
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
+    import contextvars
+    call = functools.partial(contextvars.copy_context().run, function, *args)
+    return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 class _Writes(set):
@@ -2354,7 +2361,7 @@ class ASGISessionMiddleware(_Core):
             return False
         for name, value in scope.get("headers") or ():
             if name.lower() == b"x-forwarded-proto":
-                return value.split(b",", 1)[0].strip().lower() == b"https"
+                return value.split(b",", 1)[0].strip().lower() in (b"https", b"wss")
         return False
 
     def _aread_store(self, sid: str) -> Any:

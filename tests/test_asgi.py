@@ -672,6 +672,23 @@ class TestSessionUnderASGI(unittest.TestCase):
         call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
         self.assertEqual(len(errors), 1)
 
+    def test_areload_after_destroy_raises_session_error_as_under_wsgi(self):
+        # The record's deletion waits for the response's end; it is gone all the same.
+        store, sid, cookie = seeded({"n": 1})
+        errors = []
+
+        async def action(scope):
+            sess = scope["session"]
+            sess.destroy()
+            try:
+                await sess.areload()
+            except session.SessionError as exc:
+                errors.append(str(exc))
+        call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
+        self.assertEqual(len(errors), 1)
+        self.assertIn("no longer in the store", errors[0])
+        self.assertIsNone(store.get(sid))
+
     def test_regenerate_deletes_the_old_record_before_the_response_ends(self):
         events = []
         store, sid, cookie = seeded({"anon": 1}, store=RecordingStore(events=events))
@@ -738,6 +755,35 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertTrue(threads)
         self.assertNotIn(loop_threads[0], threads)
         self.assertEqual(data_of(store, SetCookie(f"{NAME}={h.client.jar[NAME]}").sid), {"n": 2})
+
+    def test_a_store_in_a_thread_sees_the_requests_context_variables(self):
+        # As under WSGI, where its methods run in the request's own thread (tenant routing,
+        # tracing): the thread runs them in a copy of the request's context.
+        import contextvars
+        tenant = contextvars.ContextVar("tenant", default=None)
+        seen = []
+
+        class TenantStore(SyncOnlyStore):
+            def get(self, sid):
+                seen.append(("get", tenant.get()))
+                return super().get(sid)
+
+            def set(self, sid, record):
+                seen.append(("set", tenant.get()))
+                super().set(sid, record)
+        store, sid, cookie = seeded({"n": 1}, store=TenantStore())
+        del seen[:]
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await simple_app()(scope, receive, send)
+
+        async def run():
+            tenant.set("acme")
+            await acall_asgi(middleware(app, store), make_scope(cookie=cookie))
+        asyncio.run(run())
+        self.assertEqual(set(seen), {("get", "acme"), ("set", "acme")})
+        self.assertEqual(data_of(store, sid), {"n": 2})
 
     def test_memory_store_is_called_on_the_event_loop(self):
         calls = []
@@ -971,6 +1017,32 @@ class TestWebSocket(unittest.TestCase):
         self.assertEqual(events, ["closing", ("set-done", sid)])
         self.assertEqual([m["type"] for m in sent], ["websocket.accept", "websocket.close"])
         self.assertNotIn("headers", sent[0])
+
+    def test_a_forwarded_wss_is_secure_with_proxy_true(self):
+        # Proxies (Traefik) forward a TLS websocket handshake as "wss", as a wss scope is secure.
+        for proto, secure in ((b"wss", True), (b"https", True), (b"ws", False), (b"http", False)):
+            with self.subTest(proto=proto):
+                async def app(scope, receive, send):
+                    await receive()
+                    scope["session"]["user"] = "ada"
+                    await send({"type": "websocket.accept"})
+                    await send({"type": "websocket.close", "code": 1000})
+                store = RecordingStore()
+                sent = []
+                incoming = [{"type": "websocket.connect"}]
+
+                async def receive():
+                    return incoming.pop(0) if incoming else await asyncio.sleep(3600)
+
+                async def send(message):
+                    sent.append(message)
+                scope = make_scope("/ws", kind="websocket", headers=[(b"x-forwarded-proto", proto)])
+                mw = middleware(app, store, cookie={"secure": True}, proxy=True)
+                asyncio.run(mw(scope, receive, send))
+                headers = dict(sent[0].get("headers", ()))
+                self.assertEqual(b"set-cookie" in headers, secure)
+                if secure:
+                    self.assertIn(b"; Secure", headers[b"set-cookie"])
 
     def test_changes_are_saved_when_the_client_closes(self):
         store, sid, cookie = seeded({"n": 1})
