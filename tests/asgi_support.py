@@ -60,7 +60,10 @@ def run_with_counted_threads(work):
 
     class Counting(concurrent.futures.ThreadPoolExecutor):
         def submit(self, fn, *args, **kwargs):
-            calls.append(getattr(fn, "func", fn).__name__)
+            called = getattr(fn, "func", fn)
+            if called.__name__ == "run":   # Context.run(function, *args): session._in_thread's
+                called = fn.args[0]
+            calls.append(getattr(called, "func", called).__name__)
             return super().submit(fn, *args, **kwargs)
     loop, pool = asyncio.new_event_loop(), Counting(1)
     loop.set_default_executor(pool)
