@@ -1744,18 +1744,24 @@ class Store:
 async def _in_thread(function: Callable, *args: Any) -> Any:
     """``function(*args)`` in the event loop's default thread pool, so it cannot block the loop;
     in a copy of the caller's context (as ``asyncio.to_thread``), so a store sees the request's
-    context variables as it does under WSGI."""
+    context variables as it does under WSGI; run to its end even if the caller is cancelled."""
     import asyncio  # here, not at the top: a WSGI app never pays for importing it
     import contextvars
     call = functools.partial(contextvars.copy_context().run, function, *args)
-    return await asyncio.get_running_loop().run_in_executor(None, call)
+    done = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        return await asyncio.shield(done)  # a cancelled caller leaves the call running: a
+    except asyncio.CancelledError:          # write is never dropped from the pool's queue
+        done.add_done_callback(_report_orphaned_write)
+        raise
 
 
 class _Writes(set):
-    """A store's coroutine writes in flight, each shielded from the cancellation of the request
-    that started it (a client that went away must not cut the middleware's last write short)
-    and kept until it ends, so that the store's ``aclose()`` at an app's shutdown can wait for
-    them: an event loop that ends cancels whatever still runs on it."""
+    """Writes in flight (a store's coroutine writes, the ASGI middleware's end-of-response
+    store work), each shielded from the cancellation of the request that started it (a client
+    that went away must not cut the last write short) and kept until it ends, so that a
+    store's ``aclose()`` at an app's shutdown can wait for them: an event loop that ends
+    cancels whatever still runs on it."""
 
     __slots__ = ()
 
@@ -1782,7 +1788,7 @@ class _Writes(set):
 
 def _report_orphaned_write(task: Any) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("a session write whose request was cancelled failed: %s", task.exception())
+        log.error("a session store call whose request was cancelled failed: %s", task.exception())
 
 
 class MemoryStore(Store):
@@ -2186,6 +2192,7 @@ class ASGISessionMiddleware(_Core):
             raise TypeError("scope_key must be a non-empty str")
         self.app = app
         self.scope_key = scope_key
+        self._ending = _Writes()  # the end-of-response store work in flight (see _end)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
@@ -2315,23 +2322,31 @@ class ASGISessionMiddleware(_Core):
         """The response is ending: the store work left by regenerate() and destroy(), then
         the store action; returns the data's JSON the decisions were made on.
 
-        A cancellation that lands meanwhile (Starlette cancels a streaming response whose
-        client went away) cannot stop a write that runs inline (MemoryStore) or in a thread;
-        a store whose coroutines do I/O must shield its own writes (see _Writes) to survive it.
+        A client that goes away cancels the request (Starlette cancels a streaming response;
+        an anyio cancel scope cancels every await after it again), but not this work: all is
+        decided before the first await, a store call once started runs on (a thread's: see
+        _in_thread; a store's coroutine write shields itself: see _Writes), and the deletions
+        and the save after them run as one task, so that the save still starts.
         """
         request = sess._req
         request.ended = True  # from here on, regenerate() and destroy() come too late
-        if request.pending:
-            await self._do_pending(request)
         current = sess._current()
         action = self._store_action(sess, request.attached(), current)
+        if request.pending and not self._inline:
+            await self._ending.run(self._store_work(sess, action))
+        elif request.pending or action is not None:
+            await self._store_work(sess, action)
+        return current
+
+    async def _store_work(self, sess: Session, action: Optional[tuple]) -> None:
+        if sess._req.pending:
+            await self._do_pending(sess._req)
         if action is None:
             pass
         elif self._inline:
             self._carry_out(sess, action)
         else:
             await self._acarry_out(sess, action)
-        return current
 
     async def _do_pending(self, request: _Request) -> None:
         pending = request.pending

@@ -7,6 +7,7 @@ and store writes happen.  The frameworks and a real server are in test_asgi_fram
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import os
@@ -521,6 +522,82 @@ class TestEndOfResponse(unittest.TestCase):
                 await task
         asyncio.run(run())
         self.assertEqual(data_of(store, sid), {"n": 2})
+
+
+    def test_a_cancel_repeated_at_every_await_still_deletes_then_saves(self):
+        # An anyio cancel scope (Starlette's streaming under ASGI spec < 2.4, timeout wrappers)
+        # cancels the request again at every await.  Logging in regenerates (the old record is
+        # deleted before the response ends) and the cookie for the new ID has gone out with the
+        # first chunk: the new session must be saved all the same.
+        tmp = tempfile.mkdtemp(prefix="asgi-cancel-")
+        stores = [("sync only", SyncOnlyStore), ("coroutines", SlowAsyncStore),
+                  ("SQLiteStore", lambda: SQLiteStore(os.path.join(tmp, "s.db")))]
+        for label, make in stores:
+            with self.subTest(store=label):
+                store, sid, cookie = seeded({"anon": 1}, store=make())
+                if isinstance(store, SQLiteStore):
+                    self.addCleanup(store.close)
+                new = []
+
+                async def run():
+                    streaming = asyncio.Event()
+
+                    async def app(scope, receive, send):
+                        scope["session"].regenerate()
+                        scope["session"]["user"] = "ada"
+                        new.append(scope["session"].id)
+                        await send({"type": "http.response.start", "status": 200, "headers": []})
+                        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+                        streaming.set()
+                        await asyncio.sleep(3600)
+                    mw = middleware(app, store)
+                    task = asyncio.ensure_future(mw(make_scope(cookie=cookie), _never_receive, _ignore))
+                    await streaming.wait()
+                    await _cancel_at_every_await(task)
+                    await asyncio.sleep(SlowAsyncStore.delay * 4)   # the store work runs on
+                asyncio.run(run())
+                self.assertIsNone(store.get(sid))
+                self.assertEqual(data_of(store, new[0]), {"user": "ada"})
+
+    def test_a_save_queued_for_a_busy_thread_pool_is_not_dropped_by_a_cancel(self):
+        # A call waiting in the pool's queue would be dropped if its future were cancelled.
+        store, sid, cookie = seeded({"n": 1}, store=SyncOnlyStore())
+        release, queued = threading.Event(), []
+
+        class Pool(concurrent.futures.ThreadPoolExecutor):
+            def submit(self, fn, *args, **kwargs):
+                queued.append(fn)
+                return super().submit(fn, *args, **kwargs)
+
+        async def run():
+            loop = asyncio.get_running_loop()
+            pool = Pool(1)
+            loop.set_default_executor(pool)
+
+            def action(scope):
+                scope["session"]["n"] = 2
+                loop.run_in_executor(None, release.wait)   # the pool's one thread is now busy
+            request = asyncio.ensure_future(acall_asgi(middleware(simple_app(action), store),
+                                                       make_scope(cookie=cookie)))
+            while len(queued) < 3:          # the read, the busy thread, then the save
+                await asyncio.sleep(0.001)
+            request.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await request
+            release.set()
+            pool.shutdown(wait=True)
+        asyncio.run(run())
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+
+async def _cancel_at_every_await(task):
+    """Cancel ``task`` again at each turn of the loop until it ends, as an anyio cancel scope
+    does (level-triggered cancellation); raise nothing."""
+    while not task.done():
+        task.cancel()
+        await asyncio.sleep(0)
+    if not task.cancelled():
+        task.exception()
 
 
 async def _never_receive():
