@@ -204,6 +204,10 @@ class _Core:
         self._async_calls = {method: getattr(store, "a" + method)
                              for method, over in _STORE_CALLS.items()
                              if _offers(store, "a" + method, *over)}
+        # A subclass's own aget or aset is used under ASGI, as its get or set is under WSGI.
+        self._areads_text = self._reads_text and not _newer(store, "aget", "aget_text")
+        if "merge" not in self._async_calls and isinstance(store, Store) and _newer(store, "aset", "merge"):
+            self._async_calls["merge"] = functools.partial(Store.amerge, store)
         # A store that says it never blocks is called from the event loop as it is; one whose
         # touch reads only the expiry is given a record without fields (see Store).
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
@@ -432,7 +436,7 @@ class _Core:
 
 # A store's coroutine methods, and the methods each must be no older than to be used.
 _STORE_CALLS = {"get": ("get",), "get_text": ("get_text", "get"), "set": ("set",),
-                "merge": ("merge", "get", "set"), "touch": ("touch",), "destroy": ("destroy",)}
+                "merge": ("merge", "get", "set", "aset"), "touch": ("touch",), "destroy": ("destroy",)}
 
 
 def _read_record(record: Any, text: Optional[str] = None) -> tuple:
@@ -475,6 +479,14 @@ def _says_false(store: Any, attribute: str, methods: list) -> bool:
 def _touch_reads_expiry_only(store: Any) -> bool:
     """Whether the store's touch is handed a record with no fields (``Store.touch_needs_record``)."""
     return _says_false(store, "touch_needs_record", ["touch", "atouch"])
+
+
+def _newer(store: Any, method: str, than: str) -> bool:
+    """Whether the store's own ``method`` (not Store's default) is defined lower in its
+    classes than ``than``: an ``aset`` added by a subclass is newer than the ``merge`` it got."""
+    mine, theirs = _owner(store, method), _owner(store, than)
+    return mine is not None and mine is not Store and (
+        theirs is None or (mine is not theirs and issubclass(mine, theirs)))
 
 
 def _offers(store: Any, method: str, *over: str) -> bool:
@@ -1520,6 +1532,17 @@ class Change:
         return f"Change(base={self.base!r:.40}, text={self.text!r:.60}, expires={self.expires!r})"
 
 
+def _merged_record(record: Optional[dict], change: Change) -> Optional["_Record"]:
+    """What Store's default merge writes over ``record`` (the stored one, or None) for
+    ``change``; None when it writes nothing (see Store.merge)."""
+    if (record is None) != (change.base is None):
+        return None
+    stored = None if record is None else encode_record(record)
+    if stored is None or stored == change.base:
+        return _Record.of(change.text, change.expires)
+    return _Record.of(*change.apply(stored))
+
+
 def _record_expiry(record: dict) -> Optional[float]:
     """A decoded record's ``cookie.expires`` in epoch seconds, or None (unset or unreadable)."""
     try:
@@ -1705,15 +1728,10 @@ class Store:
         it sees records, not the store's expiry, so it cannot keep a later one a touch
         wrote.
         """
-        record = self.get(sid)
-        if (record is None) != (change.base is None):
+        record = _merged_record(self.get(sid), change)
+        if record is None:
             return False
-        stored = None if record is None else encode_record(record)
-        if stored is None or stored == change.base:
-            text, expires = change.text, change.expires
-        else:
-            text, expires = change.apply(stored)
-        self.set(sid, _Record.of(text, expires))
+        self.set(sid, record)
         return True
 
     async def aget(self, sid: str) -> Optional[dict]:
@@ -1729,8 +1747,16 @@ class Store:
         await _in_thread(self.set, sid, record)
 
     async def amerge(self, sid: str, change: Change) -> bool:
-        """``merge``, awaitable; this default runs it in a thread."""
-        return await _in_thread(self.merge, sid, change)
+        """``merge``, awaitable; this default runs it in a thread, or, for a store whose own
+        ``aset`` is newer than its ``merge`` (an async-first store), takes ``merge``'s default
+        steps through ``aget`` and ``aset``."""
+        if not _newer(self, "aset", "merge"):
+            return await _in_thread(self.merge, sid, change)
+        record = _merged_record(await self.aget(sid), change)
+        if record is None:
+            return False
+        await self.aset(sid, record)
+        return True
 
     async def atouch(self, sid: str, record: dict) -> None:
         """``touch``, awaitable; this default runs it in a thread."""
@@ -2381,7 +2407,7 @@ class ASGISessionMiddleware(_Core):
 
     def _aread_store(self, sid: str) -> Any:
         """``_read_store``, without blocking the event loop."""
-        return self._async_call("get_text" if self._reads_text else "get", sid)
+        return self._async_call("get_text" if self._areads_text else "get", sid)
 
     async def _acarry_out(self, sess: Session, action: tuple) -> None:
         """``_carry_out``, without blocking the event loop."""

@@ -862,6 +862,82 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertEqual(set(seen), {("get", "acme"), ("set", "acme")})
         self.assertEqual(data_of(store, sid), {"n": 2})
 
+    def test_an_async_first_store_is_read_and_written_through_its_own_coroutines(self):
+        # A store offering aget, aset, adestroy and atouch (the contract's coroutines), whose
+        # sync methods cannot be used from the event loop's threads.
+        class AsyncFirst(session.Store):
+            def __init__(self):
+                self.records, self.calls = {}, []
+
+            def _sync(self, *args):
+                raise AssertionError("a sync method was called")
+            get = set = destroy = touch = _sync
+
+            async def aget(self, sid):
+                self.calls.append("aget")
+                text = self.records.get(sid)
+                return None if text is None else session.decode_record(text)
+
+            async def aset(self, sid, record):
+                self.calls.append("aset")
+                self.records[sid] = session.encode_record(record)
+
+            async def adestroy(self, sid):
+                self.calls.append("adestroy")
+                self.records.pop(sid, None)
+
+            async def atouch(self, sid, record):
+                self.calls.append("atouch")
+
+            def all(self):
+                return {sid: session.decode_record(text) for sid, text in self.records.items()}
+
+            def clear(self):
+                self.records.clear()
+        store = AsyncFirst()
+
+        def action(scope):
+            sess = scope["session"]
+            if scope["path"] == "/logout":
+                sess.destroy()
+            elif scope["path"] == "/incr":
+                sess["n"] = sess.get("n", 0) + 1
+        h = ASGIHarness(action, store=store)
+        h.request(path="/incr")
+        h.request(path="/incr")
+        h.request(path="/")
+        self.assertEqual([{k: v for k, v in record.items() if k != "cookie"}
+                          for record in store.all().values()], [{"n": 2}])
+        h.request(path="/logout")
+        self.assertEqual(store.records, {})
+        # A save reads first (a new session: is the ID free?), as Store's default merge does.
+        self.assertEqual(store.calls, ["aget", "aset", "aget", "aget", "aset", "aget", "atouch",
+                                       "aget", "adestroy"])
+
+    def test_a_subclass_overriding_aget_or_aset_is_read_or_written_through_it(self):
+        # As a subclass overriding get or set is under WSGI, whatever its parent offers.
+        calls = []
+
+        class OwnAget(session.MemoryStore):
+            async def aget(self, sid):
+                calls.append("aget")
+                return self.get(sid)
+
+        class OwnAset(session.MemoryStore):
+            async def aset(self, sid, record):
+                calls.append("aset")
+                self.set(sid, record)
+        for store, expected in ((OwnAget(), ["aget"]), (OwnAset(), ["aset", "aset"])):
+            with self.subTest(store=type(store).__name__):
+                del calls[:]
+                h = ASGIHarness(lambda s: s["session"].__setitem__("n", s["session"].get("n", 0) + 1),
+                                store=store)
+                h.request()
+                h.request()
+                self.assertEqual(calls, expected)
+                sid = SetCookie(f"{NAME}={h.client.jar[NAME]}").sid
+                self.assertEqual(data_of(store, sid), {"n": 2})
+
     def test_memory_store_is_called_on_the_event_loop(self):
         calls = []
 
