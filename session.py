@@ -39,6 +39,7 @@ import secrets as _secrets
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from collections import abc as _abc
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 from urllib.parse import quote, unquote
 
@@ -525,9 +526,17 @@ class _Request:
             self._secure = self.core._is_secure(self.context)
         return self._secure
 
-    def attached(self) -> bool:
-        """Whether the app left the session in place (not set it to None)."""
-        return self.context is not None and self.context.get(self.key) is not None
+    def attached(self, sess: "Session") -> bool:
+        """Whether ``sess`` is still the request's session: not if the app set it to None, or
+        to anything but a mapping (Litestar's ``clear_session()`` leaves its ``Empty``); a
+        mapping put in its place (Litestar's ``set_session({...})``) becomes its data."""
+        value = None if self.context is None else self.context.get(self.key)
+        if value is sess:
+            return True
+        if not isinstance(value, _abc.Mapping):
+            return False
+        sess._adopt(value)
+        return True
 
     def destroy(self, sid: Optional[str]) -> None:
         """Delete a record (None: there is none) now (WSGI) or before the response ends (ASGI)."""
@@ -854,6 +863,17 @@ class Session(dict):
             self._touched = True
 
     # -- change tracking
+
+    def _adopt(self, data: Mapping[str, Any]) -> None:
+        """Take the data of a mapping the app put in this session's place (see _Request.attached)."""
+        data = dict(data)
+        if "cookie" in data:
+            del data["cookie"]
+            log.warning('the mapping put in the session\'s place has a "cookie" key: it is '
+                        "reserved for the session's cookie, and left out")
+        self._use()
+        dict.clear(self)
+        dict.update(self, data)
 
     def _use(self) -> None:
         """Mark the session read and, before the app can change it, keep its JSON to compare with."""
@@ -2081,7 +2101,8 @@ class SessionMiddleware(_Core):
                           attached: Any = _NOTHING) -> list:
         """The app's headers plus our Set-Cookie (see _Core._set_cookie) and Vary: Cookie."""
         if current is _NOTHING:
-            current, attached = sess._current(), sess._req.attached()
+            attached = sess._req.attached(sess)
+            current = sess._current()
         set_cookie = self._set_cookie(sess, attached, current)
         if set_cookie is None and not sess._read:
             return headers
@@ -2139,8 +2160,8 @@ class _Exchange(_Request):
         mw, sess = self.core, self.sess
         self.sess = None  # ended, whatever happens below (close() must not end it again)
         try:
-            current = sess._current()  # once for both steps, as is whether the app detached it
-            attached = self.context.get(self.key) is not None
+            attached = self.attached(sess)  # once for both steps, as is the data's JSON
+            current = sess._current()
             action = mw._store_action(sess, attached, current)
             if action is not None:
                 mw._carry_out(sess, action)
@@ -2301,7 +2322,7 @@ class ASGISessionMiddleware(_Core):
             nonlocal ended, gone
             kind = message["type"]
             if kind == "websocket.accept":  # the one message a Set-Cookie can go out in
-                set_cookie = self._set_cookie(sess, sess._req.attached(), sess._current())
+                set_cookie = self._set_cookie(sess, sess._req.attached(sess), sess._current())
                 if set_cookie is not None:
                     message = dict(message)
                     message["headers"] = [*message.get("headers", ()),
@@ -2356,8 +2377,9 @@ class ASGISessionMiddleware(_Core):
         """
         request = sess._req
         request.ended = True  # from here on, regenerate() and destroy() come too late
+        attached = request.attached(sess)
         current = sess._current()
-        action = self._store_action(sess, request.attached(), current)
+        action = self._store_action(sess, attached, current)
         if request.pending and not self._inline:
             await self._ending.run(self._store_work(sess, action))
         elif request.pending or action is not None:
@@ -2383,10 +2405,10 @@ class ASGISessionMiddleware(_Core):
     def _start_message(self, sess: Session, start: dict, current: Any = _NOTHING) -> dict:
         """http.response.start with our Set-Cookie and Vary: Cookie (a new message: the
         app's is not changed)."""
-        request = sess._req
+        attached = sess._req.attached(sess)
         if current is _NOTHING:
             current = sess._current()
-        set_cookie = self._set_cookie(sess, request.context.get(request.key) is not None, current)
+        set_cookie = self._set_cookie(sess, attached, current)
         if set_cookie is None and not sess._read:
             return start
         headers = list(start.get("headers") or ())

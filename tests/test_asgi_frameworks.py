@@ -360,7 +360,7 @@ class TestLifespanShutdown(unittest.TestCase):
 
 # ---------------------------------------------------------------- Litestar
 
-def litestar_app(store):
+def litestar_app(store, **options):
     from litestar import Litestar, Request, get
     from litestar.middleware import DefineMiddleware
 
@@ -379,8 +379,20 @@ def litestar_app(store):
     async def whoami(request: Request) -> dict:
         return {"user": request.session.get("user"), "id": request.session.id}
 
-    return Litestar(route_handlers=[incr, login, whoami], logging_config=None,   # leave the root logger be
-                    middleware=[DefineMiddleware(session.ASGISessionMiddleware, secret=SECRET, store=store)])
+    @get("/signin")   # Litestar's own session API: a dict in the session's place, and Empty
+    async def signin(request: Request) -> dict:
+        request.set_session({"user": request.query_params["user"]})
+        return {}
+
+    @get("/signout")
+    async def signout(request: Request) -> dict:
+        request.clear_session()
+        return {}
+
+    return Litestar(route_handlers=[incr, login, whoami, signin, signout],
+                    logging_config=None,   # leave the root logger be
+                    middleware=[DefineMiddleware(session.ASGISessionMiddleware, secret=SECRET,
+                                                 store=store, **options)])
 
 
 @requires(HAVE_SERVER and has_module("litestar"), "pip install litestar uvicorn websockets")
@@ -398,6 +410,19 @@ class TestLitestarUnderUvicorn(unittest.TestCase):
         self.assertIsNone(store.get(anonymous))
         self.assertEqual(json.loads(b.get("/whoami").body), {"user": "ada", "id": login["id"]})
         self.assertEqual(data_of(store, login["id"]), {"user": "ada"})
+
+    def test_set_session_and_clear_session(self):
+        store = session.MemoryStore()
+        server = UvicornServer(litestar_app(store, unset="destroy"))
+        self.addCleanup(server.stop)
+        b = Browser(server.port)
+        self.assertEqual(b.get("/signin?user=ada").status, 200)
+        sid = b.sid
+        self.assertEqual(data_of(store, sid), {"user": "ada"})
+        self.assertEqual(json.loads(b.get("/whoami").body), {"user": "ada", "id": sid})
+        resp = b.get("/signout")
+        self.assertIsNone(store.get(sid))
+        self.assertTrue(resp.cookie().clears)
 
 
 # ---------------------------------------------------------------- one store, a WSGI app and an ASGI app

@@ -316,6 +316,32 @@ class Lifecycle:
         self.assertIsNone(h.store.get(sid))
         self.assertEqual(h.store.count("set"), 0)
 
+    def test_any_value_but_a_mapping_put_in_the_sessions_place_unsets_it(self):
+        # Litestar's clear_session() leaves its Empty marker, not None.
+        class Empty:
+            pass
+
+        for value in (Empty, False, "x"):
+            with self.subTest(value=value):
+                def drop(environ, value=value):
+                    sess(environ).get("n")
+                    environ["session"] = value
+                h = self.harness(drop, unset="destroy")
+                sid = h.seed({"n": 1})
+                h.request()
+                self.assertIsNone(h.store.get(sid))
+
+    def test_a_mapping_put_in_the_sessions_place_becomes_its_data(self):
+        # Litestar's set_session({...}) replaces the session with a dict.
+        def replace(environ):
+            logged_in = "user" in sess(environ)
+            environ["session"] = {**sess(environ), "seen": True} if logged_in else {"user": "ada"}
+        h = self.harness(replace)
+        sid = h.request().cookie().sid
+        h.request()
+        record = h.store.get(sid)
+        self.assertEqual({k: v for k, v in record.items() if k != "cookie"}, {"user": "ada", "seen": True})
+
     def test_second_middleware_passes_the_request_through(self):
         inner_store, outer_store = self.store_factory(), self.store_factory()
 
