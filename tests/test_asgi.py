@@ -254,6 +254,31 @@ class TestResponseHead(unittest.TestCase):
         self.assertIsNotNone(resp.cookie())
 
 
+    def test_the_head_goes_out_with_the_first_body_message_and_an_empty_one_sends_it_at_once(self):
+        # As Node sends its head with the first write: a stream that must open at once (server-
+        # sent events) sends an empty chunk first, and its head is not held until the first event.
+        async def run():
+            passed_on, event = [], asyncio.Event()
+
+            async def app(scope, receive, send):
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await asyncio.sleep(0.01)
+                self.assertEqual(passed_on, [])          # held: the cookie is not decided yet
+                await send({"type": "http.response.body", "body": b"", "more_body": True})
+                self.assertEqual(passed_on, ["http.response.start", "http.response.body"])
+                await event.wait()
+                await send({"type": "http.response.body", "body": b"data: 1\n\n"})
+
+            async def send(message):
+                passed_on.append(message["type"])
+            request = asyncio.ensure_future(middleware(app)(make_scope(), _never_receive, send))
+            await asyncio.sleep(0.05)
+            event.set()
+            await request
+            self.assertEqual(len(passed_on), 3)
+        asyncio.run(run())
+
+
 # ================================================================ the end of the response
 
 class TestEndOfResponse(unittest.TestCase):
