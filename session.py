@@ -2310,6 +2310,7 @@ class ASGISessionMiddleware(_Core):
 
     async def _websocket(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
         ended = gone = False
+        denial: Optional[dict] = None  # websocket.http.response.start: an HTTP response instead
 
         async def receive_with_session() -> dict:
             nonlocal gone
@@ -2319,9 +2320,9 @@ class ASGISessionMiddleware(_Core):
             return message
 
         async def send_with_session(message: dict) -> None:
-            nonlocal ended, gone
+            nonlocal ended, gone, denial
             kind = message["type"]
-            if kind == "websocket.accept":  # the one message a Set-Cookie can go out in
+            if kind == "websocket.accept":  # the one message of a socket a Set-Cookie can go in
                 set_cookie = self._set_cookie(sess, sess._req.attached(sess), sess._current())
                 if set_cookie is not None:
                     message = dict(message)
@@ -2330,6 +2331,17 @@ class ASGISessionMiddleware(_Core):
             elif kind == "websocket.close" and not ended:
                 ended = True
                 await self._end(sess)
+            elif kind == "websocket.http.response.start":  # a denial: held, as an HTTP head is
+                denial = message
+                return
+            elif kind == "websocket.http.response.body":
+                current = _NOTHING
+                if not ended and not message.get("more_body"):
+                    ended = True
+                    current = await self._end(sess)
+                if denial is not None:
+                    held, denial = denial, None
+                    await send(self._start_message(sess, held, current))
             try:
                 await send(message)
             except OSError:
@@ -2343,7 +2355,9 @@ class ASGISessionMiddleware(_Core):
                 await self._failed(sess, exc, gone)
                 raise
             if not ended:  # the socket closed from the client's side, or never opened
-                await self._end(sess)
+                current = await self._end(sess)
+                if denial is not None:
+                    await send(self._start_message(sess, denial, current))
         finally:
             sess._req.context = None
 

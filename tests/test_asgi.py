@@ -1222,6 +1222,46 @@ class TestWebSocket(unittest.TestCase):
                 if secure:
                     self.assertIn(b"; Secure", headers[b"set-cookie"])
 
+    def test_a_denial_response_is_an_http_response_for_the_session(self):
+        # The websocket.http.response extension refuses the handshake with an HTTP response: its
+        # head carries the cookie and Vary, and the store work ends before its last body message.
+        for what in ("destroy", "login"):
+            with self.subTest(what):
+                events = []
+                store, sid, cookie = seeded({"user": "ada"}, store=RecordingStore(events=events))
+
+                async def app(scope, receive, send, what=what):
+                    await receive()
+                    if what == "destroy":
+                        scope["session"].destroy()
+                    else:
+                        scope["session"].regenerate()
+                        scope["session"]["user"] = "bob"
+                    await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+                    await send({"type": "websocket.http.response.body", "body": b"no", "more_body": True})
+                    await send({"type": "websocket.http.response.body", "body": b"!"})
+                sent = []
+                incoming = [{"type": "websocket.connect"}]
+
+                async def receive():
+                    return incoming.pop(0) if incoming else await asyncio.sleep(3600)
+
+                async def send(message):
+                    sent.append(message)
+                    events.append(message["type"])
+                scope = make_scope("/ws", kind="websocket", cookie=cookie)
+                asyncio.run(middleware(app, store)(scope, receive, send))
+                self.assertIsNone(store.get(sid))
+                head = dict(sent[0]["headers"])
+                self.assertEqual(head[b"vary"], b"Cookie")
+                set_cookie = SetCookie(head[b"set-cookie"].decode())
+                if what == "destroy":
+                    self.assertTrue(set_cookie.clears)
+                else:
+                    self.assertEqual(data_of(store, set_cookie.sid), {"user": "bob"})
+                self.assertTrue(any(isinstance(event, tuple) for event in events))  # store writes
+                self.assertEqual(events[-1], "websocket.http.response.body")       # all before it
+
     def test_changes_are_saved_when_the_client_closes(self):
         store, sid, cookie = seeded({"n": 1})
 
