@@ -2394,20 +2394,22 @@ class ASGISessionMiddleware(_Core):
         attached = request.attached(sess)
         current = sess._current()
         action = self._store_action(sess, attached, current)
-        if request.pending and not self._inline:
+        if self._inline:  # a store that never waits cannot be cut short
+            pending = request.pending
+            while pending:
+                kind, sid = pending.pop(0)
+                getattr(self._store, kind)(sid)
+            if action is not None:
+                self._carry_out(sess, action)
+        elif request.pending:
             await self._ending.run(self._store_work(sess, action))
-        elif request.pending or action is not None:
-            await self._store_work(sess, action)
+        elif action is not None:
+            await self._acarry_out(sess, action)
         return current
 
     async def _store_work(self, sess: Session, action: Optional[tuple]) -> None:
-        if sess._req.pending:
-            await self._do_pending(sess._req)
-        if action is None:
-            pass
-        elif self._inline:
-            self._carry_out(sess, action)
-        else:
+        await self._do_pending(sess._req)
+        if action is not None:
             await self._acarry_out(sess, action)
 
     async def _do_pending(self, request: _Request) -> None:
