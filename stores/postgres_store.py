@@ -92,11 +92,12 @@ Why it is built this way:
 - Touches that barely move the expiry are not sent: a touch, or the expiry of
   a save, that would move ``expire`` less than ``touch_slack`` (60 s) or 1% of
   the session's lifetime past what this process last read (the get returns it)
-  or wrote is skipped, and such a save writes ``sess`` alone.  Without this, a
-  site whose requests mostly only read sends two statements for each (2.01 per
-  request against 1.1 for one that does not touch, measured with
-  bench/deployed.py), and a save that moves the indexed ``expire`` can never be
-  a HOT update.  A session may so end up to that much earlier than
+  or wrote is skipped, and such a save writes ``sess`` alone (unless another
+  process has since moved ``expire`` earlier than that: then it keeps the later
+  of the two, as every save does).  Without this, a site whose requests mostly
+  only read sends two statements for each (2.01 per request against 1.1 for one
+  that does not touch, measured with bench/deployed.py), and a save that moves
+  the indexed ``expire`` can never be a HOT update.  A session may so end up to that much earlier than
   connect-pg-simple would end it (a minute in a day).
 - Pruning: a ``prune()`` deletes expired rows ``prune_batch`` at a time, one
   short statement each, skipping rows a request holds locked (``FOR UPDATE
@@ -247,8 +248,11 @@ class PostgresStore(session.Store):
                                "expire = GREATEST(expire, to_timestamp(%s)::timestamp) "
                                f"WHERE sid = %s AND sess::text = %s AND {live}")
         self._sql_cas_delete = f"DELETE FROM {t} WHERE sid = %s AND sess::text = %s AND {live}"
-        # The data alone, expire (indexed) left as it is: a HOT update, no index entry moved.
-        self._sql_cas_data = f"UPDATE {t} SET sess = %s::json WHERE sid = %s AND sess::text = %s AND {live}"
+        # The data alone, expire (indexed) left as it is: a HOT update, no index entry moved;
+        # only while expire is still at least the one this process last saw (another process
+        # may have moved it earlier).
+        self._sql_cas_data = (f"UPDATE {t} SET sess = %s::json WHERE sid = %s AND sess::text = %s "
+                              f"AND {live} AND expire >= to_timestamp(%s)::timestamp")
         self._sql_delete_dead = f"DELETE FROM {t} WHERE sid = %s AND expire < to_timestamp(%s)"
         # A dead row may be taken over; so may a row holding exactly this text (this same
         # create, repeated after its connection was lost before the reply).
@@ -357,14 +361,20 @@ class PostgresStore(session.Store):
             now = time.time()
             live = _ceil(now)
             expire = self._expire_for(expires, now)
-            if keep_later and self._seen.barely_moves(sid, expire, now, self.touch_slack):
-                written, _ = yield self._sql_cas_data, (text, sid, base, live)  # see touch
-            elif keep_later:  # GREATEST(stored, new): live, whatever the new expiry
-                written, _ = yield self._sql_cas_later, (text, expire, sid, base, live)
-                if written:
-                    self._seen.remember(sid, expire)
+            if keep_later:
+                # The expiry barely moves (see touch): the data alone is written, unless
+                # another process moved expire earlier than this one saw (0 rows).
+                seen, written = self._seen.get(sid), 0
+                if self._seen.barely_moves(sid, expire, now, self.touch_slack):
+                    written, _ = yield self._sql_cas_data, (text, sid, base, live, seen)
+                if not written:  # GREATEST(stored, new): live, whatever the new expiry
+                    written, _ = yield self._sql_cas_later, (text, expire, sid, base, live)
+                    if written:
+                        self._seen.remember(sid, expire)
             elif expire >= live:
                 written, _ = yield self._sql_cas, (text, expire, sid, base, live)
+                if written:
+                    self._seen.remember(sid, expire)
             else:  # written already expired: deleted, as set() does
                 written, _ = yield self._sql_cas_delete, (sid, base, live)
             if written:

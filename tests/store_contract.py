@@ -16,6 +16,10 @@ skips the tests that need it, with the reason):
 ``reopen(self, store) -> Store``
     A new store over the same backing data as ``store`` (same file, server,
     prefix...).  The suite has closed ``store`` before calling it.
+``other_process(self, store) -> Store``
+    A second store over the same backing data as ``store``, open beside it, as
+    another process's store would be (its own connections, its own memory of
+    the expiries it read).  The suite closes it after the test.
 ``raw_bytes(self, store, sid) -> bytes``
     The bytes the backend holds for ``sid``'s record, read with the backend's
     own client (sqlite3, dbm, redis-py, pymongo), not through the store.  It may
@@ -96,6 +100,9 @@ class StoreContract:
 
     def reopen(self, store: session.Store) -> session.Store:
         self.skipTest("this store's test class has no reopen(store) hook")
+
+    def other_process(self, store: session.Store) -> session.Store:
+        self.skipTest("this store's test class has no other_process(store) hook")
 
     def raw_bytes(self, store: session.Store, sid: str) -> bytes:
         self.skipTest("this store's test class has no raw_bytes(store, sid) hook")
@@ -601,6 +608,33 @@ class StoreContract:
         self._wait_past(SHORT)
         self.assertIsNone(self.store.get("touched"))
         self.assertIsNone(self.store.get("merged"))
+
+    def _save_after_another_request_shortened_it(self, other: session.Store) -> None:
+        """Request A loads a session with an hour left through this store; request B, through
+        ``other``, sets its cookie's lifetime to SHORT (a touch; a merge with data too); then
+        A saves a change whose expiry moves a few seconds past the hour A loaded."""
+        for sid in ("touched", "merged"):
+            self.store.set(sid, make_record(3600, user="ada"))
+            base = self.store.get_text(sid)
+            sooner = make_record(SHORT, user="ada")
+            if sid == "touched":
+                other.get_text(sid)
+                other.touch(sid, self._touch_record(sooner, keep_later=False))
+            else:
+                self.assertTrue(other.merge(sid, self._change(
+                    other.get_text(sid), {**sooner, "theme": "dark"}, keep_later=False)))
+            self.assertTrue(self.store.merge(sid, self._change(
+                base, make_record(3605, user="ada", views=1))))
+        self._wait_past(SHORT)
+        self.assertEqual(user_data(self.store.get("touched")), {"user": "ada", "views": 1})
+        self.assertEqual(user_data(self.store.get("merged")),
+                         {"user": "ada", "theme": "dark", "views": 1})
+
+    def test_a_save_keeps_its_later_expiry_over_one_another_request_shortened(self):
+        self._save_after_another_request_shortened_it(self.store)
+
+    def test_a_save_keeps_its_later_expiry_over_one_another_process_shortened(self):
+        self._save_after_another_request_shortened_it(self._closing(self.other_process(self.store)))
 
     def test_threads_merging_their_own_keys_into_one_record_lose_none(self):
         threads, merges = 8, 50

@@ -127,6 +127,9 @@ class TestPostgresStoreContract(StoreContract, unittest.TestCase):
     def reopen(self, store):
         return PostgresStore(conninfo=_server.url, ttl=store.ttl)
 
+    def other_process(self, store):
+        return PostgresStore(conninfo=_server.url, ttl=store.ttl)
+
     def raw_bytes(self, store, sid):
         with psycopg.connect(_server.url) as conn:
             return conn.execute("SELECT convert_to(sess::text, 'UTF8') FROM session WHERE sid = %s",
@@ -156,6 +159,9 @@ class TestPostgresStoreContractOnAPool(TestPostgresStoreContract):
         return store
 
     def reopen(self, store):
+        return PostgresStore(self.pool, ttl=store.ttl, schema_name="pooled")
+
+    def other_process(self, store):
         return PostgresStore(self.pool, ttl=store.ttl, schema_name="pooled")
 
     def raw_bytes(self, store, sid):

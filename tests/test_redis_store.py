@@ -107,6 +107,9 @@ class TestRedisStoreContract(StoreContract, unittest.TestCase):
     def reopen(self, store):
         return RedisStore(url=_server.url, prefix=store.prefix, ttl=store.ttl)
 
+    def other_process(self, store):
+        return RedisStore(url=_server.url, prefix=store.prefix, ttl=store.ttl)
+
     def raw_bytes(self, store, sid):
         with redis.Redis.from_url(_server.url) as client:
             return client.get(store.prefix + sid)
