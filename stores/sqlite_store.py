@@ -57,12 +57,14 @@ Why it is built this way:
 - Touches that barely move the expiry are not written: a touch, or the
   ``expires`` of a save, that would move it less than ``touch_slack`` (60 s) or
   1% of the session's lifetime past what this process last read or wrote is
-  skipped (a save then writes its data alone).  Every write of ``expires`` also
-  moves its index entry, which costs half as much again as the rest of the
-  UPDATE (22 µs against 15 µs), and without this a site whose requests mostly
-  read would write on every request (1,001 writes per 1,000 requests of which
-  90% only read, against 103 now).  The price: a session may end up to that
-  much earlier than express-session would end it (a minute in a day).
+  skipped (a save then writes its data alone, unless another process has since
+  moved the stored expiry earlier than that: then it keeps the later of the
+  two, as every save does).  Every write of ``expires`` also moves its index
+  entry, which costs half as much again as the rest of the UPDATE (22 µs
+  against 15 µs), and without this a site whose requests mostly read would
+  write on every request (1,001 writes per 1,000 requests of which 90% only
+  read, against 103 now).  The price: a session may end up to that much
+  earlier than express-session would end it (a minute in a day).
 - ``merge`` (concurrent requests on one session) is an optimistic
   compare-and-set: ``UPDATE ... SET data = ?, expires = ? WHERE sid = ? AND
   data = <the text the request loaded> AND expires > <now>``; on 0 rows it
@@ -195,7 +197,9 @@ class SQLiteStore(session.Store):
         same = "sid = ? AND CAST(data AS BLOB) = CAST(? AS BLOB) AND expires > ?"
         self._sql_cas = f"UPDATE {t} SET data = ?, expires = ? WHERE {same}"
         self._sql_cas_later = f"UPDATE {t} SET data = ?, expires = max(expires, ?) WHERE {same}"
-        self._sql_cas_data = f"UPDATE {t} SET data = ? WHERE {same}"  # the indexed expires left
+        # The data alone, the indexed expires left as it is: only while that is still at
+        # least the expiry this process last saw (another process may have moved it earlier).
+        self._sql_cas_data = f"UPDATE {t} SET data = ? WHERE {same} AND expires >= ?"
         self._sql_cas_delete = f"DELETE FROM {t} WHERE {same}"
         # A new session's record: inserted, or taking over an expired row, never a live one.
         self._sql_create = (f"INSERT INTO {t} (sid, expires, data) VALUES (?, ?, ?) "
@@ -278,20 +282,24 @@ class SQLiteStore(session.Store):
         if change.base is None:
             return self._create(sid, change)
         base, text, expires, keep_later = change.base, change.text, change.expires, change.keep_later
-        run, seen = self._run, self._seen.get(sid)
+        run = self._run
         cur = self._take()
         try:
             with self._write_lock:
                 while True:
                     now = time.time()
                     expiry = now + self.ttl if expires is None else expires
-                    if keep_later and self._seen.barely_moves(sid, expiry, now, self.touch_slack):
+                    if keep_later:
                         # The expiry barely moves (see touch): the data alone is written, so
-                        # the expires index is left as it is (a third of an UPDATE's cost).
-                        done = run(cur, self._sql_cas_data, (text, sid, base, now)).rowcount
-                        expiry = seen
-                    elif keep_later:  # max(stored, new): live, whatever the new expiry
-                        done = run(cur, self._sql_cas_later, (text, expiry, sid, base, now)).rowcount
+                        # the expires index is left as it is (a third of an UPDATE's cost),
+                        # unless another process moved it earlier than this one saw (0 rows).
+                        seen, done = self._seen.get(sid), 0
+                        if self._seen.barely_moves(sid, expiry, now, self.touch_slack):
+                            done = run(cur, self._sql_cas_data, (text, sid, base, now, seen)).rowcount
+                        if done:
+                            expiry = seen
+                        else:  # max(stored, new): live, whatever the new expiry
+                            done = run(cur, self._sql_cas_later, (text, expiry, sid, base, now)).rowcount
                     elif expiry > now:
                         done = run(cur, self._sql_cas, (text, expiry, sid, base, now)).rowcount
                     else:  # written already expired: deleted, as set() does

@@ -341,6 +341,9 @@ class TestSQLiteStore(TempDir, StoreContract, unittest.TestCase):
     def reopen(self, store):
         return SQLiteStore(store.path, table=store.table)
 
+    def other_process(self, store):
+        return SQLiteStore(store.path, table=store.table)
+
     def raw_bytes(self, store, sid):
         with sqlite3.connect(store.path) as conn:
             return conn.execute(f'SELECT CAST(data AS BLOB) FROM "{store.table}" WHERE sid = ?',
@@ -557,6 +560,21 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store.touch("s2", make_record(1.2, user="ada"))  # 1% of a second is 10 ms: written
         self.assertAlmostEqual(conn.execute("SELECT expires FROM sessions WHERE sid = 's2'")
                                .fetchone()[0], time.time() + 1.2, delta=0.1)
+
+    def test_a_save_that_barely_moves_the_expiry_writes_the_data_alone_in_one_statement(self):
+        store = self.store()
+        store.set("s1", make_record(3600, views=1))
+        base = store.get_text("s1")
+        before = self.raw().execute("SELECT expires FROM sessions").fetchone()[0]
+        statements = []
+        real_run = store._run
+        store._run = lambda cur, sql, *args: statements.append(sql) or real_run(cur, sql, *args)
+        mine = make_record(3610, views=2)  # 10 s later: under 1% of an hour
+        self.assertTrue(store.merge("s1", session.Change(
+            base, session.encode_record(mine), session.expires_at(mine))))
+        self.assertEqual(statements, [store._sql_cas_data])
+        self.assertEqual(self.raw().execute("SELECT expires FROM sessions").fetchone()[0], before)
+        self.assertEqual(store.get("s1"), mine)
 
     def test_under_asgi_a_read_runs_on_the_event_loop_and_a_write_in_a_thread(self):
         # A trip to the thread pool costs the loop's own thread more than the read itself
