@@ -116,7 +116,9 @@ Why it is built this way:
 - ``":memory:"`` is one connection behind a lock: every connection to
   ``:memory:`` would be a separate, empty database.
 - After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
-  its own connections: SQLite forbids using a connection across a fork.
+  its own connections: SQLite forbids using a connection across a fork.  It
+  gets its own locks too: one a parent's thread held at the fork would never
+  be released in the child.
 """
 from __future__ import annotations
 
@@ -633,8 +635,10 @@ _INHERITED: list = []  # a forked child's copies of its parent's connections: ne
 
 
 def _after_fork_in_child() -> None:
-    """Drop inherited connections (closing them could disturb the parent's) and locks."""
+    """Drop inherited connections (closing them could disturb the parent's) and locks (one
+    held by a parent thread at the fork would stay held: no thread here will release it)."""
     for store in list(_STORES):
+        store._write_lock = threading.Lock()
         if store._memory_lock is not None:
             store._memory_lock = threading.Lock()  # the child keeps its copy of the database
         else:

@@ -833,6 +833,42 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store.set("after", make_record(user="eve"))
         self.assertEqual(self.raw().execute("PRAGMA integrity_check").fetchall(), [("ok",)])
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_forked_child_writes_though_a_parent_thread_was_writing_at_the_fork(self):
+        store = self.store()
+        held, done = threading.Event(), threading.Event()
+
+        def writer():  # inside a write, as while waiting out another process's lock on the file
+            with store._write_lock:
+                held.set()
+                done.wait(10)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(done.set)
+        self.assertTrue(held.wait(10))
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                store.set("child", make_record(user="bob"))
+                code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 10
+        while True:
+            ended, status = os.waitpid(pid, os.WNOHANG)
+            if ended:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                self.fail("the child's write still waits for the lock its parent's thread held")
+            time.sleep(0.01)
+        done.set()
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(store.get("child")["user"], "bob")
+
     def test_tables_in_one_file_are_independent(self):
         a, b = self.store(table="a"), self.store(table="b")
         a.set("s1", make_record(user="ada"))
