@@ -332,12 +332,13 @@ class RedisStore(session.Store):
 
     def close(self) -> None:
         """Close the clients this store made (never the one it was given).  An async client
-        is closed on its own event loop: at once if that loop is idle, else as soon as the
-        loop gets to it; one whose loop has been closed is dropped."""
+        is closed on its own event loop once the store's writes in flight there have ended
+        (they run on to their end; see aclose): at once if that loop is idle, else as soon
+        as the loop gets to it; one whose loop has been closed is dropped."""
         with self._lock:
             clients, self._async_clients = self._async_clients, {}
         for loop, client in clients.items():
-            _close_on(loop, client, self._closing)
+            _close_on(loop, client, self._writes, self._closing)
         if self._owns_sync and self._sync is not None:
             self._sync.close()
 
@@ -529,8 +530,9 @@ async def _in_thread(function: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
 
-def _close_on(loop: Any, client: Any, closing: set) -> None:
-    """Close an async client on its own event loop, from any thread, without blocking."""
+def _close_on(loop: Any, client: Any, writes: session._Writes, closing: set) -> None:
+    """Close an async client on its own event loop, after the ``writes`` in flight there,
+    from any thread, without blocking."""
     if loop.is_closed():
         return
     try:
@@ -538,13 +540,20 @@ def _close_on(loop: Any, client: Any, closing: set) -> None:
     except RuntimeError:
         running = None
     if running is loop:
-        task = loop.create_task(client.aclose())
+        task = loop.create_task(_close_after(writes, client))
         closing.add(task)
         task.add_done_callback(closing.discard)
     elif loop.is_running():
-        asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        asyncio.run_coroutine_threadsafe(_close_after(writes, client), loop)
     elif running is None:
-        loop.run_until_complete(client.aclose())
+        loop.run_until_complete(_close_after(writes, client))
+
+
+async def _close_after(writes: session._Writes, client: Any) -> None:
+    """``client.aclose()`` once the writes in flight on this loop have ended: it disconnects
+    the connections in use too, and those writes must reach Redis whole."""
+    await writes.wait()
+    await client.aclose()
 
 
 # -- a client of the other kind, sync <-> redis.asyncio, with the same connection options -------

@@ -958,6 +958,28 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
             self.assertLess(time.monotonic(), deadline, "the store's async connection stayed open")
             time.sleep(0.02)
 
+    def test_close_from_another_thread_lets_the_writes_in_flight_on_a_loop_finish(self):
+        store = RedisStore(url=_server.url + "?client_name=store-async")
+        self.addCleanup(store.close)
+        store.set("s", record(None, n=1))
+        change = session.Change(self.raw.get("sess:s").decode(), text_of(None, n=2), None)
+        loop = asyncio.new_event_loop()  # an ASGI server's, in a thread of its own
+        thread = threading.Thread(target=loop.run_forever)
+        thread.start()
+        self.addCleanup(loop.close)
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(loop.call_soon_threadsafe, loop.stop)
+        self.raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the write waits
+        write = asyncio.run_coroutine_threadsafe(store.amerge("s", change), loop)
+        time.sleep(0.1)  # sent: its connection waits for the reply
+        store.close()    # a shutdown hook on another thread, meanwhile
+        self.assertTrue(write.result(5))
+        self.assertEqual(json.loads(self.raw.get("sess:s"))["n"], 2)
+        deadline = time.monotonic() + 5
+        while "store-async" in [c["name"] for c in self.raw.client_list()]:
+            self.assertLess(time.monotonic(), deadline, "the store's async connection stayed open")
+            time.sleep(0.02)
+
     def test_outage_raises_connection_error_and_the_same_store_recovers(self):
         with RedisServer() as server:
             store = RedisStore(url=server.url)
