@@ -17,6 +17,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import socket
 import threading
 import time
 from typing import Any, Iterator, Optional
@@ -334,7 +335,7 @@ class RedisStore(session.Store):
         """Close the clients this store made (never the one it was given).  An async client
         is closed on its own event loop once the store's writes in flight there have ended
         (they run on to their end; see aclose): at once if that loop is idle, else as soon
-        as the loop gets to it; one whose loop has been closed is dropped."""
+        as the loop gets to it; one whose loop has been closed has its sockets closed."""
         with self._lock:
             clients, self._async_clients = self._async_clients, {}
         for loop, client in clients.items():
@@ -446,9 +447,10 @@ class RedisStore(session.Store):
                     client = _mirror(redis, self.client, to_async=True)
                     if client is None:
                         return None
-                # Loops that have ended (asyncio.run returned) take their clients with them.
-                self._async_clients = {old: c for old, c in self._async_clients.items()
-                                       if not old.is_closed()}
+                # Loops that have ended (asyncio.run returned) take their clients with them;
+                # their sockets are closed here, as those loops no longer can.
+                for old in [old for old in self._async_clients if old.is_closed()]:
+                    _close_sockets(self._async_clients.pop(old))
                 self._async_clients[loop] = client
         return client
 
@@ -534,6 +536,7 @@ def _close_on(loop: Any, client: Any, writes: session._Writes, closing: set) -> 
     """Close an async client on its own event loop, after the ``writes`` in flight there,
     from any thread, without blocking."""
     if loop.is_closed():
+        _close_sockets(client)
         return
     try:
         running = asyncio.get_running_loop()
@@ -547,6 +550,32 @@ def _close_on(loop: Any, client: Any, writes: session._Writes, closing: set) -> 
         asyncio.run_coroutine_threadsafe(_close_after(writes, client), loop)
     elif running is None:
         loop.run_until_complete(_close_after(writes, client))
+
+
+def _close_sockets(client: Any) -> None:
+    """Close the sockets of an async client whose event loop has been closed: its transports
+    need that loop to close them, so they would stay open until the garbage collector
+    collects them.  Each socket object is closed, not its file descriptor, so the transport
+    that keeps it cannot close a reused descriptor later.  What is not found where
+    redis-py and asyncio keep it (another version, uvloop) is left to the garbage collector."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        connections = [*getattr(pool, "_available_connections", ()),
+                       *getattr(pool, "_in_use_connections", ())]
+    else:  # a RedisCluster: its nodes' own, and its startup nodes' (where its aclose() looks)
+        manager, nodes = getattr(client, "nodes_manager", None), {}
+        for known in (getattr(manager, "nodes_cache", None),
+                      getattr(manager, "startup_nodes", None)):
+            if isinstance(known, dict):
+                nodes.update((id(node), node) for node in known.values())
+        connections = [conn for node in nodes.values()
+                       for conn in getattr(node, "_connections", ())]
+    for conn in connections:
+        transport = getattr(getattr(conn, "_writer", None), "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        sock = getattr(sock, "_sock", sock)  # asyncio hands out a TransportSocket wrapper
+        if isinstance(sock, socket.socket):
+            sock.close()
 
 
 async def _close_after(writes: session._Writes, client: Any) -> None:

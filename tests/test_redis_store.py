@@ -5,6 +5,7 @@ Needs ``apt-get install -y redis-server`` and ``pip install redis``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.client
 import io
 import json
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import unittest
+import warnings
 from datetime import datetime, timezone
 from unittest import mock
 from socketserver import ThreadingMixIn
@@ -75,6 +77,21 @@ def with_keys(text: str, **sets) -> str:
     rec = json.loads(text)
     rec.update(sets)
     return session.encode_record(rec)
+
+
+def pause_gc(test: unittest.TestCase) -> None:
+    """Keep the garbage collector from closing what ``test`` abandons until it ends, then
+    collect it without the ResourceWarnings of its finalizers (the async clients of a closed
+    loop: their sockets are closed, but without that loop their transports cannot know)."""
+    if gc.isenabled():
+        gc.disable()
+        test.addCleanup(gc.enable)
+
+    def collect():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+    test.addCleanup(collect)
 
 
 class RedisTestCase(unittest.TestCase):
@@ -980,6 +997,28 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
             self.assertLess(time.monotonic(), deadline, "the store's async connection stayed open")
             time.sleep(0.02)
 
+    def test_connections_of_an_ended_loop_are_closed_and_close_closes_the_rest(self):
+        store = RedisStore(url=_server.url + "?client_name=ended-loops")
+        self.addCleanup(store.close)
+        store.set("s", record(None, n=1))
+
+        def connections():
+            return [c["name"] for c in self.raw.client_list()].count("ended-loops")
+
+        async def requests():  # no aclose(): the loop ends with its connections open
+            return await asyncio.gather(*(store.aget("s") for _ in range(3)))
+        pause_gc(self)  # the garbage collector would close them, some time later
+        for _ in range(5):
+            self.assertEqual(asyncio.run(requests()), [record(None, n=1)] * 3)
+        deadline = time.monotonic() + 5
+        while connections() > 4:  # the sync one, and the last loop's
+            self.assertLess(time.monotonic(), deadline, "connections of ended loops stayed open")
+            time.sleep(0.02)
+        store.close()
+        while connections():
+            self.assertLess(time.monotonic(), deadline, "the store's connections stayed open")
+            time.sleep(0.02)
+
     def test_outage_raises_connection_error_and_the_same_store_recovers(self):
         with RedisServer() as server:
             store = RedisStore(url=server.url)
@@ -1112,6 +1151,34 @@ class TestRedisStoreOnACluster(unittest.TestCase):
                     self.assertIn(client.ttl("sess:" + sid), (98, 99, 100))
                     calls.destroy(sid)
                     self.assertFalse(calls.merge(sid, session.Change(base, base, None)), "gone")
+
+    def test_close_closes_the_connections_of_an_ended_loops_cluster_client(self):
+        from redis.cluster import RedisCluster
+        client = RedisCluster(host="127.0.0.1", port=self.nodes[0].port, client_name="cluster-app")
+        self.addCleanup(client.close)
+        store = RedisStore(client)
+        self.addCleanup(store.close)
+
+        def connections():
+            named = 0
+            for node in self.nodes:
+                with redis.Redis(port=node.port) as direct:
+                    named += [c["name"] for c in direct.client_list()].count("cluster-app")
+            return named
+        for i in range(30):
+            store.set(f"s{i}", record(None, i=i))
+        before = connections()  # the app's own client's
+
+        async def requests():  # no aclose(): the loop ends with its connections open
+            return [(await store.aget(f"s{i}"))["i"] for i in range(30)]
+        pause_gc(self)  # the garbage collector would close them, some time later
+        self.assertEqual(asyncio.run(requests()), list(range(30)))
+        self.assertGreater(connections(), before)
+        store.close()
+        deadline = time.monotonic() + 5
+        while connections() > before:
+            self.assertLess(time.monotonic(), deadline, "the ended loop's connections stayed open")
+            time.sleep(0.02)
 
     def test_an_async_cluster_client_given_serves_the_sync_methods_too(self):
         from redis.asyncio.cluster import RedisCluster
