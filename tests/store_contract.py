@@ -44,7 +44,7 @@ Class attributes:
     (MongoStore with ``stringify=False``), so ``get_text`` returns a planted text
     re-encoded: the suite then checks it is the same JSON, not the same bytes.
 
-The expiry tests sleep about 8 s per store in total (plus ``expiry_slack``
+The expiry tests sleep about 10 s per store in total (plus ``expiry_slack``
 each); everything else runs in a few seconds at most.
 """
 from __future__ import annotations
