@@ -239,13 +239,13 @@ class RedisStore(session.Store):
     async def aget(self, sid: str) -> Optional[dict]:
         client = self._async_client()
         if client is None:
-            return await _in_thread(self.get, sid)
+            return await session._in_thread(self.get, sid)
         return self._decode(sid, await self._acall(client, ("GET", self.prefix + sid)))
 
     async def aget_text(self, sid: str) -> Optional[str]:
         client = self._async_client()
         if client is None:
-            return await _in_thread(self.get_text, sid)
+            return await session._in_thread(self.get_text, sid)
         return self._text_and_ttl(sid, await self._ascript(client, _GET_WITH_TTL,
                                                            self.prefix + sid, ()))
 
@@ -253,14 +253,14 @@ class RedisStore(session.Store):
     async def aset(self, sid: str, record: dict) -> None:
         client = self._async_client()
         if client is None:
-            return await _in_thread(self.set, sid, record)
+            return await session._in_thread(self.set, sid, record)
         await self._acall(client, self._set_command(sid, record))
 
     @_shielded
     async def amerge(self, sid: str, change: session.Change) -> bool:
         client = self._async_client()
         if client is None:
-            return await _in_thread(self.merge, sid, change)
+            return await session._in_thread(self.merge, sid, change)
         key = self.prefix + sid
         args = self._merge_args(change, change.base, change.text, change.expires)
         while True:
@@ -273,7 +273,7 @@ class RedisStore(session.Store):
     async def atouch(self, sid: str, record: dict) -> None:
         client = self._async_client()
         if client is None:
-            return await _in_thread(self.touch, sid, record)
+            return await session._in_thread(self.touch, sid, record)
         if self.disable_touch or self.disable_ttl:
             return
         key, ttl = self.prefix + sid, self._ttl_for(record)
@@ -296,7 +296,7 @@ class RedisStore(session.Store):
     async def adestroy(self, sid: str) -> None:
         client = self._async_client()
         if client is None:
-            return await _in_thread(self.destroy, sid)
+            return await session._in_thread(self.destroy, sid)
         await self._acall(client, ("DEL", self.prefix + sid))
 
     # -- the whole store (SCAN, never KEYS, so Redis is never blocked) -------
@@ -525,11 +525,6 @@ def _unsupported(exc: Exception) -> bool:
     message = str(exc).lower()
     return any(words in message for words in ("wrong number of arguments", "syntax error",
                                                "unsupported option"))
-
-
-async def _in_thread(function: Any, *args: Any) -> Any:
-    """The sync method in the loop's thread pool (when no async client can be made)."""
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(function, *args))
 
 
 def _close_on(loop: Any, client: Any, writes: session._Writes, closing: set) -> None:
