@@ -1157,8 +1157,10 @@ class TestScopes(unittest.TestCase):
 
 class TestWebSocket(unittest.TestCase):
 
-    def run_ws(self, app, mw_options=None, store=None, cookie=None, https=False, client_closes=False):
-        """Run a websocket connection; returns (messages the server got, store)."""
+    def run_ws(self, app, mw_options=None, store=None, cookie=None, https=False, client_closes=False,
+               headers=None, events=None):
+        """Run a websocket connection; returns (messages the server got, store).  Each message's
+        type is appended to ``events`` too, if given."""
         store = store if store is not None else RecordingStore()
         sent = []
         incoming = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hello"}]
@@ -1172,7 +1174,9 @@ class TestWebSocket(unittest.TestCase):
 
         async def send(message):
             sent.append(message)
-        scope = make_scope("/ws", kind="websocket", cookie=cookie, https=https)
+            if events is not None:
+                events.append(message["type"])
+        scope = make_scope("/ws", kind="websocket", cookie=cookie, https=https, headers=headers)
         asyncio.run(middleware(app, store, **(mw_options or {}))(scope, receive, send))
         return sent, store
 
@@ -1205,18 +1209,8 @@ class TestWebSocket(unittest.TestCase):
                     scope["session"]["user"] = "ada"
                     await send({"type": "websocket.accept"})
                     await send({"type": "websocket.close", "code": 1000})
-                store = RecordingStore()
-                sent = []
-                incoming = [{"type": "websocket.connect"}]
-
-                async def receive():
-                    return incoming.pop(0) if incoming else await asyncio.sleep(3600)
-
-                async def send(message):
-                    sent.append(message)
-                scope = make_scope("/ws", kind="websocket", headers=[(b"x-forwarded-proto", proto)])
-                mw = middleware(app, store, cookie={"secure": True}, proxy=True)
-                asyncio.run(mw(scope, receive, send))
+                sent, _ = self.run_ws(app, {"cookie": {"secure": True}, "proxy": True},
+                                      headers=[(b"x-forwarded-proto", proto)])
                 headers = dict(sent[0].get("headers", ()))
                 self.assertEqual(b"set-cookie" in headers, secure)
                 if secure:
@@ -1240,17 +1234,7 @@ class TestWebSocket(unittest.TestCase):
                     await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
                     await send({"type": "websocket.http.response.body", "body": b"no", "more_body": True})
                     await send({"type": "websocket.http.response.body", "body": b"!"})
-                sent = []
-                incoming = [{"type": "websocket.connect"}]
-
-                async def receive():
-                    return incoming.pop(0) if incoming else await asyncio.sleep(3600)
-
-                async def send(message):
-                    sent.append(message)
-                    events.append(message["type"])
-                scope = make_scope("/ws", kind="websocket", cookie=cookie)
-                asyncio.run(middleware(app, store)(scope, receive, send))
+                sent, _ = self.run_ws(app, store=store, cookie=cookie, events=events)
                 self.assertIsNone(store.get(sid))
                 head = dict(sent[0]["headers"])
                 self.assertEqual(head[b"vary"], b"Cookie")
