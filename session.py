@@ -27,6 +27,7 @@ helpers.
 from __future__ import annotations
 
 import binascii
+import enum
 import functools
 import hashlib
 import heapq
@@ -205,10 +206,8 @@ class _Core:
         self._async_calls = {method: getattr(store, "a" + method)
                              for method, over in _STORE_CALLS.items()
                              if _offers(store, "a" + method, *over)}
-        # A subclass's own aget or aset is used under ASGI, as its get or set is under WSGI.
+        # A subclass's own aget is read through under ASGI, as its get is under WSGI.
         self._areads_text = self._reads_text and not _newer(store, "aget", "aget_text")
-        if "merge" not in self._async_calls and isinstance(store, Store) and _newer(store, "aset", "merge"):
-            self._async_calls["merge"] = functools.partial(Store.amerge, store)
         # A store that says it never blocks is called from the event loop as it is; one whose
         # touch reads only the expiry is given a record without fields (see Store).
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
@@ -437,7 +436,7 @@ class _Core:
 
 # A store's coroutine methods, and the methods each must be no older than to be used.
 _STORE_CALLS = {"get": ("get",), "get_text": ("get_text", "get"), "set": ("set",),
-                "merge": ("merge", "get", "set", "aset"), "touch": ("touch",), "destroy": ("destroy",)}
+                "merge": ("merge", "get", "set"), "touch": ("touch",), "destroy": ("destroy",)}
 
 
 def _read_record(record: Any, text: Optional[str] = None) -> tuple:
@@ -527,14 +526,19 @@ class _Request:
         return self._secure
 
     def attached(self, sess: "Session") -> bool:
-        """Whether ``sess`` is still the request's session: not if the app set it to None, or
-        to anything but a mapping (Litestar's ``clear_session()`` leaves its ``Empty``); a
-        mapping put in its place (Litestar's ``set_session({...})``) becomes its data."""
+        """Whether ``sess`` is still the request's session: not if the app set it to None or
+        to a sentinel, a class or an enum member (Litestar's ``clear_session()`` leaves its
+        ``Empty``); a mapping put in its place (Litestar's ``set_session({...})``) becomes its
+        data.  Any other value is a TypeError: it cannot be saved, and taking it for None
+        could log a user out."""
         value = None if self.context is None else self.context.get(self.key)
         if value is sess:
             return True
-        if not isinstance(value, _abc.Mapping):
+        if value is None or isinstance(value, (type, enum.Enum)):
             return False
+        if not isinstance(value, _abc.Mapping):
+            raise TypeError(f"the app put a {type(value).__name__} in the session's place: put "
+                            "a mapping (the session's new data), or None to unset it")
         sess._adopt(value)
         return True
 
@@ -1767,11 +1771,14 @@ class Store:
         await _in_thread(self.set, sid, record)
 
     async def amerge(self, sid: str, change: Change) -> bool:
-        """``merge``, awaitable; this default runs it in a thread, or, for a store whose own
-        ``aset`` is newer than its ``merge`` (an async-first store), takes ``merge``'s default
-        steps through ``aget`` and ``aset``."""
-        if not _newer(self, "aset", "merge"):
+        """``merge``, awaitable; this default runs it in a thread, or, in a store with no
+        ``merge`` of its own but its own ``aset`` (an async-first store), takes ``merge``'s
+        default steps through ``aget`` and ``aset``, shielded as one write (see _Writes)."""
+        if _owner(self, "merge") is not Store or _owner(self, "aset") is Store:
             return await _in_thread(self.merge, sid, change)
+        return await _DEFAULT_MERGES.run(self._amerge_default(sid, change))
+
+    async def _amerge_default(self, sid: str, change: Change) -> bool:
         record = _merged_record(await self.aget(sid), change)
         if record is None:
             return False
@@ -1830,6 +1837,9 @@ class _Writes(set):
         mine = [task for task in list(self) if task.get_loop() is loop]
         if mine:
             await asyncio.wait(mine)
+
+
+_DEFAULT_MERGES = _Writes()  # Store.amerge's own writes in flight
 
 
 def _report_orphaned_write(task: Any) -> None:
@@ -2391,23 +2401,36 @@ class ASGISessionMiddleware(_Core):
         """
         request = sess._req
         request.ended = True  # from here on, regenerate() and destroy() come too late
-        attached = request.attached(sess)
-        current = sess._current()
-        action = self._store_action(sess, attached, current)
-        if self._inline:  # a store that never waits cannot be cut short
-            pending = request.pending
-            while pending:
-                kind, sid = pending.pop(0)
-                getattr(self._store, kind)(sid)
-            if action is not None:
-                self._carry_out(sess, action)
-        elif request.pending:
-            await self._ending.run(self._store_work(sess, action))
-        elif action is not None:
-            await self._acarry_out(sess, action)
+        action = None
+        try:
+            attached = request.attached(sess)
+            current = sess._current()
+            action = self._store_action(sess, attached, current)
+        finally:  # a decision that raised (a value JSON cannot encode) saves nothing, but what
+            if self._inline:  # regenerate() and destroy() meant to delete is deleted all the same
+                self._work_inline(sess, action)
+            else:
+                await self._work(sess, action)
         return current
 
-    async def _store_work(self, sess: Session, action: Optional[tuple]) -> None:
+    def _work_inline(self, sess: Session, action: Optional[tuple]) -> None:
+        """_end's store work on a store that never waits: nothing can cut it short."""
+        pending = sess._req.pending
+        while pending:
+            kind, sid = pending.pop(0)
+            getattr(self._store, kind)(sid)
+        if action is not None:
+            self._carry_out(sess, action)
+
+    async def _work(self, sess: Session, action: Optional[tuple]) -> None:
+        """_end's store work: an action alone is one store call, which runs on by itself once
+        started; deletions and the action after them run as one task."""
+        if sess._req.pending:
+            await self._ending.run(self._deletions_then(sess, action))
+        elif action is not None:
+            await self._acarry_out(sess, action)
+
+    async def _deletions_then(self, sess: Session, action: Optional[tuple]) -> None:
         await self._do_pending(sess._req)
         if action is not None:
             await self._acarry_out(sess, action)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import itertools
 import logging
 import os
 import tempfile
@@ -37,7 +38,11 @@ def seeded(data=None, *, store=None, **record_kw):
     """(store, sid, Cookie header) for a stored session, as an earlier request left it."""
     store = store if store is not None else RecordingStore()
     sid = "seed-" + session._secrets.token_urlsafe(9)
-    store.set(sid, make_record(data or {}, **record_kw))
+    if isinstance(store, AsyncFirstStore):
+        asyncio.run(store.aset(sid, make_record(data or {}, **record_kw)))
+        del store.calls[:]
+    else:
+        store.set(sid, make_record(data or {}, **record_kw))
     if isinstance(store, RecordingStore):
         store.reset()
         del store.events[:]
@@ -108,6 +113,44 @@ class SyncOnlyStore(session.Store):
 
     def clear(self):
         self.inner.clear()
+
+
+class AsyncFirstStore(session.Store):
+    """A store offering aget, aset, adestroy and atouch (the contract's coroutines), whose sync
+    methods cannot be used (as with an async-only driver); each coroutine waits a moment, as
+    I/O does, and records its call."""
+
+    def __init__(self):
+        self.records, self.calls = {}, []
+
+    def _sync(self, *args):
+        raise AssertionError("a sync method was called")
+    get = set = destroy = touch = _sync
+
+    async def aget(self, sid):
+        self.calls.append("aget")
+        await asyncio.sleep(0.001)
+        text = self.records.get(sid)
+        return None if text is None else session.decode_record(text)
+
+    async def aset(self, sid, record):
+        self.calls.append("aset")
+        await asyncio.sleep(0.001)
+        self.records[sid] = session.encode_record(record)
+
+    async def adestroy(self, sid):
+        self.calls.append("adestroy")
+        await asyncio.sleep(0.001)
+        self.records.pop(sid, None)
+
+    async def atouch(self, sid, record):
+        self.calls.append("atouch")
+
+    def all(self):
+        return {sid: session.decode_record(text) for sid, text in self.records.items()}
+
+    def clear(self):
+        self.records.clear()
 
 
 # ================================================================ request headers
@@ -551,26 +594,29 @@ class TestEndOfResponse(unittest.TestCase):
 
     def test_a_cancel_repeated_at_every_await_still_deletes_then_saves(self):
         # An anyio cancel scope (Starlette's streaming under ASGI spec < 2.4, timeout wrappers)
-        # cancels the request again at every await.  Logging in regenerates (the old record is
-        # deleted before the response ends) and the cookie for the new ID has gone out with the
-        # first chunk: the new session must be saved all the same.
+        # cancels the request again at every await, once its first chunk (and cookie) is out.
+        # A change must be saved all the same; so must a login, after regenerate()'s deletion.
         tmp = tempfile.mkdtemp(prefix="asgi-cancel-")
         stores = [("sync only", SyncOnlyStore), ("coroutines", SlowAsyncStore),
+                  ("async first", AsyncFirstStore),
                   ("SQLiteStore", lambda: SQLiteStore(os.path.join(tmp, "s.db")))]
-        for label, make in stores:
-            with self.subTest(store=label):
-                store, sid, cookie = seeded({"anon": 1}, store=make())
+        for (label, make), login in itertools.product(stores, (False, True)):
+            with self.subTest(store=label, login=login):
+                store, sid, cookie = seeded({"n": 1}, store=make())
                 if isinstance(store, SQLiteStore):
                     self.addCleanup(store.close)
-                new = []
+                saved = []
 
                 async def run():
                     streaming = asyncio.Event()
 
                     async def app(scope, receive, send):
-                        scope["session"].regenerate()
-                        scope["session"]["user"] = "ada"
-                        new.append(scope["session"].id)
+                        if login:
+                            scope["session"].regenerate()
+                            scope["session"]["user"] = "ada"
+                        else:
+                            scope["session"]["n"] = 2
+                        saved.append(scope["session"].id)
                         await send({"type": "http.response.start", "status": 200, "headers": []})
                         await send({"type": "http.response.body", "body": b"a", "more_body": True})
                         streaming.set()
@@ -581,8 +627,27 @@ class TestEndOfResponse(unittest.TestCase):
                     await _cancel_at_every_await(task)
                     await asyncio.sleep(SlowAsyncStore.delay * 4)   # the store work runs on
                 asyncio.run(run())
+                records = store.all()   # (the async-first store has no sync get)
+                self.assertEqual({k: v for k, v in records[saved[0]].items() if k != "cookie"},
+                                 {"user": "ada"} if login else {"n": 2})
+                if login:
+                    self.assertNotIn(sid, records)
+
+    def test_a_save_that_cannot_encode_still_leaves_deleted_what_was_deleted(self):
+        # Logged out or in, then a value JSON cannot encode: nothing is saved and the request
+        # fails, but the old record is gone, as under WSGI, where it went at once.
+        for (what, make) in itertools.product(("destroy", "regenerate"),
+                                              (session.MemoryStore, SyncOnlyStore)):
+            with self.subTest(what=what, store=make.__name__):
+                store, sid, cookie = seeded({"user": "ada"}, store=make())
+
+                async def action(scope, what=what):
+                    sess = scope["session"]
+                    getattr(sess, what)()
+                    sess["seen"] = object()
+                with self.assertRaises(TypeError):
+                    call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
                 self.assertIsNone(store.get(sid))
-                self.assertEqual(data_of(store, new[0]), {"user": "ada"})
 
     def test_a_save_queued_for_a_busy_thread_pool_is_not_dropped_by_a_cancel(self):
         # A call waiting in the pool's queue would be dropped if its future were cancelled.
@@ -888,38 +953,7 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertEqual(data_of(store, sid), {"n": 2})
 
     def test_an_async_first_store_is_read_and_written_through_its_own_coroutines(self):
-        # A store offering aget, aset, adestroy and atouch (the contract's coroutines), whose
-        # sync methods cannot be used from the event loop's threads.
-        class AsyncFirst(session.Store):
-            def __init__(self):
-                self.records, self.calls = {}, []
-
-            def _sync(self, *args):
-                raise AssertionError("a sync method was called")
-            get = set = destroy = touch = _sync
-
-            async def aget(self, sid):
-                self.calls.append("aget")
-                text = self.records.get(sid)
-                return None if text is None else session.decode_record(text)
-
-            async def aset(self, sid, record):
-                self.calls.append("aset")
-                self.records[sid] = session.encode_record(record)
-
-            async def adestroy(self, sid):
-                self.calls.append("adestroy")
-                self.records.pop(sid, None)
-
-            async def atouch(self, sid, record):
-                self.calls.append("atouch")
-
-            def all(self):
-                return {sid: session.decode_record(text) for sid, text in self.records.items()}
-
-            def clear(self):
-                self.records.clear()
-        store = AsyncFirst()
+        store = AsyncFirstStore()
 
         def action(scope):
             sess = scope["session"]
@@ -939,8 +973,9 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertEqual(store.calls, ["aget", "aset", "aget", "aget", "aset", "aget", "atouch",
                                        "aget", "adestroy"])
 
-    def test_a_subclass_overriding_aget_or_aset_is_read_or_written_through_it(self):
-        # As a subclass overriding get or set is under WSGI, whatever its parent offers.
+    def test_a_subclass_overriding_aget_is_read_through_it_and_one_overriding_aset_keeps_its_merge(self):
+        # A subclass's aget is read through, as its get is under WSGI.  Saves go through the
+        # store's own merge (atomic), which an aset added for, say, metrics must not replace.
         calls = []
 
         class OwnAget(session.MemoryStore):
@@ -952,7 +987,7 @@ class TestSessionUnderASGI(unittest.TestCase):
             async def aset(self, sid, record):
                 calls.append("aset")
                 self.set(sid, record)
-        for store, expected in ((OwnAget(), ["aget"]), (OwnAset(), ["aset", "aset"])):
+        for store, expected in ((OwnAget(), ["aget"]), (OwnAset(), [])):
             with self.subTest(store=type(store).__name__):
                 del calls[:]
                 h = ASGIHarness(lambda s: s["session"].__setitem__("n", s["session"].get("n", 0) + 1),

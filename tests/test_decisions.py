@@ -9,6 +9,8 @@ classes through ASGISessionMiddleware.
 """
 from __future__ import annotations
 
+import dataclasses
+import enum
 import itertools
 import time
 import unittest
@@ -316,12 +318,15 @@ class Lifecycle:
         self.assertIsNone(h.store.get(sid))
         self.assertEqual(h.store.count("set"), 0)
 
-    def test_any_value_but_a_mapping_put_in_the_sessions_place_unsets_it(self):
-        # Litestar's clear_session() leaves its Empty marker, not None.
-        class Empty:
+    def test_a_sentinel_put_in_the_sessions_place_unsets_it_as_none_does(self):
+        # Litestar's clear_session() leaves its Empty (an enum member), not None.
+        class Marker:
             pass
 
-        for value in (Empty, False, "x"):
+        class Sentinel(enum.Enum):
+            EMPTY = 0
+
+        for value in (Marker, Sentinel.EMPTY):
             with self.subTest(value=value):
                 def drop(environ, value=value):
                     sess(environ).get("n")
@@ -330,6 +335,24 @@ class Lifecycle:
                 sid = h.seed({"n": 1})
                 h.request()
                 self.assertIsNone(h.store.get(sid))
+
+    def test_any_other_value_put_in_the_sessions_place_is_a_type_error_that_loses_nothing(self):
+        # Litestar's set_session() also takes a dataclass or a model: not JSON, so not saved,
+        # and not taken for None either (unset="destroy" would log the user out).
+        @dataclasses.dataclass
+        class Login:
+            user: str
+
+        for value in (Login("ada"), False, "x"):
+            with self.subTest(value=value):
+                def replace(environ, value=value):
+                    sess(environ)["n"] = 2
+                    environ["session"] = value
+                h = self.harness(replace, unset="destroy")
+                sid = h.seed({"n": 1})
+                with self.assertRaisesRegex(TypeError, "put a mapping"):
+                    h.request()
+                self.assertEqual(h.store.get(sid)["n"], 1)
 
     def test_a_mapping_put_in_the_sessions_place_becomes_its_data(self):
         # Litestar's set_session({...}) replaces the session with a dict.
