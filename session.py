@@ -330,8 +330,10 @@ class _Core:
 
     def _should_touch(self, sess: "Session", saving: bool) -> bool:
         """An existing session that is not being saved (``saving``: _should_save's answer)
-        gets its expiry moved instead."""
-        return not saving and not sess._is_new
+        gets its expiry moved instead; so does one whose cookie's lifetime the app changed
+        after save() wrote it (the cookie sent must not outlive the record)."""
+        return not saving and (not sess._is_new or (
+            sess._saved_lifetime is not _MISSING and sess._saved_lifetime != sess._cookie._original))
 
     def _should_destroy(self, sess: "Session") -> bool:
         """The app set the session to None under unset="destroy"."""
@@ -646,7 +648,7 @@ class Session(dict):
 
     __slots__ = ("_req", "_id", "_cookie_id", "_cookie", "_cookie_pos", "_base", "_snapshot",
                  "_originals", "_may_differ", "_saved", "_lifetime", "_read", "_regenerated",
-                 "_destroyed", "_touched", "_gone", "_is_new")
+                 "_destroyed", "_touched", "_gone", "_is_new", "_saved_lifetime")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
@@ -665,6 +667,7 @@ class Session(dict):
         self._may_differ = False  # set by a write, or a mutable value handed out (see _current)
         self._read = self._regenerated = self._destroyed = self._touched = self._gone = False
         self._is_new = True  # see is_new
+        self._saved_lifetime = _MISSING  # the cookie's lifetime when save() wrote it
 
     @classmethod
     def _new(cls, request: _Request) -> "Session":
@@ -683,6 +686,7 @@ class Session(dict):
         self._fill(data, cookie, position, text, data_json)
         self._saved = None if request.core.resave else (self._id, None)
         self._read = self._regenerated = self._destroyed = self._is_new = False
+        self._saved_lifetime = _MISSING
         return self
 
     def _fill(self, data: dict, cookie: "Cookie", position: int, text: Optional[str],
@@ -761,6 +765,9 @@ class Session(dict):
         self._start(request, None)
         self._id = request._generate_id()
         self._read = self._regenerated = True
+        context = request.context
+        if context is not None and context.get(request.key) is None:  # after destroy()
+            context[request.key] = self
 
     def destroy(self) -> None:
         """Delete the stored record; the session becomes None where the app found it and the
@@ -817,7 +824,9 @@ class Session(dict):
         if self._destroyed:
             raise SessionError("this session was destroyed: there is nothing to save")
         self._use()
-        return self._write_action(self._dump())
+        action = self._write_action(self._dump())
+        self._saved_lifetime = self._cookie._original
+        return action
 
     def _write_action(self, data: str) -> tuple:
         """The store write of this session with ``data`` (its JSON): ("merge", sid, Change,
@@ -836,12 +845,16 @@ class Session(dict):
             except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
                 log.warning("session record %.6s... is not a valid session (%s)", self._id, exc)
             else:
+                baseline = self._snapshot  # the data as the request loaded it (taken by _use)
                 dict.clear(self)
                 self._fill(*loaded)
-                if self._snapshot is None:
-                    self._snapshot = self._dump()
+                held = self._snapshot if self._snapshot is not None else self._dump()
+                if baseline is not None:  # modified means since the request began, as in express
+                    self._snapshot, self._may_differ = baseline, True
+                else:
+                    self._snapshot = held
                 if not request.core.resave:
-                    self._saved = (self._id, None)  # the store holds what was just read
+                    self._saved = (self._id, held)  # the store holds what was just read
                 return
         raise SessionError(f"session {self._id[:6]}... is no longer in the store")
 

@@ -839,6 +839,18 @@ class TestSessionUnderASGI(unittest.TestCase):
         call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
         self.assertEqual(len(errors), 1)
 
+    def test_a_new_session_saved_then_reloaded_still_gets_its_cookie(self):
+        store = session.MemoryStore()
+
+        async def action(scope):
+            sess = scope["session"]
+            sess["a"] = 1
+            await sess.asave()
+            await sess.areload()
+        resp = call_asgi(middleware(simple_app(action), store), make_scope())
+        self.assertIsNotNone(resp.cookie())
+        self.assertEqual(data_of(store, resp.cookie().sid), {"a": 1})
+
     def test_areload_after_destroy_raises_session_error_as_under_wsgi(self):
         # The record's deletion waits for the response's end; it is gone all the same.
         store, sid, cookie = seeded({"n": 1})

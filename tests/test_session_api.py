@@ -279,6 +279,58 @@ class TestSession(unittest.TestCase):
         self.assertEqual(h.store.count("set"), 2)
         self.assertEqual(h.store.get(sc.sid)["b"], 2)
 
+    def test_a_saved_session_reloaded_still_counts_as_modified_since_the_request_began(self):
+        # As express's isModified, against the data the request loaded: a new session saved
+        # then reloaded still gets its cookie; a loaded one with an expiry, its refreshed cookie.
+        def act(environ):
+            s = sess(environ)
+            s["a"] = s.get("a", 0) + 1
+            s.save()
+            s.reload()
+            out.append(s.modified)
+        for loaded in (False, True):
+            with self.subTest(loaded=loaded):
+                out = []
+                h = Harness(act, cookie={"max_age": HOUR})
+                if loaded:
+                    h.seed({"a": 1})
+                sc = h.request().cookie()
+                self.assertEqual(out, [True])
+                self.assertIsNotNone(sc)
+                self.assertEqual(h.store.get(sc.sid)["a"], 2 if loaded else 1)
+
+    def test_regenerate_after_destroy_gives_a_live_session_that_is_saved(self):
+        def act(environ):
+            s = sess(environ)
+            s.destroy()
+            s.regenerate()
+            s["flash"] = "logged out"
+            out.append(environ["session"] is s)
+        out = []
+        h = Harness(act)
+        sid = h.seed({"user": "ada"})
+        sc = h.request().cookie()
+        self.assertEqual(out, [True])
+        self.assertIsNone(h.store.get(sid))
+        self.assertNotEqual(sc.sid, sid)
+        self.assertEqual(h.store.get(sc.sid)["flash"], "logged out")
+
+    def test_a_cookie_lifetime_changed_after_save_reaches_the_record(self):
+        # Login, save(), then "remember me": the record must not expire before the cookie.
+        def act(environ):
+            s = sess(environ)
+            s.regenerate()
+            s["user"] = "ada"
+            s.save()
+            s.cookie.max_age = 30 * 86400
+        h = Harness(act, cookie={"max_age": HOUR})
+        h.seed({"user": None})
+        sc = h.request().cookie()
+        record = h.store.get(sc.sid)
+        stored = dt.datetime.fromisoformat(record["cookie"]["expires"].replace("Z", "+00:00"))
+        self.assertAlmostEqual(stored.timestamp(), sc.expires, delta=2)
+        self.assertEqual(record["cookie"]["originalMaxAge"], 30 * 86400 * 1000)
+
     def test_touch_resets_max_age_to_original_max_age(self):
         out = {}
 
