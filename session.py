@@ -2148,7 +2148,7 @@ class _Exchange(_Request):
     """
 
     __slots__ = ("sess", "_start_response", "_status", "_headers", "_exc_info", "_write",
-                 "_sent", "body")
+                 "_sent", "body", "_held")
 
     def __init__(self, mw: SessionMiddleware, environ: dict, key: str, options: "_CookieOptions",
                  cookie_id: Optional[str], resend: Optional[str], start_response: Callable) -> None:
@@ -2160,6 +2160,7 @@ class _Exchange(_Request):
         self._start_response = start_response
         self._status = None
         self._sent = False
+        self._held = _NOTHING  # the body chunk __iter__ holds back
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
         if exc_info is not None and self._sent:
@@ -2175,6 +2176,10 @@ class _Exchange(_Request):
 
     def write(self, data: bytes) -> None:
         self.send_headers()
+        held = self._held
+        if held is not _NOTHING:  # a chunk the app yielded before this write goes out first
+            self._held = _NOTHING
+            self._write(held)
         self._write(data)
 
     def end(self, respond: bool = True) -> None:
@@ -2202,7 +2207,6 @@ class _Exchange(_Request):
         self.sess = self.context = self._start_response = self._write = self._exc_info = None
 
     def __iter__(self) -> Iterator[bytes]:
-        held = _NOTHING
         chunks = iter(self.body)
         while True:
             try:
@@ -2212,11 +2216,12 @@ class _Exchange(_Request):
             except BaseException:
                 self.release()  # the app raised: nothing is saved
                 raise
+            held, self._held = self._held, chunk
             if held is not _NOTHING:
                 self.send_headers()
                 yield held
-            held = chunk
         self.end()
+        held, self._held = self._held, _NOTHING
         if held is not _NOTHING:
             yield held
 

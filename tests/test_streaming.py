@@ -81,6 +81,22 @@ class TestStreaming(unittest.TestCase):
         self.assertIsNotNone(resp.cookie())
         self.assertEqual(store.get(resp.cookie().sid)["u"], 1)
 
+    def test_write_called_while_the_body_is_iterated_keeps_the_bodys_order(self):
+        # PEP 3333 allows both: the chunk held back for the store write goes out before it.
+        def app(environ, start_response):
+            environ["session"]["u"] = 1
+            write = start_response("200 OK", [("Content-Type", "text/plain")])
+
+            def body():
+                yield b"1-"
+                write(b"2-")
+                yield b"3-"
+                yield b"4"
+            return body()
+        resp = Client(session.SessionMiddleware(app, secret=SECRET)).request()
+        self.assertEqual(resp.body, b"1-2-3-4")
+        self.assertIsNotNone(resp.cookie())
+
     def test_start_response_with_exc_info_passes_through(self):
         def app(environ, start_response):
             environ["session"]["u"] = 1
