@@ -572,6 +572,12 @@ class _CookieOptions:
         self.max_age_ms = _max_age_ms(get("max_age"), "cookie max_age", allow_negative=False)
         expires = get("expires")
         self.expires_ms = None if expires is None else _expires_option_ms(expires, "cookie expires")
+        if self.max_age_ms is not None and self.expires_ms is not None:  # as express: the last
+            keys = list(options)                                         # one given wins
+            if keys.index("expires") > keys.index("max_age"):
+                self.max_age_ms = None
+            else:
+                self.expires_ms = None
         # "auto" is resolved per request; the rest is checked as any cookie attribute is.
         secure, same_site = get("secure"), get("same_site")
         if secure != "auto":

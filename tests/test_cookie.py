@@ -79,6 +79,15 @@ class TestCookie(unittest.TestCase):
         self.assertEqual(out["expires"], when)
         self.assertEqual(resp.cookie().attrs["expires"], http_date(when.timestamp()))
 
+    def test_given_max_age_and_expires_the_later_key_wins_as_in_express(self):
+        when = (dt.datetime.now(UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+        for options, lifetime in (({"max_age": 60, "expires": when}, 2 * 86400),
+                                  ({"expires": when, "max_age": 60}, 60)):
+            with self.subTest(first=next(iter(options))):
+                out, resp, _ = self.grab(lambda c, out: out.update(age=c.max_age), cookie=options)
+                self.assertAlmostEqual(out["age"], lifetime, delta=2)
+                self.assertAlmostEqual(resp.cookie().expires, time.time() + lifetime, delta=2)
+
     def test_cookie_attributes_are_readable(self):
         def act(c, out):
             out.update(http_only=c.http_only, secure=c.secure, path=c.path, domain=c.domain,
