@@ -1607,13 +1607,39 @@ def _json_encoder() -> Callable[[Any], str]:
     bytes of a session that setup costs more than the encoding itself.
     """
     encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # The pure-Python encoder, for small floats (see _float_json); markers=None skips the
+    # cycle check: a cyclic value ends in RecursionError.
+    exact = json.encoder._make_iterencode(None, encoder.default, json.encoder.encode_basestring,
+                                          None, _float_json, ":", ",", False, False, True)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
-        return encoder.encode
+        return lambda value: "".join(exact(value, 0))
     chunks = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",",
                   False, False, False)
-    # markers=None skips the cycle check: a cyclic value ends in RecursionError.
-    return lambda value: "".join(chunks(value, 0))
+
+    def encode(value: Any) -> str:
+        text = "".join(chunks(value, 0))
+        # A small float the C encoder wrote as 1e-05 (or a string that looks like one).
+        return text if "e-" not in text else "".join(exact(value, 0))
+    return encode
+
+
+def _float_json(value: float) -> str:
+    """A float as JSON: its repr, but a small one as JavaScript writes it (0.00001 and 1e-7,
+    not 1e-05 and 1e-07), so a record Express wrote is written back as it was.  Others stay
+    as Python writes them (2.0, 1e+16; Express: 2, 10000000000000000): read back, they are
+    floats again."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not JSON (JSON.parse rejects it)")
+    text = repr(value)
+    mantissa, e, exponent = text.partition("e-")
+    if not e:
+        return text
+    sign, digits = ("-", mantissa[1:]) if mantissa[0] == "-" else ("", mantissa)
+    places = int(exponent)  # value = <digits, the point after the first> x 10**-places
+    if places >= 7:
+        return f"{mantissa}e-{places}"
+    return f"{sign}0.{'0' * (places - 1)}{digits.replace('.', '')}"
 
 
 _encode = _json_encoder()

@@ -105,6 +105,25 @@ class TestRecordFormat(unittest.TestCase):
         with self.assertRaises(ValueError):
             session.encode_record({"cookie": {}, "n": float("nan")})
 
+    def test_small_floats_are_written_as_express_writes_them_and_others_keep_their_type(self):
+        # JSON.stringify: 0.00001 and 1e-7 (Python: 1e-05, 1e-07).  2.0 and 1e+16 stay as
+        # Python writes them (Express: 2, 10000000000000000), so they are read back as floats.
+        data = {"small": [0.00001, 1.5e-6, 1e-7, -2.5e-8], "kept": [2.0, 1e16, 0.5], "s": "e-1"}
+        text = session.encode_record({"cookie": {"path": "/"}, **data})
+        self.assertIn('"small":[0.00001,0.0000015,1e-7,-2.5e-8]', text)
+        self.assertIn('"kept":[2.0,1e+16,0.5]', text)
+        self.assertEqual(session.decode_record(text), {"cookie": {"path": "/"}, **data})
+
+    def test_a_record_express_wrote_with_small_floats_is_not_rewritten_by_reading_it(self):
+        text = ('{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
+                '"views":3,"rate":[0.00001,1e-7]}')  # read as text: its data's JSON is kept
+        h = Harness(lambda environ: sess(environ)["rate"][0])   # a mutable value handed out
+        store = h.store
+        store._data["s-1"] = (time.time() + 3600, text)  # planted as Express wrote it (MemoryStore's internals)
+        h.request(cookie=f"{NAME}={cookie_value('s-1')}")
+        self.assertEqual(store.count("set"), 0)
+        self.assertEqual(store.count("touch"), 1)
+
     def test_store_expiry_time_is_cookie_expires_or_ttl_from_now(self):
         store = session.MemoryStore(ttl=100)
         self.assertEqual(store.expiry_time(make_record(max_age=None), now=1000.0), 1100.0)
