@@ -213,6 +213,10 @@ class _Core:
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
                                                         for p in ("", "a")])
         self._touch_expiry_only = _touch_reads_expiry_only(store)
+        # ASGI's end-of-response store work in flight (see _end): among the store's own writes
+        # when it keeps them (RedisStore, PostgresStore), so that its aclose() waits for it too.
+        writes = getattr(store, "_writes", None)
+        self._ending = writes if isinstance(writes, _Writes) else _Writes()
         if self._merge is None:
             log.warning("%s has no merge(): each save writes the whole record with set(), so "
                         "concurrent requests on one session can lose each other's changes",
@@ -2299,7 +2303,6 @@ class ASGISessionMiddleware(_Core):
             raise TypeError("scope_key must be a non-empty str")
         self.app = app
         self.scope_key = scope_key
-        self._ending = _Writes()  # the end-of-response store work in flight (see _end)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]

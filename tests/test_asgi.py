@@ -633,6 +633,42 @@ class TestEndOfResponse(unittest.TestCase):
                 if login:
                     self.assertNotIn(sid, records)
 
+    def test_the_stores_aclose_waits_for_the_end_of_a_cancelled_request(self):
+        # A store that keeps its writes for aclose() (RedisStore, PostgresStore) keeps the
+        # middleware's end-of-response work too: the save after regenerate()'s deletion, which
+        # a cancelled request leaves running, is waited for at the app's shutdown.
+        class KeptWrites(SlowAsyncStore):
+            def __init__(self):
+                super().__init__()
+                self._writes = session._Writes()
+
+            async def adestroy(self, sid):
+                await self._writes.run(self._slowly(self.destroy, sid))
+
+            async def amerge(self, sid, change):
+                return await self._writes.run(self._slowly(self.merge, sid, change))
+
+            async def aclose(self):
+                await self._writes.wait()
+        store, sid, cookie = seeded({"n": 1}, store=KeptWrites())
+        saved = []
+
+        async def run():
+            async def app(scope, receive, send):
+                scope["session"].regenerate()
+                scope["session"]["user"] = "ada"
+                saved.append(scope["session"].id)
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"done"})
+            task = asyncio.ensure_future(middleware(app, store)(make_scope(cookie=cookie),
+                                                                _never_receive, _ignore))
+            while store.get(sid) is not None:      # the deletion has started, and ended
+                await asyncio.sleep(0.001)
+            await _cancel_at_every_await(task)
+            await store.aclose()                     # the app's lifespan shutdown
+            self.assertEqual(data_of(store, saved[0]), {"user": "ada"})
+        asyncio.run(run())
+
     def test_a_save_that_cannot_encode_still_leaves_deleted_what_was_deleted(self):
         # Logged out or in, then a value JSON cannot encode: nothing is saved and the request
         # fails, but the old record is gone, as under WSGI, where it went at once.
