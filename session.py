@@ -545,6 +545,8 @@ class _Request:
         if not isinstance(value, _abc.Mapping):
             raise TypeError(f"the app put a {type(value).__name__} in the session's place: put "
                             "a mapping (the session's new data), or None to unset it")
+        if sess._destroyed:  # logged out, then given data: a new session, never the old ID
+            sess._renew(self)
         sess._adopt(value)
         return True
 
@@ -771,13 +773,17 @@ class Session(dict):
         request = self._request()
         self._use()
         request.destroy(self._id)
+        self._renew(request)
+        context = request.context
+        if context is not None and context.get(request.key) is None:  # after destroy()
+            context[request.key] = self
+
+    def _renew(self, request: _Request) -> None:
+        """Continue, in place, as a new empty session with a new ID."""
         dict.clear(self)
         self._start(request, None)
         self._id = request._generate_id()
         self._read = self._regenerated = True
-        context = request.context
-        if context is not None and context.get(request.key) is None:  # after destroy()
-            context[request.key] = self
 
     def destroy(self) -> None:
         """Delete the stored record; the session becomes None where the app found it and the
@@ -1620,11 +1626,13 @@ def _json_encoder() -> Callable[[Any], str]:
         return lambda value: "".join(exact(value, 0))
     chunks = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",",
                   False, False, False)
+    small_float = re.compile(r"e-\d+(?:[,\]}]|$)").search  # the end of 1e-05 (or a string's)
 
     def encode(value: Any) -> str:
         text = "".join(chunks(value, 0))
-        # A small float the C encoder wrote as 1e-05 (or a string that looks like one).
-        return text if "e-" not in text else "".join(exact(value, 0))
+        if "e-" in text and small_float(text) is not None:
+            return "".join(exact(value, 0))
+        return text
     return encode
 
 
@@ -1635,7 +1643,7 @@ def _float_json(value: float) -> str:
     floats again."""
     if not math.isfinite(value):
         raise ValueError(f"{value!r} is not JSON (JSON.parse rejects it)")
-    text = repr(value)
+    text = float.__repr__(value)  # a subclass's repr (numpy's: np.float64(0.25)) is no JSON
     mantissa, e, exponent = text.partition("e-")
     if not e:
         return text

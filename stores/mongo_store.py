@@ -144,19 +144,21 @@ class MongoStore(session.Store):
 
     def touch(self, sid: str, record: dict) -> None:
         """Move ``expires``, never earlier unless ``record.keep_later`` is False; skipped within
-        ``touch_after`` of the last write.  A document that is gone (or expired) is left
-        alone: never an error, never revived."""
+        ``touch_after`` of the last write, unless the request changed the cookie's lifetime
+        (keep_later False: the record must not outlive or die before the cookie sent).  A
+        document that is gone (or expired) is left alone: never an error, never revived."""
         now = _now()
         expires = self._expires(record, now)
         query = {"_id": sid, **_live(now)}
         fields = {"expires": expires}
-        if self.touch_after > 0:
+        keep_later = getattr(record, "keep_later", True)
+        if self.touch_after > 0 and keep_later:
             # Lazy touch decided by the server, so get() need not hand lastModified to the app.
             cutoff = datetime.fromtimestamp(now.timestamp() - self.touch_after, timezone.utc)
             query = {"_id": sid, "$and": [_live(now), {"$or": [
                 {"lastModified": {"$exists": False}}, {"lastModified": {"$lte": cutoff}}]}]}
             fields["lastModified"] = now
-        if getattr(record, "keep_later", True):
+        if keep_later:
             query["expires"] = {"$lt": expires}  # another request's later expiry stays
         self._coll().update_one(query, {"$set": fields})
 

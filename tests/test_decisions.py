@@ -354,6 +354,19 @@ class Lifecycle:
                     h.request()
                 self.assertEqual(h.store.get(sid)["n"], 1)
 
+    def test_a_mapping_put_in_place_of_a_destroyed_session_is_a_new_session(self):
+        # Logged out, then given data (Litestar's set_session after a logout): a new ID, and
+        # never the destroyed record back under the old one.
+        def logout(environ):
+            sess(environ).destroy()
+            environ["session"] = {"flash": "bye"}
+        h = self.harness(logout)
+        sid = h.seed({"user": "ada"})
+        sc = h.request().cookie()
+        self.assertIsNone(h.store.get(sid))
+        self.assertNotEqual(sc.sid, sid)
+        self.assertEqual(h.store.get(sc.sid)["flash"], "bye")
+
     def test_a_mapping_put_in_the_sessions_place_becomes_its_data(self):
         # Litestar's set_session({...}) replaces the session with a dict.
         def replace(environ):

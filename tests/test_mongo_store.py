@@ -441,6 +441,14 @@ class TestMongoStoreRules(unittest.TestCase):
         store.touch("s1", make_record(7200))
         self.assertEqual(self.doc(store, "s1"), before)
 
+    def test_a_touch_that_changes_the_cookies_lifetime_is_never_skipped(self):
+        # save(), then "remember me": the lifetime changed after the write must reach it.
+        store = self.store(touch_after=3600)
+        store.set("s1", make_record(60))
+        longer = make_record(30 * 86400)
+        store.touch("s1", touch_record(longer, keep_later=False))
+        self.assertEqual(utc(self.doc(store, "s1")["expires"]), at(longer["cookie"]["expires"]))
+
     def test_touch_after_touch_after_has_passed_moves_expires(self):
         store = self.store(touch_after=10)
         store.set("s1", make_record(60))

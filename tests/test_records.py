@@ -114,6 +114,16 @@ class TestRecordFormat(unittest.TestCase):
         self.assertIn('"kept":[2.0,1e+16,0.5]', text)
         self.assertEqual(session.decode_record(text), {"cookie": {"path": "/"}, **data})
 
+    def test_a_float_subclass_is_written_as_a_number_whatever_its_repr(self):
+        # numpy's float64 reprs as np.float64(0.25): a record must hold the number.
+        class Ratio(float):
+            def __repr__(self):
+                return f"Ratio({float(self)})"
+        text = session.encode_record({"cookie": {"path": "/"}, "r": Ratio(0.25), "s": Ratio(1e-5),
+                                      "plan": "one-e-1"})
+        self.assertEqual(session.decode_record(text)["r"], 0.25)
+        self.assertIn('"r":0.25,"s":0.00001', text)
+
     def test_a_record_express_wrote_with_small_floats_is_not_rewritten_by_reading_it(self):
         text = ('{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
                 '"views":3,"rate":[0.00001,1e-7]}')  # read as text: its data's JSON is kept
