@@ -167,8 +167,8 @@ class _Core:
         if genid is not None and not callable(genid):
             raise TypeError("genid must be a callable returning a session ID")
         self.genid = genid
-        if proxy not in (None, True, False):
-            raise TypeError("proxy must be None, True or False")
+        if proxy is not None and proxy is not True and proxy is not False:  # not 1 or 0
+            raise TypeError(f"proxy must be None, True or False, not {proxy!r}")
         self.proxy = bool(proxy)
         for option, value in (("resave", resave), ("save_uninitialized", save_uninitialized),
                               ("rolling", rolling)):
@@ -188,6 +188,9 @@ class _Core:
 
     @store.setter
     def store(self, store: Any) -> None:
+        if isinstance(store, type):
+            raise TypeError(f"store must be a store, not the class {store.__name__}: "
+                            f"pass {store.__name__}(...)")
         for method in ("get", "set", "destroy", "touch"):
             if not callable(getattr(store, method, None)):
                 raise TypeError(f"store must be a session.Store (it has no {method}() method)")

@@ -90,7 +90,7 @@ Why it is built this way:
   their messages.  The inherited ones are kept, unused and unclosed (closing
   one would end the parent's session on the server).
 - Touches that barely move the expiry are not sent: a touch, or the expiry of
-  a save, that would move ``expire`` less than ``touch_slack`` (60 s) or 1% of
+  a save, that would move ``expire`` less than ``touch_slack`` (60 s) and less than 1% of
   the session's lifetime past what this process last read (the get returns it)
   or wrote is skipped, and such a save writes ``sess`` alone (unless another
   process has since moved ``expire`` earlier than that: then it keeps the later
@@ -289,7 +289,7 @@ class PostgresStore(session.Store):
     def touch(self, sid: str, record: dict) -> None:
         """Move only ``expire``, and only of a live row; never earlier than it is unless
         ``record.keep_later`` is False (the request itself set the cookie's lifetime).  A
-        touch that would move it less than ``touch_slack`` seconds, or 1% of the session's
+        touch that would move it less than ``touch_slack`` seconds and less than 1% of the session's
         lifetime, past what this process last read or wrote is not sent (see the module
         docstring)."""
         if not self._skips_touch(sid, record, time.time()):

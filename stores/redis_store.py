@@ -136,7 +136,7 @@ class RedisStore(session.Store):
     a PTTL.  (A Redis ACL user for the store needs EVALSHA and EVAL.)
 
     A read is one small script too, GET and PTTL of the key, so that ``touch`` can skip
-    an EXPIRE that would move the key's expiry less than ``touch_slack`` (60 s) or 1% of
+    an EXPIRE that would move the key's expiry less than ``touch_slack`` (60 s) and less than 1% of
     the session's lifetime past what this process last read or set: a site whose
     requests mostly only read then sends one command for most of them, not two (with 1,000
     users and 90% of requests reading, ``bench/deployed.py``: 900 EXPIREs per 1,000
@@ -212,7 +212,7 @@ class RedisStore(session.Store):
     def touch(self, sid: str, record: dict) -> None:
         """``EXPIRE key ttl`` (``GT`` unless the request set the cookie's lifetime itself, so
         another request's later expiry is kept): the stored JSON is not rewritten.  Not sent
-        when it would move the key's expiry less than ``touch_slack`` seconds, or 1% of the
+        when it would move the key's expiry less than ``touch_slack`` seconds and less than 1% of the
         session's lifetime, past what this process last read or set."""
         if self.disable_touch or self.disable_ttl:
             return

@@ -55,8 +55,8 @@ Why it is built this way:
   (``socketserver.ThreadingMixIn``); a pooled connection is only ever used by
   one thread at a time, which is what ``check_same_thread=False`` requires.
 - Touches that barely move the expiry are not written: a touch, or the
-  ``expires`` of a save, that would move it less than ``touch_slack`` (60 s) or
-  1% of the session's lifetime past what this process last read or wrote is
+  ``expires`` of a save, that would move it less than ``touch_slack`` (60 s) and
+  less than 1% of the session's lifetime past what this process last read or wrote is
   skipped (a save then writes its data alone, unless another process has since
   moved the stored expiry earlier than that: then it keeps the later of the
   two, as every save does).  Every write of ``expires`` also moves its index
@@ -264,7 +264,7 @@ class SQLiteStore(session.Store):
     def touch(self, sid: str, record: dict) -> None:
         """Move only the ``expires`` column, never earlier unless ``record.keep_later`` is
         False (the request set the cookie's lifetime itself); an expired or vanished row
-        stays gone.  A touch that would move it less than ``touch_slack`` seconds, or 1% of
+        stays gone.  A touch that would move it less than ``touch_slack`` seconds and less than 1% of
         the session's lifetime, past what this process last read or wrote is not written."""
         now = time.time()
         if self._skips_touch(sid, record, now):

@@ -33,6 +33,8 @@ class TestConstruction(unittest.TestCase):
             ("secure", {"cookie": {"secure": "sometimes"}}),
             ("expires", {"cookie": {"expires": naive}}), ("expires", {"cookie": {"expires": "tomorrow"}}),
             ("cookie", {"cookie": "max_age=3"}),
+            ("proxy", {"proxy": 1}), ("proxy", {"proxy": "yes"}),
+            ("store", {"store": session.MemoryStore}),   # the class, not a store
         ]
         for option, kw in cases:
             kw = dict(kw)
