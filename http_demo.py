@@ -378,6 +378,9 @@ def open_store(spec: str) -> tuple[session.Store, str, str | None]:
     kind, _, rest = spec.partition(":")
     if spec == "memory":
         return session.MemoryStore(), "MemoryStore (in this process: a restart forgets everyone)", None
+    if spec == "sqlite::memory:":  # SQLite's own in-memory database: no file, no secret file
+        import stores
+        return stores.SQLiteStore(":memory:"), "SQLiteStore, in memory (a restart forgets everyone)", None
     if kind in ("sqlite", "shelve") and rest:
         import stores
         path = os.path.abspath(rest)

@@ -1626,7 +1626,7 @@ def _json_encoder() -> Callable[[Any], str]:
                                           None, _float_json, ":", ",", False, False, True)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
-        return lambda value: "".join(exact(value, 0))
+        return lambda value: _escape_surrogates("".join(exact(value, 0)))
     chunks = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",",
                   False, False, False)
     small_float = re.compile(r"e-\d+(?:[,\]}]|$)").search  # the end of 1e-05 (or a string's)
@@ -1634,9 +1634,19 @@ def _json_encoder() -> Callable[[Any], str]:
     def encode(value: Any) -> str:
         text = "".join(chunks(value, 0))
         if "e-" in text and small_float(text) is not None:
-            return "".join(exact(value, 0))
+            text = "".join(exact(value, 0))
+        if not text.isascii() and _SURROGATE(text) is not None:
+            text = _escape_surrogates(text)
         return text
     return encode
+
+
+# A lone surrogate (JSON.parse reads "\ud83d" as one) cannot be UTF-8: JSON.stringify escapes it.
+_SURROGATE = re.compile("[\ud800-\udfff]").search
+
+
+def _escape_surrogates(text: str) -> str:
+    return re.sub("[\ud800-\udfff]", lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _float_json(value: float) -> str:

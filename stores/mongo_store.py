@@ -35,6 +35,7 @@ command on one document (atomic in MongoDB):
 """
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import weakref
@@ -81,7 +82,7 @@ class MongoStore(session.Store):
             raise ValueError(f"db_name must be a non-empty str or None, not {db_name!r}")
         if not isinstance(collection, str) or not collection or "$" in collection:
             raise ValueError(f"collection must be a non-empty str without '$', not {collection!r}")
-        if not _is_number(ttl) or ttl <= 0:
+        if not _is_number(ttl) or not 0 < ttl < float("inf"):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         if not _is_number(touch_after) or touch_after < 0:
             raise ValueError(f"touch_after must be a number of seconds >= 0, not {touch_after!r}")
@@ -234,7 +235,9 @@ class MongoStore(session.Store):
             except self._duplicate_key:
                 pass
             del doc["_id"]
-            if collection.replace_one({"_id": sid, "expires": {"$lte": now}}, doc).matched_count:
+            # Not live (see _live): expired, or an expires that is missing or no date at all.
+            dead = {"_id": sid, "$nor": [{"expires": {"$gt": now}}]}
+            if collection.replace_one(dead, doc).matched_count:
                 return True  # it had expired
             if collection.find_one({"_id": sid, **_live(now)}, {"_id": 1}) is not None:
                 return False  # a live session has this ID
@@ -400,7 +403,9 @@ def _to_bson(record: dict) -> dict:
 
 
 def _from_bson(value: Any) -> Any:
-    """A stored sub-document as JSON-ready data: dates become express's ISO strings."""
+    """A stored sub-document as JSON-ready data, as express sees it through JSON.stringify:
+    dates become ISO strings, and BSON's own types (an ObjectId that mongoose wrote, say)
+    their js-bson toJSON forms."""
     if isinstance(value, dict):
         return {k: _from_bson(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -410,6 +415,13 @@ def _from_bson(value: Any) -> Any:
             value = value.replace(tzinfo=timezone.utc)  # pymongo returns naive UTC by default
         value = value.astimezone(timezone.utc)
         return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    kind = type(value).__name__
+    if kind == "ObjectId":
+        return str(value)  # its hex, as ObjectId#toJSON
+    if kind == "Decimal128":
+        return {"$numberDecimal": str(value)}
+    if isinstance(value, bytes):  # bson.Binary is a bytes subclass
+        return base64.b64encode(value).decode("ascii")
     return value
 
 

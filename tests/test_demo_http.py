@@ -591,6 +591,16 @@ class TestDemoCommandLine(unittest.TestCase):
                 self.assertIn(f"pip install {package}", result.stderr)
                 self.assertEqual(result.stdout, "")
 
+    def test_sqlite_memory_store_writes_no_file(self):
+        # SQLite's own in-memory database, not a file named ":memory:" in the current directory.
+        import http_demo
+        with tempfile.TemporaryDirectory() as cwd, _chdir(cwd):
+            store, label, secret_file = http_demo.open_store("sqlite::memory:")
+            store.close()
+            self.assertEqual(os.listdir(cwd), [])
+        self.assertIsNone(secret_file)
+        self.assertIn("in memory", label)
+
     def test_unknown_store_is_status_2(self):
         result = self.run_demo("--store", "cassandra://localhost/x")
         self.assertEqual(result.returncode, 2)
@@ -603,6 +613,18 @@ class TestDemoCommandLine(unittest.TestCase):
             result = self.run_demo("--store", "memory", "--port", str(busy.getsockname()[1]))
         self.assertEqual(result.returncode, 1)
         self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+
+
+
+@contextlib.contextmanager
+def _chdir(path: str):
+    """The current directory set to ``path`` meanwhile (contextlib.chdir is 3.11+)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 if __name__ == "__main__":

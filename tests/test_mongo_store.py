@@ -245,6 +245,29 @@ class TestMongoStoreRules(unittest.TestCase):
                                           "secure": False, "httpOnly": True, "path": "/"},
                                "passport": {"user": "7"}, "seen": "2026-01-01T00:00:00.000Z"})
 
+    def test_bson_types_express_wrote_are_read_as_json_stringify_sees_them(self):
+        # connect-mongo with stringify:false keeps a mongoose user._id as an ObjectId.
+        import bson
+        oid = bson.ObjectId("65a1f0c2e4b0a1b2c3d4e5f6")
+        self.client.test.sessions.insert_one({
+            "_id": "node", "expires": datetime(2099, 1, 1),
+            "session": {"cookie": {"originalMaxAge": None, "expires": None, "httpOnly": True,
+                                   "path": "/"},
+                        "passport": {"user": oid}, "price": bson.Decimal128("9.99")}})
+        got = self.store(stringify=False).get("node")
+        self.assertEqual(got["passport"], {"user": "65a1f0c2e4b0a1b2c3d4e5f6"})
+        self.assertEqual(got["price"], {"$numberDecimal": "9.99"})
+
+    def test_a_new_session_takes_over_a_document_whose_expires_is_no_date(self):
+        # Neither live nor expired by a date comparison: before, the create looped forever.
+        for expires in (None, "2020-01-01", 0):
+            with self.subTest(expires=expires):
+                self.client.test.sessions.delete_many({})
+                self.client.test.sessions.insert_one({"_id": "s1", "expires": expires, "session": "{}"})
+                store = self.store()
+                self.assertTrue(store.merge("s1", change(None, make_record(user="ada"))))
+                self.assertEqual(store.get("s1")["user"], "ada")
+
     def test_either_session_form_is_read_whatever_stringify_says(self):
         store = self.store(stringify=True)
         self.client.test.sessions.insert_one({"_id": "obj", "expires": datetime(2099, 1, 1),
@@ -508,6 +531,7 @@ class TestMongoStoreRules(unittest.TestCase):
     def test_bad_options_are_rejected_at_construction_with_the_option_named(self):
         bad = [({"ttl": 0}, ValueError, "ttl"), ({"ttl": -1}, ValueError, "ttl"),
                ({"ttl": True}, ValueError, "ttl"), ({"ttl": "60"}, ValueError, "ttl"),
+               ({"ttl": float("inf")}, ValueError, "ttl"), ({"ttl": float("nan")}, ValueError, "ttl"),
                ({"touch_after": -1}, ValueError, "touch_after"),
                ({"touch_after": None}, ValueError, "touch_after"),
                ({"auto_remove": "sometimes"}, ValueError, "auto_remove"),

@@ -124,6 +124,14 @@ class TestRecordFormat(unittest.TestCase):
         self.assertEqual(session.decode_record(text)["r"], 0.25)
         self.assertIn('"r":0.25,"s":0.00001', text)
 
+    def test_a_lone_surrogate_is_written_escaped_as_json_stringify_writes_it(self):
+        # Express writes half an emoji (a cut string) as "\\ud83d", which Python reads as a
+        # lone surrogate: written back raw, it is no UTF-8, and a store cannot keep it.
+        text = session.encode_record({"cookie": {"path": "/"}, "cut": "ab\ud83d", "ok": "é😀"})
+        self.assertIn('"cut":"ab\\ud83d","ok":"é😀"', text)
+        text.encode("utf-8")
+        self.assertEqual(session.decode_record(text)["cut"], "ab\ud83d")
+
     def test_a_record_express_wrote_with_small_floats_is_not_rewritten_by_reading_it(self):
         text = ('{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
                 '"views":3,"rate":[0.00001,1e-7]}')  # read as text: its data's JSON is kept
