@@ -1871,10 +1871,17 @@ async def _in_thread(function: Callable, *args: Any) -> Any:
     import asyncio  # here, not at the top: a WSGI app never pays for importing it
     import contextvars
     call = functools.partial(contextvars.copy_context().run, function, *args)
-    done = asyncio.get_running_loop().run_in_executor(None, call)
+    # A cancelled caller leaves the call running: a write is never dropped from the pool's queue.
+    return await _to_its_end(asyncio.get_running_loop().run_in_executor(None, call))
+
+
+async def _to_its_end(done: Any) -> Any:
+    """``await done`` (a future or task), which a cancellation of this await leaves running;
+    a failure nobody awaits then is logged."""
+    import asyncio
     try:
-        return await asyncio.shield(done)  # a cancelled caller leaves the call running: a
-    except asyncio.CancelledError:          # write is never dropped from the pool's queue
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
         done.add_done_callback(_report_orphaned_write)
         raise
 
@@ -1894,11 +1901,7 @@ class _Writes(set):
         task = asyncio.ensure_future(write)
         self.add(task)
         task.add_done_callback(self.discard)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(_report_orphaned_write)  # nobody else will see it fail
-            raise
+        return await _to_its_end(task)
 
     async def wait(self) -> None:
         """Until every write started on the running event loop has ended."""

@@ -74,6 +74,24 @@ def run_with_counted_threads(work):
         pool.shutdown()
 
 
+def cancel_a_write_then_aclose(store: Any, sid: str, change: Any, after: float) -> None:
+    """On a fresh loop: ``store.amerge(sid, change)`` cancelled ``after`` seconds in (the
+    client went away), then ``await store.aclose()``, as an app's lifespan shutdown does,
+    before the loop ends (which would cancel the write itself)."""
+    async def app_then_shutdown() -> None:
+        request = asyncio.ensure_future(store.amerge(sid, change))
+        await asyncio.sleep(after)
+        request.cancel()
+        try:
+            await request
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("the write ended before its request was cancelled")
+        await store.aclose()
+    asyncio.run(app_then_shutdown())
+
+
 def _check_header_list(headers: Any) -> list:
     assert isinstance(headers, (list, tuple)), f"headers must be a list or tuple: {headers!r}"
     out = []

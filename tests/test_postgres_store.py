@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import session
 from tests.postgres_server import INSTALL, PostgresServer, postgres_server_available
-from tests.asgi_support import run_with_counted_threads
+from tests.asgi_support import cancel_a_write_then_aclose, run_with_counted_threads
 from tests.store_contract import StoreContract, make_record, user_data
 from tests.support import has_module, requires
 
@@ -609,15 +609,7 @@ class TestCoroutines(PostgresCase):
         self.addCleanup(blocker.close)
         blocker.execute("SELECT 1 FROM session WHERE sid = 's' FOR UPDATE")  # the write waits
         threading.Timer(0.3, blocker.rollback).start()
-
-        async def app_then_shutdown():
-            request = asyncio.ensure_future(store.amerge("s", change))
-            await asyncio.sleep(0.1)
-            request.cancel()  # the client went away
-            with self.assertRaises(asyncio.CancelledError):
-                await request
-            await store.aclose()
-        asyncio.run(app_then_shutdown())
+        cancel_a_write_then_aclose(store, "s", change, after=0.1)
         self.assertEqual(store.get("s").get("n"), 1)
 
     def test_a_write_that_fails_after_its_request_was_cancelled_is_logged(self):

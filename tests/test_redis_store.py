@@ -21,6 +21,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import session
+from tests.asgi_support import cancel_a_write_then_aclose
 from tests.redis_server import RedisServer, redis_server_available
 from tests.store_contract import StoreContract
 from tests.support import has_module, has_program, requires
@@ -820,15 +821,7 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
         change = session.Change(self.raw.get("sess:s").decode(), session.encode_record(record(None, n=2)),
                                 None)
         self.raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # the write waits
-
-        async def app_then_shutdown():
-            request = asyncio.ensure_future(store.amerge("s", change))
-            await asyncio.sleep(0.05)
-            request.cancel()  # the client went away
-            with self.assertRaises(asyncio.CancelledError):
-                await request
-            await store.aclose()
-        asyncio.run(app_then_shutdown())
+        cancel_a_write_then_aclose(store, "s", change, after=0.05)
         self.assertEqual(store.get("s")["n"], 2)
 
     def test_adestroy_and_an_expired_aset_delete(self):
