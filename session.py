@@ -37,6 +37,7 @@ import logging
 import math
 import re
 import secrets as _secrets
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -303,15 +304,19 @@ class _Core:
             rest = text[len(no_expiry):len(no_expiry) + 1]
             data = "{" + text[len(no_expiry) + 1:] if rest == "," else "{}" if rest == "}" else None
             if data is not None and (rest == "," or len(text) == len(no_expiry) + 1):
-                return _decode(data), Cookie._make(attrs, None, None), 0, text, data
+                decoded = _decode(data)
+                if "cookie" not in decoded:
+                    return decoded, Cookie._make(attrs, None, None), 0, text, data
         found = templates[4].match(text)
         if found is not None:
             null, original, expires, sep = found.groups()
             at = found.end()
             data = "{" + text[at:] if sep == "," else "{}" if at == len(text) else None
             if data is not None:
-                cookie = Cookie._make(attrs, None if null else int(original), expires)
-                return _decode(data), cookie, 0, text, data  # expires: parsed when needed
+                decoded = _decode(data)
+                if "cookie" not in decoded:
+                    cookie = Cookie._make(attrs, None if null else int(original), expires)
+                    return decoded, cookie, 0, text, data  # expires: parsed when needed
         return _read_record(decode_record(text), text)
 
     # -- express-session's four decisions (index.js: shouldSetCookie, shouldSave,
@@ -735,12 +740,16 @@ class Session(dict):
     @property
     def is_new(self) -> bool:
         """True for a session this request made: none was loaded, or regenerate() replaced it
-        (express: the cookie's ID is not the session's)."""
+        (express: the cookie's ID is not the session's).  A page that depends on it depends
+        on the Cookie header: it counts as a read (Vary: Cookie)."""
+        self._read = True
         return self._is_new
 
     @property
     def modified(self) -> bool:
-        """Whether the data (or the ID) changed during this request (express's isModified)."""
+        """Whether the data (or the ID) changed during this request (express's isModified);
+        a read, as ``is_new``."""
+        self._read = True
         return self._modified(self._current())
 
     @property
@@ -836,7 +845,8 @@ class Session(dict):
         request = self._request()
         if request.pending is not None:
             raise SessionError(f"under ASGI, use await session.{awaitable}() instead of "
-                               f"session.{method}(): the store is not called from the event loop")
+                               f"session.{method}() (from a worker thread, run it on the event "
+                               f"loop: anyio.from_thread.run(session.{awaitable}))")
         return request
 
     def _save_action(self) -> tuple:
@@ -1103,6 +1113,11 @@ class Session(dict):
         self._use()
         return dict(dict.items(self))
 
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        """copy.copy(), copy.deepcopy() and pickle give the data as a plain dict: the session
+        itself belongs to its request."""
+        return dict, (self.copy(),)
+
 
 for _name in ("__iter__", "keys", "values",
               "items", "pop", "popitem", "__delitem__", "clear", "__eq__", "__ne__",
@@ -1281,10 +1296,10 @@ class Cookie:
                 raise TypeError("a cookie field of the stored record is not a plain value") from None
             raise
         original = get("originalMaxAge")
-        if original is not None and not (_is_number(original) and math.isfinite(original)
-                                         and abs(original) <= _MAX_AGE * 1000):
+        if original is not None and not (_is_number(original) and abs(original) <= _MAX_AGE * 1000
+                                         and math.isfinite(original)):
             raise ValueError("the stored cookie's originalMaxAge must be a number of ms within "
-                             f"{_MAX_AGE * 1000} either way, or null, not {original!r}")
+                             f"{_MAX_AGE * 1000} either way, or null, not {original!r:.40}")
         expires = get("expires")
         return cls._make(attrs, original, None if expires is None else _expires_ms(expires))
 
@@ -2659,16 +2674,23 @@ def _scope_path(scope: dict) -> str:
     """The request's path under the ASGI app's mount point (root_path), as WSGI's
     SCRIPT_NAME + PATH_INFO: servers that already put root_path in path are read as such."""
     root, path = scope.get("root_path", ""), scope.get("path", "")
-    return (path if not root or path.startswith(root) else root + path) or "/"
+    if not root or path == root or path.startswith(root if root.endswith("/") else root + "/"):
+        return path or "/"
+    return root + path
 
 
 def _cookie_header(scope: dict) -> Optional[str]:
     """The request's Cookie header; several (HTTP/2 sends one per cookie) joined with "; "."""
-    found = None
+    found = []
     for name, value in scope.get("headers") or ():
         if len(name) == 6 and name.lower() == b"cookie":
-            found = value if found is None else found + b"; " + value
-    return None if found is None else found.decode("latin-1")
+            found.append(value)
+    if not found:
+        return None
+    try:
+        return b"; ".join(found).decode("latin-1")
+    except TypeError:  # a value that is not bytes (out of the ASGI spec): read as no cookie
+        return None
 
 
 def _add_vary_cookie_bytes(headers: list) -> None:
@@ -2706,9 +2728,14 @@ def _check_secrets(secret: Any) -> list:
     return list(listed)
 
 
-def _check_ttl(ttl: Any) -> None:
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl >= 0:
-        raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
+def _check_ttl(ttl: Any, positive: bool = False) -> None:
+    """A store's ``ttl`` option: seconds, >= 0 (> 0 if ``positive``), infinity meaning never;
+    an int too large for a float is refused here rather than by every save."""
+    if (not _is_number(ttl) or not (ttl > 0 if positive else ttl >= 0)
+            or (not isinstance(ttl, float) and ttl > sys.float_info.max)):
+        least = "> 0" if positive else ">= 0"
+        raise ValueError(f"ttl must be a number of seconds {least} within a float's range, "
+                         f"not {ttl!r:.40}")
 
 
 def _max_age_ms(seconds: Any, what: str, allow_negative: bool) -> Optional[float]:
@@ -2719,13 +2746,13 @@ def _max_age_ms(seconds: Any, what: str, allow_negative: bool) -> Optional[float
         seconds = seconds.total_seconds()
     elif not _is_number(seconds):
         raise TypeError(f"{what} must be a number of seconds, a timedelta or None, not {seconds!r}")
-    if not math.isfinite(seconds):
+    if isinstance(seconds, float) and not math.isfinite(seconds):
         raise ValueError(f"{what} must be finite, not {seconds!r}")
     if seconds < 0 and not allow_negative:
         raise ValueError(f"{what} must not be negative: {seconds!r}")
     if abs(seconds) > _MAX_AGE:
         raise ValueError(f"{what} must be at most {_MAX_AGE} seconds (about 317 years) either "
-                         f"way, not {seconds!r}")
+                         f"way, not {seconds!r:.40}")
     ms = seconds * 1000
     return int(ms) if ms == int(ms) else ms
 

@@ -186,8 +186,7 @@ class PostgresStore(session.Store):
             raise ValueError(f"table_name must be a non-empty str, not {table_name!r}")
         if schema_name is not None and (not isinstance(schema_name, str) or not schema_name):
             raise ValueError(f"schema_name must be None or a non-empty str, not {schema_name!r}")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ValueError(f"ttl must be a number of seconds > 0, not {ttl!r}")
+        session._check_ttl(ttl, positive=True)
         if prune_interval is not False and (isinstance(prune_interval, bool)
                                             or not isinstance(prune_interval, (int, float))
                                             or not prune_interval > 0):
@@ -410,7 +409,7 @@ class PostgresStore(session.Store):
         try:
             return session.decode_record(text)
         except ValueError as exc:
-            log.warning("PostgresStore %s: session %r is not a valid record, treated as missing: %s",
+            log.warning("PostgresStore %s: session %.6s... is not a valid record, treated as missing: %s",
                         self.table, sid, exc)
             return None
 
@@ -422,7 +421,7 @@ class PostgresStore(session.Store):
             try:
                 records[sid] = session.decode_record(text)
             except ValueError as exc:
-                log.warning("PostgresStore %s: session %r is not a valid record, skipped: %s",
+                log.warning("PostgresStore %s: session %.6s... is not a valid record, skipped: %s",
                             self.table, sid, exc)
         return records
 

@@ -154,8 +154,9 @@ class RedisStore(session.Store):
             raise ValueError("RedisStore takes a client or a url, not both")
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
-            raise ValueError(f"ttl must be a positive whole number of seconds, not {ttl!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= session._MAX_AGE:
+            raise ValueError(f"ttl must be a whole number of seconds from 1 to {session._MAX_AGE}, "
+                             f"not {ttl!r:.40}")
         self._redis = redis
         self._owns_client = client is None
         self._url = url

@@ -85,8 +85,7 @@ class ShelveStore(session.Store):
         path = os.fspath(path)
         if not isinstance(path, str) or not path:
             raise ValueError(f"path must be a file name, not {path!r}")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl >= 0:
-            raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
+        session._check_ttl(ttl)
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"ShelveStore: directory {folder!r} does not exist")
@@ -122,7 +121,7 @@ class ShelveStore(session.Store):
         try:
             return session.decode_record(data)
         except ValueError as exc:
-            log.warning("ShelveStore %s: session %r is not a valid record, treated as missing: %s",
+            log.warning("ShelveStore %s: session %.6s... is not a valid record, treated as missing: %s",
                         self.path, sid, exc)
             return None
 
@@ -157,7 +156,7 @@ class ShelveStore(session.Store):
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            log.warning("ShelveStore %s: session %r is not a valid record, treated as missing: %s",
+            log.warning("ShelveStore %s: session %.6s... is not a valid record, treated as missing: %s",
                         self.path, sid, exc)
             return None
 
@@ -218,7 +217,7 @@ class ShelveStore(session.Store):
             try:
                 records[sid] = session.decode_record(data)
             except ValueError as exc:
-                log.warning("ShelveStore %s: session %r is not a valid record, skipped: %s",
+                log.warning("ShelveStore %s: session %.6s... is not a valid record, skipped: %s",
                             self.path, sid, exc)
         return records
 
@@ -353,7 +352,7 @@ class ShelveStore(session.Store):
                     return int(raw[len(_HEAD):comma]) / 1000, raw[comma + len(_SESSION):-1]
                 except ValueError:
                     pass
-        log.warning("ShelveStore %s: session %r is not a value this store wrote, treated as missing",
+        log.warning("ShelveStore %s: session %.6s... is not a value this store wrote, treated as missing",
                     self.path, sid)
         return 0, None
 

@@ -166,8 +166,7 @@ class SQLiteStore(session.Store):
             raise ValueError(f"path must be a file name or ':memory:', not {path!r}")
         if not isinstance(table, str) or not _IDENTIFIER.match(table):
             raise ValueError(f"table must be an SQL identifier (letters, digits, _), not {table!r}")
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl >= 0:
-            raise ValueError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
+        session._check_ttl(ttl)
         memory = path == ":memory:"
         if not memory:
             folder = os.path.dirname(os.path.abspath(path))
@@ -607,7 +606,7 @@ class SQLiteStore(session.Store):
 
     def _bad_record(self, sid: str, exc: Exception) -> None:
         """Log a stored record that is not a session (invalid JSON or UTF-8); it counts as missing."""
-        log.warning("SQLiteStore %s: session %r is not a valid record, treated as missing: %s",
+        log.warning("SQLiteStore %s: session %.6s... is not a valid record, treated as missing: %s",
                     self.path, sid, exc)
 
     def _error(self, exc: sqlite3.Error) -> sqlite3.Error:

@@ -1172,6 +1172,15 @@ class TestScopes(unittest.TestCase):
                 self.assertEqual(seen, [has_session])
                 self.assertEqual(resp.cookie() is not None, has_session)
 
+    def test_a_path_that_only_begins_with_root_paths_text_is_under_root_path(self):
+        # Mounted at /app, "/apple" is /app/apple (Starlette reads it so too), not /apple.
+        seen = []
+        mw = middleware(simple_app(lambda s: seen.append("session" in s)), cookie={"path": "/app/"},
+                        save_uninitialized=True)
+        resp = call_asgi(mw, make_scope("/apple", root_path="/app"))
+        self.assertEqual(seen, [True])
+        self.assertEqual(resp.cookie().attrs["path"], "/app/")
+
     def test_secure_comes_from_the_scope_scheme(self):
         for https, sent in ((True, True), (False, False)):
             with self.subTest(https=https):

@@ -7,6 +7,7 @@ hostile header (a ratio, never an absolute time).
 """
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 import unittest
@@ -258,6 +259,19 @@ def app_doing(action):
     return app
 
 
+async def asgi_ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def asgi_receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def asgi_discard(message):
+    pass
+
+
 def hostile_header_cost(header: str, middleware) -> float:
     """Median CPU seconds the middleware spends on one request carrying ``header``."""
     times = []
@@ -291,6 +305,22 @@ class TestCookieHeaderParsing(unittest.TestCase):
     def test_parsing_is_linear_for_many_pairs_whose_keys_contain_the_name(self):
         pair = "x" + NAME + "=1; "
         self.assert_linear(lambda size: pair * (size // len(pair)))
+
+    def test_many_cookie_header_lines_under_asgi_are_joined_in_linear_time(self):
+        # HTTP/2 sends a header line per cookie; joining them one by one was quadratic.
+        mw = session.ASGISessionMiddleware(asgi_ok, secret=SECRET)
+
+        def cost(lines: int) -> float:
+            scope = {"type": "http", "path": "/", "headers": [(b"cookie", b"a=" + b"x" * 8)] * lines}
+            times = []
+            for _ in range(5):
+                start = time.process_time()
+                asyncio.run(mw(dict(scope), asgi_receive, asgi_discard))
+                times.append(time.process_time() - start)
+            return statistics.median(times)
+        cost(8_000)  # warm up
+        ratio = cost(64_000) / max(cost(8_000), 1e-6)
+        self.assertLess(ratio, 24, f"64,000 lines cost {ratio:.1f}x what 8,000 cost")
 
     def test_our_cookie_after_a_hostile_prefix_is_still_found(self):
         sid = "a" * 32
@@ -435,6 +465,15 @@ class TestOutOfRangeValuesAreRefusedWhereGiven(unittest.TestCase):
             session.Cookie().expires = far
         with self.assertRaisesRegex(ValueError, "expires"):
             session.SessionMiddleware(lambda e, s: [], secret=SECRET, cookie={"expires": far})
+
+    def test_a_number_too_large_for_a_float_is_refused_naming_the_option(self):
+        huge = 10 ** 400
+        with self.assertRaisesRegex(ValueError, "max_age"):
+            session.SessionMiddleware(lambda e, s: [], secret=SECRET, cookie={"max_age": huge})
+        with self.assertRaisesRegex(ValueError, "max_age"):
+            session.Cookie(max_age=huge)
+        with self.assertRaisesRegex(ValueError, "ttl"):
+            session.MemoryStore(ttl=huge)
 
     def test_the_longest_max_age_allowed_still_makes_valid_headers_and_records(self):
         mw = session.SessionMiddleware(app_doing(lambda s: s.__setitem__("n", 1)), secret=SECRET,

@@ -532,6 +532,7 @@ class TestMongoStoreRules(unittest.TestCase):
         bad = [({"ttl": 0}, ValueError, "ttl"), ({"ttl": -1}, ValueError, "ttl"),
                ({"ttl": True}, ValueError, "ttl"), ({"ttl": "60"}, ValueError, "ttl"),
                ({"ttl": float("inf")}, ValueError, "ttl"), ({"ttl": float("nan")}, ValueError, "ttl"),
+               ({"ttl": 10 ** 400}, ValueError, "ttl"),
                ({"touch_after": -1}, ValueError, "touch_after"),
                ({"touch_after": None}, ValueError, "touch_after"),
                ({"auto_remove": "sometimes"}, ValueError, "auto_remove"),

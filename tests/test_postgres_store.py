@@ -290,7 +290,8 @@ class TestTable(PostgresCase):
         self.assertEqual(self.sql("SELECT count(*) FROM app.session"), [(1,)])
 
     def test_bad_options_are_rejected_at_construction(self):
-        bad = [dict(ttl=0), dict(ttl=-1), dict(ttl=True), dict(ttl="60"), dict(table_name=""),
+        bad = [dict(ttl=0), dict(ttl=-1), dict(ttl=True), dict(ttl="60"), dict(ttl=10 ** 400),
+               dict(table_name=""),
                dict(table_name=None), dict(schema_name=""), dict(prune_interval=0),
                dict(prune_interval=True), dict(prune_interval=None)]
         for kwargs in bad:

@@ -162,7 +162,7 @@ class TestBadRecords(unittest.TestCase):
 
     def test_a_record_with_a_malformed_cookie_is_a_fresh_session_not_an_error(self):
         bad_cookies = [{"originalMaxAge": "soon"}, {"path": "/\r\nX: y"}, {"domain": 5},
-                       {"originalMaxAge": True}, "not an object", None]
+                       {"originalMaxAge": True}, {"originalMaxAge": 10 ** 400}, "not an object", None]
         for bad in bad_cookies:
             with self.subTest(cookie=bad):
                 out = []
@@ -173,6 +173,22 @@ class TestBadRecords(unittest.TestCase):
                 self.assertEqual(response.status.split()[0], "200")
                 self.assertNotEqual(out[0][0], sid)
                 self.assertEqual(out[0][1], {})
+
+    def test_a_record_with_two_cookie_keys_is_read_as_json_parse_reads_it(self):
+        # JSON.parse (Express) and decode_record keep the last "cookie": the data never holds one.
+        first = '{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}'
+        last = '{"originalMaxAge":null,"expires":null,"httpOnly":false,"path":"/admin"}'
+        timed = ('{"originalMaxAge":3600000,"expires":"2099-01-01T00:00:00.000Z","httpOnly":true,'
+                 '"path":"/"}')
+        for cookie in (first, timed):
+            with self.subTest(cookie=cookie):
+                seen = []
+                h = Harness(lambda e: seen.append((dict(sess(e)), sess(e).cookie.path)),
+                            cookie={"max_age": 3600} if cookie == timed else None)
+                text = f'{{"cookie":{cookie},"n":1,"cookie":{last}}}'
+                h.store._data["s-1"] = (time.time() + 3600, text)  # planted (MemoryStore's internals)
+                h.request(cookie=f"{NAME}={cookie_value('s-1')}")
+                self.assertEqual(seen, [({"n": 1}, "/admin")])
 
     def test_store_record_without_cookie_is_not_a_session(self):
         class Broken(session.Store):

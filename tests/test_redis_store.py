@@ -345,7 +345,7 @@ class TestRedisStoreClient(RedisTestCase):
             RedisStore(self.raw, url=_server.url)
 
     def test_bad_ttl_is_rejected_at_construction(self):
-        for bad in (0, -5, 1.5, True, "60"):
+        for bad in (0, -5, 1.5, True, "60", 10 ** 400):
             with self.assertRaises(ValueError, msg=repr(bad)):
                 RedisStore(self.raw, ttl=bad)
 

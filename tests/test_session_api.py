@@ -3,8 +3,10 @@ methods regenerate, destroy, reload, save and touch.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
+import pickle
 import unittest
 import unittest.mock
 
@@ -31,6 +33,24 @@ class TestSession(unittest.TestCase):
             self.assertEqual(out[key], want, key)
         self.assertEqual(out["items"], sorted(want.items()))
         self.assertFalse(out["has"], '"cookie" is not a key of the Session')
+
+    def test_copies_and_pickles_are_plain_dicts_of_the_data(self):
+        # The Session belongs to its request (its cookie, its store): a copy is the data alone.
+        out = {}
+
+        def look(environ):
+            s = sess(environ)
+            out.update(shallow=copy.copy(s), deep=copy.deepcopy(s), pickled=pickle.loads(pickle.dumps(s)))
+            out["deep"]["b"].append(3)  # a deep copy shares nothing with the session
+        h = Harness(look)
+        sid = h.seed({"a": 1, "b": [1, 2]})
+        h.request()
+        for key in ("shallow", "deep", "pickled"):
+            self.assertIs(type(out[key]), dict, key)
+        self.assertEqual(out["shallow"], {"a": 1, "b": [1, 2]})
+        self.assertEqual(out["pickled"], {"a": 1, "b": [1, 2]})
+        self.assertEqual(out["deep"], {"a": 1, "b": [1, 2, 3]})
+        self.assertEqual(h.store.get(sid)["b"], [1, 2])
 
     def test_dict_mutators_as_first_operation_are_saved(self):
         cases = {
