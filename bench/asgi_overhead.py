@@ -23,6 +23,11 @@ cookie the response sets, as a browser does.  Rows:
     + ours, PostgresStore              with --postgres: a private PostgreSQL cluster
                                        (tests/postgres_server.py), through the store's coroutines
                                        (psycopg's AsyncConnection) and through a thread
+    + floor                            the least a server-side session costs here, hand-written
+                                       (FloorMiddleware): find the cookie, unsign it (a verified
+                                       value is remembered), one read from a dict, one write when
+                                       the data's JSON changed, the cookie re-sent with its
+                                       Expires; no express rules, no merge, no Vary, no options
     + Starlette SessionMiddleware      the whole session in a signed cookie (itsdangerous)
     + starsessions (memory)            starsessions' SessionMiddleware + SessionAutoloadMiddleware,
                                        InMemoryStore
@@ -47,7 +52,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -86,6 +93,54 @@ def starlette_app(middleware: list, with_session: bool, probe: list):
         probe[0] = views
         return PlainTextResponse(str(views))
     return Starlette(routes=[Route("/incr", incr)], middleware=middleware)
+
+
+class FloorMiddleware:
+    """The floor row: a correct server-side session and nothing more (see the module's doc)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.data: dict = {}      # sid -> (expiry, the data's JSON)
+        self.verified: dict = {}  # cookie value as sent -> its session ID
+
+    async def __call__(self, scope, receive, send) -> None:
+        raw = sid = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                at = value.find(b"connect.sid=")
+                if at >= 0:
+                    raw = value[at + 12:].split(b";", 1)[0]
+        if raw is not None:
+            sid = self.verified.get(raw)
+            if sid is None:
+                text = sx._decode_uri_component(raw.decode("latin-1"))
+                sid = sx.unsign(text[2:], SECRET) if text.startswith("s:") else None
+                if sid is not None:
+                    self.verified[raw] = sid
+        entry = self.data.get(sid) if sid is not None else None
+        text = entry[1] if entry is not None and entry[0] > time.time() else None
+        data = scope["session"] = json.loads(text) if text else {}
+        if sid is None:
+            sid, raw = secrets.token_urlsafe(24), None
+        held: list = []
+
+        async def send_with_session(message) -> None:
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            if held:  # the body begins: write the session if it changed, then the head
+                start = held.pop()
+                new = json.dumps(data, separators=(",", ":")) if data or text else None
+                if new is not None and new != text:
+                    expiry = time.time() + MAX_AGE
+                    self.data[sid] = (expiry, new)
+                    value = raw or sx._encode_uri_component("s:" + sx.sign(sid, SECRET)).encode()
+                    cookie = (b"connect.sid=" + value + b"; Path=/; Expires="
+                              + sx._http_date(int(expiry)).encode() + b"; HttpOnly")
+                    start = {**start, "headers": [*start.get("headers", ()), (b"set-cookie", cookie)]}
+                await send(start)
+            await send(message)
+        await self.app(scope, receive, send_with_session)
 
 
 class Row:
@@ -148,6 +203,9 @@ def rows(args, cleanup: list) -> list:
         cleanup.append(threaded_pg.close)
         out.append(ours("+ ours, PostgresStore through a thread", threaded_pg))
 
+    probe = [0]
+    out.append(Row("+ floor", starlette_app([Middleware(FloorMiddleware)], True, probe), probe,
+                   "connect.sid"))
     from starlette.middleware.sessions import SessionMiddleware as StarletteSessions
     probe = [0]
     out.append(Row("+ Starlette SessionMiddleware",
@@ -285,6 +343,9 @@ async def measure(table: list, args) -> int:
         print(f"{label:{width}}  {statistics.median(row.times):8.2f}  {over[label]:8.2f}  "
               f"{spread[label][0]:5.1f} -{spread[label][1]:5.1f}  {ratio}")
     mine = over["+ ours, MemoryStore"]
+    floor = over["+ floor"]
+    print(f"\nours (MemoryStore) overhead / floor's: {mine / floor:.2f}; floor / starsessions': "
+          + (f"{floor / star:.2f}" if star else "n/a"))
     if star:
         ok = mine <= star / 2
         print(f"\ntarget: ours (MemoryStore) overhead <= half of starsessions': {mine:.2f} <= "
