@@ -1136,8 +1136,8 @@ def _same(a: Any, b: Any) -> bool:
         return True
     if type(a) is not type(b):
         return False
-    if type(a) in _IMMUTABLE:
-        return a == b
+    if type(a) in _IMMUTABLE:  # 0.0 == -0.0, but JSON tells them apart
+        return a == b and (type(a) is not float or math.copysign(1, a) == math.copysign(1, b))
     try:
         return _encode(a) == _encode(b)
     except (TypeError, ValueError, RecursionError):
@@ -1597,7 +1597,7 @@ class Change:
             expires = theirs
         else:
             record["cookie"] = self.cookie()
-        return _encode(record), expires
+        return encode_record(record), expires
 
     def __repr__(self) -> str:
         return f"Change(base={self.base!r:.40}, text={self.text!r:.60}, expires={self.expires!r})"
@@ -2115,7 +2115,7 @@ def _with_cookie(text: str, cookie: str) -> str:
         return '{"cookie":' + cookie + text[end:]
     record = _decode(text)
     record["cookie"] = _decode(cookie)
-    return _encode(record)
+    return encode_record(record)
 
 
 class _SeenExpiries(dict):
@@ -2166,7 +2166,7 @@ class SessionMiddleware(_Core):
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         key = self.environ_key
-        if environ.get(key) is not None:
+        if _in_use(environ.get(key)):  # an outer middleware with the same key serves it
             return self.app(environ, start_response)
         options = self._options or self._request_options(environ)
         if options.scoped and not options.covers(_request_path(environ)):
@@ -2181,9 +2181,20 @@ class SessionMiddleware(_Core):
         except BaseException:
             exchange.release()  # the app raised: nothing is saved
             raise
-        if type(result) is list or type(result) is tuple:
-            exchange.end()  # the body is complete: no app code can run after this
-            return result
+        wrapper = environ.get("wsgi.file_wrapper")
+        if type(result) is list or type(result) is tuple or (isinstance(wrapper, type)
+                and isinstance(result, wrapper) and exchange._held is _NOTHING):
+            # The body is complete, or a file the server may send by itself: no app code
+            # runs after this, so the store action is now.
+            try:
+                exchange.end()
+            except BaseException:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise
+            held = exchange._held  # the last bytes the app gave write(), held for the store
+            return result if held is _NOTHING else [held, *result]
         exchange.body = result
         return exchange
 
@@ -2212,14 +2223,14 @@ class SessionMiddleware(_Core):
 
 
 class _Exchange(_Request):
-    """One WSGI request, and its response: holds the app's headers and its last body chunk back.
+    """One WSGI request, and its response: holds the app's headers and its last body bytes back.
 
     Like express, which decides Set-Cookie when the response head is written,
     the headers are decided when the first body chunk is about to go out (or
     the app calls write()), so session changes made after start_response
-    still count.  The last chunk waits until the store write has finished; a
-    body complete by then gets its headers after the store write, so a
-    session found gone from the store is not sent a cookie.
+    still count.  The last bytes, yielded or written, wait until the store
+    write has finished; a body complete by then gets its headers after the
+    store write, so a session found gone from the store is not sent a cookie.
     """
 
     __slots__ = ("sess", "_start_response", "_status", "_headers", "_exc_info", "_write",
@@ -2235,11 +2246,14 @@ class _Exchange(_Request):
         self._start_response = start_response
         self._status = None
         self._sent = False
-        self._held = _NOTHING  # the body chunk __iter__ holds back
+        self._held = _NOTHING  # the body's last bytes (a chunk, or what write() was given)
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
         if exc_info is not None and self._sent:
             return self._start_response(status, headers, exc_info)  # the server re-raises
+        if exc_info is None and self._status is not None:
+            raise AssertionError("start_response was already called: PEP 3333 allows another "
+                                 "call only with exc_info, to replace the status of an error")
         self._status, self._headers, self._exc_info = status, headers, exc_info
         return self.write
 
@@ -2251,17 +2265,16 @@ class _Exchange(_Request):
 
     def write(self, data: bytes) -> None:
         self.send_headers()
-        held = self._held
-        if held is not _NOTHING:  # a chunk the app yielded before this write goes out first
-            self._held = _NOTHING
+        held, self._held = self._held, data  # these may be the last: held for the store write
+        if held is not _NOTHING:
             self._write(held)
-        self._write(data)
 
     def end(self, respond: bool = True) -> None:
         """The app is done: the store action, then (unless ``respond`` is False: the server
         gave up on the response) the headers if they are not sent yet."""
         mw, sess = self.core, self.sess
         self.sess = None  # ended, whatever happens below (close() must not end it again)
+        self.ended = True  # from here on, regenerate() and destroy() come too late
         try:
             attached = self.attached(sess)  # once for both steps, as is the data's JSON
             current = sess._current()
@@ -2282,7 +2295,11 @@ class _Exchange(_Request):
         self.sess = self.context = self._start_response = self._write = self._exc_info = None
 
     def __iter__(self) -> Iterator[bytes]:
-        chunks = iter(self.body)
+        try:
+            chunks = iter(self.body)
+        except BaseException:
+            self.release()  # the app raised: nothing is saved
+            raise
         while True:
             try:
                 chunk = next(chunks)
@@ -2346,7 +2363,7 @@ class ASGISessionMiddleware(_Core):
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         key = self.scope_key
-        if (kind != "http" and kind != "websocket") or scope.get(key) is not None:
+        if (kind != "http" and kind != "websocket") or _in_use(scope.get(key)):
             return await self.app(scope, receive, send)
         options = self._options or self._request_options(scope)
         if options.scoped and not options.covers(_scope_path(scope)):
@@ -2600,6 +2617,14 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _in_use(found: Any) -> bool:
+    """Whether the session key of an environ or scope holds what must be passed through: an
+    outer middleware's session, or the app's own value, but not the session of a request that
+    has ended (a wrapper that calls the app again with the same environ: an error page, an
+    internal forward), which is loaded again."""
+    return found is not None and not (type(found) is Session and found._req.context is None)
 
 
 def _raw_cookie(header: str, name: str) -> Optional[str]:

@@ -1155,6 +1155,19 @@ class TestScopes(unittest.TestCase):
         self.assertEqual(inner_store.calls, [])
         self.assertEqual(data_of(outer_store, resp.cookie().sid), {"n": 1})
 
+    def test_the_scope_of_a_finished_request_given_again_gets_a_session_of_its_own(self):
+        # A wrapper that calls the app again with the same scope (an error page): the first
+        # request's session is over, so the second loads the record again and saves its change.
+        store, sid, cookie = seeded({"n": 1})
+
+        def count(scope):
+            scope["session"]["n"] += 1
+        mw = middleware(simple_app(count), store)
+        scope = make_scope(cookie=cookie)
+        call_asgi(mw, scope)
+        call_asgi(mw, scope)
+        self.assertEqual(data_of(store, sid), {"n": 3})
+
     def test_the_session_is_scoped_by_root_path_plus_path(self):
         cases = [
             ("mounted at /app, path under it", "/app", "/x", True),

@@ -384,6 +384,32 @@ class TestMemoryStore(InProcess, ConcurrencyRules, unittest.TestCase):
         return session.MemoryStore()
 
 
+class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
+    """Change.apply: what a store's merge writes when another request saved meanwhile."""
+
+    COOKIE = {"originalMaxAge": None, "expires": None, "httpOnly": True, "path": "/"}
+
+    def apply(self, loaded: dict, theirs: dict, mine: dict) -> dict:
+        encode = session.encode_record
+        change = session.Change(encode({"cookie": self.COOKIE, **loaded}),
+                                encode({"cookie": self.COOKIE, **mine}), None)
+        text, _ = change.apply(encode({"cookie": self.COOKIE, **theirs}))
+        return {k: v for k, v in session.decode_record(text).items() if k != "cookie"}
+
+    def test_data_nested_deeper_than_the_encoders_limit_is_merged(self):
+        deep: Any = "leaf"
+        for _ in range(sys.getrecursionlimit() - 15):  # the app could save it: on a new stack
+            deep = [deep]
+        merged = self.apply({"tree": deep}, {"tree": deep, "b": 1}, {"tree": deep, "a": 1})
+        self.assertEqual((merged["a"], merged["b"]), (1, 1))
+
+    def test_zero_changed_to_minus_zero_is_a_change(self):
+        # 0.0 == -0.0 in Python, but the record's JSON differs, as JavaScript's Object.is does.
+        merged = self.apply({"t": 0.0}, {"t": 0.0, "b": 1}, {"t": -0.0})
+        self.assertEqual(str(merged["t"]), "-0.0")
+        self.assertEqual(merged["b"], 1)
+
+
 class TestWholeRecordWritesLoseKeys(unittest.TestCase):
     """The same requests through a store the middleware writes with set() (no merge) lose
     keys: the requests above do overlap enough to lose them."""

@@ -68,6 +68,22 @@ class TestStreaming(unittest.TestCase):
         last_chunk = max(i for i, k in enumerate(kinds) if k == "chunk")
         self.assertLess(kinds.index("touch-done"), last_chunk, events)
 
+    def test_the_last_bytes_given_to_write_wait_for_the_store_write(self):
+        # DESIGN's lifecycle, step 5, for an app that writes its body through write().
+        events = []
+
+        def app(environ, start_response):
+            environ["session"]["u"] = 1
+            write = start_response("200 OK", [])
+            write(b"hello, ")
+            write(b"world")
+            return []
+        store = RecordingStore(events=events)
+        resp = Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request(events=events)
+        self.assertEqual(resp.body, b"hello, world")
+        kinds = [e[0] if e[0] != "chunk" else e[1] for e in events]
+        self.assertEqual(kinds, ["start_response", b"hello, ", "set-done", b"world", "end"])
+
     def test_legacy_write_callable_works(self):
         store = RecordingStore()
 
@@ -125,6 +141,102 @@ class TestStreaming(unittest.TestCase):
             return Body()
         Client(session.SessionMiddleware(app, secret=SECRET)).request()
         self.assertEqual(closed, [True])
+
+    def test_the_servers_file_wrapper_is_returned_as_it_is(self):
+        # The server can then send the file by itself (sendfile), and the store write is done.
+        class FileWrapper:
+            def __init__(self, data):
+                self.data, self.closed = data, False
+
+            def __iter__(self):
+                yield self.data
+
+            def close(self):
+                self.closed = True
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["views"] = 1
+            start_response("200 OK", [("Content-Length", "4")])
+            return environ["wsgi.file_wrapper"](b"file")
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http",
+               "wsgi.file_wrapper": FileWrapper}
+        sent = []
+        body = mw(env, lambda status, headers, exc_info=None: sent.append(headers))
+        self.assertIs(type(body), FileWrapper)
+        self.assertEqual(store.count("set"), 1)
+        self.assertIn("Set-Cookie", [name for name, _ in sent[0]])
+
+    def test_a_body_whose_iter_raises_saves_nothing(self):
+        class Body:
+            def __iter__(self):
+                raise RuntimeError("the app failed")
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["views"] = 1
+            start_response("200 OK", [])
+            return Body()
+        with self.assertRaisesRegex(RuntimeError, "the app failed"):
+            Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
+        self.assertEqual(store.count("set"), 0)
+
+    def test_start_response_called_again_without_exc_info_raises(self):
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            start_response("404 Not Found", [])
+            return [b""]
+        with self.assertRaisesRegex(AssertionError, "exc_info"):
+            Client(session.SessionMiddleware(app, secret=SECRET)).request()
+
+    def test_regenerate_or_destroy_after_the_response_ended_raises(self):
+        # As under ASGI: Werkzeug's call_on_close runs after the store action, too late.
+        for late in ("regenerate", "destroy"):
+            with self.subTest(late=late):
+                seen = []
+
+                class Body:
+                    def __init__(self, sess):
+                        self.sess = sess
+
+                    def __iter__(self):
+                        yield b"x"
+
+                    def close(self):
+                        try:
+                            getattr(self.sess, late)()
+                        except session.SessionError as exc:
+                            seen.append(exc)
+
+                def app(environ, start_response):
+                    environ["session"]["user"] = "ada"
+                    start_response("200 OK", [])
+                    return Body(environ["session"])
+                store = RecordingStore()
+                resp = Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
+                self.assertEqual(len(seen), 1)
+                self.assertEqual(store.get(resp.cookie().sid)["user"], "ada")
+
+    def test_the_same_environ_given_to_the_app_again_gets_a_session_of_its_own(self):
+        # An error-document wrapper or an internal forward calls the app again with the
+        # environ of a finished request: that request's session is not passed through.
+        store = RecordingStore()
+
+        def counter(environ, start_response):
+            s = environ["session"]
+            s["n"] = s.get("n", 0) + 1
+            start_response("200 OK", [])
+            return [str(s["n"]).encode()]
+        mw = session.SessionMiddleware(counter, secret=SECRET, store=store)
+        first = Client(mw).request()
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http",
+               "HTTP_COOKIE": f"{NAME}={first.cookie().value}"}
+        for _ in range(2):
+            body = mw(env, lambda status, headers, exc_info=None: None)
+            self.assertIsInstance(body, list)
+        self.assertEqual(body, [b"3"])
+        self.assertEqual(store.get(first.cookie().sid)["n"], 3)
 
     def test_a_client_that_leaves_mid_body_still_gets_the_store_action(self):
         # The server stops iterating and calls close(): the app did not fail, the client left.
