@@ -2264,6 +2264,8 @@ class _Exchange(_Request):
             self._write = self._start_response(self._status, headers, self._exc_info)
 
     def write(self, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray)):  # refused now, inside the app: not saved
+            raise TypeError(f"write() takes bytes, not {type(data).__name__}")
         self.send_headers()
         held, self._held = self._held, data  # these may be the last: held for the store write
         if held is not _NOTHING:
@@ -2624,7 +2626,9 @@ def _in_use(found: Any) -> bool:
     outer middleware's session, or the app's own value, but not the session of a request that
     has ended (a wrapper that calls the app again with the same environ: an error page, an
     internal forward), which is loaded again."""
-    return found is not None and not (type(found) is Session and found._req.context is None)
+    if type(found) is Session and found._req is not None:  # not a detached Session()
+        return found._req.context is not None
+    return found is not None
 
 
 def _raw_cookie(header: str, name: str) -> Optional[str]:

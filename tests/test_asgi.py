@@ -1155,6 +1155,14 @@ class TestScopes(unittest.TestCase):
         self.assertEqual(inner_store.calls, [])
         self.assertEqual(data_of(outer_store, resp.cookie().sid), {"n": 1})
 
+    def test_a_detached_session_the_caller_put_in_the_scope_passes_through(self):
+        seen = []
+        mw = middleware(simple_app(lambda scope: seen.append(scope["session"]["user"])))
+        scope = make_scope()
+        scope["session"] = session.Session(user="ada")
+        resp = call_asgi(mw, scope)
+        self.assertEqual((seen, resp.cookies()), (["ada"], []))
+
     def test_the_scope_of_a_finished_request_given_again_gets_a_session_of_its_own(self):
         # A wrapper that calls the app again with the same scope (an error page): the first
         # request's session is over, so the second loads the record again and saves its change.

@@ -218,6 +218,27 @@ class TestStreaming(unittest.TestCase):
                 self.assertEqual(len(seen), 1)
                 self.assertEqual(store.get(resp.cookie().sid)["user"], "ada")
 
+    def test_write_refuses_what_is_not_bytes_inside_the_app_so_nothing_is_saved(self):
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["paid"] = True
+            start_response("200 OK", [])("not bytes")
+            return []
+        with self.assertRaisesRegex(TypeError, "bytes"):
+            Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
+        self.assertEqual(store.count("set"), 0)
+
+    def test_a_detached_session_the_caller_put_in_the_environ_passes_through(self):
+        # Session() is a detached session, for tests: DESIGN's step 0 passes it through.
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return [environ["session"]["user"].encode()]
+        mw = session.SessionMiddleware(app, secret=SECRET)
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http",
+               "session": session.Session(user="ada")}
+        self.assertEqual(mw(env, lambda status, headers, exc_info=None: None), [b"ada"])
+
     def test_the_same_environ_given_to_the_app_again_gets_a_session_of_its_own(self):
         # An error-document wrapper or an internal forward calls the app again with the
         # environ of a finished request: that request's session is not passed through.
