@@ -2166,7 +2166,8 @@ class SessionMiddleware(_Core):
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         key = self.environ_key
-        if _in_use(environ.get(key)):  # an outer middleware with the same key serves it
+        found = environ.get(key)
+        if found is not None and _in_use(found):  # an outer middleware's session, say
             return self.app(environ, start_response)
         options = self._options or self._request_options(environ)
         if options.scoped and not options.covers(_request_path(environ)):
@@ -2181,9 +2182,8 @@ class SessionMiddleware(_Core):
         except BaseException:
             exchange.release()  # the app raised: nothing is saved
             raise
-        wrapper = environ.get("wsgi.file_wrapper")
-        if type(result) is list or type(result) is tuple or (isinstance(wrapper, type)
-                and isinstance(result, wrapper) and exchange._held is _NOTHING):
+        if type(result) is list or type(result) is tuple or (
+                _is_file_wrapper(result, environ) and exchange._held is _NOTHING):
             # The body is complete, or a file the server may send by itself: no app code
             # runs after this, so the store action is now.
             try:
@@ -2365,7 +2365,8 @@ class ASGISessionMiddleware(_Core):
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         key = self.scope_key
-        if (kind != "http" and kind != "websocket") or _in_use(scope.get(key)):
+        found = scope.get(key)
+        if (kind != "http" and kind != "websocket") or (found is not None and _in_use(found)):
             return await self.app(scope, receive, send)
         options = self._options or self._request_options(scope)
         if options.scoped and not options.covers(_scope_path(scope)):
@@ -2621,14 +2622,20 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+def _is_file_wrapper(body: Any, environ: dict) -> bool:
+    """Whether the app's body is the server's wsgi.file_wrapper (which it may sendfile)."""
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(body, wrapper)
+
+
 def _in_use(found: Any) -> bool:
-    """Whether the session key of an environ or scope holds what must be passed through: an
+    """Whether what the session key of an environ or scope holds must be passed through: an
     outer middleware's session, or the app's own value, but not the session of a request that
     has ended (a wrapper that calls the app again with the same environ: an error page, an
     internal forward), which is loaded again."""
     if type(found) is Session and found._req is not None:  # not a detached Session()
         return found._req.context is not None
-    return found is not None
+    return True
 
 
 def _raw_cookie(header: str, name: str) -> Optional[str]:
