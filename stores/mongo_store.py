@@ -83,8 +83,8 @@ class MongoStore(session.Store):
         if not isinstance(collection, str) or not collection or "$" in collection:
             raise ValueError(f"collection must be a non-empty str without '$', not {collection!r}")
         if not _is_number(ttl) or not 0 < ttl <= session._MAX_AGE:
-            raise ValueError(f"ttl must be a number of seconds above 0, at most {session._MAX_AGE}, "
-                             f"not {ttl!r:.40}")
+            raise ValueError(f"ttl must be a number of seconds above 0, at most "
+                             f"{session._MAX_AGE}, not {ttl!r:.40}")
         if not _is_number(touch_after) or touch_after < 0:
             raise ValueError(f"touch_after must be a number of seconds >= 0, not {touch_after!r}")
         if not isinstance(stringify, bool):

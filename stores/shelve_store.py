@@ -121,8 +121,8 @@ class ShelveStore(session.Store):
         try:
             return session.decode_record(data)
         except ValueError as exc:
-            log.warning("ShelveStore %s: session %.6s... is not a valid record, treated as missing: %s",
-                        self.path, sid, exc)
+            log.warning("ShelveStore %s: session %.6s... is not a valid record, treated as "
+                        "missing: %s", self.path, sid, exc)
             return None
 
     def set(self, sid: str, record: dict) -> None:
@@ -156,8 +156,8 @@ class ShelveStore(session.Store):
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            log.warning("ShelveStore %s: session %.6s... is not a valid record, treated as missing: %s",
-                        self.path, sid, exc)
+            log.warning("ShelveStore %s: session %.6s... is not a valid record, treated as "
+                        "missing: %s", self.path, sid, exc)
             return None
 
     def merge(self, sid: str, change: session.Change) -> bool:
@@ -352,8 +352,8 @@ class ShelveStore(session.Store):
                     return int(raw[len(_HEAD):comma]) / 1000, raw[comma + len(_SESSION):-1]
                 except ValueError:
                     pass
-        log.warning("ShelveStore %s: session %.6s... is not a value this store wrote, treated as missing",
-                    self.path, sid)
+        log.warning("ShelveStore %s: session %.6s... is not a value this store wrote, treated "
+                    "as missing", self.path, sid)
         return 0, None
 
 
