@@ -84,6 +84,16 @@ class TestBadCookies(unittest.TestCase):
     def test_quoted_cookie_value_is_unquoted(self):
         self.assert_logged_in(f'{NAME}="{cookie_value(self.sid)}"')
 
+    def test_a_value_quoted_on_one_side_only_is_not_unquoted(self):
+        value = cookie_value(self.sid)
+        for header in (f'{NAME}=X{value}"', f'{NAME}="{value}X'):
+            with self.subTest(header=header):
+                self.assert_fresh(header)
+
+    def test_a_bare_token_of_our_name_before_our_cookie_is_skipped(self):
+        # A pair without "=": the npm package cookie skips it and reads on.
+        self.assert_logged_in(f"{NAME}; {self.ours}")
+
     def test_unencoded_value_is_used_raw(self):
         self.assert_logged_in(f"{NAME}=s:{ref_sign(self.sid, SECRET)}")
 
@@ -94,6 +104,16 @@ class TestBadCookies(unittest.TestCase):
                 del self.out[:]
                 self.h.request(cookie=f"{NAME}=s:{ref_sign(sid, SECRET)}")
                 self.assertEqual(self.out, [(sid, "raw")])
+
+    def test_a_value_whose_decoding_fails_is_kept_raw_so_its_encoded_prefix_is_not_read(self):
+        # decodeURIComponent throws on "%zz": express keeps "s%3A...", which lacks the "s:" prefix.
+        sid = "x%zz"
+        self.h.store.set(sid, make_record({"user": "raw"}))
+        del self.out[:]
+        self.h.request(cookie=f"{NAME}=s%3A{ref_sign(sid, SECRET)}")
+        ((seen, user),) = self.out
+        self.assertNotEqual(seen, sid)
+        self.assertIsNone(user)
 
     def test_whitespace_around_name_and_value_is_trimmed(self):
         self.assert_logged_in(f"{NAME} = {cookie_value(self.sid)} ")

@@ -184,6 +184,15 @@ class TestSigning(unittest.TestCase):
         self.assertIsNone(session.unsign(signed, ["first"]))
 
 
+    def test_secrets_around_hmacs_64_byte_block_sign_as_cookie_signature_does(self):
+        # HMAC pads a key of up to 64 bytes and hashes a longer one first.
+        for size in (63, 64, 65, 100):
+            with self.subTest(secret_bytes=size):
+                secret = "k" * size
+                signed = session.sign("abc", secret)
+                self.assertEqual(signed, ref_sign("abc", secret))
+                self.assertEqual(session.unsign(signed, secret), "abc")
+
 class TestSecrets(unittest.TestCase):
     """The first secret signs, every secret verifies; a cookie that fails never reaches the store."""
 
