@@ -79,6 +79,15 @@ class TestCookie(unittest.TestCase):
         self.assertEqual(out["expires"], when)
         self.assertEqual(resp.cookie().attrs["expires"], http_date(when.timestamp()))
 
+    def test_expires_option_gives_original_max_age_of_the_time_left_as_express(self):
+        when = dt.datetime.now(UTC) + dt.timedelta(days=2)
+        out, resp, h = self.grab(lambda c, out: out.update(original=c.original_max_age),
+                                 cookie={"expires": when})
+        self.assertIsNotNone(out["original"])
+        self.assertAlmostEqual(out["original"], 2 * 86400, delta=5)
+        stored = h.store.get(resp.cookie().sid)["cookie"]["originalMaxAge"]
+        self.assertAlmostEqual(stored, 2 * 86400 * 1000, delta=5000)
+
     def test_given_max_age_and_expires_the_later_key_wins_as_in_express(self):
         when = (dt.datetime.now(UTC) + dt.timedelta(days=2)).replace(microsecond=0)
         for options, lifetime in (({"max_age": 60, "expires": when}, 2 * 86400),
@@ -223,6 +232,10 @@ class TestCookieJson(unittest.TestCase):
             c = session.Cookie()
             c._original = original
             self.assertEqual(json.loads(c.to_json()), c.to_record())
+
+    def test_a_tiny_original_max_age_is_written_as_json_stringify_writes_it(self):
+        c = session.Cookie(max_age=1e-8)  # 0.00001 ms: Python's repr would write 1e-05
+        self.assertIn('"originalMaxAge":0.00001,', c.to_json())
 
     def test_to_record_is_a_fresh_dict_each_time(self):
         # Records share a cached template per set of attributes: changing one must not leak.

@@ -44,6 +44,14 @@ class TestConstruction(unittest.TestCase):
                     session.SessionMiddleware(app, **kw)
                 self.assertIn(norm(option), norm(str(ctx.exception)), str(ctx.exception))
 
+    def test_resave_save_uninitialized_and_rolling_take_only_true_or_false(self):
+        # rolling="no" would otherwise be truthy, and roll.
+        for option in ("resave", "save_uninitialized", "rolling"):
+            for value in ("no", 1, None):
+                with self.subTest(option=option, value=value):
+                    with self.assertRaisesRegex(TypeError, option):
+                        session.SessionMiddleware(lambda e, s: [], secret=SECRET, **{option: value})
+
     def test_missing_secret_raises_naming_it(self):
         with self.assertRaises((TypeError, ValueError)) as ctx:
             session.SessionMiddleware(lambda e, s: [])
@@ -80,6 +88,20 @@ class TestGenid(unittest.TestCase):
                 h = Harness(lambda e: sess(e).__setitem__("u", 1), genid=lambda environ, sid=sid: sid)
                 self.assertEqual(h.request().cookie().value, sent)
 
+
+    def test_a_genid_returning_an_empty_string_raises_type_error_naming_genid(self):
+        h = Harness(lambda e: sess(e).__setitem__("u", 1), genid=lambda environ: "")
+        with self.assertRaisesRegex(TypeError, "genid"):
+            h.request()
+        self.assertEqual(h.store.length(), 0)
+
+    def test_a_genid_repeating_an_id_in_use_raises_session_error_and_keeps_the_first_record(self):
+        h = Harness(lambda e: sess(e).__setitem__("user", e["PATH_INFO"]), genid=lambda environ: "dup")
+        h.request(path="/ada")
+        h.client.jar.clear()
+        with self.assertRaises(session.SessionError):
+            h.request(path="/bob")
+        self.assertEqual(h.store.get("dup")["user"], "/ada")
 
 class TestNameAndEnvironKey(unittest.TestCase):
     def test_custom_name_and_environ_key(self):
@@ -170,6 +192,12 @@ class TestProxyAndSecure(unittest.TestCase):
         text = " ".join(logs.output).lower()
         self.assertIn("secure", text)
         self.assertTrue("samesite" in norm(text), logs.output)
+
+    def test_warns_when_callable_cookie_options_give_same_site_none_without_secure(self):
+        with self.assertLogs(level="WARNING") as logs:
+            h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie=lambda environ: {"same_site": "none"})
+            h.request()
+        self.assertTrue("samesite" in norm(" ".join(logs.output)), logs.output)
 
     def test_same_site_none_with_secure_does_not_warn(self):
         with captured_warnings() as records:
