@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 
 import session
 from tests.harness import (HOUR, NAME, SECRET, CapableMemoryStore, Client, Harness, PlainMemoryStore,
-                           cookie_value, parse_iso, sess)
+                           cookie_value, make_record, parse_iso, sess)
 from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
 
 
@@ -217,6 +217,22 @@ class Lifecycle:
         self.assertEqual(h.store.count("set"), 0)
         self.assertEqual(h.store.count("touch"), 1)
 
+    def test_assigning_equal_values_that_are_other_objects_is_not_a_modification(self):
+        def reassign(environ):
+            s = sess(environ)
+            s["n"] = int("1000")
+            s["name"] = "".join(["a", "da"])
+        for cookie_first in (True, False):  # cookie last: the record's layout is not the data's JSON
+            with self.subTest(cookie_first=cookie_first):
+                h = self.harness(reassign, cookie={"max_age": HOUR})
+                record = make_record({"n": 1000, "name": "ada"})
+                if not cookie_first:
+                    record["cookie"] = record.pop("cookie")
+                h.seed(record=record)
+                resp = h.request()
+                self.assertIsNone(resp.cookie())
+                self.assertEqual(h.store.count("set"), 0)
+
     def test_returning_visitor_cookie_is_resent_when_modified_and_expires_set(self):
         h = self.harness(lambda e: sess(e).__setitem__("n", 2), cookie={"max_age": HOUR})
         sid = h.seed({"n": 1})
@@ -273,6 +289,12 @@ class Lifecycle:
         resp = h.request()
         self.assertIsNone(resp.cookie())
         self.assertEqual(h.store.length(), 0)
+
+    def test_unset_destroy_of_a_session_never_saved_calls_no_store_destroy(self):
+        h = self.harness(lambda e: e.__setitem__("session", None), unset="destroy")
+        resp = h.request()
+        self.assertIsNone(resp.cookie())
+        self.assertEqual(h.store.ids("destroy"), [])
 
     def test_session_expired_in_store_gets_new_id(self):
         def count(environ):
@@ -378,6 +400,13 @@ class Lifecycle:
         record = h.store.get(sid)
         self.assertEqual({k: v for k, v in record.items() if k != "cookie"}, {"user": "ada", "seen": True})
 
+    def test_a_cookie_key_in_a_mapping_put_in_the_sessions_place_never_reaches_the_record(self):
+        h = self.harness(lambda e: e.__setitem__("session", {"user": "bob", "cookie": "x"}))
+        sid = h.request().cookie().sid
+        record = h.store.get(sid)
+        self.assertEqual({k: v for k, v in record.items() if k != "cookie"}, {"user": "bob"})
+        self.assertIsInstance(record["cookie"], dict)
+
     def test_second_middleware_passes_the_request_through(self):
         inner_store, outer_store = self.store_factory(), self.store_factory()
 
@@ -473,6 +502,15 @@ class TestVary(unittest.TestCase):
                     app_headers=[["Vary", "Accept-Encoding"], ("Vary", "Accept")])
         resp = h.request()
         self.assertEqual(resp.values("Vary"), ["Accept-Encoding, Cookie", "Accept"])
+
+    def test_an_empty_vary_from_the_app_becomes_vary_cookie(self):
+        h = Harness(lambda e: sess(e).get("u"), app_headers=[("Vary", "")])
+        self.assertEqual(h.request().values("Vary"), ["Cookie"])
+
+    def test_vary_star_from_the_app_is_left_alone(self):
+        # "*" varies on everything already, the cookie included.
+        h = Harness(lambda e: sess(e).get("u"), app_headers=[("Vary", "*")])
+        self.assertEqual(h.request().values("Vary"), ["*"])
 
     def test_vary_cookie_not_duplicated_when_app_already_varies_on_it(self):
         h = Harness(lambda e: sess(e).get("u"), app_headers=[("Vary", "Accept, cookie")])

@@ -11,7 +11,8 @@ import unittest
 import unittest.mock
 
 import session
-from tests.harness import (HOUR, MISSING, NAME, Harness, make_record, run_on_loaded_session, sess)
+from tests.harness import (HOUR, MISSING, NAME, Harness, RecordingStore, make_record,
+                           run_on_loaded_session, sess)
 from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
 
 
@@ -286,6 +287,32 @@ class TestSession(unittest.TestCase):
         self.assertEqual(out["stored"]["a"], 1)
         self.assertEqual(h.store.count("set"), 1)
 
+    def test_save_through_a_store_without_merge_is_not_written_again_when_unchanged(self):
+        class SetOnly:  # a third-party store: get, set, touch and destroy, not a session.Store
+            def __init__(self):
+                self.inner = RecordingStore()
+
+            def get(self, sid):
+                return self.inner.get(sid)
+
+            def set(self, sid, record):
+                self.inner.set(sid, record)
+
+            def touch(self, sid, record):
+                self.inner.touch(sid, record)
+
+            def destroy(self, sid):
+                self.inner.destroy(sid)
+
+        def act(environ):
+            s = sess(environ)
+            s["a"] = 1
+            s.save()
+        store = SetOnly()
+        sc = Harness(act, store=store).request().cookie()
+        self.assertEqual(store.inner.get(sc.sid)["a"], 1)
+        self.assertEqual(store.inner.count("set"), 1)
+
     def test_change_after_save_is_saved_at_the_end(self):
         h = Harness(None)
 
@@ -318,6 +345,23 @@ class TestSession(unittest.TestCase):
                 self.assertEqual(out, [True])
                 self.assertIsNotNone(sc)
                 self.assertEqual(h.store.get(sc.sid)["a"], 2 if loaded else 1)
+
+    def test_save_after_destroy_raises_session_error_and_writes_nothing(self):
+        out = {}
+
+        def act(environ):
+            s = sess(environ)
+            s.destroy()
+            try:
+                s.save()
+            except session.SessionError as exc:
+                out["error"] = exc
+        h = Harness(act)
+        sid = h.seed({"user": "ada"})
+        h.request()
+        self.assertIsInstance(out.get("error"), session.SessionError)
+        self.assertIsNone(h.store.get(sid))
+        self.assertEqual(h.store.count("set"), 0)
 
     def test_regenerate_after_destroy_gives_a_live_session_that_is_saved(self):
         def act(environ):
