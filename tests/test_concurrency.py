@@ -409,6 +409,27 @@ class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
         self.assertEqual(str(merged["t"]), "-0.0")
         self.assertEqual(merged["b"], 1)
 
+    def test_a_value_changed_to_an_equal_value_of_another_type_is_a_change(self):
+        # 1 == 1.0 == True in Python, but the record's JSON differs.
+        for new in (True, 1.0):
+            with self.subTest(new=new):
+                merged = self.apply({"t": 1}, {"t": 1, "b": 1}, {"t": new})
+                self.assertIs(type(merged["t"]), type(new))
+                self.assertEqual(merged["b"], 1)
+
+    def test_a_later_expiry_stored_meanwhile_is_kept_over_a_browser_session_cookie(self):
+        # Another request set "remember me" (30 days) while this one, loaded with a
+        # browser-session cookie (no expiry), saved its cart.
+        later = time.time() + 30 * 86400
+        remember = {"originalMaxAge": 30 * 86400 * 1000, "expires": session._iso_ms(int(later * 1000)),
+                    "httpOnly": True, "path": "/"}
+        encode = session.encode_record
+        change = session.Change(encode({"cookie": self.COOKIE, "u": 1}),
+                                encode({"cookie": self.COOKIE, "u": 1, "cart": [1]}), None, keep_later=True)
+        text, expires = change.apply(encode({"cookie": remember, "u": 1}))
+        self.assertEqual(session.decode_record(text), {"cookie": remember, "u": 1, "cart": [1]})
+        self.assertAlmostEqual(expires, later, delta=1)
+
 
 class TestWholeRecordWritesLoseKeys(unittest.TestCase):
     """The same requests through a store the middleware writes with set() (no merge) lose

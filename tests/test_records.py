@@ -60,6 +60,22 @@ class TestRecordFormat(unittest.TestCase):
         h.request()
         self.assertEqual(list(json.loads(h.store.texts[sid])), ["views", "cookie", "zeta", "alpha"])
 
+    def test_a_loaded_record_with_cookie_not_first_saves_exactly_what_the_app_changed(self):
+        cases = {
+            "new key, then an in-place change": (lambda s: (s.__setitem__("new", 1), s["cart"].append(2)),
+                                                 {"a": 1, "cart": [1, 2], "new": 1}),
+            "a write, then a mutable value read": (lambda s: (s.__setitem__("a", 2), len(s["cart"])),
+                                                   {"a": 2, "cart": [1]}),
+        }
+        for name, (op, want) in cases.items():
+            with self.subTest(case=name):
+                h = Harness(lambda e, op=op: op(sess(e)))
+                record = make_record({"a": 1, "cart": [1]}, max_age=None)
+                record["cookie"] = record.pop("cookie")
+                sid = h.seed(record=record)
+                h.request()
+                self.assertEqual({k: v for k, v in h.store.get(sid).items() if k != "cookie"}, want)
+
     def test_new_record_is_compact_cookie_first_camel_case(self):
         def act(environ):
             s = sess(environ)
@@ -189,6 +205,36 @@ class TestBadRecords(unittest.TestCase):
                 h.store._data["s-1"] = (time.time() + 3600, text)  # planted (MemoryStore's internals)
                 h.request(cookie=f"{NAME}={cookie_value('s-1')}")
                 self.assertEqual(seen, [({"n": 1}, "/admin")])
+
+    def planted_is_new(self, text):
+        """Whether a request whose cookie names a record stored as ``text`` gets a new session."""
+        out = []
+        h = Harness(lambda e: out.append(sess(e).is_new))
+        h.store._data["s-1"] = (time.time() + 3600, text)  # planted (MemoryStore's internals)
+        with self.assertLogs("session", "WARNING"):
+            h.request(cookie=f"{NAME}={cookie_value('s-1')}")
+        return out == [True]
+
+    def test_a_record_with_anything_after_its_end_is_not_a_session(self):
+        # Both layouts read without a full parse: a browser-session cookie, and one with times.
+        cookies = ('{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}',
+                   '{"originalMaxAge":3600000,"expires":"%s","httpOnly":true,"path":"/"}'
+                   % iso_ms(time.time() + 3600))
+        for cookie in cookies:
+            for after in ("}", " x"):
+                with self.subTest(cookie=cookie[:30], after=after):
+                    self.assertTrue(self.planted_is_new('{"cookie":%s}%s' % (cookie, after)))
+
+    def test_a_record_holding_a_number_beyond_a_floats_range_is_not_a_session(self):
+        # Python reads 1e999 as inf, which no record can hold (encode_record refuses it).
+        self.assertTrue(self.planted_is_new(
+            '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"x":1e999}'))
+
+    def test_a_record_whose_expires_has_hour_24_is_not_a_session(self):
+        # JavaScript's Date reads T24:00:00.000 as the next midnight; toISOString never writes it.
+        self.assertTrue(self.planted_is_new(
+            '{"cookie":{"originalMaxAge":3600000,"expires":"2099-01-01T24:00:00.000Z","httpOnly":true,'
+            '"path":"/"},"n":1}'))
 
     def test_store_record_without_cookie_is_not_a_session(self):
         class Broken(session.Store):
