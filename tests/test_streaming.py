@@ -7,6 +7,7 @@ import gc
 import http.client
 import sys
 import threading
+import time
 import unittest
 import warnings
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -68,6 +69,19 @@ class TestStreaming(unittest.TestCase):
         last_chunk = max(i for i, k in enumerate(kinds) if k == "chunk")
         self.assertLess(kinds.index("touch-done"), last_chunk, events)
 
+    def test_a_rolling_cookie_sent_before_the_body_ends_carries_the_refreshed_expiry(self):
+        # The headers go out with the second chunk, before the store action at the end.
+        def app(environ, start_response):
+            environ["session"]["n"]
+            start_response("200 OK", [])
+            yield b"a"
+            yield b"b"
+        store = RecordingStore()
+        store.set("sid-1", make_record({"n": 1}, expires_in=100))
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store, rolling=True, cookie={"max_age": HOUR})
+        resp = Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}")
+        self.assertAlmostEqual(resp.cookie().expires, time.time() + HOUR, delta=5)
+
     def test_the_last_bytes_given_to_write_wait_for_the_store_write(self):
         # DESIGN's lifecycle, step 5, for an app that writes its body through write().
         events = []
@@ -126,6 +140,23 @@ class TestStreaming(unittest.TestCase):
         self.assertEqual(resp.status, "500 Internal Server Error")
         self.assertEqual(resp.body, b"error page")
 
+    def test_start_response_with_exc_info_after_the_headers_went_out_re_raises_to_the_server(self):
+        # PEP 3333: the server re-raises, and the app's error page never follows the bytes sent.
+        def app(environ, start_response):
+            environ["session"]["u"] = 1
+            write = start_response("200 OK", [])
+            write(b"partial, ")
+            write(b"more")  # the first bytes reach the server
+            try:
+                raise ValueError("late failure")
+            except ValueError:
+                start_response("500 Internal Server Error", [], sys.exc_info())
+            return [b"error page"]
+        store = RecordingStore()
+        with self.assertRaisesRegex(ValueError, "late failure"):
+            Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
+        self.assertEqual(store.count("set"), 0)
+
     def test_close_of_the_apps_iterable_is_called(self):
         closed = []
 
@@ -165,6 +196,22 @@ class TestStreaming(unittest.TestCase):
         sent = []
         body = mw(env, lambda status, headers, exc_info=None: sent.append(headers))
         self.assertIs(type(body), FileWrapper)
+        self.assertEqual(store.count("set"), 1)
+        self.assertIn("Set-Cookie", [name for name, _ in sent[0]])
+
+    def test_a_list_body_is_returned_as_it_is(self):
+        # The server can then count its length (wsgiref sends Content-Length for one chunk).
+        body = [b"hello"]
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["views"] = 1
+            start_response("200 OK", [])
+            return body
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http"}
+        sent = []
+        self.assertIs(mw(env, lambda status, headers, exc_info=None: sent.append(headers)), body)
         self.assertEqual(store.count("set"), 1)
         self.assertIn("Set-Cookie", [name for name, _ in sent[0]])
 
