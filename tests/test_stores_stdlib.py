@@ -234,6 +234,16 @@ class TestMemoryStore(StoreContract, unittest.TestCase):
         self.assertEqual(self.store.get("a")["cart"], [1])
         self.assertEqual(self.store.get("a")["cookie"]["path"], "/")
 
+    def test_ttl_may_be_zero_but_not_negative(self):
+        self.assertEqual(session.MemoryStore(ttl=0).ttl, 0)
+        with self.assertRaisesRegex(ValueError, "ttl"):
+            session.MemoryStore(ttl=-1)
+
+    def test_all_leaves_out_a_record_that_expired_without_being_read(self):
+        self.store.set("a", make_record(0.2, n=1))
+        time.sleep(0.3)
+        self.assertEqual(self.store.all(), {})
+
     def test_touch_moves_the_expiry_and_keeps_the_touched_cookie_but_not_its_data(self):
         # As express's MemoryStore, which stores the session it is given with its data
         # as stored: the cookie is the touched one.
@@ -563,6 +573,25 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store.touch("s2", make_record(1.2, user="ada"))  # 1% of a second is 10 ms: written
         self.assertAlmostEqual(conn.execute("SELECT expires FROM sessions WHERE sid = 's2'")
                                .fetchone()[0], time.time() + 1.2, delta=0.1)
+
+    def test_a_touch_is_skipped_only_below_a_minute_and_below_one_percent_of_the_lifetime(self):
+        store = self.store()
+        conn = self.raw()
+
+        def expires(sid):
+            return conn.execute("SELECT expires FROM sessions WHERE sid = ?", (sid,)).fetchone()[0]
+        day = 86400
+        store.set("day", make_record(day, user="ada"))
+        before = expires("day")
+        store.get("day")
+        store.touch("day", make_record(day + 30, user="ada"))  # 30 s: under a minute, skipped
+        self.assertEqual(expires("day"), before)
+        store.touch("day", make_record(day + 100, user="ada"))  # 100 s: under 1% of a day, written
+        self.assertAlmostEqual(expires("day"), time.time() + day + 100, delta=2)
+        store.set("hour", make_record(3600, user="ada"))
+        store.get("hour")
+        store.touch("hour", make_record(3650, user="ada"))  # 50 s: over 1% of an hour, written
+        self.assertAlmostEqual(expires("hour"), time.time() + 3650, delta=2)
 
     def test_a_save_that_barely_moves_the_expiry_writes_the_data_alone_in_one_statement(self):
         store = self.store()
