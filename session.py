@@ -2250,6 +2250,10 @@ class _Exchange(_Request):
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
         if exc_info is not None and self._sent:
+            held = self._held  # bytes the app wrote are out, for the server as for the app
+            if held is not _NOTHING:
+                self._held = _NOTHING
+                self._write(held)
             return self._start_response(status, headers, exc_info)  # the server re-raises
         if exc_info is None and self._status is not None:
             raise AssertionError("start_response was already called: PEP 3333 allows another "

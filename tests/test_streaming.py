@@ -141,21 +141,24 @@ class TestStreaming(unittest.TestCase):
         self.assertEqual(resp.body, b"error page")
 
     def test_start_response_with_exc_info_after_the_headers_went_out_re_raises_to_the_server(self):
-        # PEP 3333: the server re-raises, and the app's error page never follows the bytes sent.
-        def app(environ, start_response):
-            environ["session"]["u"] = 1
-            write = start_response("200 OK", [])
-            write(b"partial, ")
-            write(b"more")  # the first bytes reach the server
-            try:
-                raise ValueError("late failure")
-            except ValueError:
-                start_response("500 Internal Server Error", [], sys.exc_info())
-            return [b"error page"]
-        store = RecordingStore()
-        with self.assertRaisesRegex(ValueError, "late failure"):
-            Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
-        self.assertEqual(store.count("set"), 0)
+        # PEP 3333: the server re-raises, and the app's error page never follows the bytes sent,
+        # also when the one write() so far is still held back for the store write.
+        for writes in ([b"partial, "], [b"partial, ", b"more"]):
+            with self.subTest(writes=writes):
+                def app(environ, start_response):
+                    environ["session"]["u"] = 1
+                    write = start_response("200 OK", [])
+                    for data in writes:
+                        write(data)
+                    try:
+                        raise ValueError("late failure")
+                    except ValueError:
+                        start_response("500 Internal Server Error", [], sys.exc_info())
+                    return [b"error page"]
+                store = RecordingStore()
+                with self.assertRaisesRegex(ValueError, "late failure"):
+                    Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
+                self.assertEqual(store.count("set"), 0)
 
     def test_close_of_the_apps_iterable_is_called(self):
         closed = []
