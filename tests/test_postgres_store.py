@@ -918,6 +918,19 @@ class TestOutagesAndProcesses(unittest.TestCase):
         self.assertEqual(store.get("s1")["i"], 1)
         self.assertEqual(store.length(), 4)
 
+    @requires(HAVE_POOL, NEEDS_POOL)
+    def test_the_first_operation_after_a_restart_works_over_the_apps_pool(self):
+        from psycopg_pool import ConnectionPool
+        pool = ConnectionPool(self.server.url, min_size=4, max_size=4, open=True,
+                              kwargs={"autocommit": True})
+        self.addCleanup(pool.close)
+        pool.wait()
+        store = PostgresStore(pool, create_table_if_missing=True, prune_interval=False)
+        store.set("s", make_record(i=1))
+        self.server.stop("fast")
+        self.server.start()
+        self.assertEqual([store.get("s")["i"] for _ in range(4)], [1, 1, 1, 1])
+
     def test_outage_during_concurrent_requests_through_the_middleware(self):
         from tests.test_redis_store import _counter_app, _request, _serve
         store = self.store()

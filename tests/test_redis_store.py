@@ -506,6 +506,18 @@ class TestRedisStoreMerge(AsyncRedisTestCase):
                 self.assertTrue(calls.merge("free", session.Change(None, mine, None)))
                 self.assertEqual(self.raw.get("sess:free"), mine.encode())
 
+    def test_a_create_sent_again_finds_its_own_record_written(self):
+        # redis-py retries a command that timed out, which may have run: the repeat must not
+        # report the new session's ID as taken (a 500 blaming genid, the record orphaned).
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.raw.flushdb()
+                calls = self.calls(self.store(), kind)
+                mine = session.Change(None, text_of(None, user="me"), None)
+                self.assertTrue(calls.merge("s1", mine))
+                self.assertTrue(calls.merge("s1", mine))
+                self.assertEqual(self.raw.get("sess:s1"), mine.text.encode())
+
     def test_a_key_redis_has_expired_frees_the_id(self):
         for kind in KINDS:
             with self.subTest(kind):
