@@ -522,7 +522,7 @@ class _Request:
     work that regenerate() and destroy() leave for the middleware to do."""
 
     __slots__ = ("core", "context", "key", "options", "cookie_id", "resend", "pending", "ended",
-                 "_secure")
+                 "_secure", "no_cookie")
 
     def __init__(self, core: _Core, context: Any, key: str, options: "_CookieOptions",
                  cookie_id: Optional[str], resend: Optional[str], pending: Optional[list]) -> None:
@@ -530,6 +530,7 @@ class _Request:
         self.cookie_id, self.resend, self.pending = cookie_id, resend, pending
         self.ended = False
         self._secure: Optional[bool] = None
+        self.no_cookie: Optional[str] = None  # why no cookie can be sent any more, if so
 
     def _generate_id(self) -> str:
         return self.core._generate_id(self.context)
@@ -783,6 +784,8 @@ class Session(dict):
         Under ASGI the old record is deleted before the response ends.
         """
         request = self._request()
+        if request.no_cookie is not None:  # the new ID could never reach the browser
+            raise SessionError(f"regenerate() comes too late: {request.no_cookie}")
         self._use()
         request.destroy(self._id)
         self._renew(request)
@@ -2243,6 +2246,7 @@ class _Exchange(_Request):
         self.core, self.context, self.key, self.options = mw, environ, key, options
         self.cookie_id, self.resend, self.pending, self.ended, self._secure = \
             cookie_id, resend, None, False, None
+        self.no_cookie = None
         self._start_response = start_response
         self._status = None
         self._sent = False
@@ -2454,6 +2458,7 @@ class ASGISessionMiddleware(_Core):
                     message = dict(message)
                     message["headers"] = [*message.get("headers", ()),
                                           (b"set-cookie", set_cookie.encode("latin-1"))]
+                sess._req.no_cookie = "the websocket is accepted: its cookie could only go with that"
             elif kind == "websocket.close" and not ended:
                 ended = True
                 await self._end(sess)

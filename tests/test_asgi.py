@@ -1418,6 +1418,23 @@ class TestWebSocket(unittest.TestCase):
         self.assertNotIn("headers", sent[0])
         self.assertEqual(len(store.all()), 1)
 
+    def test_regenerate_after_accept_raises_and_keeps_the_session(self):
+        # Its new cookie could only go out with the accept: a login there would log out.
+        store, sid, cookie = seeded({"user": "eve"})
+        errors = []
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "websocket.accept"})
+            try:
+                scope["session"].regenerate()
+            except session.SessionError as exc:
+                errors.append(exc)
+            await send({"type": "websocket.close"})
+        self.run_ws(app, store=store, cookie=cookie)
+        self.assertRegex(str(errors[0]), "accepted")
+        self.assertEqual(data_of(store, sid), {"user": "eve"})
+
     def test_an_app_raising_because_the_client_closed_the_socket_still_saves(self):
         # The usual handler loops on receive_text(), which raises WebSocketDisconnect when the
         # client closes: the socket is over, and what the handler changed is saved.
