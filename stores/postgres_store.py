@@ -613,8 +613,7 @@ class PostgresStore(session.Store):
 
     def _call_pool(self, work: Callable[[Any], Any]) -> Any:
         """The same over the app's pool; its ``connection()`` commits (unless autocommit)
-        and replaces a broken connection, and after a lost one its ``check()`` replaces the
-        idle ones, which died the same way, before the one more try."""
+        and replaces a broken connection."""
         for attempt in (0, 1):
             conn = None
             try:
@@ -623,9 +622,6 @@ class PostgresStore(session.Store):
                         return work(cur)
             except self._psycopg.OperationalError as exc:
                 if attempt == 0 and conn is not None and conn.closed:
-                    check = getattr(self.pool, "check", None)  # psycopg_pool 3.1 and later
-                    if check is not None:
-                        check()
                     continue
                 raise self._error(exc) from None
             except self._psycopg.Error as exc:

@@ -45,12 +45,11 @@ class _Script:
 # ARGV[2]), the base, the text to write, the TTL in seconds ("" = no expiry, <= 0 = delete),
 # keep_later ("1": never move the key's expiry earlier).  Returns 1 written, 0 refused (the
 # ID is taken, or the session is gone), or the stored text when it is not the base.  The
-# text is written as it is given: no cjson, so the JSON stays byte for byte express's.  A
-# create sent twice (redis-py's retry after a timeout) finds its own record: written.
+# text is written as it is given: no cjson, so the JSON stays byte for byte express's.
 _MERGE = _Script("""
 local stored = redis.call('GET', KEYS[1])
 if ARGV[1] == 'new' then
-  if stored then return stored == ARGV[3] and 1 or 0 end
+  if stored then return 0 end
 elseif not stored then
   return 0
 elseif stored ~= ARGV[2] then

@@ -922,7 +922,7 @@ class TestOutagesAndProcesses(unittest.TestCase):
     def test_the_first_operation_after_a_restart_works_over_the_apps_pool(self):
         from psycopg_pool import ConnectionPool
         pool = ConnectionPool(self.server.url, min_size=4, max_size=4, open=True,
-                              kwargs={"autocommit": True})
+                              kwargs={"autocommit": True}, check=ConnectionPool.check_connection)
         self.addCleanup(pool.close)
         pool.wait()
         store = PostgresStore(pool, create_table_if_missing=True, prune_interval=False)
