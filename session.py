@@ -555,6 +555,8 @@ class _Request:
             raise TypeError(f"the app put a {type(value).__name__} in the session's place: put "
                             "a mapping (the session's new data), or None to unset it")
         if sess._destroyed:  # logged out, then given data: a new session, never the old ID
+            if self.no_cookie is not None:
+                raise SessionError(f"a new session comes too late: {self.no_cookie}")
             sess._renew(self)
         sess._adopt(value)
         return True
@@ -2253,13 +2255,15 @@ class _Exchange(_Request):
         self._held = _NOTHING  # the body's last bytes (a chunk, or what write() was given)
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
-        if exc_info is not None and self._sent:
-            held = self._held  # bytes the app wrote are out, for the server as for the app
-            if held is not _NOTHING:
+        if exc_info is not None:
+            held = self._held  # bytes the app gave are out, for the server as for the app
+            if held is not _NOTHING and held:
                 self._held = _NOTHING
+                self.send_headers()
                 self._write(held)
-            return self._start_response(status, headers, exc_info)  # the server re-raises
-        if exc_info is None and self._status is not None:
+            if self._sent:
+                return self._start_response(status, headers, exc_info)  # the server re-raises
+        elif self._status is not None:
             raise AssertionError("start_response was already called: PEP 3333 allows another "
                                  "call only with exc_info, to replace the status of an error")
         self._status, self._headers, self._exc_info = status, headers, exc_info

@@ -1435,6 +1435,20 @@ class TestWebSocket(unittest.TestCase):
         self.assertRegex(str(errors[0]), "accepted")
         self.assertEqual(data_of(store, sid), {"user": "eve"})
 
+    def test_data_put_in_place_of_a_session_destroyed_after_accept_is_refused(self):
+        # It would be a new session, whose cookie could only have gone with the accept.
+        store, sid, cookie = seeded({"user": "eve"})
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "websocket.accept"})
+            scope["session"].destroy()
+            scope["session"] = {"user": "bob"}
+            await send({"type": "websocket.close"})
+        with self.assertRaisesRegex(session.SessionError, "accepted"):
+            self.run_ws(app, store=store, cookie=cookie)
+        self.assertEqual(store.all(), {})
+
     def test_an_app_raising_because_the_client_closed_the_socket_still_saves(self):
         # The usual handler loops on receive_text(), which raises WebSocketDisconnect when the
         # client closes: the socket is over, and what the handler changed is saved.

@@ -142,12 +142,14 @@ class TestStreaming(unittest.TestCase):
 
     def test_start_response_with_exc_info_after_the_headers_went_out_re_raises_to_the_server(self):
         # PEP 3333: the server re-raises, and the app's error page never follows the bytes sent,
-        # also when the one write() so far is still held back for the store write.
-        for writes in ([b"partial, "], [b"partial, ", b"more"]):
+        # also when the one write() or chunk so far is still held back for the store write.
+        for writes in ([b"partial, "], [b"partial, ", b"more"], "yielded"):
             with self.subTest(writes=writes):
                 def app(environ, start_response):
                     environ["session"]["u"] = 1
                     write = start_response("200 OK", [])
+                    if writes == "yielded":
+                        return yielded(start_response)
                     for data in writes:
                         write(data)
                     try:
@@ -155,6 +157,14 @@ class TestStreaming(unittest.TestCase):
                     except ValueError:
                         start_response("500 Internal Server Error", [], sys.exc_info())
                     return [b"error page"]
+
+                def yielded(start_response):
+                    yield b"partial, "
+                    try:
+                        raise ValueError("late failure")
+                    except ValueError:
+                        start_response("500 Internal Server Error", [], sys.exc_info())
+                    yield b"error page"
                 store = RecordingStore()
                 with self.assertRaisesRegex(ValueError, "late failure"):
                     Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
