@@ -78,6 +78,9 @@ class MongoStore(session.Store):
         pymongo = _import_pymongo()
         if client is not None and url is not None:
             raise ValueError("MongoStore takes a client or a url, not both")
+        if client is not None and not callable(getattr(client, "get_default_database", None)):
+            raise TypeError(f"client must be a pymongo MongoClient, not a "
+                            f"{type(client).__name__}; a URL goes in url=")
         if db_name is not None and (not isinstance(db_name, str) or not db_name):
             raise ValueError(f"db_name must be a non-empty str or None, not {db_name!r}")
         if not isinstance(collection, str) or not collection or "$" in collection:

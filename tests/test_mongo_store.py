@@ -545,6 +545,9 @@ class TestMongoStoreRules(unittest.TestCase):
         for kwargs, error, words in bad:
             with self.assertRaisesRegex(error, words, msg=repr(kwargs)):
                 MongoStore(self.client, **kwargs)
+        for client in ("mongodb://127.0.0.1:1", 5):  # a URL given as the client
+            with self.assertRaisesRegex(TypeError, "client.*url=", msg=repr(client)):
+                MongoStore(client)
 
     def test_a_client_passed_in_is_never_closed(self):
         store = MongoStore(self.client, auto_remove="disabled")

@@ -344,6 +344,11 @@ class TestRedisStoreClient(RedisTestCase):
         with self.assertRaisesRegex(ValueError, "client or a url"):
             RedisStore(self.raw, url=_server.url)
 
+    def test_a_client_that_is_not_a_redis_client_is_refused_at_construction(self):
+        for bad in (_server.url, 5):
+            with self.subTest(client=bad), self.assertRaisesRegex(TypeError, "client.*url="):
+                RedisStore(bad)
+
     def test_bad_ttl_is_rejected_at_construction(self):
         for bad in (0, -5, 1.5, True, "60", 10 ** 400):
             with self.assertRaises(ValueError, msg=repr(bad)):
