@@ -62,7 +62,7 @@ class Immediate(SQLiteStore):
 
     def _locked_merge(self, cur, sid: str, change: session.Change) -> bool:
         t = f'"{self.table}"'
-        cur.execute("BEGIN IMMEDIATE")
+        self._run(cur, "BEGIN IMMEDIATE", ())  # waits out another writer as the store does
         try:
             now = time.time()
             row = cur.execute(self._sql_get, (sid, now)).fetchone()
@@ -76,7 +76,7 @@ class Immediate(SQLiteStore):
             expiry = now + self.ttl if expires is None else expires
             later = "max(expires, ?)" if change.keep_later else "?"
             cur.execute(f"UPDATE {t} SET data = ?, expires = {later} WHERE sid = ?", (text, expiry, sid))
-            cur.execute("COMMIT")
+            self._run(cur, "COMMIT", ())
             return True
         except BaseException:
             if cur.connection.in_transaction:
@@ -95,7 +95,7 @@ class CasThenImmediate(Immediate):
             now = time.time()
             expiry = now + self.ttl if change.expires is None else change.expires
             sql = self._sql_cas_later if change.keep_later else self._sql_cas
-            if cur.execute(sql, (change.text, expiry, sid, change.base, now)).rowcount:
+            if self._run(cur, sql, (change.text, expiry, sid, change.base, now)).rowcount:
                 return True
             return self._locked_merge(cur, sid, change)
         finally:

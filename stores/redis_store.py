@@ -154,7 +154,8 @@ class RedisStore(session.Store):
             raise ValueError("RedisStore takes a client or a url, not both")
         if client is not None and not callable(getattr(client, "execute_command", None)):
             raise TypeError(f"client must be a redis-py client (Redis, RedisCluster or their "
-                            f"redis.asyncio twins), not a {type(client).__name__}; a URL goes in url=")
+                            f"redis.asyncio twins), not a {type(client).__name__}; a URL goes "
+                            f"in url=")
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= session._MAX_AGE:
