@@ -2257,7 +2257,7 @@ class _Exchange(_Request):
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
         if exc_info is not None:
             held = self._held  # bytes the app gave are out, for the server as for the app
-            if held is not _NOTHING and held:
+            if held is not _NOTHING and (held or self._sent):  # (write(b"") sends the head)
                 self._held = _NOTHING
                 self.send_headers()
                 self._write(held)

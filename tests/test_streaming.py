@@ -143,7 +143,7 @@ class TestStreaming(unittest.TestCase):
     def test_start_response_with_exc_info_after_the_headers_went_out_re_raises_to_the_server(self):
         # PEP 3333: the server re-raises, and the app's error page never follows the bytes sent,
         # also when the one write() or chunk so far is still held back for the store write.
-        for writes in ([b"partial, "], [b"partial, ", b"more"], "yielded"):
+        for writes in ([b"partial, "], [b"partial, ", b"more"], [b""], "yielded"):
             with self.subTest(writes=writes):
                 def app(environ, start_response):
                     environ["session"]["u"] = 1
