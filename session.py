@@ -2273,6 +2273,7 @@ class _Exchange(_Request):
         if not self._sent and self._status is not None:
             self._sent = True
             headers = self.core._response_headers(self.sess, self._headers, current, attached)
+            self.no_cookie = _HEAD_IS_OUT
             self._write = self._start_response(self._status, headers, self._exc_info)
 
     def write(self, data: bytes) -> None:
@@ -2423,7 +2424,9 @@ class ASGISessionMiddleware(_Core):
             try:
                 if start is not None and kind != "http.response.early_hint":
                     held, start = start, None
-                    await send(self._start_message(sess, held, current))
+                    head = self._start_message(sess, held, current)
+                    sess._req.no_cookie = _HEAD_IS_OUT
+                    await send(head)
                 await send(message)
             except OSError:  # what a server's send raises once the client is gone (ASGI 2.4)
                 gone = True
@@ -2476,7 +2479,9 @@ class ASGISessionMiddleware(_Core):
                     current = await self._end(sess)
                 if denial is not None:
                     held, denial = denial, None
-                    await send(self._start_message(sess, held, current))
+                    head = self._start_message(sess, held, current)
+                    sess._req.no_cookie = _HEAD_IS_OUT
+                    await send(head)
             try:
                 await send(message)
             except OSError:
@@ -2614,6 +2619,7 @@ class ASGISessionMiddleware(_Core):
 
 
 _LAST_BODY_TYPES = ("http.response.body", "http.response.zerocopysend")  # unless more_body
+_HEAD_IS_OUT = "the response's head is out, and the cookie was decided with it"
 
 
 # ---------------------------------------------------------------- private helpers

@@ -352,6 +352,18 @@ class TestEndOfResponse(unittest.TestCase):
         call_asgi(middleware(app, store), make_scope(cookie=cookie))
         self.assertEqual(data_of(store, sid), {"n": 4, "chunks": [0, 1, 2]})
 
+    def test_regenerate_after_the_head_went_out_raises_and_keeps_the_session(self):
+        # The new ID's cookie could only have gone with the head: a login there would log out.
+        store, sid, cookie = seeded({"user": "eve"})
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"x", "more_body": True})
+            scope["session"].regenerate()
+        with self.assertRaisesRegex(session.SessionError, "head is out"):
+            call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        self.assertEqual(data_of(store, sid), {"user": "eve"})
+
     def test_pathsend_is_the_last_message_and_waits_for_the_store(self):
         events = []
         store, sid, cookie = seeded({"n": 1}, store=RecordingStore(events=events))

@@ -289,6 +289,24 @@ class TestStreaming(unittest.TestCase):
             Client(session.SessionMiddleware(app, secret=SECRET, store=store)).request()
         self.assertEqual(store.count("set"), 0)
 
+    def test_regenerate_after_the_head_went_out_raises_and_keeps_the_session(self):
+        # The new ID's cookie could only have gone with the head: a login there would log out.
+        store = RecordingStore()
+        store.set("sid-1", make_record({"user": "eve"}))
+
+        def app(environ, start_response):
+            start_response("200 OK", [])
+
+            def body():
+                yield b"a"
+                yield b"b"  # the head goes out with "a", when this one comes
+                environ["session"].regenerate()
+            return body()
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        with self.assertRaisesRegex(session.SessionError, "head is out"):
+            Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}")
+        self.assertEqual(store.get("sid-1")["user"], "eve")
+
     def test_a_detached_session_the_caller_put_in_the_environ_passes_through(self):
         # Session() is a detached session, for tests: DESIGN's step 0 passes it through.
         def app(environ, start_response):
