@@ -555,8 +555,10 @@ class _Request:
             raise TypeError(f"the app put a {type(value).__name__} in the session's place: put "
                             "a mapping (the session's new data), or None to unset it")
         if sess._destroyed:  # logged out, then given data: a new session, never the old ID
-            if self.no_cookie is not None:
-                raise SessionError(f"a new session comes too late: {self.no_cookie}")
+            if self.no_cookie is not None:  # whose cookie could not be sent: it stays logged out
+                log.warning("data put in place of a destroyed session is not saved: %s",
+                            self.no_cookie)
+                return False
             sess._renew(self)
         sess._adopt(value)
         return True
@@ -786,7 +788,7 @@ class Session(dict):
         Under ASGI the old record is deleted before the response ends.
         """
         request = self._request()
-        if request.no_cookie is not None:  # the new ID could never reach the browser
+        if request.no_cookie is not None and not request.ended:  # the new ID could not be sent
             raise SessionError(f"regenerate() comes too late: {request.no_cookie}")
         self._use()
         request.destroy(self._id)

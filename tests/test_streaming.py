@@ -307,6 +307,28 @@ class TestStreaming(unittest.TestCase):
             Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}")
         self.assertEqual(store.get("sid-1")["user"], "eve")
 
+    def test_data_put_in_place_of_a_session_destroyed_once_the_head_is_out_is_not_saved(self):
+        # A new session there could never get its cookie: the logout holds, the body goes out
+        # whole, and no record is left under an ID no browser holds.
+        store = RecordingStore()
+        store.set("sid-1", make_record({"user": "eve"}))
+
+        def app(environ, start_response):
+            start_response("200 OK", [])
+
+            def body():
+                environ["session"].destroy()
+                yield b"a"
+                yield b"b"  # the head goes out with "a", when this one comes
+                environ["session"] = {"user": "bob"}
+                yield b"c"
+            return body()
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        with self.assertLogs("session", "WARNING"):
+            resp = Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}")
+        self.assertEqual(resp.body, b"abc")
+        self.assertEqual(store.all(), {})
+
     def test_a_detached_session_the_caller_put_in_the_environ_passes_through(self):
         # Session() is a detached session, for tests: DESIGN's step 0 passes it through.
         def app(environ, start_response):
