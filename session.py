@@ -354,7 +354,9 @@ class _Core:
     # -- what they come to
 
     def _set_cookie(self, sess: "Session", attached: bool, current: Optional[str]) -> Optional[str]:
-        """The Set-Cookie value to send for this session, or None."""
+        """The Set-Cookie value to send for this session, or None; asked once, as the response's
+        head (or a websocket's accept) goes out, after which no new ID can reach the browser."""
+        sess._req.cookie_decided = True
         if not attached:
             if (sess._destroyed or self.unset_destroy) and sess._cookie_id:
                 return self._expired_cookie(sess)
@@ -522,7 +524,7 @@ class _Request:
     work that regenerate() and destroy() leave for the middleware to do."""
 
     __slots__ = ("core", "context", "key", "options", "cookie_id", "resend", "pending", "ended",
-                 "_secure", "no_cookie")
+                 "_secure", "cookie_decided")
 
     def __init__(self, core: _Core, context: Any, key: str, options: "_CookieOptions",
                  cookie_id: Optional[str], resend: Optional[str], pending: Optional[list]) -> None:
@@ -530,7 +532,7 @@ class _Request:
         self.cookie_id, self.resend, self.pending = cookie_id, resend, pending
         self.ended = False
         self._secure: Optional[bool] = None
-        self.no_cookie: Optional[str] = None  # why no cookie can be sent any more, if so
+        self.cookie_decided = False  # the head went out: no other cookie can be sent now
 
     def _generate_id(self) -> str:
         return self.core._generate_id(self.context)
@@ -555,9 +557,9 @@ class _Request:
             raise TypeError(f"the app put a {type(value).__name__} in the session's place: put "
                             "a mapping (the session's new data), or None to unset it")
         if sess._destroyed:  # logged out, then given data: a new session, never the old ID
-            if self.no_cookie is not None:  # whose cookie could not be sent: it stays logged out
+            if self.cookie_decided:  # whose cookie could not be sent: it stays logged out
                 log.warning("data put in place of a destroyed session is not saved: %s",
-                            self.no_cookie)
+                            _COOKIE_DECIDED)
                 return False
             sess._renew(self)
         sess._adopt(value)
@@ -788,8 +790,8 @@ class Session(dict):
         Under ASGI the old record is deleted before the response ends.
         """
         request = self._request()
-        if request.no_cookie is not None and not request.ended:  # the new ID could not be sent
-            raise SessionError(f"regenerate() comes too late: {request.no_cookie}")
+        if request.cookie_decided and not request.ended:  # the new ID could not be sent
+            raise SessionError(f"regenerate() comes too late: {_COOKIE_DECIDED}")
         self._use()
         request.destroy(self._id)
         self._renew(request)
@@ -2250,7 +2252,7 @@ class _Exchange(_Request):
         self.core, self.context, self.key, self.options = mw, environ, key, options
         self.cookie_id, self.resend, self.pending, self.ended, self._secure = \
             cookie_id, resend, None, False, None
-        self.no_cookie = None
+        self.cookie_decided = False
         self._start_response = start_response
         self._status = None
         self._sent = False
@@ -2275,7 +2277,6 @@ class _Exchange(_Request):
         if not self._sent and self._status is not None:
             self._sent = True
             headers = self.core._response_headers(self.sess, self._headers, current, attached)
-            self.no_cookie = _HEAD_IS_OUT
             self._write = self._start_response(self._status, headers, self._exc_info)
 
     def write(self, data: bytes) -> None:
@@ -2426,9 +2427,7 @@ class ASGISessionMiddleware(_Core):
             try:
                 if start is not None and kind != "http.response.early_hint":
                     held, start = start, None
-                    head = self._start_message(sess, held, current)
-                    sess._req.no_cookie = _HEAD_IS_OUT
-                    await send(head)
+                    await send(self._start_message(sess, held, current))
                 await send(message)
             except OSError:  # what a server's send raises once the client is gone (ASGI 2.4)
                 gone = True
@@ -2467,7 +2466,6 @@ class ASGISessionMiddleware(_Core):
                     message = dict(message)
                     message["headers"] = [*message.get("headers", ()),
                                           (b"set-cookie", set_cookie.encode("latin-1"))]
-                sess._req.no_cookie = "the websocket is accepted: its cookie could only go with that"
             elif kind == "websocket.close" and not ended:
                 ended = True
                 await self._end(sess)
@@ -2481,9 +2479,7 @@ class ASGISessionMiddleware(_Core):
                     current = await self._end(sess)
                 if denial is not None:
                     held, denial = denial, None
-                    head = self._start_message(sess, held, current)
-                    sess._req.no_cookie = _HEAD_IS_OUT
-                    await send(head)
+                    await send(self._start_message(sess, held, current))
             try:
                 await send(message)
             except OSError:
@@ -2621,7 +2617,8 @@ class ASGISessionMiddleware(_Core):
 
 
 _LAST_BODY_TYPES = ("http.response.body", "http.response.zerocopysend")  # unless more_body
-_HEAD_IS_OUT = "the response's head is out, and the cookie was decided with it"
+_COOKIE_DECIDED = ("the response's head is out (or the websocket accepted), and the cookie "
+                   "went with it")
 
 
 # ---------------------------------------------------------------- private helpers
