@@ -95,6 +95,9 @@ def starlette_app(middleware: list, with_session: bool, probe: list):
     return Starlette(routes=[Route("/incr", incr)], middleware=middleware)
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, as a library keeps
+
+
 class FloorMiddleware:
     """The floor row: a correct server-side session and nothing more (see the module's doc)."""
 
@@ -130,7 +133,7 @@ class FloorMiddleware:
                 return
             if held:  # the body begins: write the session if it changed, then the head
                 start = held.pop()
-                new = json.dumps(data, separators=(",", ":")) if data or text else None
+                new = _COMPACT(data) if data or text else None
                 if new is not None and new != text:
                     expiry = time.time() + MAX_AGE
                     self.data[sid] = (expiry, new)
