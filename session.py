@@ -153,6 +153,7 @@ class _Core:
         self._verify_keys = [_key(s) for s in self.secrets]
         self._verified: dict = {}  # cookie value -> (ID, value to re-send) that passed _verify
         self._verified_headers: dict = {}  # the same, by the whole Cookie header it came in
+        self._records: dict = {}  # record text -> how _read_text reads it (see _remember_record)
         self.store = MemoryStore() if store is None else store
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValueError(f"name must be a cookie name (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
@@ -290,8 +291,9 @@ class _Core:
 
         A record whose cookie has the attributes the options give, first (as every record
         this middleware writes), is matched against its layout (see _templates): only its
-        two times are read from the cookie and only the data is decoded.  Any other goes
-        through ``decode_record`` and is checked in full.
+        two times are read from the cookie and only the data is decoded.  The times of a text
+        read before, or written here, are looked up instead (see _remember_record).  Any
+        other record goes through ``decode_record`` and is checked in full.
         """
         options = request.options
         if options.auto:
@@ -307,6 +309,11 @@ class _Core:
                 decoded = _decode(data)
                 if "cookie" not in decoded:
                     return decoded, Cookie._make(attrs, None, None), 0, text, data
+        known = self._records.get(text)
+        if known is not None and known[0] == attrs:
+            at = known[3]
+            data = "{" + text[at:] if at < len(text) else "{}"
+            return _decode(data), Cookie._make(attrs, known[1], known[2]), 0, text, data
         found = templates[4].match(text)
         if found is not None:
             null, original, expires, sep = found.groups()
@@ -316,6 +323,7 @@ class _Core:
                 decoded = _decode(data)
                 if "cookie" not in decoded:
                     cookie = Cookie._make(attrs, None if null else int(original), expires)
+                    _remember_record(self._records, text, (attrs, cookie._original, expires, at))
                     return decoded, cookie, 0, text, data  # expires: parsed when needed
         return _read_record(decode_record(text), text)
 
@@ -1014,14 +1022,18 @@ class Session(dict):
     def _change(self, data: str) -> "Change":
         """This session's write for the store's merge(): the record as loaded, the record now."""
         cookie = self._cookie or self._ensure_cookie()
-        cookie_json, ms = cookie._json()
+        cookie_json, ms, expires = cookie._json()
         if self._cookie_pos == 0:  # as _join_record
-            text = f'{{"cookie":{cookie_json}}}' if data == "{}" else f'{{"cookie":{cookie_json},{data[1:]}'
+            head = '{"cookie":' + cookie_json
+            text = head + "}" if data == "{}" else head + "," + data[1:]
+            if expires is not None:  # its next read is then a lookup (see _read_text)
+                _remember_record(self._req.core._records, text,
+                                 (cookie._attrs, cookie._original, expires, len(head) + 1))
         else:
             text = _encode(self._record())
         # Another request's later expiry is kept unless this one set the cookie's lifetime.
         return Change(self._base, text, None if ms is None else ms / 1000,
-                      keep_later=cookie._original == self._lifetime)
+                      cookie._original == self._lifetime)  # keep_later
 
     def _record(self, data: Optional[str] = None) -> "_Record":
         """The store record: the cookie at its stored position, then the data.
@@ -1277,14 +1289,20 @@ class Cookie:
         return fields, _cookie_json(templates, original, expires), ms
 
     def _json(self) -> tuple:
-        """(``to_json()``, expiry in epoch ms)."""
+        """(``to_json()``, expiry in epoch ms, the expiry as the JSON has it)."""
         ms, original = self._expires, self._original
         templates = _TEMPLATES.get(self._attrs) or _templates(self._attrs)
+        if type(ms) is int and type(original) is int:  # the usual case, written out
+            seconds, millis = divmod(ms, 1000)
+            expires = _iso_second(seconds) + _ISO_MILLIS[millis]
+            before, between, after = templates[0]
+            return f'{before}{original}{between}"{expires}"{after}', ms, expires
         if ms is None and original is None:
-            return templates[3], None
+            return templates[3], None, None
         if type(ms) is str:
-            return _cookie_json(templates, original, ms), self._ms()
-        return _cookie_json(templates, original, None if ms is None else _iso_ms(ms)), ms
+            return _cookie_json(templates, original, ms), self._ms(), ms
+        expires = None if ms is None else _iso_ms(ms)
+        return _cookie_json(templates, original, expires), ms, expires
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> "Cookie":
@@ -1328,8 +1346,9 @@ class Cookie:
         """``serialize`` for a name and value already known to be valid (the middleware's)."""
         before, after = (_TEMPLATES.get(self._attrs) or _templates(self._attrs))[1]
         ms = self._expires if type(self._expires) is not str else self._ms()
-        return "".join((name, "=", value, before,
-                        "" if ms is None else "; Expires=" + _http_date(ms // 1000), after))
+        if ms is None:
+            return f"{name}={value}{before}{after}"
+        return f"{name}={value}{before}; Expires={_http_date(ms // 1000)}{after}"
 
     def _fields(self, original: Any, expires: Any) -> dict:
         partitioned, priority, secure, http_only, domain, path, same_site = self._attrs
@@ -2625,6 +2644,8 @@ _COOKIE_DECIDED = ("the response's head is out (or the websocket accepted), and 
 
 _VERIFIED_CACHE_SIZE = 4096  # cookie values (and headers) remembered as verified, per middleware
 _VERIFIED_KEY_MAX = 1024     # longer ones are checked every time rather than kept
+_RECORD_CACHE_SIZE = 1024    # record texts whose reading is remembered, per middleware
+_RECORD_KEY_MAX = 2048       # longer ones are read every time
 # The longest cookie lifetime accepted, either way, in seconds.  Beyond a few thousand years
 # an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
 _MAX_AGE = 10_000_000_000
@@ -2756,6 +2777,16 @@ def _add_vary_cookie_bytes(headers: list) -> None:
                 headers[i] = (name, value + b", Cookie" if value.strip() else b"Cookie")
             return
     headers.append((b"vary", b"Cookie"))
+
+
+def _remember_record(records: dict, text: str, parts: tuple) -> None:
+    """Keep how a record's text reads (cookie attributes, originalMaxAge, expires as stored,
+    where the data begins) for the next read of the same text: the same session's next
+    request, in a site that mostly reads or in the process that wrote it."""
+    if len(text) <= _RECORD_KEY_MAX:
+        if len(records) >= _RECORD_CACHE_SIZE:
+            records.clear()
+        records[text] = parts
 
 
 def _remember(verified: dict, key: str, result: tuple) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import time
 import unittest
+from unittest import mock
 
 import session
 from tests.harness import (HOUR, ISO_MS, NAME, SECRET, UTC, Client, Harness, cookie_value, iso_ms,
@@ -171,6 +172,82 @@ class TestRecordFormat(unittest.TestCase):
         self.assertAlmostEqual(session.expires_at({"cookie": {"expires": aware}}), ts, places=3)
         self.assertIsNone(session.expires_at({"cookie": {"expires": None}}))
         self.assertIsNone(session.expires_at({"cookie": {}}))
+
+
+class TestRememberedRecords(unittest.TestCase):
+    """A record's text read before, or written by this middleware, is read again by a lookup
+    (see _remember_record): what the lookup gives must be what reading the text gives."""
+
+    def app(self, seen):
+        def act(environ):
+            s = sess(environ)
+            c = s.cookie
+            seen.append((dict(s), c.original_max_age, c.expires, c.same_site))
+            s["views"] = s.get("views", 0) + 1
+            s["user"] = {"name": "Ada", "tags": ["ü", 2]}
+        return act
+
+    def test_a_record_written_here_reads_as_a_middleware_that_never_saw_it_reads_it(self):
+        seen, fresh_seen = [], []
+        h = Harness(self.app(seen), cookie={"max_age": HOUR})
+        for _ in range(3):
+            h.request()
+        [(sid, text)] = h.store.texts.items()
+        self.assertIn(text, h.mw._records)  # written: its next read is a lookup
+        fresh = Harness(self.app(fresh_seen), cookie={"max_age": HOUR})
+        fresh.seed(sid=sid, record=json.loads(text))
+        self.assertEqual(session.MemoryStore.get_text(fresh.store, sid), text)
+        h.request()      # reads the text by lookup
+        fresh.request()  # reads it from the text
+        data = {"views": 3, "user": {"name": "Ada", "tags": ["ü", 2]}}
+        self.assertEqual(seen[3], fresh_seen[0])
+        self.assertEqual(seen[3][:2], (data, HOUR))
+        self.assertEqual(seen[3][2], dt.datetime.fromtimestamp(
+            parse_iso(json.loads(text)["cookie"]["expires"]), UTC))
+        self.assertEqual(h.store.texts[sid], fresh.store.texts[sid].replace(
+            json.loads(fresh.store.texts[sid])["cookie"]["expires"],
+            json.loads(h.store.texts[sid])["cookie"]["expires"]))
+
+    def test_a_record_read_once_is_remembered_and_read_the_same_again(self):
+        seen = []
+        h = Harness(lambda e: seen.append((dict(sess(e)), sess(e).cookie.expires)),
+                    cookie={"max_age": HOUR})
+        sid = h.seed({"a": [1, {"b": None}], "z": "ü"})
+        text = session.MemoryStore.get_text(h.store, sid)
+        h.request()
+        self.assertIn(text, h.mw._records)
+        h.request()
+        self.assertEqual(seen[0], seen[1])
+        self.assertEqual(seen[1][0], {"a": [1, {"b": None}], "z": "ü"})
+
+    def test_a_cookie_the_app_changed_is_read_from_the_record_not_from_the_options(self):
+        seen = []
+
+        def act(environ):
+            s = sess(environ)
+            seen.append(s.cookie.same_site)
+            s["n"] = s.get("n", 0) + 1
+            if len(seen) == 1:
+                s.cookie.same_site = "strict"
+        h = Harness(act, cookie={"max_age": HOUR})
+        for _ in range(3):
+            h.request()
+        self.assertEqual(seen, [None, "strict", "strict"])
+
+    def test_remembered_records_stay_bounded_and_long_ones_are_not_kept(self):
+        seen = []
+        h = Harness(lambda e: seen.append(sess(e).get("user")), cookie={"max_age": HOUR})
+        with mock.patch.object(session, "_RECORD_CACHE_SIZE", 8):
+            for i in range(20):
+                h.seed({"user": f"u{i}"})
+                h.request()
+        self.assertEqual(seen, [f"u{i}" for i in range(20)])
+        self.assertLessEqual(len(h.mw._records), 8)
+        sid = h.seed({"user": "long", "pad": "x" * session._RECORD_KEY_MAX})
+        h.request()
+        h.request()
+        self.assertEqual(seen[-2:], ["long", "long"])
+        self.assertNotIn(session.MemoryStore.get_text(h.store, sid), h.mw._records)
 
 
 class TestBadRecords(unittest.TestCase):
