@@ -1026,9 +1026,14 @@ class Session(dict):
         if self._cookie_pos == 0:  # as _join_record
             head = '{"cookie":' + cookie_json
             text = head + "}" if data == "{}" else head + "," + data[1:]
-            if expires is not None:  # its next read is then a lookup (see _read_text)
+            original = cookie._original
+            # Its next read is then a lookup (see _read_text), for a text the layout's pattern
+            # reads (originalMaxAge null or \d{1,13}) only: any other is read by decode_record,
+            # which may read it otherwise (no "path" reads as "/").
+            if expires is not None and (original is None or type(original) is int
+                                        and 0 <= original < 10_000_000_000_000):
                 _remember_record(self._req.core._records, text,
-                                 (cookie._attrs, cookie._original, expires, len(head) + 1))
+                                 (cookie._attrs, original, expires, len(head) + 1))
         else:
             text = _encode(self._record())
         # Another request's later expiry is kept unless this one set the cookie's lifetime.

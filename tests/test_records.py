@@ -234,6 +234,42 @@ class TestRememberedRecords(unittest.TestCase):
             h.request()
         self.assertEqual(seen, [None, "strict", "strict"])
 
+    def test_a_written_record_the_layout_does_not_match_is_not_remembered(self):
+        # originalMaxAge not \\d{1,13}: read by decode_record, which reads a cookie without
+        # "path" as "/", where a lookup would give the options' path=None.
+        for max_age in (dt.timedelta(hours=1, microseconds=500), session._MAX_AGE):
+            seen, fresh_seen = [], []
+
+            def act(environ, seen=seen):
+                s = sess(environ)
+                seen.append((s.cookie.path, s.cookie.original_max_age, dict(s)))
+                s["n"] = s.get("n", 0) + 1
+            h = Harness(act, cookie={"max_age": max_age, "path": None})
+            h.request()
+            self.assertEqual(h.mw._records, {})
+            [(sid, text)] = h.store.texts.items()
+            fresh = Harness(lambda e: act(e, fresh_seen), cookie={"max_age": max_age, "path": None})
+            fresh.seed(sid=sid, record=json.loads(text))
+            h.request()
+            fresh.request()
+            self.assertEqual(seen[1], fresh_seen[0])
+
+    def test_a_remembered_record_is_read_by_its_lookup(self):
+        h = Harness(lambda e: sess(e).__setitem__("n", sess(e).get("n", 0) + 1),
+                    cookie={"max_age": HOUR})
+        h.request()
+        hits = []
+
+        class Counting(dict):
+            def get(self, key, default=None):
+                found = dict.get(self, key, default)
+                hits.append(found is not None)
+                return found
+        h.mw._records = Counting(h.mw._records)
+        h.request()
+        h.request()
+        self.assertEqual(hits, [True, True])
+
     def test_remembered_records_stay_bounded_and_long_ones_are_not_kept(self):
         seen = []
         h = Harness(lambda e: seen.append(sess(e).get("user")), cookie={"max_age": HOUR})
