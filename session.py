@@ -1028,7 +1028,7 @@ class Session(dict):
             text = head + "}" if data == "{}" else head + "," + data[1:]
             original = cookie._original
             # Its next read is then a lookup (see _read_text), for a text the layout's pattern
-            # reads (originalMaxAge null or \d{1,13}) only: any other is read by decode_record,
+            # reads (originalMaxAge null or up to 13 digits) only: any other is read by decode_record,
             # which may read it otherwise (no "path" reads as "/").
             if expires is not None and (original is None or type(original) is int
                                         and 0 <= original < 10_000_000_000_000):
@@ -1368,8 +1368,7 @@ class Cookie:
         rec["httpOnly"] = http_only
         if domain is not None:
             rec["domain"] = domain
-        if path is not None:
-            rec["path"] = path
+        rec["path"] = path  # null when None, as express writes it (a missing path reads as "/")
         if same_site is not None:
             rec["sameSite"] = same_site
         return rec
@@ -1436,7 +1435,7 @@ def _templates(attrs: tuple) -> tuple:
         before, rest = text.split('"\\u0000original"')
         between, after = rest.split('"\\u0000expires"')
         # A record with this cookie first: its two times, and where its data begins.
-        record = re.compile(re.escape('{"cookie":' + before) + r"(?:(null)|(\d{1,13}))"
+        record = re.compile(re.escape('{"cookie":' + before) + r"(?:(null)|(0|[1-9]\d{0,12}))"
                             + re.escape(between) + r'(?:null|"(' + _ISO_MS.pattern + ')")'
                             + re.escape(after) + "([,}])")
         null = f"{before}null{between}null{after}"
@@ -1484,6 +1483,8 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
     value in the error (default: ``cookie <name>``).
     """
     what = field and f"the stored cookie's {field}" or f"cookie {name}"
+    if value == "" and field and name in ("domain", "priority", "same_site"):
+        return value  # as express keeps it from a record: not sent, written back as it was
     if name in ("http_only", "secure", "partitioned"):
         if type(value) is bool or (value is None and name != "http_only"):
             return value

@@ -115,6 +115,38 @@ class TestRecordFormat(unittest.TestCase):
                          {"originalMaxAge": 60000, "partitioned": True, "priority": "high", "secure": True,
                           "httpOnly": False, "domain": "example.com", "path": "/", "sameSite": "strict"})
 
+    def test_path_none_is_written_as_null_and_read_back_as_none_on_every_path(self):
+        # express writes "path":null for path: null, and reads a missing path as "/".
+        seen = []
+
+        def act(environ):
+            s = sess(environ)
+            seen.append(s.cookie.path)
+            s["n"] = s.get("n", 0) + 1
+        h = Harness(act, cookie={"max_age": HOUR, "path": None})
+        sc = h.request().cookie()
+        self.assertEqual(json.loads(h.store.texts[sc.sid])["cookie"]["path"], None)
+        self.assertNotIn("path", sc.attrs)
+        other = Harness(act, store=h.store, cookie={"max_age": HOUR, "domain": "example.com"})
+        other.client.jar.update(h.client.jar)  # options whose layout the record does not have
+        self.assertNotIn("path", other.request().cookie().attrs)
+        self.assertNotIn("path", h.request().cookie().attrs)
+        self.assertEqual(seen, [None, None, None])
+
+    def test_a_record_express_wrote_with_an_empty_domain_same_site_or_priority_is_a_session(self):
+        # express keeps "" from a record, and its cookie serializer leaves such an attribute out.
+        for field in ("domain", "sameSite", "priority"):
+            with self.subTest(field):
+                seen = []
+                h = Harness(lambda e: (seen.append(sess(e).is_new), sess(e).__setitem__("n", 2)),
+                            cookie={"max_age": HOUR})
+                sid = h.seed({"n": 1}, **{field: ""})
+                sc = h.request().cookie()
+                self.assertEqual(seen, [False])
+                self.assertEqual([a for a in ("domain", "samesite", "priority") if a in sc.attrs], [])
+                record = json.loads(h.store.texts[sid])
+                self.assertEqual((record["cookie"][field], record["n"]), ("", 2))
+
     def test_encode_record_is_compact_raw_utf8_and_rejects_nan(self):
         record = {"cookie": {"originalMaxAge": None, "expires": None, "httpOnly": True, "path": "/"}, "n": "ü"}
         self.assertEqual(session.encode_record(record),
@@ -212,11 +244,13 @@ class TestRememberedRecords(unittest.TestCase):
         seen = []
         h = Harness(lambda e: seen.append((dict(sess(e)), sess(e).cookie.expires)),
                     cookie={"max_age": HOUR})
-        sid = h.seed({"a": [1, {"b": None}], "z": "ü"})
+        # Stored to expire later than a touch would move it: the touch leaves the text as it is.
+        sid = h.seed({"a": [1, {"b": None}], "z": "ü"}, expires_in=2 * HOUR)
         text = session.MemoryStore.get_text(h.store, sid)
         h.request()
         self.assertIn(text, h.mw._records)
         h.request()
+        self.assertEqual(session.MemoryStore.get_text(h.store, sid), text)
         self.assertEqual(seen[0], seen[1])
         self.assertEqual(seen[1][0], {"a": [1, {"b": None}], "z": "ü"})
 
@@ -337,6 +371,12 @@ class TestBadRecords(unittest.TestCase):
             for after in ("}", " x"):
                 with self.subTest(cookie=cookie[:30], after=after):
                     self.assertTrue(self.planted_is_new('{"cookie":%s}%s' % (cookie, after)))
+
+    def test_a_record_whose_original_max_age_has_a_leading_zero_is_not_a_session(self):
+        # Not JSON: JSON.parse refuses it, so express cannot read it either.
+        self.assertTrue(self.planted_is_new(
+            '{"cookie":{"originalMaxAge":0123,"expires":"%s","httpOnly":true,"path":"/"},"n":1}'
+            % iso_ms(time.time() + 3600)))
 
     def test_a_record_holding_a_number_beyond_a_floats_range_is_not_a_session(self):
         # Python reads 1e999 as inf, which no record can hold (encode_record refuses it).
