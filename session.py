@@ -1615,8 +1615,9 @@ class Change:
 
     def apply(self, stored: str) -> tuple:
         """(JSON, expiry in epoch seconds or None) of the record ``stored`` with this
-        request's changes applied: keys keep their stored order, new ones come last; the
-        cookie is this request's, unless ``keep_later`` and the stored one expires later."""
+        request's changes applied: keys keep their stored order, new ones come last; in the
+        cookie, the attributes this request changed are set, and its times replace the stored
+        ones unless ``keep_later`` and the stored cookie expires later (see _cookie_over)."""
         try:
             record = decode_record(stored)
         except ValueError:
@@ -1627,14 +1628,40 @@ class Change:
         record.update(sets)
         expires = self.expires
         theirs = _record_expiry(record)
-        if self.keep_later and theirs is not None and (expires is None or theirs > expires):
+        keep_theirs = self.keep_later and theirs is not None and (expires is None or theirs > expires)
+        if keep_theirs:
             expires = theirs
-        else:
-            record["cookie"] = self.cookie()
+        record["cookie"] = self._cookie_over(record["cookie"], keep_theirs)
         return encode_record(record), expires
+
+    def _cookie_over(self, stored: dict, keep_times: bool) -> dict:
+        """The stored cookie with the attributes this request changed (against ``base``'s)
+        set as this request has them, and this request's two times unless ``keep_times``;
+        in express's key order."""
+        mine = self.cookie()
+        base = _decode(self.base)["cookie"] if self.base is not None else {}
+        merged = dict(stored)
+        for key in {**base, **mine}:
+            if key not in _COOKIE_TIMES and (key not in mine or key not in base
+                                             or not _same(mine[key], base[key])):
+                if key in mine:
+                    merged[key] = mine[key]
+                else:
+                    merged.pop(key, None)
+        if not keep_times:
+            for key in _COOKIE_TIMES:
+                merged[key] = mine.get(key)
+        order = {key: i for i, key in enumerate(_COOKIE_FIELDS)}
+        return dict(sorted(merged.items(), key=lambda item: order.get(item[0], len(order))))
 
     def __repr__(self) -> str:
         return f"Change(base={self.base!r:.40}, text={self.text!r:.60}, expires={self.expires!r})"
+
+
+_COOKIE_TIMES = ("originalMaxAge", "expires")
+# A stored cookie's fields in the order express writes them (foreign ones go last).
+_COOKIE_FIELDS = ("originalMaxAge", "partitioned", "priority", "expires", "secure", "httpOnly",
+                  "domain", "path", "sameSite")
 
 
 def _merged_record(record: Optional[dict], change: Change) -> Optional["_Record"]:

@@ -431,6 +431,52 @@ class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
         self.assertAlmostEqual(expires, later, delta=1)
 
 
+    def cookie_after(self, loaded: dict, theirs: dict, mine: dict, keep_later: bool = True) -> tuple:
+        """(the merged record's cookie, its expiry): cookies as loaded, as stored meanwhile by
+        another request, and as this request would write them; the data is left alone."""
+        encode = session.encode_record
+        expires = session.expires_at({"cookie": mine})
+        change = session.Change(encode({"cookie": loaded, "u": 1}), encode({"cookie": mine, "u": 1}),
+                                expires, keep_later=keep_later)
+        text, expiry = change.apply(encode({"cookie": theirs, "u": 2}))
+        return session.decode_record(text)["cookie"], expiry
+
+    @staticmethod
+    def hour_cookie(in_seconds: float, **fields) -> dict:
+        return {"originalMaxAge": 3600000, "expires": session._iso_ms(int((time.time() + in_seconds) * 1000)),
+                "httpOnly": True, "path": "/", **fields}
+
+    def test_attributes_this_request_changed_are_kept_with_a_later_stored_expiry(self):
+        # Another request (with no change to the cookie) stored a later expiry meanwhile.
+        loaded, theirs = self.hour_cookie(3000), self.hour_cookie(3600)
+        mine = {**self.hour_cookie(3599), "domain": "example.com", "sameSite": "strict"}
+        mine["httpOnly"] = False
+        cookie, expiry = self.cookie_after(loaded, theirs, mine)
+        self.assertEqual(cookie, {**theirs, "httpOnly": False, "domain": "example.com",
+                                  "sameSite": "strict"})
+        self.assertEqual(list(cookie), ["originalMaxAge", "expires", "httpOnly", "domain", "path",
+                                        "sameSite"])
+        self.assertAlmostEqual(expiry, session.expires_at({"cookie": theirs}), delta=0.001)
+
+    def test_attributes_the_other_request_changed_are_kept_with_this_requests_times(self):
+        loaded = self.hour_cookie(3000, sameSite="lax", priority="high")
+        theirs = {**self.hour_cookie(3500), "sameSite": "strict", "domain": "example.com"}
+        mine = self.hour_cookie(3600, sameSite="lax", priority="high")
+        del mine["priority"]  # this request unset one attribute
+        cookie, expiry = self.cookie_after(loaded, theirs, mine)
+        self.assertEqual(cookie, {**mine, "sameSite": "strict", "domain": "example.com"})
+        self.assertEqual(list(cookie), ["originalMaxAge", "expires", "httpOnly", "domain", "path",
+                                        "sameSite"])
+        self.assertAlmostEqual(expiry, session.expires_at({"cookie": mine}), delta=0.001)
+
+    def test_a_lifetime_this_request_set_replaces_a_later_stored_expiry(self):
+        loaded, theirs = self.hour_cookie(3000), self.hour_cookie(3600)
+        mine = {**self.hour_cookie(60), "originalMaxAge": 60000}
+        cookie, expiry = self.cookie_after(loaded, theirs, mine, keep_later=False)
+        self.assertEqual(cookie, mine)
+        self.assertAlmostEqual(expiry, session.expires_at({"cookie": mine}), delta=0.001)
+
+
 class TestWholeRecordWritesLoseKeys(unittest.TestCase):
     """The same requests through a store the middleware writes with set() (no merge) lose
     keys: the requests above do overlap enough to lose them."""
