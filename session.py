@@ -1272,7 +1272,8 @@ class Cookie:
             self._expires = time.time_ns() // 1_000_000 + int(self._original)
 
     def to_record(self) -> dict:
-        """The cookie as express stores it: camelCase, express's key order, unset keys omitted."""
+        """The cookie as express stores it: camelCase, express's key order, unset keys omitted
+        (but ``path`` None is written null, as express writes it)."""
         return self._stored()[0]
 
     def to_json(self) -> str:
@@ -1435,9 +1436,12 @@ def _templates(attrs: tuple) -> tuple:
         before, rest = text.split('"\\u0000original"')
         between, after = rest.split('"\\u0000expires"')
         # A record with this cookie first: its two times, and where its data begins.
+        tail = re.escape(after)
+        if attrs[5] is None:  # path: written "null" since 2026-12-06, left out before
+            tail = tail.replace(re.escape(',"path":null'), "(?:%s)?" % re.escape(',"path":null'))
         record = re.compile(re.escape('{"cookie":' + before) + r"(?:(null)|(0|[1-9]\d{0,12}))"
                             + re.escape(between) + r'(?:null|"(' + _ISO_MS.pattern + ')")'
-                            + re.escape(after) + "([,}])")
+                            + tail + "([,}])")
         null = f"{before}null{between}null{after}"
         found = ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
                  cookie._fields(None, None), null, record, '{"cookie":' + null)
@@ -1613,6 +1617,17 @@ class Change:
         """The cookie of the record this request would write."""
         return _decode(self.text)["cookie"]
 
+    def _changes_cookie_attributes(self) -> bool:
+        """Whether this request changed its cookie's attributes (anything but its two times)
+        against ``base``: a store that writes the times alone must then merge the cookie
+        (``apply`` does)."""
+        base = self._base_cookie()
+        return base is None or bool(_changed_attributes(base, self.cookie()))
+
+    def _base_cookie(self) -> Optional[dict]:
+        base = _decode(self.base).get("cookie") if self.base is not None else None
+        return base if type(base) is dict else None
+
     def apply(self, stored: str) -> tuple:
         """(JSON, expiry in epoch seconds or None) of the record ``stored`` with this
         request's changes applied: keys keep their stored order, new ones come last; in the
@@ -1637,20 +1652,20 @@ class Change:
     def _cookie_over(self, stored: dict, keep_times: bool) -> dict:
         """The stored cookie with the attributes this request changed (against ``base``'s)
         set as this request has them, and this request's two times unless ``keep_times``;
-        in express's key order."""
-        mine = self.cookie()
-        base = _decode(self.base)["cookie"] if self.base is not None else {}
-        merged = dict(stored)
-        for key in {**base, **mine}:
-            if key not in _COOKIE_TIMES and (key not in mine or key not in base
-                                             or not _same(mine[key], base[key])):
+        in express's key order, without fields express does not write."""
+        mine, base = self.cookie(), self._base_cookie()
+        if base is None:  # nothing to tell this request's changes by: all of its cookie
+            merged = {key: value for key, value in mine.items() if key not in _COOKIE_TIMES}
+        else:
+            merged = {key: value for key, value in stored.items() if key in _COOKIE_FIELDS}
+            for key in _changed_attributes(base, mine):
                 if key in mine:
                     merged[key] = mine[key]
                 else:
                     merged.pop(key, None)
-        if not keep_times:
-            for key in _COOKIE_TIMES:
-                merged[key] = mine.get(key)
+        times = stored if keep_times else mine
+        for key in _COOKIE_TIMES:
+            merged[key] = times.get(key)
         order = {key: i for i, key in enumerate(_COOKIE_FIELDS)}
         return dict(sorted(merged.items(), key=lambda item: order.get(item[0], len(order))))
 
@@ -1658,8 +1673,14 @@ class Change:
         return f"Change(base={self.base!r:.40}, text={self.text!r:.60}, expires={self.expires!r})"
 
 
+def _changed_attributes(base: dict, mine: dict) -> list:
+    """The fields of two stored cookies, other than their two times, that differ."""
+    return [key for key in {**base, **mine} if key not in _COOKIE_TIMES and (
+        key not in mine or key not in base or not _same(mine[key], base[key]))]
+
+
 _COOKIE_TIMES = ("originalMaxAge", "expires")
-# A stored cookie's fields in the order express writes them (foreign ones go last).
+# The fields of a stored cookie, in the order express writes them.
 _COOKIE_FIELDS = ("originalMaxAge", "partitioned", "priority", "expires", "secure", "httpOnly",
                   "domain", "path", "sameSite")
 

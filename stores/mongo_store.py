@@ -281,8 +281,8 @@ class MongoStore(session.Store):
         """stringify=False: ``$set``/``$unset`` of the keys this request changed, in one update
         of the live document (two when another request's expiry is later and kept)."""
         sets, deleted = change.changes()
-        if not all(_is_path(key) for key in (*sets, *deleted)):
-            return self._compare_and_set(sid, change)
+        if change._changes_cookie_attributes() or not all(_is_path(key) for key in (*sets, *deleted)):
+            return self._compare_and_set(sid, change)  # merged whole (see session.Change.apply)
         now = _now()
         expires = self._expiry(change.expires, now)
         data = {"session." + key: value for key, value in sets.items()}
@@ -293,8 +293,10 @@ class MongoStore(session.Store):
             if collection.delete_one(live).deleted_count:
                 return True
         else:
-            mine = {**data, "session.cookie": _to_bson({"cookie": change.cookie()})["cookie"],
-                    "expires": expires}
+            # The cookie's two times only: its attributes keep what another request stored.
+            cookie = _to_bson({"cookie": change.cookie()})["cookie"]
+            mine = {**data, "session.cookie.originalMaxAge": cookie.get("originalMaxAge"),
+                    "session.cookie.expires": cookie.get("expires"), "expires": expires}
             if self.touch_after > 0:
                 mine["lastModified"] = now
             query = live

@@ -532,6 +532,29 @@ class StoreContract:
         self.assertEqual(user_data(self.store.get("s1")),
                          {"prefs": {"theme": "dark", "lang": "en"}, "cart": {"items": ["apple", "pear"]}})
 
+    def test_merge_keeps_the_cookie_attributes_each_request_changed(self):
+        # Two requests loaded one record: one stored sameSite (with a later or an earlier
+        # expiry), the other sets a domain; each attribute stays, as data keys do.
+        for stored_later in (True, False):
+            with self.subTest(stored_later=stored_later):
+                sid = f"s-{stored_later}"
+                loaded = make_record(3000, user="ada")
+                self.store.set(sid, loaded)
+                base = self.store.get_text(sid)
+                theirs = make_record(3600 if stored_later else 3100, user="ada", views=1)
+                theirs["cookie"]["sameSite"] = "strict"
+                self.assertTrue(self.store.merge(sid, self._change(base, theirs)))
+                mine = make_record(3500, user="ada", cart=["apple"])
+                mine["cookie"]["domain"] = "example.com"
+                self.assertTrue(self.store.merge(sid, self._change(base, mine)))
+                stored = self.store.get(sid)
+                self.assertEqual(user_data(stored), {"user": "ada", "views": 1, "cart": ["apple"]})
+                later = theirs if stored_later else mine
+                self.assertEqual(stored["cookie"], {**later["cookie"], "domain": "example.com",
+                                                    "sameSite": "strict"})
+                self.assertEqual(list(stored["cookie"]), ["originalMaxAge", "expires", "httpOnly",
+                                                          "domain", "path", "sameSite"])
+
     def test_merge_of_the_same_key_lets_the_later_save_win(self):
         loaded = make_record(color="green", counter=1)
         self.store.set("s1", loaded)

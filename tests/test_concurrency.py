@@ -469,6 +469,19 @@ class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
                                         "sameSite"])
         self.assertAlmostEqual(expiry, session.expires_at({"cookie": mine}), delta=0.001)
 
+    def test_with_no_cookie_loaded_this_requests_cookie_is_written_and_foreign_fields_go(self):
+        # A change a store built from a record without a cookie object, and a stored cookie
+        # with fields express never writes: neither makes the merge fail or keeps them.
+        theirs = {**self.hour_cookie(3000), "maxAge": 5, "foo": 1, "sameSite": "lax"}
+        mine = self.hour_cookie(3600, domain="example.com")
+        change = session.Change('{"u":1}', session.encode_record({"cookie": mine, "u": 1}),
+                                session.expires_at({"cookie": mine}))
+        text, _ = change.apply(session.encode_record({"cookie": theirs, "u": 2}))
+        self.assertEqual(session.decode_record(text)["cookie"], mine)
+        loaded = self.hour_cookie(2000)
+        cookie, _ = self.cookie_after(loaded, theirs, self.hour_cookie(3600))
+        self.assertEqual(cookie, {**self.hour_cookie(3600), "sameSite": "lax"})
+
     def test_a_lifetime_this_request_set_replaces_a_later_stored_expiry(self):
         loaded, theirs = self.hour_cookie(3000), self.hour_cookie(3600)
         mine = {**self.hour_cookie(60), "originalMaxAge": 60000}

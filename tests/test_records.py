@@ -133,6 +133,21 @@ class TestRecordFormat(unittest.TestCase):
         self.assertNotIn("path", h.request().cookie().attrs)
         self.assertEqual(seen, [None, None, None])
 
+    def test_a_record_written_with_path_none_before_it_was_written_null_reads_as_none(self):
+        # Records saved before "path":null was written have no "path" at all.
+        seen = []
+
+        def act(environ):
+            seen.append(sess(environ).cookie.path)
+            sess(environ)["n"] = 2
+        h = Harness(act, cookie={"max_age": HOUR, "path": None})
+        h.store._data["old"] = (time.time() + HOUR, '{"cookie":{"originalMaxAge":3600000,"expires":"%s",'
+                                '"httpOnly":true},"n":1}' % iso_ms(time.time() + HOUR))
+        sc = h.request(cookie=f"{NAME}={cookie_value('old')}").cookie()
+        self.assertEqual(seen, [None])
+        self.assertNotIn("path", sc.attrs)
+        self.assertEqual(json.loads(h.store.texts["old"])["cookie"]["path"], None)
+
     def test_a_record_express_wrote_with_an_empty_domain_same_site_or_priority_is_a_session(self):
         # express keeps "" from a record, and its cookie serializer leaves such an attribute out.
         for field in ("domain", "sameSite", "priority"):
