@@ -29,6 +29,10 @@ and imports cancel out.  Cases:
                 bench/deployed.py's apps, in-process, over 1,000 users made first (one /incr
                 each), a request that only reads (/read), as 90% of its reads mix do; with
                 /incr appended (deployed-ours-sqlite/incr), one that increments
+    asgi-bare, asgi-ours, asgi-floor, asgi-starsessions
+                bench/asgi_overhead.py's rows (bare Starlette; + ASGISessionMiddleware with a
+                MemoryStore; + its hand-written floor; + starsessions), one request each
+                through its driver on one event loop: a returning visitor increments a counter
     select      raw sqlite3 SELECT by primary key (store_ops's ceiling)
     select+json the same with json.loads
     sqlite-get  SQLiteStore.get
@@ -103,6 +107,18 @@ CASES.update({f"deployed-{kind}{store and '-' + store}{path}":
               for kind, store in (("bare", ""), ("floor", "memory"), ("ours", "memory"),
                                   ("floor", "sqlite"), ("ours", "sqlite"))
               for path in ("", "/incr")})
+
+ASGI_SETUP = """
+import argparse, asyncio, asgi_overhead
+rows = asgi_overhead.rows(argparse.Namespace(redis=False, postgres=False), [])
+row = next(row for row in rows if row.label == LABEL)
+loop = asyncio.new_event_loop()
+op = lambda: loop.run_until_complete(asgi_overhead.drive(row, 1))
+"""
+
+CASES.update({f"asgi-{name}": ASGI_SETUP.replace("LABEL", repr(label))
+              for name, label in (("bare", "bare Starlette"), ("ours", "+ ours, MemoryStore"),
+                                  ("floor", "+ floor"), ("starsessions", "+ starsessions (memory)"))})
 
 SERVER_CASES = {f"{server}-{kind}": (server, kind.split("+")[0])
                 for server in ("waitress", "gunicorn")
@@ -211,6 +227,15 @@ def main() -> None:
         ours, floor = f"deployed-ours-{store}{path}", f"deployed-floor-{store}{path}"
         if ours in per_op and floor in per_op:
             print(f"  {ours} - {floor}: {per_op[ours] - per_op[floor]:,}")
+    if "asgi-bare" in per_op:
+        over = {name: per_op[f"asgi-{name}"] - per_op["asgi-bare"]
+                for name in ("ours", "floor", "starsessions") if f"asgi-{name}" in per_op}
+        for name, value in over.items():
+            print(f"  asgi-{name} - asgi-bare: {value:,}")
+        if "starsessions" in over:
+            for name in ("ours", "floor"):
+                if name in over:
+                    print(f"  asgi-{name}'s overhead / starsessions': {over[name] / over['starsessions']:.2f}")
     if "select" in per_op:
         for name in ("sqlite-get", "select+json"):
             if name in per_op:
