@@ -1,7 +1,7 @@
 """CPU instructions per operation, counted by valgrind's callgrind: a measure no neighbour disturbs.
 
     apt-get install -y valgrind
-    python bench/instructions.py                 # every case below (about 15 min)
+    python bench/instructions.py                 # every case below (about 25 min)
     python bench/instructions.py session floor   # only these cases
 
 On a shared machine timings swing by 2x from one minute to the next; the
