@@ -1675,8 +1675,18 @@ class Change:
 
 def _changed_attributes(base: dict, mine: dict) -> list:
     """The fields of two stored cookies, other than their two times, that differ."""
+    base, mine = _meaningful(base), _meaningful(mine)
     return [key for key in {**base, **mine} if key not in _COOKIE_TIMES and (
         key not in mine or key not in base or not _same(mine[key], base[key]))]
+
+
+# Fields whose null reads as their absence (express: falsy, not sent); connect-mongo with
+# stringify false stores express's unset ones as null (the Node driver's ignoreUndefined=false).
+_NULL_IS_UNSET = ("partitioned", "priority", "secure", "domain", "sameSite")
+
+
+def _meaningful(cookie: dict) -> dict:
+    return {k: v for k, v in cookie.items() if v is not None or k not in _NULL_IS_UNSET}
 
 
 _COOKIE_TIMES = ("originalMaxAge", "expires")

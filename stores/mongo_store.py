@@ -287,7 +287,11 @@ class MongoStore(session.Store):
         expires = self._expiry(change.expires, now)
         data = {"session." + key: value for key, value in sets.items()}
         unset = {"session." + key: "" for key in deleted}
-        live = {"_id": sid, "session.cookie": {"$type": "object"}, **_live(now)}
+        # A cookie that is an object (not an array holding one) with both times, so the two
+        # $set paths replace them in place; any other goes through the compare-and-set.
+        live = {"_id": sid, "session.cookie": {"$type": "object", "$not": {"$type": "array"}},
+                "session.cookie.originalMaxAge": {"$exists": True},
+                "session.cookie.expires": {"$exists": True}, **_live(now)}
         collection = self._coll()
         if not change.keep_later and expires <= now:  # written already expired: deleted
             if collection.delete_one(live).deleted_count:

@@ -245,6 +245,36 @@ class TestMongoStoreRules(unittest.TestCase):
                                           "secure": False, "httpOnly": True, "path": "/"},
                                "passport": {"user": "7"}, "seen": "2026-01-01T00:00:00.000Z"})
 
+    def test_a_merge_keeps_an_attribute_another_request_set_on_a_document_node_wrote(self):
+        # The Node driver writes express's unset cookie fields as null: not a change.
+        expires = datetime.now(timezone.utc) + timedelta(seconds=3000)
+        cookie = {"originalMaxAge": 3600000, "partitioned": None, "priority": None,
+                  "expires": expires, "secure": None, "httpOnly": True, "domain": None,
+                  "path": "/", "sameSite": None}
+        self.client.test.sessions.insert_one({"_id": "node", "expires": expires,
+                                              "session": {"cookie": cookie, "n": 1}})
+        store = self.store(stringify=False)
+        base = store.get_text("node")
+        theirs = json.loads(base)
+        theirs["cookie"]["sameSite"] = "strict"  # another request, meanwhile
+        self.assertTrue(store.merge("node", change(base, theirs)))
+        mine = make_record(3600, n=2)  # this one changed the data only
+        self.assertTrue(store.merge("node", change(base, mine)))
+        got = store.get("node")
+        self.assertEqual((got["n"], got["cookie"]["sameSite"]), (2, "strict"))
+
+    def test_a_merge_over_a_cookie_that_is_no_object_falls_back_to_compare_and_set(self):
+        store = self.store(stringify=False)
+        store.set("s1", make_record(3000, n=1))
+        base = store.get_text("s1")
+        for value in ([{"a": 1}], "x"):
+            with self.subTest(cookie=value):
+                self.client.test.sessions.update_one({"_id": "s1"}, {"$set": {"session.cookie": value}})
+                self.assertTrue(store.merge("s1", change(base, make_record(3600, n=2))))
+                got = store.get("s1")
+                self.assertEqual(got["n"], 2)
+                self.assertEqual(list(got["cookie"]), ["originalMaxAge", "expires", "httpOnly", "path"])
+
     def test_bson_types_express_wrote_are_read_as_json_stringify_sees_them(self):
         # connect-mongo with stringify:false keeps a mongoose user._id as an ObjectId.
         import bson
@@ -726,7 +756,8 @@ class TestMongoStoreWire(unittest.TestCase):
                                  replies=[{"n": 1, "nModified": 1, "ok": 1}])
         [op] = update["updates"]
         self.assertEqual(op["q"]["_id"], "s1")
-        self.assertEqual(op["q"]["session.cookie"], {"$type": "object"})
+        self.assertEqual(op["q"]["session.cookie"], {"$type": "object", "$not": {"$type": "array"}})
+        self.assertEqual(op["q"]["session.cookie.expires"], {"$exists": True})
         self.assert_live_filter(op["q"])
         self.assertEqual(utc(op["q"]["expires"]["$lte"]), at(loaded["cookie"]["expires"]))
         # The cookie's two times only: its attributes keep what another request stored.
