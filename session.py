@@ -1686,6 +1686,7 @@ _NULL_IS_UNSET = ("partitioned", "priority", "secure", "domain", "sameSite")
 
 
 def _meaningful(cookie: dict) -> dict:
+    """A stored cookie without the null fields that mean unset (see _NULL_IS_UNSET)."""
     return {k: v for k, v in cookie.items() if v is not None or k not in _NULL_IS_UNSET}
 
 
