@@ -478,9 +478,9 @@ class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
                                 session.expires_at({"cookie": mine}))
         text, _ = change.apply(session.encode_record({"cookie": theirs, "u": 2}))
         self.assertEqual(session.decode_record(text)["cookie"], mine)
-        loaded = self.hour_cookie(2000)
-        cookie, _ = self.cookie_after(loaded, theirs, self.hour_cookie(3600))
-        self.assertEqual(cookie, {**self.hour_cookie(3600), "sameSite": "lax"})
+        loaded, mine = self.hour_cookie(2000), self.hour_cookie(3600)
+        cookie, _ = self.cookie_after(loaded, theirs, mine)
+        self.assertEqual(cookie, {**mine, "sameSite": "lax"})
 
     def test_a_lifetime_this_request_set_replaces_a_later_stored_expiry(self):
         loaded, theirs = self.hour_cookie(3000), self.hour_cookie(3600)
