@@ -153,7 +153,9 @@ class _Core:
         self._verify_keys = [_key(s) for s in self.secrets]
         self._verified: dict = {}  # cookie value -> (ID, value to re-send) that passed _verify
         self._verified_headers: dict = {}  # the same, by the whole Cookie header it came in
-        self._records: dict = {}  # record text -> how _read_text reads it (see _remember_record)
+        # Record text -> how _read_text reads it: cookie attributes, originalMaxAge, expires as
+        # stored, where the data begins (the same session's next read is then a lookup).
+        self._records: dict = {}
         self.store = MemoryStore() if store is None else store
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValueError(f"name must be a cookie name (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
@@ -267,8 +269,8 @@ class _Core:
                 return None, None
             verified = sid, (self._cookie_value(sid, value[value.rfind(".") + 1:])
                              if key == 0 else None)
-            _remember(self._verified, raw, verified)
-        _remember(self._verified_headers, header, verified)
+            _remember(self._verified, raw, verified, _VERIFIED_CACHE_SIZE, _VERIFIED_KEY_MAX)
+        _remember(self._verified_headers, header, verified, _VERIFIED_CACHE_SIZE, _VERIFIED_KEY_MAX)
         return verified
 
     def _session(self, request: "_Request", stored: Any) -> "Session":
@@ -292,7 +294,7 @@ class _Core:
         A record whose cookie has the attributes the options give, first (as every record
         this middleware writes), is matched against its layout (see _templates): only its
         two times are read from the cookie and only the data is decoded.  The times of a text
-        read before, or written here, are looked up instead (see _remember_record).  Any
+        read before, or written here, are looked up instead (see ``_records``).  Any
         other record goes through ``decode_record`` and is checked in full.
         """
         options = request.options
@@ -323,7 +325,8 @@ class _Core:
                 decoded = _decode(data)
                 if "cookie" not in decoded:
                     cookie = Cookie._make(attrs, None if null else int(original), expires)
-                    _remember_record(self._records, text, (attrs, cookie._original, expires, at))
+                    _remember(self._records, text, (attrs, cookie._original, expires, at),
+                              _RECORD_CACHE_SIZE, _RECORD_KEY_MAX)
                     return decoded, cookie, 0, text, data  # expires: parsed when needed
         return _read_record(decode_record(text), text)
 
@@ -1032,8 +1035,9 @@ class Session(dict):
             # which may read it otherwise (no "path" reads as "/").
             if expires is not None and (original is None or type(original) is int
                                         and 0 <= original < 10_000_000_000_000):
-                _remember_record(self._req.core._records, text,
-                                 (cookie._attrs, original, expires, len(head) + 1))
+                _remember(self._req.core._records, text,
+                          (cookie._attrs, original, expires, len(head) + 1),
+                          _RECORD_CACHE_SIZE, _RECORD_KEY_MAX)
         else:
             text = _encode(self._record())
         # Another request's later expiry is kept unless this one set the cookie's lifetime.
@@ -1298,11 +1302,6 @@ class Cookie:
         """(``to_json()``, expiry in epoch ms, the expiry as the JSON has it)."""
         ms, original = self._expires, self._original
         templates = _TEMPLATES.get(self._attrs) or _templates(self._attrs)
-        if type(ms) is int and type(original) is int:  # the usual case, written out
-            seconds, millis = divmod(ms, 1000)
-            expires = _iso_second(seconds) + _ISO_MILLIS[millis]
-            before, between, after = templates[0]
-            return f'{before}{original}{between}"{expires}"{after}', ms, expires
         if ms is None and original is None:
             return templates[3], None, None
         if type(ms) is str:
@@ -1459,9 +1458,11 @@ def _cookie_json(templates: tuple, original: Optional[float], expires: Optional[
     if original is None and expires is None:
         return templates[3]
     before, between, after = templates[0]
-    return "".join((before, "null" if original is None else
-                    str(original) if type(original) is int else _encode(original),
-                    between, "null" if expires is None else f'"{expires}"', after))
+    if type(original) is not int:
+        original = "null" if original is None else _encode(original)
+    if expires is None:
+        return f"{before}{original}{between}null{after}"
+    return f'{before}{original}{between}"{expires}"{after}'
 
 
 @functools.lru_cache(maxsize=256, typed=True)
@@ -1655,9 +1656,9 @@ class Change:
         in express's key order, without fields express does not write."""
         mine, base = self.cookie(), self._base_cookie()
         if base is None:  # nothing to tell this request's changes by: all of its cookie
-            merged = {key: value for key, value in mine.items() if key not in _COOKIE_TIMES}
+            merged = dict(mine)
         else:
-            merged = {key: value for key, value in stored.items() if key in _COOKIE_FIELDS}
+            merged = dict(stored)
             for key in _changed_attributes(base, mine):
                 if key in mine:
                     merged[key] = mine[key]
@@ -1666,8 +1667,7 @@ class Change:
         times = stored if keep_times else mine
         for key in _COOKIE_TIMES:
             merged[key] = times.get(key)
-        order = {key: i for i, key in enumerate(_COOKIE_FIELDS)}
-        return dict(sorted(merged.items(), key=lambda item: order.get(item[0], len(order))))
+        return {key: merged[key] for key in _COOKIE_FIELDS if key in merged}
 
     def __repr__(self) -> str:
         return f"Change(base={self.base!r:.40}, text={self.text!r:.60}, expires={self.expires!r})"
@@ -2844,22 +2844,13 @@ def _add_vary_cookie_bytes(headers: list) -> None:
     headers.append((b"vary", b"Cookie"))
 
 
-def _remember_record(records: dict, text: str, parts: tuple) -> None:
-    """Keep how a record's text reads (cookie attributes, originalMaxAge, expires as stored,
-    where the data begins) for the next read of the same text: the same session's next
-    request, in a site that mostly reads or in the process that wrote it."""
-    if len(text) <= _RECORD_KEY_MAX:
-        if len(records) >= _RECORD_CACHE_SIZE:
-            records.clear()
-        records[text] = parts
-
-
-def _remember(verified: dict, key: str, result: tuple) -> None:
-    """Keep a verified cookie (by value or whole header), within the cache's bounds."""
-    if len(key) <= _VERIFIED_KEY_MAX:
-        if len(verified) >= _VERIFIED_CACHE_SIZE:
-            verified.clear()
-        verified[key] = result
+def _remember(cache: dict, key: str, value: tuple, size: int, key_max: int) -> None:
+    """Keep ``value`` under ``key`` in one of the middleware's caches (verified cookies, read
+    records): keys longer than ``key_max`` are not kept, and a full cache starts over."""
+    if len(key) <= key_max:
+        if len(cache) >= size:
+            cache.clear()
+        cache[key] = value
 
 
 def _check_secrets(secret: Any) -> list:

@@ -223,7 +223,7 @@ class TestRecordFormat(unittest.TestCase):
 
 class TestRememberedRecords(unittest.TestCase):
     """A record's text read before, or written by this middleware, is read again by a lookup
-    (see _remember_record): what the lookup gives must be what reading the text gives."""
+    (see _Core._records): what the lookup gives must be what reading the text gives."""
 
     def app(self, seen):
         def act(environ):
