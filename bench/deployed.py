@@ -408,7 +408,8 @@ _SQLITE_LOCK = threading.Lock()
 def _counted_memory_store(store):
     """Count a MemoryStore's writes by wrapping its methods on the instance, before the
     middleware is built (it takes the store's methods when it gets the store): a save is a
-    merge() (or a set()), a touch a touch(); none of them calls another."""
+    merge() (or a set()), a touch a touch() that replaced the stored entry (one that would
+    barely move the expiry is skipped); none of them calls another."""
     def counted(method, kind):
         count = _MEMORY_COUNTS[kind]
 
@@ -416,10 +417,20 @@ def _counted_memory_store(store):
             next(count)
             return method(*args, **kwargs)
         return wrapper
-    for kind, names in (("set", ("merge", "set")), ("touch", ("touch",)),
-                        ("destroy", ("destroy",))):
+
+    def counted_touch(method):
+        count, entries = _MEMORY_COUNTS["touch"], store._data
+
+        def touch(sid, record):
+            before = entries.get(sid)
+            method(sid, record)
+            if entries.get(sid) is not before:
+                next(count)
+        return touch
+    for kind, names in (("set", ("merge", "set")), ("destroy", ("destroy",))):
         for name in names:
             setattr(store, name, counted(getattr(store, name), kind))
+    store.touch = counted_touch(store.touch)
     return store
 
 

@@ -279,6 +279,22 @@ class TestStoreCapabilities(unittest.TestCase):
         time.sleep(0.7)
         self.assertIsNone(store.get(sid))
 
+    def test_reading_a_session_again_soon_writes_nothing_and_changing_its_cookie_does(self):
+        for cookie in ({}, {"max_age": 3600}):
+            with self.subTest(**cookie):
+                store = session.MemoryStore()
+                h = Harness(lambda e: action(sess(e)), store=store, cookie=cookie)
+                action = lambda s: s.__setitem__("n", 1)
+                h.request()
+                sid, = store.all()
+                entry = store._data[sid]  # (expiry, JSON), replaced whole by every write
+                action = lambda s: s.get("n")
+                h.request()
+                self.assertIs(store._data[sid], entry)
+                action = lambda s: setattr(s.cookie, "same_site", "strict")
+                h.request()
+                self.assertEqual(store.get(sid)["cookie"]["sameSite"], "strict")
+
     def test_a_store_whose_touch_reads_only_the_expiry_is_given_a_record_with_no_fields(self):
         class ExpiryOnly(session.MemoryStore):
             touch_needs_record = False

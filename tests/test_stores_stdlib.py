@@ -30,7 +30,7 @@ from stores import ShelveStore, SQLiteStore, shelve_store, sqlite_store
 from tests import support
 from tests.asgi_support import run_with_counted_threads
 from tests.harness import SECRET, Client, Harness
-from tests.store_contract import StoreContract, make_record
+from tests.store_contract import StoreContract, iso_in, make_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -255,6 +255,52 @@ class TestMemoryStore(StoreContract, unittest.TestCase):
         self.assertIsNotNone(got, "touch must extend the expiry")
         self.assertEqual(got["n"], 1, "touch must not write data")
         self.assertEqual(got["cookie"]["expires"], fresh["cookie"]["expires"])
+
+    def test_a_touch_that_barely_moves_the_expiry_and_changes_nothing_else_is_skipped(self):
+        # As the other stores skip it (touch_slack): a site whose requests mostly only read
+        # would otherwise rewrite every user's record on every request.
+        store = self.store
+        record = make_record(3600, n=1)
+
+        def touched(seconds, **cookie):  # the record as a request that read it touches it
+            return {**record, "cookie": {**record["cookie"], "expires": iso_in(seconds), **cookie}}
+
+        def touch(touch_record):  # the stored cookie after the touch
+            store.touch("a", touch_record)
+            return store.get("a")["cookie"]
+        store.set("a", record)
+        self.assertEqual(touch(touched(3610)), record["cookie"])  # 10 s: under a minute, under 1%
+        changed = touched(3610, httpOnly=False)  # the cookie changed: written
+        self.assertEqual(touch(changed), changed["cookie"])
+        store.set("a", record)
+        later = touched(3700)  # 100 s: over a minute, written
+        self.assertEqual(touch(later), later["cookie"])
+
+        class SetItsLifetime(dict):
+            keep_later = False  # the request set the cookie's lifetime itself: written
+        store.set("a", record)
+        own = SetItsLifetime(touched(3610))
+        self.assertEqual(touch(own), own["cookie"])
+
+    def test_a_touch_is_skipped_only_below_one_percent_of_a_short_lifetime(self):
+        store = self.store
+        record = make_record(60, n=1)
+        for later, written in ((0.3, False), (2, True)):  # 1% of a minute is 0.6 s
+            with self.subTest(later=later):
+                store.set("a", record)
+                cookie = {**record["cookie"], "expires": iso_in(60 + later)}
+                store.touch("a", {**record, "cookie": cookie})
+                self.assertEqual(store.get("a")["cookie"], cookie if written else record["cookie"])
+
+    def test_a_browser_session_record_touched_again_soon_is_not_rewritten(self):
+        store = self.store
+        record = make_record(None, n=1)
+        store.set("a", record)
+        entry = store._data["a"]  # (expiry, JSON): a record without expires shows none
+        store.touch("a", make_record(None, n=1))
+        self.assertIs(store._data["a"], entry)
+        store.touch("a", {**record, "cookie": {**record["cookie"], "domain": "example.com"}})
+        self.assertEqual(store.get("a")["cookie"]["domain"], "example.com")
 
     def test_expired_records_are_reclaimed_under_normal_traffic(self):
         store = self.store
