@@ -75,40 +75,13 @@ end
 return 1
 """)
 
-class _Seen(dict):
-    """sid -> (the key's expiry as this process last set it, epoch s, or None; the hash of
-    the JSON this process last read or wrote there): what lets touch skip an EXPIRE that
-    would barely move the expiry without asking Redis for it on every read.  An expiry is
-    trusted only while the key holds the JSON it was set with: a write by anyone else
-    changes the JSON, and a read that finds other JSON forgets the expiry."""
-
-    __slots__ = ()
-    LIMIT = 65536  # sessions remembered; past that it starts over (a skipped skip costs a write)
-
-    def read(self, sid: str, text: str) -> None:
-        seen, text_hash = self.get(sid), hash(text)
-        if seen is None or seen[1] != text_hash:
-            self._put(sid, (None, text_hash))
-
-    def wrote(self, sid: str, expiry: float, text: str) -> None:
-        self._put(sid, (expiry, hash(text)))
-
-    def touched(self, sid: str, expiry: float) -> None:
-        seen = self.get(sid)
-        if seen is not None:
-            self[sid] = (expiry, seen[1])
-
-    def barely_moves(self, sid: str, expiry: float, now: float, slack: float) -> bool:
-        """Whether moving the expiry to ``expiry`` moves it less than ``slack`` seconds, or
-        1% of the time left, past the one this process set (False when it knows none)."""
-        seen = self.get(sid)
-        return seen is not None and seen[0] is not None and \
-            expiry - seen[0] < min(slack, (expiry - now) / 100)
-
-    def _put(self, sid: str, value: tuple) -> None:
-        if len(self) >= self.LIMIT:
-            self.clear()
-        self[sid] = value
+# GET and PTTL of one key in one round trip (one key: fine on a cluster), as one string
+# "<pttl>:<value>" (a client parses one bulk string faster than a two-item array); nil if missing.
+_GET_WITH_TTL = _Script("""
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+return redis.call('PTTL', KEYS[1]) .. ':' .. value
+""")
 
 def _shielded(write):
     """``write`` (a coroutine method) run on to its end even if its request is cancelled: a
@@ -162,20 +135,13 @@ class RedisStore(session.Store):
     retries against 7.7.  The script's own server time is a GET, a string compare and
     a PTTL.  (A Redis ACL user for the store needs EVALSHA and EVAL.)
 
-    A read is a plain GET.  ``touch`` skips an EXPIRE that would move the key's expiry
-    less than ``touch_slack`` (60 s) and less than 1% of the session's lifetime past the
-    one this process itself set, by a save or a touch, as long as the key still holds the
-    JSON it held then (see _Seen): a site whose requests mostly only read then sends one
-    command for most of them, not two (with 1,000 users and 90% of requests reading,
-    ``bench/deployed.py``: 900 EXPIREs per 1,000 requests before).  A session may so end
-    up to that much earlier than connect-redis would end it (a minute in a day).  The read
-    used to be a script that also fetched the key's PTTL, so that an expiry set elsewhere
-    was known too; a script costs Redis and the client more than the command it wraps
-    (a request that only reads, in process, one private redis-server: 145 µs of CPU
-    against 120 for a GET, the hand-written floor's 115).  What is lost: a key another
-    process wrote is touched once by this one before its touches are skipped, and another
-    process's EXPIRE that shortens a key without rewriting it (express's touch after the
-    app shortened ``cookie.maxAge``) goes unseen here for up to ``touch_slack``.
+    A read is one small script too, GET and PTTL of the key, so that ``touch`` can skip
+    an EXPIRE that would move the key's expiry less than ``touch_slack`` (60 s) and less than 1% of
+    the session's lifetime past what this process last read or set: a site whose
+    requests mostly only read then sends one command for most of them, not two (with 1,000
+    users and 90% of requests reading, ``bench/deployed.py``: 900 EXPIREs per 1,000
+    requests before).  A session may so end up to that much earlier than connect-redis
+    would end it (a minute in a day).
     """
 
     touch_slack = 60.0  # seconds: a touch moving the key's expiry less than this is not sent
@@ -215,7 +181,7 @@ class RedisStore(session.Store):
         self.disable_touch = bool(disable_touch)
         self.disable_ttl = bool(disable_ttl)
         self._expire_gt = True  # EXPIRE ... GT works (Redis 7); set False on an older server
-        self._seen = _Seen()  # the keys' expiries as this process last set them (see _Seen)
+        self._seen = session._SeenExpiries()  # the keys' expiries as this process last read or set them
         if given_async:
             self._sync = _mirror(redis, client, to_async=False)
             self._owns_sync = self._sync is not None
@@ -229,7 +195,8 @@ class RedisStore(session.Store):
     def get_text(self, sid: str) -> Optional[str]:
         """The stored JSON as it is, or None (a value that is not UTF-8 is None, with a
         warning, as ``get`` treats it; the middleware checks everything else)."""
-        return self._read(sid, self._call(self._sync_client(), ("GET", self.prefix + sid)))
+        return self._text_and_ttl(sid, self._script(self._sync_client(), _GET_WITH_TTL,
+                                                    self.prefix + sid, ()))
 
     def set(self, sid: str, record: dict) -> None:
         """``SET key json EX ttl``; a record that has already expired is deleted instead."""
@@ -257,14 +224,14 @@ class RedisStore(session.Store):
         client, key, ttl = self._sync_client(), self.prefix + sid, self._ttl_for(record)
         if not getattr(record, "keep_later", True):
             self._call(client, ("EXPIRE", key, ttl))
-            self._seen.touched(sid, time.time() + ttl)
+            self._seen.remember(sid, time.time() + ttl)
             return
         if self._barely(sid, ttl):
             return
         if self._expire_gt:
             try:
                 self._call(client, ("EXPIRE", key, ttl, "GT"))
-                self._seen.touched(sid, time.time() + ttl)
+                self._seen.remember(sid, time.time() + ttl)
                 return
             except self._redis.ResponseError as exc:
                 self._without_expire_gt(exc)
@@ -284,7 +251,8 @@ class RedisStore(session.Store):
         client = self._async_client()
         if client is None:
             return await session._in_thread(self.get_text, sid)
-        return self._read(sid, await self._acall(client, ("GET", self.prefix + sid)))
+        return self._text_and_ttl(sid, await self._ascript(client, _GET_WITH_TTL,
+                                                           self.prefix + sid, ()))
 
     @_shielded
     async def aset(self, sid: str, record: dict) -> None:
@@ -316,14 +284,14 @@ class RedisStore(session.Store):
         key, ttl = self.prefix + sid, self._ttl_for(record)
         if not getattr(record, "keep_later", True):
             await self._acall(client, ("EXPIRE", key, ttl))
-            self._seen.touched(sid, time.time() + ttl)
+            self._seen.remember(sid, time.time() + ttl)
             return
         if self._barely(sid, ttl):
             return
         if self._expire_gt:
             try:
                 await self._acall(client, ("EXPIRE", key, ttl, "GT"))
-                self._seen.touched(sid, time.time() + ttl)
+                self._seen.remember(sid, time.time() + ttl)
                 return
             except self._redis.ResponseError as exc:
                 self._without_expire_gt(exc)
@@ -499,12 +467,15 @@ class RedisStore(session.Store):
         for key in seen:
             yield key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
 
-    def _read(self, sid: str, raw: Any) -> Optional[str]:
-        """A GET's reply as text, noted for touch (see _Seen)."""
-        text = self._text(sid, raw)
-        if text is not None:
-            self._seen.read(sid, text)
-        return text
+    def _text_and_ttl(self, sid: str, reply: Any) -> Optional[str]:
+        """_GET_WITH_TTL's reply: the key's text, its expiry remembered for touch."""
+        if reply is None:
+            return None
+        at = reply.index(b":" if type(reply) is bytes else ":")
+        left = int(reply[:at])
+        if left > 0:
+            self._seen.remember(sid, time.time() + left / 1000)
+        return self._text(sid, reply[at + 1:])
 
     def _barely(self, sid: str, ttl: int) -> bool:
         """Whether a touch to ``ttl`` seconds from now would move the key's expiry too little
@@ -517,7 +488,7 @@ class RedisStore(session.Store):
         if reply == 1 and args[3]:
             ttl = int(args[3])
             if ttl > 0:
-                self._seen.wrote(sid, time.time() + ttl, args[2])
+                self._seen.remember(sid, time.time() + ttl)
         return reply == 1
 
     def _text(self, sid: str, raw: Any) -> Optional[str]:
