@@ -2045,7 +2045,8 @@ class MemoryStore(Store):
     stores skip it: a site whose requests mostly only read then rewrites a record about
     once a minute per user, not on every request (``bench/deployed.py``, reads mix: 1,001
     writes per 1,000 requests before).  A session may so end up to that much earlier
-    than express's MemoryStore would end it.
+    than express's MemoryStore would end it.  (A record whose cookie is not its first
+    field, which neither express nor the middleware writes, is rewritten on every touch.)
     """
 
     blocking = False  # nothing here waits on I/O: an event loop may call it directly
@@ -2219,8 +2220,8 @@ def _same_cookie_but_expires(text: str, cookie: str) -> bool:
     if text.startswith(cookie, 10):  # the same cookie, expiry and all
         return text.startswith('{"cookie":')
     at = cookie.find('"expires":"')
-    if at < 0 or not text.startswith('{"cookie":'):
-        return False
+    if at < 0 or "{" in cookie[1:at] or "\\" in cookie[:at] or not text.startswith('{"cookie":'):
+        return False  # no date to differ, or one not plainly the cookie's own "expires"
     at += 11  # the first character of its value, which is a date that never holds a quote
     end = cookie.find('"', at)
     stored_end = text.find('"', 10 + at)

@@ -282,6 +282,32 @@ class TestMemoryStore(StoreContract, unittest.TestCase):
         own = SetItsLifetime(touched(3610))
         self.assertEqual(touch(own), own["cookie"])
 
+    def test_a_touch_is_written_when_it_moves_a_long_lifetime_a_minute_or_more(self):
+        store = self.store
+        record = make_record(86400, n=1)  # 1% of a day is 864 s: the minute decides
+        for later, written in ((30, False), (120, True)):
+            with self.subTest(later=later):
+                store.set("a", record)
+                cookie = {**record["cookie"], "expires": iso_in(86400 + later)}
+                store.touch("a", {**record, "cookie": cookie})
+                self.assertEqual(store.get("a")["cookie"], cookie if written else record["cookie"])
+
+    def test_a_touch_whose_cookie_differs_anywhere_but_in_its_expiry_is_written(self):
+        store = self.store
+        record = make_record(3600, n=1)
+        base = {"meta": {"expires": "old"}, **record["cookie"]}  # before the cookie's own
+        for label, stored, cookie in (
+                ("originalMaxAge", record["cookie"],
+                 {**record["cookie"], "originalMaxAge": 3_601_000, "expires": iso_in(3601)}),
+                ("a field after expires", record["cookie"], {**record["cookie"], "priority": "high"}),
+                ("a nested expires", base, {**base, "meta": {"expires": "new"}}),
+                ('a key holding "expires"', {'x"expires': "old", **record["cookie"]},
+                 {'x"expires': "new", **record["cookie"]})):
+            with self.subTest(label):
+                store.set("a", {**record, "cookie": stored})
+                store.touch("a", {**record, "cookie": cookie})
+                self.assertEqual(store.get("a")["cookie"], cookie)
+
     def test_a_touch_is_skipped_only_below_one_percent_of_a_short_lifetime(self):
         store = self.store
         record = make_record(60, n=1)
