@@ -1142,7 +1142,8 @@ def report(sections: list, conditions: list, args, elapsed: float) -> None:
           "processes', per request; over bare: the median of the per-round differences from the bare app's (what\n"
           "the session costs, comparable across frameworks).  writes: store writes per 1,000 requests, touches\n"
           "included (Redis write commands; PostgreSQL rows inserted, updated or deleted; SQLite rows changed;\n"
-          "MemoryStore calls); a Redis script's own call (EVALSHA) is not one, the writes it runs are.")
+          "MemoryStore saves, and touches it did not skip); a Redis script's own call (EVALSHA) is not one,\n"
+          "the writes it runs are.")
     print("\nTargets (medians of this run; each ratio is with / bare on the same server):")
     for server, rows in sections:
         for pinned, mix in conditions:
