@@ -5,7 +5,8 @@ In process (no HTTP server), over one private redis-server, with ``deployed.py``
 RedisStore's two scripts instead (the read that also fetches the key's TTL, and the merge's
 compare-and-set), and SessionMiddleware + RedisStore.  A request that only reads (``/read``)
 and one that increments (``/incr``); the rows alternate, and each figure is the median over
-rounds of the CPU time per request of this process, of redis-server, and of both.
+rounds (every other round in reverse order) of the CPU time per request of this process,
+of redis-server, and of both.
 
     python bench/redis_floor.py            # about a minute
     python bench/redis_floor.py --rounds 3 --requests 1000
@@ -72,9 +73,10 @@ def requests_for(app, path: str) -> list:
 
 
 def cpu_of(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """Seconds the process's main thread, where redis-server runs commands, has been on a CPU
+    (counted in ns: finer than /proc/pid/stat's 10 ms ticks)."""
+    with open(f"/proc/{pid}/schedstat") as stat:
+        return int(stat.read().split()[0]) / 1e9
 
 
 def main() -> None:
@@ -91,8 +93,9 @@ def main() -> None:
                 app = app_for(kind)
                 rows[(kind, path)] = (app, requests_for(app, path))
         times: dict = {key: [] for key in rows}
-        for _ in range(args.rounds):
-            for key, (app, environs) in rows.items():
+        for round_ in range(args.rounds):
+            order = list(rows.items())
+            for key, (app, environs) in order if round_ % 2 == 0 else order[::-1]:
                 mine, theirs = time.process_time(), cpu_of(server._proc.pid)
                 for i in range(args.requests):
                     overhead.request(app, environs[i % USERS])
