@@ -15,6 +15,15 @@ from tests.harness import (HOUR, ISO_MS, NAME, SECRET, UTC, Client, Harness, coo
 from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
 
 
+def counting(seen: list, note):
+    """An app action that appends ``note(session)`` to ``seen``, then counts the visit in "n"."""
+    def act(environ):
+        s = sess(environ)
+        seen.append(note(s))
+        s["n"] = s.get("n", 0) + 1
+    return act
+
+
 class TestRecordFormat(unittest.TestCase):
 
     def express_text(self, first_key_views=False):
@@ -118,11 +127,7 @@ class TestRecordFormat(unittest.TestCase):
     def test_path_none_is_written_as_null_and_read_back_as_none_on_every_path(self):
         # express writes "path":null for path: null, and reads a missing path as "/".
         seen = []
-
-        def act(environ):
-            s = sess(environ)
-            seen.append(s.cookie.path)
-            s["n"] = s.get("n", 0) + 1
+        act = counting(seen, lambda s: s.cookie.path)
         h = Harness(act, cookie={"max_age": HOUR, "path": None})
         sc = h.request().cookie()
         self.assertEqual(json.loads(h.store.texts[sc.sid])["cookie"]["path"], None)
@@ -272,13 +277,12 @@ class TestRememberedRecords(unittest.TestCase):
     def test_a_cookie_the_app_changed_is_read_from_the_record_not_from_the_options(self):
         seen = []
 
-        def act(environ):
-            s = sess(environ)
-            seen.append(s.cookie.same_site)
-            s["n"] = s.get("n", 0) + 1
-            if len(seen) == 1:
+        def note(s):  # the first request changes the cookie it has just noted
+            same_site = s.cookie.same_site
+            if not seen:
                 s.cookie.same_site = "strict"
-        h = Harness(act, cookie={"max_age": HOUR})
+            return same_site
+        h = Harness(counting(seen, note), cookie={"max_age": HOUR})
         for _ in range(3):
             h.request()
         self.assertEqual(seen, [None, "strict", "strict"])
@@ -289,15 +293,13 @@ class TestRememberedRecords(unittest.TestCase):
         for max_age in (dt.timedelta(hours=1, microseconds=500), session._MAX_AGE):
             seen, fresh_seen = [], []
 
-            def act(environ, seen=seen):
-                s = sess(environ)
-                seen.append((s.cookie.path, s.cookie.original_max_age, dict(s)))
-                s["n"] = s.get("n", 0) + 1
-            h = Harness(act, cookie={"max_age": max_age, "path": None})
+            def note(s):
+                return s.cookie.path, s.cookie.original_max_age, dict(s)
+            h = Harness(counting(seen, note), cookie={"max_age": max_age, "path": None})
             h.request()
             self.assertEqual(h.mw._records, {})
             [(sid, text)] = h.store.texts.items()
-            fresh = Harness(lambda e: act(e, fresh_seen), cookie={"max_age": max_age, "path": None})
+            fresh = Harness(counting(fresh_seen, note), cookie={"max_age": max_age, "path": None})
             fresh.seed(sid=sid, record=json.loads(text))
             h.request()
             fresh.request()
