@@ -2116,8 +2116,7 @@ class MemoryStore(Store):
             seen, now = self._data.get(sid), time.time()
             if seen is None or seen[0] <= now or (keep_later and seen[0] > expiry):
                 return
-            moved = expiry - seen[0]
-            if (keep_later and moved < self.touch_slack and moved * 100 < expiry - now
+            if (keep_later and _barely_moves(seen[0], expiry, now, self.touch_slack)
                     and _same_cookie_but_expires(seen[1], cookie)):
                 return
             new = (expiry, _with_cookie(seen[1], cookie)) if expiry > now else None
@@ -2255,10 +2254,16 @@ class _SeenExpiries(dict):
         self[sid] = expiry
 
     def barely_moves(self, sid: str, expiry: float, now: float, slack: float) -> bool:
-        """Whether moving the expiry to ``expiry`` moves it less than ``slack`` seconds, or
-        1% of the time left, past the one remembered (False when none is)."""
+        """Whether moving the expiry to ``expiry`` barely moves it past the one remembered
+        (see _barely_moves; False when none is)."""
         seen = self.get(sid)
-        return seen is not None and expiry - seen < min(slack, (expiry - now) / 100)
+        return seen is not None and _barely_moves(seen, expiry, now, slack)
+
+
+def _barely_moves(old: float, new: float, now: float, slack: float) -> bool:
+    """The stores' touch rule: whether moving an expiry from ``old`` to ``new`` moves it
+    less than ``slack`` seconds and less than 1% of the time left; such a touch is skipped."""
+    return new - old < min(slack, (new - now) / 100)
 
 
 # ---------------------------------------------------------------- the WSGI adapter
