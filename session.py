@@ -2522,7 +2522,7 @@ class ASGISessionMiddleware(_Core):
 
     async def _http(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
         start: Optional[dict] = None  # http.response.start, held until the body goes out
-        ended = gone = False
+        started = ended = gone = False
 
         async def receive_with_session() -> dict:
             nonlocal gone
@@ -2532,10 +2532,12 @@ class ASGISessionMiddleware(_Core):
             return message
 
         async def send_with_session(message: dict) -> None:
-            nonlocal start, ended, gone
+            nonlocal start, started, ended, gone
             kind = message["type"]
             if kind == "http.response.start":
-                start = message
+                if started:  # a server refuses it too; held, the second would replace the first
+                    raise RuntimeError("http.response.start sent twice")
+                start, started = message, True
                 return
             if not ended and (kind == "http.response.pathsend" or (
                     kind in _LAST_BODY_TYPES and not message.get("more_body"))):
@@ -2560,13 +2562,16 @@ class ASGISessionMiddleware(_Core):
                 raise
             if not ended:  # the app stopped before its last body message (the client went away)
                 current = await self._end(sess)
-                if start is not None:
-                    await send(self._start_message(sess, start, current))
+                if start is not None and not gone:
+                    try:
+                        await send(self._start_message(sess, start, current))
+                    except OSError:  # gone meanwhile: the head the app sent early has no one to reach
+                        pass
         finally:
             sess._req.context = None  # the request is over: drop the scope <-> session cycle
 
     async def _websocket(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
-        ended = gone = False
+        ended = gone = denied = False
         denial: Optional[dict] = None  # websocket.http.response.start: an HTTP response instead
 
         async def receive_with_session() -> dict:
@@ -2577,10 +2582,10 @@ class ASGISessionMiddleware(_Core):
             return message
 
         async def send_with_session(message: dict) -> None:
-            nonlocal ended, gone, denial
+            nonlocal ended, gone, denial, denied
             kind = message["type"]
             if kind == "websocket.accept":  # the one message of a socket a Set-Cookie can go in
-                set_cookie = self._set_cookie(sess, sess._req.attached(sess), sess._current())
+                set_cookie = await self._accepting(sess)
                 if set_cookie is not None:
                     message = dict(message)
                     message["headers"] = [*message.get("headers", ()),
@@ -2589,7 +2594,9 @@ class ASGISessionMiddleware(_Core):
                 ended = True
                 await self._end(sess)
             elif kind == "websocket.http.response.start":  # a denial: held, as an HTTP head is
-                denial = message
+                if denied:
+                    raise RuntimeError("websocket.http.response.start sent twice")
+                denial, denied = message, True
                 return
             elif kind == "websocket.http.response.body":
                 current = _NOTHING
@@ -2617,6 +2624,21 @@ class ASGISessionMiddleware(_Core):
                     await send(self._start_message(sess, denial, current))
         finally:
             sess._req.context = None
+
+    async def _accepting(self, sess: Session) -> Optional[str]:
+        """The Set-Cookie for a websocket's accept, or None.  The accept ends the handshake's
+        HTTP response, so the store work that response owes comes first, as it does before an
+        HTTP response's last body message: the deletions regenerate() and destroy() left, and,
+        when a cookie goes out, the session it names.  The socket stays open: what the app
+        changes later is saved when it closes."""
+        request = sess._req
+        attached = request.attached(sess)
+        current = sess._current()
+        set_cookie = self._set_cookie(sess, attached, current)
+        action = None if set_cookie is None else self._store_action(sess, attached, current)
+        if action is not None or request.pending:
+            await self._store_work(sess, action)
+        return set_cookie
 
     async def _failed(self, sess: Session, exc: BaseException, gone: bool) -> None:
         """The app raised: nothing is saved (as under WSGI), but the records regenerate() and
@@ -2655,10 +2677,17 @@ class ASGISessionMiddleware(_Core):
             action = self._store_action(sess, attached, current)
         finally:  # a decision that raised (a value JSON cannot encode) saves nothing, but what
             if self._inline:  # regenerate() and destroy() meant to delete is deleted all the same
-                self._work_inline(sess, action)
+                self._work_inline(sess, action)  # (_store_work, less its await: the usual path)
             else:
                 await self._work(sess, action)
         return current
+
+    async def _store_work(self, sess: Session, action: Optional[tuple]) -> None:
+        """The deletions regenerate() and destroy() left, then ``action`` (or None)."""
+        if self._inline:
+            self._work_inline(sess, action)
+        else:
+            await self._work(sess, action)
 
     def _work_inline(self, sess: Session, action: Optional[tuple]) -> None:
         """_end's store work on a store that never waits: nothing can cut it short."""

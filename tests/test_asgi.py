@@ -458,6 +458,48 @@ class TestEndOfResponse(unittest.TestCase):
         self.assertEqual(sent, ["http.response.start", "http.response.body"])
         self.assertEqual(data_of(store, sid), {"n": 2})
 
+    def test_a_head_held_for_a_client_that_left_is_not_sent_after_the_app_returns(self):
+        # A long poll sends its head, waits for the client to leave, and returns.  The head was
+        # held for the body; an ASGI 2.4 server's send raises OSError once the client is gone,
+        # so sending it now would end in an error the app never raised.
+        store, sid, cookie = seeded({"n": 1})
+        incoming = [{"type": "http.request", "body": b"", "more_body": False},
+                    {"type": "http.disconnect"}]
+        sent, gone = [], []
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        async def receive():
+            message = incoming.pop(0)
+            gone.append(message["type"] == "http.disconnect")
+            return message
+
+        async def server_send(message):
+            if any(gone):
+                raise ConnectionResetError("the client is gone")
+            sent.append(message["type"])
+        asyncio.run(middleware(app, store)(make_scope(cookie=cookie), receive, server_send))
+        self.assertEqual(sent, [])
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_a_second_response_start_raises_as_a_server_would(self):
+        # Held, the second would silently replace the first; a server refuses it (uvicorn:
+        # "Unexpected ASGI message"), and so does the WSGI adapter a second start_response.
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b"x"})
+        with self.assertRaisesRegex(RuntimeError, "sent twice"):
+            call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        self.assertEqual(data_of(store, sid), {"n": 1})
+
     def test_an_app_raising_after_it_was_told_the_client_left_still_gets_the_store_action(self):
         # Starlette's request.body() raises ClientDisconnect once it receives http.disconnect.
         store, sid, cookie = seeded({"n": 1})
@@ -1371,6 +1413,19 @@ class TestWebSocket(unittest.TestCase):
                 self.assertTrue(any(isinstance(event, tuple) for event in events))  # store writes
                 self.assertEqual(events[-1], "websocket.http.response.body")       # all before it
 
+    def test_a_second_denial_start_raises_as_a_server_would(self):
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            await receive()
+            scope["session"]["n"] = 2
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+            await send({"type": "websocket.http.response.start", "status": 500, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"no"})
+        with self.assertRaisesRegex(RuntimeError, "sent twice"):
+            self.run_ws(app, store=store, cookie=cookie)
+        self.assertEqual(data_of(store, sid), {"n": 1})
+
     def test_changes_are_saved_when_the_client_closes(self):
         store, sid, cookie = seeded({"n": 1})
 
@@ -1419,6 +1474,46 @@ class TestWebSocket(unittest.TestCase):
                     await send({"type": "websocket.close"})
                 sent, _ = self.run_ws(app, mw_options={"cookie": {"secure": True}}, https=https)
                 self.assertEqual(any(k == b"set-cookie" for k, v in sent[0].get("headers", [])), https)
+
+    def test_the_session_a_cookie_names_is_stored_before_the_accept_that_sends_it(self):
+        # The accept is the handshake's HTTP response: the browser may use its cookie on other
+        # requests while the socket is open, so the store holds that session first, and the
+        # deletions regenerate() and destroy() left are done, as before an HTTP response ends.
+        for what in ("login", "regenerate", "destroy", "unset"):
+            with self.subTest(what):
+                store, sid, cookie = seeded({"user": "eve"})
+                seen = {}
+
+                async def app(scope, receive, send, what=what):
+                    await receive()
+                    if what == "login":
+                        scope["session"]["user"] = "ada"
+                    elif what == "regenerate":
+                        scope["session"].regenerate()
+                        scope["session"]["user"] = "ada"
+                    elif what == "destroy":
+                        scope["session"].destroy()
+                    else:
+                        scope["session"] = None
+                    await send({"type": "websocket.accept"})
+                    seen["at accept"] = {key: data_of(store, key) for key in store.all()}
+                    if what in ("login", "regenerate"):
+                        scope["session"]["more"] = 1
+                    await send({"type": "websocket.close"})
+                options = {"unset": "destroy"} if what == "unset" else {}
+                sent, _ = self.run_ws(app, options, store=store,
+                                      cookie=None if what == "login" else cookie)
+                set_cookie = SetCookie(dict(sent[0]["headers"])[b"set-cookie"].decode())
+                if what in ("login", "regenerate"):
+                    new = set_cookie.sid
+                    self.assertNotEqual(new, sid)
+                    self.assertEqual(seen["at accept"], {new: {"user": "ada"}} if what == "regenerate"
+                                     else {sid: {"user": "eve"}, new: {"user": "ada"}})
+                    self.assertEqual(data_of(store, new), {"user": "ada", "more": 1})
+                else:
+                    self.assertTrue(set_cookie.clears)
+                    self.assertEqual(seen["at accept"], {})
+                    self.assertEqual(store.all(), {})
 
     def test_a_session_changed_after_accept_is_saved_but_its_new_cookie_cannot_be_sent(self):
         async def app(scope, receive, send):
