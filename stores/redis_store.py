@@ -137,11 +137,13 @@ class RedisStore(session.Store):
 
     A read is one small script too, GET and PTTL of the key, so that ``touch`` can skip
     an EXPIRE that would move the key's expiry less than ``touch_slack`` (60 s) and less than 1% of
-    the session's lifetime past what this process last read or set: a site whose
+    the session's lifetime past what this process last read of the key: a site whose
     requests mostly only read then sends one command for most of them, not two (with 1,000
     users and 90% of requests reading, ``bench/deployed.py``: 900 EXPIREs per 1,000
     requests before).  A session may so end up to that much earlier than connect-redis
-    would end it (a minute in a day).
+    would end it (a minute in a day).  Only such a read tells the key's expiry: a plain
+    ``get`` (which a subclass that overrides it is read through) forgets it, and nothing this
+    process writes is taken for it, so that an EXPIRE another client sent is never missed.
     """
 
     touch_slack = 60.0  # seconds: a touch moving the key's expiry less than this is not sent
@@ -181,7 +183,7 @@ class RedisStore(session.Store):
         self.disable_touch = bool(disable_touch)
         self.disable_ttl = bool(disable_ttl)
         self._expire_gt = True  # EXPIRE ... GT works (Redis 7); set False on an older server
-        self._seen = session._SeenExpiries()  # the keys' expiries as this process last read or set them
+        self._seen = session._SeenExpiries()  # the keys' expiries as this process last read them
         if given_async:
             self._sync = _mirror(redis, client, to_async=False)
             self._owns_sync = self._sync is not None
@@ -190,6 +192,7 @@ class RedisStore(session.Store):
     def get(self, sid: str) -> Optional[dict]:
         """The record, or None. Redis's own expiry decides; a stale ``cookie.expires``
         inside a live key is kept, because connect-redis's touch moves only the key's TTL."""
+        self._seen.pop(sid, None)  # a read that does not tell the expiry: touch sends EXPIRE
         return self._decode(sid, self._call(self._sync_client(), ("GET", self.prefix + sid)))
 
     def get_text(self, sid: str) -> Optional[str]:
@@ -211,27 +214,25 @@ class RedisStore(session.Store):
         while True:
             reply = self._script(client, _MERGE, key, args)
             if type(reply) is not bytes:
-                return self._merged(sid, args, reply)
+                return reply == 1  # 1 written, 0 refused
             args = self._merge_again(change, reply)
 
     def touch(self, sid: str, record: dict) -> None:
         """``EXPIRE key ttl`` (``GT`` unless the request set the cookie's lifetime itself, so
         another request's later expiry is kept): the stored JSON is not rewritten.  Not sent
         when it would move the key's expiry less than ``touch_slack`` seconds and less than 1% of the
-        session's lifetime, past what this process last read or set."""
+        session's lifetime, past what this process last read of the key."""
         if self.disable_touch or self.disable_ttl:
             return
         client, key, ttl = self._sync_client(), self.prefix + sid, self._ttl_for(record)
         if not getattr(record, "keep_later", True):
             self._call(client, ("EXPIRE", key, ttl))
-            self._seen.remember(sid, time.time() + ttl)
             return
         if self._barely(sid, ttl):
             return
         if self._expire_gt:
             try:
                 self._call(client, ("EXPIRE", key, ttl, "GT"))
-                self._seen.remember(sid, time.time() + ttl)
                 return
             except self._redis.ResponseError as exc:
                 self._without_expire_gt(exc)
@@ -245,6 +246,7 @@ class RedisStore(session.Store):
         client = self._async_client()
         if client is None:
             return await session._in_thread(self.get, sid)
+        self._seen.pop(sid, None)
         return self._decode(sid, await self._acall(client, ("GET", self.prefix + sid)))
 
     async def aget_text(self, sid: str) -> Optional[str]:
@@ -271,7 +273,7 @@ class RedisStore(session.Store):
         while True:
             reply = await self._ascript(client, _MERGE, key, args)
             if type(reply) is not bytes:
-                return self._merged(sid, args, reply)
+                return reply == 1  # 1 written, 0 refused
             args = self._merge_again(change, reply)
 
     @_shielded
@@ -284,14 +286,12 @@ class RedisStore(session.Store):
         key, ttl = self.prefix + sid, self._ttl_for(record)
         if not getattr(record, "keep_later", True):
             await self._acall(client, ("EXPIRE", key, ttl))
-            self._seen.remember(sid, time.time() + ttl)
             return
         if self._barely(sid, ttl):
             return
         if self._expire_gt:
             try:
                 await self._acall(client, ("EXPIRE", key, ttl, "GT"))
-                self._seen.remember(sid, time.time() + ttl)
                 return
             except self._redis.ResponseError as exc:
                 self._without_expire_gt(exc)
@@ -483,13 +483,6 @@ class RedisStore(session.Store):
         now = time.time()
         return self._seen.barely_moves(sid, now + ttl, now, self.touch_slack)
 
-    def _merged(self, sid: str, args: tuple, reply: Any) -> bool:
-        """A merge script's reply (1 written, 0 refused), the expiry it set remembered."""
-        if reply == 1 and args[3]:
-            ttl = int(args[3])
-            if ttl > 0:
-                self._seen.remember(sid, time.time() + ttl)
-        return reply == 1
 
     def _text(self, sid: str, raw: Any) -> Optional[str]:
         if raw is None:

@@ -772,6 +772,26 @@ class TestRedisStoreTouch(AsyncRedisTestCase):
                 sent = _sent(_monitored(self.raw, lambda: calls.touch("t", prepared(time.time() + 3700))))
                 self.assertEqual(sent, ["EXPIRE"])          # 100 s: sent
 
+    def test_a_touch_is_skipped_only_against_the_expiry_a_read_found(self):
+        # Another client (connect-redis's touch, another worker) may shorten the key at any time:
+        # neither a plain read, which does not tell the expiry (a subclass overriding get is read
+        # through it), nor what this process itself sent may stand for it.
+        store = self.store()
+        for kind in KINDS:
+            for before in ("a plain read", "a touch sent"):
+                with self.subTest(kind, before=before):
+                    self.raw.set("sess:t", text_of(None), ex=3600)
+                    calls = self.calls(store, kind)
+                    calls.get_text("t")
+                    if before == "a touch sent":
+                        calls.touch("t", prepared(time.time() + 3700))
+                    self.raw.expire("sess:t", 3)   # shortened behind this process's back
+                    if before == "a plain read":
+                        self.assertIsNotNone(calls.get("t"))
+                    last = 3710 if before == "a touch sent" else 3610  # each barely past the one before
+                    calls.touch("t", prepared(time.time() + last))
+                    self.assertTrue(_within(self.raw.pttl("sess:t"), last), "touched again")
+
     def test_touch_sends_expire_gt(self):
         store = self.store()
         for kind in KINDS:
