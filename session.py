@@ -2779,6 +2779,7 @@ _RECORD_KEY_MAX = 2048       # longer ones are read every time
 # an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
 _MAX_AGE = 10_000_000_000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
+_PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what a browser leaves alone in a URL's path, besides those
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ISO_MS = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")
@@ -2858,7 +2859,10 @@ def _decode_uri_component(value: str) -> str:
 
 
 def _request_path(environ: dict) -> str:
-    return (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
+    """SCRIPT_NAME + PATH_INFO percent-encoded again, as the browser sent the path: express
+    and browsers match a cookie's path against the encoded path ("/my%20app")."""
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return quote(path.encode("latin-1", "replace"), _PATH_SAFE) if path else "/"
 
 
 def _add_vary_cookie(headers: list) -> None:
@@ -2876,11 +2880,12 @@ def _add_vary_cookie(headers: list) -> None:
 
 def _scope_path(scope: dict) -> str:
     """The request's path under the ASGI app's mount point (root_path), as WSGI's
-    SCRIPT_NAME + PATH_INFO: servers that already put root_path in path are read as such."""
+    SCRIPT_NAME + PATH_INFO, percent-encoded again (see _request_path): servers that
+    already put root_path in path are read as such."""
     root, path = scope.get("root_path", ""), scope.get("path", "")
-    if not root or path == root or path.startswith(root if root.endswith("/") else root + "/"):
-        return path or "/"
-    return root + path
+    if root and path != root and not path.startswith(root if root.endswith("/") else root + "/"):
+        path = root + path
+    return quote(path, _PATH_SAFE) if path else "/"
 
 
 def _cookie_header(scope: dict) -> Optional[str]:

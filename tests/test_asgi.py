@@ -1247,6 +1247,18 @@ class TestScopes(unittest.TestCase):
                 self.assertEqual(seen, [has_session])
                 self.assertEqual(resp.cookie() is not None, has_session)
 
+    def test_the_cookie_path_is_matched_against_the_path_as_the_browser_sent_it(self):
+        # As under WSGI: scope["path"] is decoded, express compares the percent-encoded path.
+        cases = [("/my%20app", "", "/my app/page", True), ("/my app", "", "/my app/page", False),
+                 ("/my%20app", "/my app", "/page", True), ("/caf%C3%A9", "", "/café/x", True)]
+        for cookie_path, root, path, has_session in cases:
+            with self.subTest(cookie_path=cookie_path, root=root):
+                seen = []
+                mw = middleware(simple_app(lambda s: seen.append("session" in s)),
+                                cookie={"path": cookie_path})
+                call_asgi(mw, make_scope(path, root_path=root))
+                self.assertEqual(seen, [has_session])
+
     def test_a_path_that_only_begins_with_root_paths_text_is_under_root_path(self):
         # Mounted at /app, "/apple" is /app/apple (Starlette reads it so too), not /apple.
         seen = []

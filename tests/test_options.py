@@ -251,6 +251,18 @@ class TestPathScoping(unittest.TestCase):
         h.request(path="/app", script_name="/mount")
         self.assertIs(h.seen[-1], MISSING)
 
+    def test_cookie_path_is_matched_against_the_path_as_the_browser_sent_it(self):
+        # The server decoded PATH_INFO; express and browsers compare the percent-encoded path:
+        # "/my%20app" covers /my%20app/page, and "/my app" covers nothing a browser sends.
+        for cookie_path, path_info, has_session in (("/my%20app", "/my app/page", True),
+                                                    ("/my app", "/my app/page", False),
+                                                    ("/caf%C3%A9", "/caf\xc3\xa9/x", True),
+                                                    ("/100%25", "/100%/x", True)):
+            with self.subTest(cookie_path):
+                h = Harness(None, cookie={"path": cookie_path})
+                h.request(path=path_info)
+                self.assertEqual(h.seen[-1] is not MISSING, has_session)
+
     def test_empty_path_means_root(self):
         h = Harness(None)
         h.request(path="")
