@@ -157,6 +157,7 @@ class SQLiteStore(session.Store):
     prune_batch = 200       # expired rows deleted per transaction
     prune_interval = 60.0   # seconds between automatic prune batches once none are left
     prune_pause = 0.002     # seconds prune() leaves the write lock free between batches
+    max_idle = 16           # connections kept open for reuse; more, opened at a peak, close when done
     loop_reads = True       # under ASGI, read on the event loop when that need not wait (module docstring)
 
     def __init__(self, path: Union[str, os.PathLike], *, table: str = "sessions",
@@ -174,7 +175,8 @@ class SQLiteStore(session.Store):
                 raise FileNotFoundError(f"SQLiteStore: directory {folder!r} does not exist")
             if os.path.isdir(path):
                 raise IsADirectoryError(f"SQLiteStore: {path!r} is a directory, not a database file")
-        self.path, self.table, self.ttl = path, table, ttl
+        # Absolute: connections open lazily, in any thread, after a chdir or a fork too.
+        self.path, self.table, self.ttl = path if memory else os.path.abspath(path), table, ttl
         self._closed = False
         self._idle: list = []         # cursors of pooled connections not in use (pop/append are atomic)
         self._all: list = []          # every connection opened, to close them all
@@ -249,7 +251,7 @@ class SQLiteStore(session.Store):
             with self._write_lock:
                 self._run(cur, self._sql_set, (sid, expires, data))
                 if now >= self._next_prune:
-                    self._prune_batch(cur, now)
+                    self._prune_after_write(cur, now)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -319,7 +321,7 @@ class SQLiteStore(session.Store):
                     else:
                         text, expires = change.apply(stored)
                 if now >= self._next_prune:
-                    self._prune_batch(cur, now)
+                    self._prune_after_write(cur, now)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -415,7 +417,7 @@ class SQLiteStore(session.Store):
                 if not self._run(cur, self._sql_create, (sid, expiry, change.text, now)).rowcount:
                     return False
                 if now >= self._next_prune:
-                    self._prune_batch(cur, now)
+                    self._prune_after_write(cur, now)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -548,11 +550,15 @@ class SQLiteStore(session.Store):
         return None
 
     def _give(self, cur: sqlite3.Cursor) -> None:
-        if self._pooling:
+        if self._pooling and len(self._idle) < self.max_idle:
             self._idle.append(cur)
         elif self._memory_lock is not None:
             self._memory_lock.release()
-        else:  # closed meanwhile
+        else:  # closed meanwhile, or the pool is full: a burst's connections do not stay open
+            try:
+                self._all.remove(cur.connection)
+            except ValueError:  # the list was replaced by a fork since
+                pass
             cur.connection.close()
 
     def _read(self, sql: str, params: tuple) -> list:
@@ -574,11 +580,23 @@ class SQLiteStore(session.Store):
         finally:
             self._give(cur)
 
-    def _prune_batch(self, cur: sqlite3.Cursor, now: float) -> int:
+    def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:
         """Delete up to ``prune_batch`` expired rows; schedule the next batch."""
-        count = self._run(cur, self._sql_prune, (now, self.prune_batch)).rowcount
+        count = self._run(cur, self._sql_prune, (now, self.prune_batch), wait).rowcount
         self._next_prune = now if count >= self.prune_batch else now + self.prune_interval
         return count
+
+    def _prune_after_write(self, cur: sqlite3.Cursor, now: float) -> None:
+        """The automatic prune batch a write runs once its own statement is committed: put
+        off, never raised, when it fails or would wait for another process's lock, since
+        the caller's write stands (a 500 would have the client repeat it)."""
+        try:
+            self._prune_batch(cur, now, wait=False)
+        except sqlite3.Error as exc:
+            self._next_prune = now + self.prune_interval
+            if not (isinstance(exc, sqlite3.OperationalError) and _busy(exc)):
+                log.warning("SQLiteStore %s: pruning expired sessions failed, retried in %g s: %s",
+                            self.path, self.prune_interval, exc)
 
     def _record(self, sid: str, value: Union[str, bytes, None]) -> Optional[dict]:
         """A fetched ``data`` decoded; None if missing, or (logged) not a session."""

@@ -940,6 +940,56 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(self.raw().execute("PRAGMA integrity_check").fetchall(), [("ok",)])
 
     @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_a_relative_path_names_the_same_file_after_a_chdir(self):
+        # Connections open lazily, in a forked worker too: one that changed directory first
+        # (a daemon; gunicorn --preload --chdir) must still reach the store's file.
+        here = os.getcwd()
+        os.chdir(self.dir)
+        self.addCleanup(os.chdir, here)
+        store = self.store_class(self.file_name)
+        self.addCleanup(store.close)
+        store.set("a", make_record(user="ada"))
+        os.chdir(here)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if store.get("a")["user"] == "ada" else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(store.path, self.path)
+
+    def test_connections_past_max_idle_are_closed_when_given_back(self):
+        # A burst of threads (a thread-per-request server) opens as many connections; only
+        # max_idle stay open, so file descriptors do not run out.
+        store = self.store()
+        taken = [store._take() for _ in range(store.max_idle + 5)]
+        for cur in taken:
+            store._give(cur)
+        self.assertEqual(len(store._idle), store.max_idle)
+        self.assertEqual(len(store._all), store.max_idle)
+        with self.assertRaises(sqlite3.ProgrammingError):  # closed
+            taken[-1].execute("SELECT 1")
+        store.set("a", make_record(user="ada"))
+        self.assertEqual(store.get("a")["user"], "ada")
+
+    def test_a_prune_that_fails_after_a_write_does_not_fail_the_write(self):
+        # The write is committed before the prune batch runs: raising would answer 500 for a
+        # saved change, which the client would then repeat.
+        class FailingPrune(SQLiteStore):
+            def _prune_batch(self, cur, now, wait=True):
+                raise sqlite3.OperationalError("disk I/O error")
+        store = self.store(FailingPrune)
+        with self.assertLogs("stores.sqlite_store", "WARNING") as logs:
+            store.set("a", make_record(user="ada"))
+        self.assertIn("disk I/O error", logs.output[0])
+        self.assertEqual(store.get("a")["user"], "ada")
+        store.set("b", make_record(user="bob"))  # put off for prune_interval: no warning now
+        self.assertEqual(len(logs.output), 1)
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
     def test_forked_child_writes_though_a_parent_thread_was_writing_at_the_fork(self):
         store = self.store()
         held, done = threading.Event(), threading.Event()
