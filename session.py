@@ -2963,7 +2963,7 @@ def _max_age_ms(seconds: Any, what: str, allow_negative: bool) -> Optional[float
     if abs(seconds) > _MAX_AGE:
         raise ValueError(f"{what} must be at most {_MAX_AGE} seconds (about 317 years) either "
                          f"way, not {seconds!r:.40}")
-    ms = seconds * 1000
+    ms = round(seconds * 1000, 6)  # 1.001 s is 1001 ms, not 1000.9999999999999 (a float's noise)
     return int(ms) if ms == int(ms) else ms
 
 

@@ -40,6 +40,15 @@ class TestCookie(unittest.TestCase):
         self.assertEqual(out["original"], 5400)
         self.assertEqual(h.store.get(resp.cookie().sid)["cookie"]["originalMaxAge"], 5400000)
 
+    def test_a_fractional_max_age_is_stored_as_its_milliseconds_without_float_noise(self):
+        # 1.001 * 1000 is 1000.9999999999999 in floats; express, given maxAge 1001, writes 1001.
+        for given, stored in ((1.001, 1001), (dt.timedelta(milliseconds=1001), 1001),
+                              (60.0005, 60000.5), (1.0005, 1000.5)):
+            with self.subTest(given=given):
+                out, resp, h = self.grab(lambda c, out: None, cookie={"max_age": given})
+                self.assertEqual(repr(h.store.get(resp.cookie().sid)["cookie"]["originalMaxAge"]),
+                                 repr(stored))
+
     def test_setting_max_age_sets_expires_and_original_max_age(self):
         def act(c, out):
             c.max_age = 60
