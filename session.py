@@ -215,10 +215,12 @@ class _Core:
                              if _offers(store, "a" + method, *over)}
         # A subclass's own aget is read through under ASGI, as its get is under WSGI.
         self._areads_text = self._reads_text and not _newer(store, "aget", "aget_text")
-        # A store that says it never blocks is called from the event loop as it is; one whose
-        # touch reads only the expiry is given a record without fields (see Store).
+        # A store that says it never blocks is called from the event loop as it is (unless
+        # its coroutines are newer than its methods: an async-first store's are all it has);
+        # one whose touch reads only the expiry is given a record without fields (see Store).
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
-                                                        for p in ("", "a")])
+                                                        for p in ("", "a")]) and not any(
+            _newer(store, "a" + name, name) for name in _STORE_CALLS)
         self._touch_expiry_only = _touch_reads_expiry_only(store)
         # ASGI's end-of-response store work in flight (see _end): among the store's own writes
         # when it keeps them (RedisStore, PostgresStore), so that its aclose() waits for it too.
@@ -1530,10 +1532,15 @@ _PATH = re.compile(r"[\x20-\x3a\x3d-\x7e]*")
 # ---------------------------------------------------------------- records
 
 def encode_record(record: Mapping[str, Any]) -> str:
-    """The record's JSON exactly as express writes it: compact, UTF-8, no NaN."""
+    """The record's JSON exactly as express writes it: compact, UTF-8, no NaN; a
+    ``cookie.expires`` given as a datetime (as a document database returns it) is written
+    as JSON.stringify writes a Date."""
     text = record.text if type(record) is _Record else None
     if text is not None:
         return text
+    cookie = record.get("cookie")
+    if isinstance(cookie, dict) and isinstance(cookie.get("expires"), datetime):
+        record = {**record, "cookie": {**cookie, "expires": _iso_ms(_expires_ms(cookie["expires"]))}}
     try:
         return _encode(record)
     except RecursionError:  # deeper than this thread's stack leaves room for: see _decode
@@ -1951,8 +1958,10 @@ class Store:
     async def amerge(self, sid: str, change: Change) -> bool:
         """``merge``, awaitable; this default runs it in a thread, or, in a store with no
         ``merge`` of its own but its own ``aset`` (an async-first store), takes ``merge``'s
-        default steps through ``aget`` and ``aset``, shielded as one write (see _Writes)."""
-        if _owner(self, "merge") is not Store or _owner(self, "aset") is Store:
+        default steps through ``aget`` and ``aset``, shielded as one write (see _Writes);
+        not when a subclass overrode ``get`` or ``set`` since (its own are then used)."""
+        if (_owner(self, "merge") is not Store or _owner(self, "aset") is Store
+                or not _offers(self, "aset", "set") or not _offers(self, "aget", "get")):
             return await _in_thread(self.merge, sid, change)
         return await _DEFAULT_MERGES.run(self._amerge_default(sid, change))
 
@@ -2779,7 +2788,7 @@ _RECORD_KEY_MAX = 2048       # longer ones are read every time
 # an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
 _MAX_AGE = 10_000_000_000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
-_PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what a browser leaves alone in a URL's path, besides those
+_PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what browsers leave alone in a path, besides quote()'s own
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ISO_MS = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")

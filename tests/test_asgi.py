@@ -1075,6 +1075,73 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertEqual(store.calls, ["aget", "aset", "aget", "aget", "aset", "aget", "atouch",
                                        "aget", "adestroy"])
 
+    def test_a_subclass_overriding_get_and_set_saves_through_them_not_its_parents_coroutines(self):
+        # Its parent has no merge but its own aget and aset; Store's default amerge took the
+        # parent's steps, so a subclass that keeps records under its own keys lost every save.
+        class KVStore(session.Store):
+            def __init__(self):
+                self.records = {}
+
+            def get(self, sid):
+                text = self.records.get(sid)
+                return None if text is None else session.decode_record(text)
+
+            def set(self, sid, record):
+                self.records[sid] = session.encode_record(record)
+
+            async def aget(self, sid):
+                return KVStore.get(self, sid)
+
+            async def aset(self, sid, record):
+                KVStore.set(self, sid, record)
+            destroy = touch = all = clear = lambda self, *args: None
+
+        class TenantStore(KVStore):
+            def get(self, sid):
+                return super().get("acme:" + sid)
+
+            def set(self, sid, record):
+                super().set("acme:" + sid, record)
+        store = TenantStore()
+
+        def action(scope):
+            scope["session"]["n"] = scope["session"].get("n", 0) + 1
+        h = ASGIHarness(action, store=store)
+        for _ in range(3):
+            h.request()
+        self.assertEqual([key.split(":")[0] for key in store.records], ["acme"])
+        self.assertEqual(data_of(store, next(iter(store.records))[5:]), {"n": 3})
+
+    def test_an_async_first_store_that_never_blocks_is_still_called_through_its_coroutines(self):
+        # blocking = False: called on the event loop, but its plain methods are Store's stubs.
+        class NeverBlocks(session.Store):
+            blocking = False
+
+            def __init__(self):
+                self.records = {}
+
+            async def aget(self, sid):
+                text = self.records.get(sid)
+                return None if text is None else session.decode_record(text)
+
+            async def aset(self, sid, record):
+                self.records[sid] = session.encode_record(record)
+
+            async def atouch(self, sid, record):
+                pass
+
+            async def adestroy(self, sid):
+                self.records.pop(sid, None)
+        store = NeverBlocks()
+
+        def action(scope):
+            scope["session"]["n"] = scope["session"].get("n", 0) + 1
+        h = ASGIHarness(action, store=store)
+        for _ in range(2):
+            self.assertEqual(h.request().status, 200)
+        self.assertEqual([{k: v for k, v in session.decode_record(text).items() if k != "cookie"}
+                          for text in store.records.values()], [{"n": 2}])
+
     def test_a_subclass_overriding_aget_is_read_through_it_and_one_overriding_aset_keeps_its_merge(self):
         # A subclass's aget is read through, as its get is under WSGI.  Saves go through the
         # store's own merge (atomic), which an aset added for, say, metrics must not replace.

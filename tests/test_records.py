@@ -10,8 +10,8 @@ import unittest
 from unittest import mock
 
 import session
-from tests.harness import (HOUR, ISO_MS, NAME, SECRET, UTC, Client, Harness, cookie_value, iso_ms,
-                           make_record, parse_iso, sess)
+from tests.harness import (HOUR, ISO_MS, NAME, SECRET, UTC, Client, Harness, PlainMemoryStore,
+                           cookie_value, iso_ms, make_record, parse_iso, sess)
 from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
 
 
@@ -173,6 +173,25 @@ class TestRecordFormat(unittest.TestCase):
                          '{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"n":"ü"}')
         with self.assertRaises(ValueError):
             session.encode_record({"cookie": {}, "n": float("nan")})
+
+    def test_a_store_returning_expires_as_a_datetime_is_read_and_saved(self):
+        # A document database's driver hands dates back as datetimes; Store's default merge
+        # encodes the stored record to compare it, which raised TypeError on every save.
+        class DateStore(PlainMemoryStore):
+            def get(self, sid):
+                record = super().get(sid)
+                if record is not None and record["cookie"].get("expires"):
+                    record["cookie"]["expires"] = dt.datetime.fromtimestamp(
+                        session.expires_at(record), UTC)
+                return record
+        store = DateStore()
+        h = Harness(lambda e: sess(e).__setitem__("n", sess(e).get("n", 0) + 1), store=store,
+                    cookie={"max_age": HOUR})
+        for n in (1, 2, 3):
+            h.request()
+            self.assertEqual(session.MemoryStore.get(store, store.ids("set")[0])["n"], n)
+        record = store.get(store.ids("set")[0])
+        self.assertRegex(json.loads(session.encode_record(record))["cookie"]["expires"], ISO_MS)
 
     def test_small_floats_are_written_as_express_writes_them_and_others_keep_their_type(self):
         # JSON.stringify: 0.00001 and 1e-7 (Python: 1e-05, 1e-07).  2.0 and 1e+16 stay as
