@@ -1538,7 +1538,7 @@ def encode_record(record: Mapping[str, Any]) -> str:
     text = record.text if type(record) is _Record else None
     if text is not None:
         return text
-    cookie = record.get("cookie")
+    cookie = record.get("cookie") if isinstance(record, dict) else None  # (a hostile record: a list)
     if isinstance(cookie, dict) and isinstance(cookie.get("expires"), datetime):
         record = {**record, "cookie": {**cookie, "expires": _iso_ms(_expires_ms(cookie["expires"]))}}
     try:
