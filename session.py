@@ -1330,12 +1330,15 @@ class Cookie:
                 raise TypeError("a cookie field of the stored record is not a plain value") from None
             raise
         original = get("originalMaxAge")
-        if original is not None and not (_is_number(original) and abs(original) <= _MAX_AGE * 1000
+        if original is False:  # express's cookie.expires = false: no expiry, as null
+            original = None
+        if original is not None and not (_is_number(original) and abs(original) <= _MAX_STORED_AGE_MS
                                          and math.isfinite(original)):
             raise ValueError("the stored cookie's originalMaxAge must be a number of ms within "
-                             f"{_MAX_AGE * 1000} either way, or null, not {original!r:.40}")
+                             f"{_MAX_STORED_AGE_MS} either way, or null, not {original!r:.40}")
         expires = get("expires")
-        return cls._make(attrs, original, None if expires is None else _expires_ms(expires))
+        return cls._make(attrs, original, None if expires is None or expires is False
+                         else _expires_ms(expires))
 
     def serialize(self, name: str, value: str) -> str:
         """The Set-Cookie header value, attributes in the order the npm package cookie writes them.
@@ -1490,11 +1493,14 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
     value in the error (default: ``cookie <name>``).
     """
     what = field and f"the stored cookie's {field}" or f"cookie {name}"
-    if value == "" and field and name in ("domain", "priority", "same_site"):
+    if field and name in ("domain", "priority", "same_site") and (value == "" or value is False):
         return value  # as express keeps it from a record: not sent, written back as it was
     if name in ("http_only", "secure", "partitioned"):
         if type(value) is bool or (value is None and name != "http_only"):
             return value
+        if field and (value is None or type(value) in (int, float, str)):
+            # As express reads a record: any value, for its truth ("true" from an env var).
+            return value != "" and value != 0 and value is not None
         raise TypeError(f"{what} must be True or False{'' if name == 'http_only' else ' or None'}, "
                         f"not {value!r}")
     if value is None:
@@ -1564,7 +1570,7 @@ def expires_at(record: Mapping[str, Any]) -> Optional[float]:
         return None if ms is None else ms / 1000
     cookie = record.get("cookie")
     expires = cookie.get("expires") if isinstance(cookie, dict) else None
-    return None if expires is None else _expires_ms(expires) / 1000
+    return None if expires is None or expires is False else _expires_ms(expires) / 1000
 
 
 class _Record(dict):
@@ -2787,6 +2793,9 @@ _RECORD_KEY_MAX = 2048       # longer ones are read every time
 # The longest cookie lifetime accepted, either way, in seconds.  Beyond a few thousand years
 # an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
 _MAX_AGE = 10_000_000_000
+# A stored originalMaxAge may be longer (Express checks none): up to ten times that, whose
+# dates still end before the year 10000.
+_MAX_STORED_AGE_MS = 10 * _MAX_AGE * 1000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what browsers leave alone in a path, besides quote()'s own
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

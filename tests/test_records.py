@@ -356,6 +356,39 @@ class TestRememberedRecords(unittest.TestCase):
         self.assertNotIn(session.MemoryStore.get_text(h.store, sid), h.mw._records)
 
 
+class TestRecordsExpressAccepts(unittest.TestCase):
+    """Cookie fields express-session keeps and reads for their truth, as an Express app sharing
+    the store writes them: each a session here too, not a logout on both sides."""
+
+    def test_cookie_fields_are_read_as_express_reads_them(self):
+        # cookie.expires = false (express's idiom for a browser-session cookie), options from
+        # environment variables ("true"), and falsy values express simply does not send.
+        cases = [
+            ('"originalMaxAge":false,"expires":false,"httpOnly":true,"path":"/"', None, "HttpOnly"),
+            ('"originalMaxAge":null,"expires":null,"secure":"true","httpOnly":null,"path":"/"',
+             None, "Secure"),
+            ('"originalMaxAge":null,"expires":null,"httpOnly":1,"priority":false,"partitioned":0,'
+             '"sameSite":false,"path":"/"', None, "HttpOnly"),
+            ('"originalMaxAge":12000000000000,"expires":"2400-01-01T00:00:00.000Z","httpOnly":true,'
+             '"path":"/"', 12_000_000_000, "HttpOnly"),
+        ]
+        for fields, original, flags in cases:
+            with self.subTest(fields):
+                seen = []
+
+                def action(environ):
+                    seen.append((dict(sess(environ)), sess(environ).cookie.original_max_age))
+                    sess(environ).cookie.touch()  # a Set-Cookie goes out under rolling
+                h = Harness(action, rolling=True)
+                h.store._data["s-1"] = (time.time() + 3600, f'{{"cookie":{{{fields}}},"user":"ada"}}')
+                resp = h.request(cookie=f"{NAME}={cookie_value('s-1')}", https=True)
+                self.assertEqual(seen, [({"user": "ada"}, original)])
+                sent = resp.cookie()
+                self.assertEqual([a for a in sent.attr_names if sent.attrs[a.lower()] is True],
+                                 flags.split())
+                self.assertEqual(h.store.get("s-1")["user"], "ada")
+
+
 class TestBadRecords(unittest.TestCase):
     """What a store holds that is not a session is never loaded as one."""
 

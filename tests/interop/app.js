@@ -85,6 +85,11 @@ async function main() {
       Object.assign(req.session, JSON.parse(req.query.data));
       res.json({ id: req.sessionID });
     });
+    app.get('/cookie', (req, res) => {  // cookie fields set as an app does (expires = false...)
+      Object.assign(req.session.cookie, JSON.parse(req.query.set));
+      req.session.user = String(req.query.user);
+      res.json({ id: req.sessionID });
+    });
     app.get('/raw', (req, res) => {
       const session = JSON.parse(JSON.stringify(req.session));
       const types = {};

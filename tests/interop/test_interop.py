@@ -269,6 +269,20 @@ class TestExpressInterop(unittest.TestCase):
                                          "empty_list": "array"})
         self.assertEqual(self.raw(browser.sid), stored, "reading must leave the record as it was")
 
+    def test_cookie_fields_express_accepts_are_a_session_on_python_too(self):
+        # cookie.expires = false (express's browser-session cookie), and values express reads
+        # for their truth: a record Python refused logged the user out on both apps at its next
+        # write, which sends a new cookie.
+        for fields in ({"expires": False}, {"priority": False, "partitioned": 0},
+                       {"httpOnly": None}, {"maxAge": 12_000_000_000_000}):
+            with self.subTest(fields):
+                browser = Browser()
+                browser.get(self.node, "/incr")
+                browser.get(self.node, "/cookie?user=ada&set=" + quote(json.dumps(fields)))
+                self.assertEqual(browser.get(self.py, "/whoami").body, {"user": "ada", "id": browser.sid})
+                self.assertEqual(browser.get(self.py, "/incr").body, {"views": 2})
+                self.assertEqual(browser.get(self.node, "/whoami").body, {"user": "ada", "id": browser.sid})
+
     def test_both_apps_write_byte_identical_records_but_for_the_expiry_instant(self):
         raws = []
         for port in (self.node, self.py):
