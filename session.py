@@ -101,6 +101,8 @@ def _verify(signed: str, keys: Sequence[bytes]) -> tuple:
 
 
 def _key(secret: Secret) -> bytes:
+    if not secret:  # an HMAC with an empty key is one anybody can make
+        raise ValueError("secret must not be empty")
     return secret.encode("utf-8") if isinstance(secret, str) else secret
 
 
@@ -1084,6 +1086,7 @@ class Session(dict):
         return _encode(self._record())
 
     def __repr__(self) -> str:
+        self._read = True  # rendered ({{ session }} in a template): the response varies by cookie
         return f"Session({dict.__repr__(self)})"
 
     # -- reserved key and reads that count as using the session
@@ -1231,7 +1234,7 @@ class Cookie:
             try:
                 ms = _expires_ms(ms)
             except ValueError as exc:  # a well-formed date that does not exist: 2026-02-31
-                log.warning("stored cookie expires %r is not a date (%s): treating it as unset",
+                log.warning("stored cookie expires %.60r is not a date (%s): treating it as unset",
                             ms, exc)
                 ms = None
             self._expires = ms
@@ -1502,7 +1505,7 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
             # As express reads a record: any value, for its truth ("true" from an env var).
             return value != "" and value != 0 and value is not None
         raise TypeError(f"{what} must be True or False{'' if name == 'http_only' else ' or None'}, "
-                        f"not {value!r}")
+                        f"not {value!r:.60}")
     if value is None:
         return None
     if name in ("priority", "same_site"):
@@ -1510,9 +1513,9 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
         if name == "same_site" and type(value) is bool:
             return value
         if not isinstance(value, str):
-            raise TypeError(f"{what} must be one of {allowed} or None, not {value!r}")
+            raise TypeError(f"{what} must be one of {allowed} or None, not {value!r:.60}")
         if value.lower() not in allowed or not value.isascii():
-            raise ValueError(f"{what} must be one of {allowed} or None, not {value!r}")
+            raise ValueError(f"{what} must be one of {allowed} or None, not {value!r:.60}")
         return value
     if name in ("domain", "path"):
         if not isinstance(value, str):
@@ -1520,7 +1523,7 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
         if not (_DOMAIN if name == "domain" else _PATH).fullmatch(value):
             raise ValueError(f"{what} is not a valid cookie {name} (" +
                              ("letters, digits, '-' and '.' labels" if name == "domain" else
-                              "printable ASCII without ';' or '<'") + f"): {value!r}")
+                              "printable ASCII without ';' or '<'") + f"): {value!r:.60}")
         return value
     raise KeyError(f"no cookie attribute {name!r}")
 
@@ -3016,7 +3019,7 @@ def _expires_ms(value: Any) -> int:
             value = value.replace(tzinfo=timezone.utc)
         return _datetime_ms(value)
     if not isinstance(value, str):
-        raise ValueError(f"cookie expires is not a date: {value!r}")
+        raise ValueError(f"cookie expires is not a date: {value!r:.60}")
     if len(value) == 24 and value[4] == "-" and value[10] == "T" and value[23] == "Z":
         try:
             seconds = _timegm(int(value[0:4]), int(value[5:7]), int(value[8:10]),
@@ -3027,7 +3030,7 @@ def _expires_ms(value: Any) -> int:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"cookie expires is not an ISO-8601 date: {value!r}") from None
+        raise ValueError(f"cookie expires is not an ISO-8601 date: {value!r:.60}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return _datetime_ms(parsed)

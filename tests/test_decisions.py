@@ -447,6 +447,8 @@ class TestVary(unittest.TestCase):
         "keys": lambda s: list(s.keys()),
         "values": lambda s: list(s.values()),
         "copy": lambda s: s.copy(),
+        "repr": lambda s: repr(s),
+        "str": lambda s: f"{s}",    # a template rendering {{ session }}
         "eq": lambda s: s == {},
         "is_new": lambda s: s.is_new,      # "welcome back" depends on the cookie too
         "modified": lambda s: s.modified,

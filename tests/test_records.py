@@ -406,6 +406,18 @@ class TestBadRecords(unittest.TestCase):
                 self.assertNotEqual(out[0][0], sid)
                 self.assertEqual(out[0][1], {})
 
+    def test_a_huge_bad_field_is_not_logged_whole(self):
+        # A less trusted writer to a shared store could make every request log megabytes.
+        for field in ("domain", "path", "sameSite", "priority", "expires"):
+            with self.subTest(field=field):
+                h = Harness(lambda e: None)
+                cookie = {"path": "/", field: "x;" * 100_000}
+                h.store._data["s-1"] = (time.time() + 3600, json.dumps({"cookie": cookie}))  # planted
+                with self.assertLogs("session", "WARNING") as logs:
+                    h.request(cookie=f"{NAME}={cookie_value('s-1')}")
+                self.assertIn("s-1", logs.output[0])
+                self.assertLess(len(logs.output[0]), 500)
+
     def test_a_record_with_two_cookie_keys_is_read_as_json_parse_reads_it(self):
         # JSON.parse (Express) and decode_record keep the last "cookie": the data never holds one.
         first = '{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"}'

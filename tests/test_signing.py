@@ -175,6 +175,17 @@ class TestSigning(unittest.TestCase):
         self.assertEqual(out[-2:], ["u19", "u19"])
         self.assertNotIn(long_header, h.mw._verified_headers)
 
+    def test_an_empty_secret_is_refused_as_the_middleware_refuses_it(self):
+        # An HMAC with an empty key is one anybody can make: os.environ.get("SECRET", "") with
+        # the variable unset, or a stray "" in a rotation list, must not verify forgeries.
+        forged = ref_sign("admin", "")
+        for secrets in ("", b"", ["new", ""]):
+            with self.subTest(secrets=secrets):
+                with self.assertRaisesRegex(ValueError, "empty"):
+                    session.unsign(forged, secrets)
+        with self.assertRaisesRegex(ValueError, "empty"):
+            session.sign("admin", "")
+
     def test_unsign_accepts_one_secret_or_a_list(self):
         signed = ref_sign("abc", "second")
         self.assertEqual(session.unsign(signed, "second"), "abc")
