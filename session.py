@@ -1175,7 +1175,12 @@ def _same(a: Any, b: Any) -> bool:
         return a == b and (type(a) is not float or math.copysign(1, a) == math.copysign(1, b))
     try:
         return _encode(a) == _encode(b)
-    except (TypeError, ValueError, RecursionError):
+    except RecursionError:  # deeper than this stack leaves room for (see _decode): a merge must
+        try:                # not take a value it never touched for one it changed
+            return _on_a_new_stack(lambda pair: _encode(pair[0]) == _encode(pair[1]), (a, b))
+        except (TypeError, ValueError, RecursionError):
+            return False
+    except (TypeError, ValueError):
         return False  # the encode at save time names the key
 
 

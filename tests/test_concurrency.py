@@ -403,6 +403,21 @@ class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
         merged = self.apply({"tree": deep}, {"tree": deep, "b": 1}, {"tree": deep, "a": 1})
         self.assertEqual((merged["a"], merged["b"]), (1, 1))
 
+    def test_a_deep_value_another_request_changed_is_kept_when_this_one_did_not_touch_it(self):
+        # Compared on this stack, the two trees raised RecursionError and counted as changed:
+        # the tree as loaded then overwrote the other request's.
+        def tree(leaf):
+            deep: Any = leaf
+            for _ in range(sys.getrecursionlimit() - 15):
+                deep = [deep]
+            return deep
+        merged = self.apply({"tree": tree("v0"), "n": 0}, {"tree": tree("v1"), "n": 0},
+                            {"tree": tree("v0"), "n": 1})
+        leaf = merged["tree"]
+        while type(leaf) is list:
+            leaf = leaf[0]
+        self.assertEqual((leaf, merged["n"]), ("v1", 1))
+
     def test_zero_changed_to_minus_zero_is_a_change(self):
         # 0.0 == -0.0 in Python, but the record's JSON differs, as JavaScript's Object.is does.
         merged = self.apply({"t": 0.0}, {"t": 0.0, "b": 1}, {"t": -0.0})
