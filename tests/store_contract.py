@@ -351,7 +351,7 @@ class StoreContract:
     HOSTILE_COOKIE_FIELDS = [
         {"priority": "high\r\nX-Injected: 1"}, {"priority": "low; Domain=evil.example"},
         {"priority": 7}, {"sameSite": ["lax"]}, {"sameSite": "lax; Secure"}, {"secure": {}},
-        {"secure": "yes"}, {"partitioned": []}, {"httpOnly": "no"},
+        {"partitioned": []}, {"httpOnly": [False]},  # (a string flag counts for its truth, as in express)
         {"domain": "evil.example; Path=/"}, {"path": "/\r\nX-Injected: 1"}, {"path": 5},
         {"expires": 5}, {"expires": "soon"}, {"expires": ["2026-01-01T00:00:00.000Z"]},
         {"originalMaxAge": "3600000"}, {"originalMaxAge": True}, {"originalMaxAge": 1e300},
