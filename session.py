@@ -648,10 +648,11 @@ class _CookieOptions:
         """A new cookie's attributes for this request ("auto" resolved)."""
         attrs = self.fixed_attrs
         if self.auto:
-            secure = request.is_secure()
-            attrs = (attrs[0], attrs[1], secure if self.secure == "auto" else attrs[2],
-                     attrs[3], attrs[4], attrs[5],
-                     ("none" if secure else "lax") if self.same_site == "auto" else attrs[6])
+            secure = request.is_secure() if self.secure == "auto" else attrs[2]
+            # SameSite=None only with Secure: browsers reject the one without the other.
+            none = secure and request.is_secure()
+            attrs = (attrs[0], attrs[1], secure, attrs[3], attrs[4], attrs[5],
+                     ("none" if none else "lax") if self.same_site == "auto" else attrs[6])
         return attrs
 
     def new_cookie(self, request: "_Request") -> Cookie:

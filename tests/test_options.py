@@ -175,6 +175,17 @@ class TestProxyAndSecure(unittest.TestCase):
                 self.assertEqual(sc.attrs.get("samesite"), attr)
                 self.assertEqual(h.store.get(sc.sid)["cookie"]["sameSite"], stored)
 
+    def test_same_site_auto_is_none_only_for_a_secure_cookie(self):
+        # Browsers reject SameSite=None without Secure: over HTTPS, a cookie that is not
+        # Secure gets Lax, and the session keeps working.
+        for secure, attr in ((None, "Lax"), (False, "Lax"), (True, "None"), ("auto", "None")):
+            with self.subTest(secure=secure):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1),
+                            cookie={"same_site": "auto", "secure": secure})
+                sc = h.request(https=True).cookie()
+                self.assertEqual(sc.attrs.get("samesite"), attr)
+                self.assertEqual("secure" in sc.attrs, attr == "None")
+
     def test_warns_once_when_secure_cookie_is_withheld_pointing_at_proxy(self):
         h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"secure": True})
         with self.assertLogs(level="WARNING") as logs:
