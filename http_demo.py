@@ -500,9 +500,24 @@ def known_hosts(given: str, address: tuple) -> set[str]:
             names.update(info[4][0] for info in socket.getaddrinfo(hostname, None, socket.AF_INET))
         except OSError:  # a machine name that does not resolve: reached by address only
             pass
+        names.update(_outbound_addresses())
     names = {f"[{name}]" if ":" in name and not name.startswith("[") else name for name in names}
     hosts = {f"{name}:{port}" for name in names}
     return hosts | names if port == 80 else hosts  # browsers leave out the default port
+
+
+def _outbound_addresses() -> set[str]:
+    """The addresses this machine's default routes leave from (its LAN address, which its
+    name often does not resolve to): connecting a UDP socket picks one and sends nothing."""
+    found = set()
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe_socket:
+                probe_socket.connect((probe, 9))
+                found.add(probe_socket.getsockname()[0])
+        except OSError:  # no route of that family
+            pass
+    return found
 
 
 def port_number(text: str) -> int:

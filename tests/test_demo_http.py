@@ -551,6 +551,14 @@ class TestKnownHosts(unittest.TestCase):
             self.assertIn(host, everywhere)
         self.assertNotIn("evil.example:8000", everywhere)
         self.assertNotIn("localhost", everywhere, "not on port 80: the port is part of the name")
+        # The LAN address another device opens it by, which the machine's name may not resolve
+        # to: the one a UDP socket toward the outside would leave from.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(("192.0.2.1", 9))
+            except OSError:
+                return  # no route out: no such address
+            self.assertIn(f"{probe.getsockname()[0]}:8000", everywhere)
 
 
 @requires(has_module("redis") and redis_server_available(),
