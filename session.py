@@ -217,12 +217,12 @@ class _Core:
                              if _offers(store, "a" + method, *over)}
         # A subclass's own aget is read through under ASGI, as its get is under WSGI.
         self._areads_text = self._reads_text and not _newer(store, "aget", "aget_text")
-        # A store that says it never blocks is called from the event loop as it is (unless
-        # its coroutines are newer than its methods: an async-first store's are all it has);
-        # one whose touch reads only the expiry is given a record without fields (see Store).
+        # A store that says it never blocks is called from the event loop as it is (unless it
+        # is async-first: its plain methods are Store's stubs); one whose touch reads only the
+        # expiry is given a record without fields (see Store).
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
-                                                        for p in ("", "a")]) and not any(
-            _newer(store, "a" + name, name) for name in _STORE_CALLS)
+                                                        for p in ("", "a")]) and all(
+            _owner(store, name) is not Store for name in ("get", "set", "destroy", "touch"))
         self._touch_expiry_only = _touch_reads_expiry_only(store)
         # ASGI's end-of-response store work in flight (see _end): among the store's own writes
         # when it keeps them (RedisStore, PostgresStore), so that its aclose() waits for it too.
@@ -648,9 +648,9 @@ class _CookieOptions:
         """A new cookie's attributes for this request ("auto" resolved)."""
         attrs = self.fixed_attrs
         if self.auto:
-            secure = request.is_secure() if self.secure == "auto" else attrs[2]
-            # SameSite=None only with Secure: browsers reject the one without the other.
-            none = secure and request.is_secure()
+            https = request.is_secure()
+            secure = https if self.secure == "auto" else attrs[2]
+            none = secure and https  # SameSite=None only with Secure: browsers reject it without
             attrs = (attrs[0], attrs[1], secure, attrs[3], attrs[4], attrs[5],
                      ("none" if none else "lax") if self.same_site == "auto" else attrs[6])
         return attrs
@@ -1341,10 +1341,11 @@ class Cookie:
         original = get("originalMaxAge")
         if original is False:  # express's cookie.expires = false: no expiry, as null
             original = None
-        if original is not None and not (_is_number(original) and abs(original) <= _MAX_STORED_AGE_MS
+        if original is not None and not (_is_number(original)
+                                         and -_MAX_AGE * 1000 <= original <= _MAX_STORED_AGE_MS
                                          and math.isfinite(original)):
-            raise ValueError("the stored cookie's originalMaxAge must be a number of ms within "
-                             f"{_MAX_STORED_AGE_MS} either way, or null, not {original!r:.40}")
+            raise ValueError("the stored cookie's originalMaxAge must be a number of ms from "
+                             f"-{_MAX_AGE * 1000} to {_MAX_STORED_AGE_MS}, or null, not {original!r:.40}")
         expires = get("expires")
         return cls._make(attrs, original, None if expires is None or expires is False
                          else _expires_ms(expires))
@@ -1499,7 +1500,8 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
     package cookie 0.7 that express-session uses: booleans as booleans, enums
     (case-insensitive, kept as given), and domain and path against its allow-lists,
     so no value can add attributes or headers to Set-Cookie.  ``field`` names the
-    value in the error (default: ``cookie <name>``).
+    value in the error (default: ``cookie <name>``) and marks a stored record's, read as
+    express reads it: a flag for its truth, and "" or false for "unset", kept as stored.
     """
     what = field and f"the stored cookie's {field}" or f"cookie {name}"
     if field and name in ("domain", "priority", "same_site") and (value == "" or value is False):
@@ -1877,7 +1879,8 @@ class Store:
     ttl: float = 86400
     # Whether the methods wait on I/O (a disk, a server).  Under ASGI a blocking store is
     # called through its coroutine methods, or in a thread; one that never blocks (False)
-    # is called directly from the event loop, the cheapest way.
+    # is called directly from the event loop, the cheapest way (an async-first one, whose
+    # plain methods are these stubs, through its coroutines, on the loop).
     blocking: bool = True
     # Whether touch() reads the record beyond its expiry (expires_at, expiry_time) and
     # keep_later.  A store whose touch moves an expiry and nothing else says False: it is then
@@ -2652,14 +2655,17 @@ class ASGISessionMiddleware(_Core):
     async def _accepting(self, sess: Session) -> Optional[str]:
         """The Set-Cookie for a websocket's accept, or None.  The accept ends the handshake's
         HTTP response, so the store work that response owes comes first, as it does before an
-        HTTP response's last body message: the deletions regenerate() and destroy() left, and,
-        when a cookie goes out, the session it names.  The socket stays open: what the app
-        changes later is saved when it closes."""
+        HTTP response's last body message: the deletions regenerate() and destroy() left, the
+        save of what the handshake changed, and, when a cookie goes out, the touch that keeps
+        its session for it.  The socket stays open: what the app changes later is saved (or
+        the expiry moved) when it closes."""
         request = sess._req
         attached = request.attached(sess)
         current = sess._current()
         set_cookie = self._set_cookie(sess, attached, current)
-        action = None if set_cookie is None else self._store_action(sess, attached, current)
+        action = self._store_action(sess, attached, current)
+        if action is not None and action[0] == "touch" and set_cookie is None:
+            action = None  # nothing new to see: its expiry moves when the socket closes
         if action is not None or request.pending:
             await self._store_work(sess, action)
         return set_cookie
@@ -2803,7 +2809,7 @@ _RECORD_KEY_MAX = 2048       # longer ones are read every time
 # an expiry has no ISO-8601 or HTTP date; this bound keeps every one of them far inside.
 _MAX_AGE = 10_000_000_000
 # A stored originalMaxAge may be longer (Express checks none): up to ten times that, whose
-# dates still end before the year 10000.
+# dates still end before the year 10000 (backwards, the options' bound stands).
 _MAX_STORED_AGE_MS = 10 * _MAX_AGE * 1000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what browsers leave alone in a path, besides quote()'s own
@@ -2912,7 +2918,7 @@ def _scope_path(scope: dict) -> str:
     root, path = scope.get("root_path", ""), scope.get("path", "")
     if root and path != root and not path.startswith(root if root.endswith("/") else root + "/"):
         path = root + path
-    return quote(path, _PATH_SAFE) if path else "/"
+    return quote(path, _PATH_SAFE, errors="replace") if path else "/"
 
 
 def _cookie_header(scope: dict) -> Optional[str]:

@@ -483,7 +483,6 @@ class RedisStore(session.Store):
         now = time.time()
         return self._seen.barely_moves(sid, now + ttl, now, self.touch_slack)
 
-
     def _text(self, sid: str, raw: Any) -> Optional[str]:
         if raw is None:
             return None

@@ -134,7 +134,7 @@ class ShelveStore(session.Store):
             return
         with self._lock:
             self._open()[sid.encode()] = _pack(expires, data)
-            self._sweep_some(now)
+            self._sweep_after_write(now)
 
     def destroy(self, sid: str) -> None:
         with self._lock:
@@ -189,7 +189,7 @@ class ShelveStore(session.Store):
                 expiry = stored_expires
             if expiry > now:
                 db[key] = _pack(expiry, text)
-                self._sweep_some(now)
+                self._sweep_after_write(now)
             elif raw is not None:  # written already expired: deleted, as set() does
                 del db[key]
             return True
@@ -303,6 +303,16 @@ class ShelveStore(session.Store):
                 if data is not None and expires > now:
                     live.append((sid, data))
         return live
+
+    def _sweep_after_write(self, now: float) -> None:
+        """``_sweep_some`` after a write: a failure is logged and the sweep put off, never
+        raised, since the write stands (a 500 would have the client repeat it)."""
+        try:
+            self._sweep_some(now)
+        except dbm.error as exc:  # (OSError among them)
+            self._sweep, self._next_sweep = [], now + self.sweep_interval
+            log.warning("ShelveStore %s: sweeping expired sessions failed, retried in %g s: %s",
+                        self.path, self.sweep_interval, exc)
 
     def _sweep_some(self, now: float) -> None:
         """Delete expired records among the next few keys of the running sweep (lock held)."""

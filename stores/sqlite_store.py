@@ -53,7 +53,9 @@ Why it is built this way:
   statement is 0.3 µs of a 5 µs get).  A per-thread connection (``threading.local``) would leak
   one connection per request under servers that start a thread per request
   (``socketserver.ThreadingMixIn``); a pooled connection is only ever used by
-  one thread at a time, which is what ``check_same_thread=False`` requires.
+  one thread at a time, which is what ``check_same_thread=False`` requires.  At
+  most ``max_idle`` (16) stay open between uses: a burst of such threads would
+  otherwise keep its file descriptors for good.
 - Touches that barely move the expiry are not written: a touch, or the
   ``expires`` of a save, that would move it less than ``touch_slack`` (60 s) and
   less than 1% of the session's lifetime past what this process last read or wrote is
@@ -91,6 +93,8 @@ Why it is built this way:
   expired rows, found through the ``expires`` index, in its own short
   transaction; then not again for ``prune_interval`` seconds unless the batch
   was full.  No request pays for a big delete and expired rows do not pile up.
+  A batch that fails, or would wait for another process's lock, is put off: the
+  write before it stands and is not reported as failed.
   ``prune()`` deletes everything expired, batch after batch, pausing between
   batches so other writers get their turn.
 - Under ASGI (the coroutines ``aget``, ``aget_text``, ``atouch``): a read runs on

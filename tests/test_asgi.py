@@ -479,11 +479,28 @@ class TestEndOfResponse(unittest.TestCase):
             return message
 
         async def server_send(message):
+            sent.append(message["type"])  # attempted
             if any(gone):
                 raise ConnectionResetError("the client is gone")
-            sent.append(message["type"])
         asyncio.run(middleware(app, store)(make_scope(cookie=cookie), receive, server_send))
         self.assertEqual(sent, [])
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_a_held_head_the_server_cannot_send_after_the_app_returned_is_not_an_error(self):
+        # The client left without the app being told: the app finished normally, and the head
+        # it sent early was ours to send; the server's OSError is no error of the app's.
+        store, sid, cookie = seeded({"n": 1})
+        sent = []
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+
+        async def server_send(message):
+            sent.append(message["type"])
+            raise BrokenPipeError("the client is gone")
+        asyncio.run(middleware(app, store)(make_scope(cookie=cookie), _never_receive, server_send))
+        self.assertEqual(sent, ["http.response.start"])
         self.assertEqual(data_of(store, sid), {"n": 2})
 
     def test_a_second_response_start_raises_as_a_server_would(self):
@@ -1558,14 +1575,15 @@ class TestWebSocket(unittest.TestCase):
         # The accept is the handshake's HTTP response: the browser may use its cookie on other
         # requests while the socket is open, so the store holds that session first, and the
         # deletions regenerate() and destroy() left are done, as before an HTTP response ends.
-        for what in ("login", "regenerate", "destroy", "unset"):
+        for what in ("login", "login, same session", "regenerate", "destroy", "unset"):
             with self.subTest(what):
-                store, sid, cookie = seeded({"user": "eve"})
+                # A browser-session cookie: a changed session sends none unless it is new.
+                store, sid, cookie = seeded({"user": "eve"}, max_age=None)
                 seen = {}
 
                 async def app(scope, receive, send, what=what):
                     await receive()
-                    if what == "login":
+                    if what.startswith("login"):
                         scope["session"]["user"] = "ada"
                     elif what == "regenerate":
                         scope["session"].regenerate()
@@ -1576,12 +1594,17 @@ class TestWebSocket(unittest.TestCase):
                         scope["session"] = None
                     await send({"type": "websocket.accept"})
                     seen["at accept"] = {key: data_of(store, key) for key in store.all()}
-                    if what in ("login", "regenerate"):
+                    if what != "destroy" and what != "unset":
                         scope["session"]["more"] = 1
                     await send({"type": "websocket.close"})
                 options = {"unset": "destroy"} if what == "unset" else {}
                 sent, _ = self.run_ws(app, options, store=store,
                                       cookie=None if what == "login" else cookie)
+                if what == "login, same session":  # no cookie to send: the one it has names it
+                    self.assertNotIn("headers", sent[0])
+                    self.assertEqual(seen["at accept"], {sid: {"user": "ada"}})
+                    self.assertEqual(data_of(store, sid), {"user": "ada", "more": 1})
+                    continue
                 set_cookie = SetCookie(dict(sent[0]["headers"])[b"set-cookie"].decode())
                 if what in ("login", "regenerate"):
                     new = set_cookie.sid

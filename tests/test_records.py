@@ -368,7 +368,7 @@ class TestRecordsExpressAccepts(unittest.TestCase):
             ('"originalMaxAge":null,"expires":null,"secure":"true","httpOnly":null,"path":"/"',
              None, "Secure"),
             ('"originalMaxAge":null,"expires":null,"httpOnly":1,"priority":false,"partitioned":0,'
-             '"sameSite":false,"path":"/"', None, "HttpOnly"),
+             '"domain":false,"sameSite":false,"path":"/"', None, "HttpOnly"),
             ('"originalMaxAge":12000000000000,"expires":"2400-01-01T00:00:00.000Z","httpOnly":true,'
              '"path":"/"', 12_000_000_000, "HttpOnly"),
         ]
@@ -387,6 +387,11 @@ class TestRecordsExpressAccepts(unittest.TestCase):
                 self.assertEqual([a for a in sent.attr_names if sent.attrs[a.lower()] is True],
                                  flags.split())
                 self.assertEqual(h.store.get("s-1")["user"], "ada")
+        # A store computing its expiry from such a record falls back to its ttl, as
+        # connect-redis and connect-pg-simple do.
+        record = {"cookie": {"originalMaxAge": False, "expires": False}}
+        self.assertIsNone(session.expires_at(record))
+        self.assertAlmostEqual(session.MemoryStore(ttl=60).expiry_time(record), time.time() + 60, delta=5)
 
 
 class TestBadRecords(unittest.TestCase):
@@ -394,7 +399,9 @@ class TestBadRecords(unittest.TestCase):
 
     def test_a_record_with_a_malformed_cookie_is_a_fresh_session_not_an_error(self):
         bad_cookies = [{"originalMaxAge": "soon"}, {"path": "/\r\nX: y"}, {"domain": 5},
-                       {"originalMaxAge": True}, {"originalMaxAge": 10 ** 400}, "not an object", None]
+                       {"originalMaxAge": True}, {"originalMaxAge": 10 ** 400},
+                       {"originalMaxAge": -10 ** 14},  # an expiry before the year 1: no date
+                       "not an object", None]
         for bad in bad_cookies:
             with self.subTest(cookie=bad):
                 out = []

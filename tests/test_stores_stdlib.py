@@ -975,6 +975,26 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store.set("a", make_record(user="ada"))
         self.assertEqual(store.get("a")["user"], "ada")
 
+    def test_the_prune_after_a_write_does_not_wait_for_another_process(self):
+        # Another connection (another process) takes the write lock between a save's own
+        # statement and its prune batch: the save returns at once, its prune put off.
+        store = self.store()
+        store.busy_timeout = 30.0
+        other = self.raw()
+        real_prune = store._prune_batch
+
+        def prune_while_locked(cur, now, wait=True):
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                return real_prune(cur, now, wait)
+            finally:
+                other.execute("ROLLBACK")
+        store._prune_batch = prune_while_locked
+        started = time.monotonic()
+        store.set("a", make_record(user="ada"))
+        self.assertLess(time.monotonic() - started, 10, "waited for the lock (busy_timeout is 30 s)")
+        self.assertEqual(store.get("a")["user"], "ada")
+
     def test_a_prune_that_fails_after_a_write_does_not_fail_the_write(self):
         # The write is committed before the prune batch runs: raising would answer 500 for a
         # saved change, which the client would then repeat.
@@ -1050,6 +1070,19 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
 
 class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
     store_class, file_name = ShelveStore, "sessions"
+
+    def test_a_sweep_that_fails_after_a_write_does_not_fail_the_write(self):
+        # As SQLiteStore's prune: the record is written first, and stands.
+        class FailingSweep(ShelveStore):
+            def _sweep_some(self, now):
+                raise OSError("disk I/O error")
+        store = self.store(FailingSweep)
+        with self.assertLogs("stores.shelve_store", "WARNING") as logs:
+            store.set("a", make_record(user="ada"))
+        self.assertIn("disk I/O error", logs.output[0])
+        self.assertEqual(store.get("a")["user"], "ada")
+        store.set("b", make_record(user="bob"))  # put off for sweep_interval: no warning now
+        self.assertEqual(len(logs.output), 1)
 
     def test_a_second_process_is_refused_with_a_clear_error(self):
         store = self.store()
