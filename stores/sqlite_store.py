@@ -54,8 +54,8 @@ Why it is built this way:
   one connection per request under servers that start a thread per request
   (``socketserver.ThreadingMixIn``); a pooled connection is only ever used by
   one thread at a time, which is what ``check_same_thread=False`` requires.  At
-  most ``max_idle`` (16) stay open between uses: a burst of such threads would
-  otherwise keep its file descriptors for good.
+  most ``max_idle`` (32, asyncio's largest default thread pool) stay open between
+  uses: a burst of such threads would otherwise keep its file descriptors for good.
 - Touches that barely move the expiry are not written: a touch, or the
   ``expires`` of a save, that would move it less than ``touch_slack`` (60 s) and
   less than 1% of the session's lifetime past what this process last read or wrote is
@@ -161,7 +161,7 @@ class SQLiteStore(session.Store):
     prune_batch = 200       # expired rows deleted per transaction
     prune_interval = 60.0   # seconds between automatic prune batches once none are left
     prune_pause = 0.002     # seconds prune() leaves the write lock free between batches
-    max_idle = 16           # connections kept open for reuse; more, opened at a peak, close when done
+    max_idle = 32           # connections kept open for reuse; more, opened at a peak, close when done
     loop_reads = True       # under ASGI, read on the event loop when that need not wait (module docstring)
 
     def __init__(self, path: Union[str, os.PathLike], *, table: str = "sessions",
