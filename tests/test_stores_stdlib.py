@@ -82,6 +82,16 @@ class FileStoreCase(TempDir):
         self.addCleanup(store.close)
         return store
 
+    def check_a_write_stands_when_its_cleanup_fails(self, store, logger: str) -> None:
+        """``store``'s cleanup after a write (SQLite's prune batch, Shelve's sweep) raises
+        "disk I/O error": the write stands, the failure is logged once and put off."""
+        with self.assertLogs(logger, "WARNING") as logs:
+            store.set("a", make_record(user="ada"))
+        self.assertIn("disk I/O error", logs.output[0])
+        self.assertEqual(store.get("a")["user"], "ada")
+        store.set("b", make_record(user="bob"))  # put off: no warning now
+        self.assertEqual(len(logs.output), 1)
+
 
 # ---------------------------------------------------------------- the stores package
 
@@ -1001,13 +1011,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         class FailingPrune(SQLiteStore):
             def _prune_batch(self, cur, now, wait=True):
                 raise sqlite3.OperationalError("disk I/O error")
-        store = self.store(FailingPrune)
-        with self.assertLogs("stores.sqlite_store", "WARNING") as logs:
-            store.set("a", make_record(user="ada"))
-        self.assertIn("disk I/O error", logs.output[0])
-        self.assertEqual(store.get("a")["user"], "ada")
-        store.set("b", make_record(user="bob"))  # put off for prune_interval: no warning now
-        self.assertEqual(len(logs.output), 1)
+        self.check_a_write_stands_when_its_cleanup_fails(self.store(FailingPrune), "stores.sqlite_store")
 
     @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
     def test_forked_child_writes_though_a_parent_thread_was_writing_at_the_fork(self):
@@ -1076,13 +1080,7 @@ class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
         class FailingSweep(ShelveStore):
             def _sweep_some(self, now):
                 raise OSError("disk I/O error")
-        store = self.store(FailingSweep)
-        with self.assertLogs("stores.shelve_store", "WARNING") as logs:
-            store.set("a", make_record(user="ada"))
-        self.assertIn("disk I/O error", logs.output[0])
-        self.assertEqual(store.get("a")["user"], "ada")
-        store.set("b", make_record(user="bob"))  # put off for sweep_interval: no warning now
-        self.assertEqual(len(logs.output), 1)
+        self.check_a_write_stands_when_its_cleanup_fails(self.store(FailingSweep), "stores.shelve_store")
 
     def test_a_second_process_is_refused_with_a_clear_error(self):
         store = self.store()
