@@ -455,7 +455,8 @@ class _Core:
             self._warned_insecure = True
             log.warning("session cookie is secure but the request is not HTTPS, so no cookie was "
                         "sent; behind a TLS-terminating proxy, pass proxy=True to trust "
-                        "X-Forwarded-Proto")
+                        "X-Forwarded-Proto%s", " (and have the server keep that header: "
+                        "waitress drops it unless trusted_proxy_headers names it)" if self.proxy else "")
 
     def _check_same_site_secure(self, options: "_CookieOptions") -> None:
         if (options.same_site == "none" and not options.secure
