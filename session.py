@@ -453,10 +453,14 @@ class _Core:
     def _warn_insecure(self) -> None:
         if not self._warned_insecure:
             self._warned_insecure = True
+            if self.proxy:
+                advice = ("X-Forwarded-Proto did not say https: check that the proxy sends it "
+                          "and the server passes it on (waitress drops it unless its "
+                          "trusted_proxy and trusted_proxy_headers name it)")
+            else:
+                advice = "behind a TLS-terminating proxy, pass proxy=True to trust X-Forwarded-Proto"
             log.warning("session cookie is secure but the request is not HTTPS, so no cookie was "
-                        "sent; behind a TLS-terminating proxy, pass proxy=True to trust "
-                        "X-Forwarded-Proto%s", " (and have the server keep that header: "
-                        "waitress drops it unless trusted_proxy_headers names it)" if self.proxy else "")
+                        "sent; %s", advice)
 
     def _check_same_site_secure(self, options: "_CookieOptions") -> None:
         if (options.same_site == "none" and not options.secure
@@ -1502,7 +1506,7 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
     (case-insensitive, kept as given), and domain and path against its allow-lists,
     so no value can add attributes or headers to Set-Cookie.  ``field`` names the
     value in the error (default: ``cookie <name>``) and marks a stored record's, read as
-    express reads it: a flag for its truth, and "" or false for "unset", kept as stored.
+    express reads it and kept as stored: a flag for its truth, "" or false as "unset".
     """
     what = field and f"the stored cookie's {field}" or f"cookie {name}"
     if field and name in ("domain", "priority", "same_site") and (value == "" or value is False):
@@ -1511,8 +1515,7 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
         if type(value) is bool or (value is None and name != "http_only"):
             return value
         if field and (value is None or type(value) in (int, float, str)):
-            # As express reads a record: any value, for its truth ("true" from an env var).
-            return value != "" and value != 0 and value is not None
+            return value  # as express keeps a record's: sent for its truth ("true" from an env var)
         raise TypeError(f"{what} must be True or False{'' if name == 'http_only' else ' or None'}, "
                         f"not {value!r:.60}")
     if value is None:
@@ -2663,13 +2666,12 @@ class ASGISessionMiddleware(_Core):
         request = sess._req
         attached = request.attached(sess)
         current = sess._current()
-        set_cookie = self._set_cookie(sess, attached, current)
         action = self._store_action(sess, attached, current)
-        if action is not None and action[0] == "touch" and set_cookie is None:
-            action = None  # nothing new to see: its expiry moves when the socket closes
+        if action is not None and action[0] == "touch" and not self._should_set_cookie(sess, current):
+            action = None  # no cookie to keep alive, nothing new: the expiry moves at the close
         if action is not None or request.pending:
             await self._store_work(sess, action)
-        return set_cookie
+        return self._set_cookie(sess, attached, current)  # after the write: not for a gone session
 
     async def _failed(self, sess: Session, exc: BaseException, gone: bool) -> None:
         """The app raised: nothing is saved (as under WSGI), but the records regenerate() and

@@ -486,6 +486,20 @@ class TestEndOfResponse(unittest.TestCase):
         self.assertEqual(sent, [])
         self.assertEqual(data_of(store, sid), {"n": 2})
 
+    def test_a_second_response_start_raises_as_a_server_would(self):
+        # Held, the second would silently replace the first; a server refuses it (uvicorn:
+        # "Unexpected ASGI message"), and so does the WSGI adapter a second start_response.
+        store, sid, cookie = seeded({"n": 1})
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b"x"})
+        with self.assertRaisesRegex(RuntimeError, "sent twice"):
+            call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        self.assertEqual(data_of(store, sid), {"n": 1})
+
     def test_an_app_raising_after_it_was_told_the_client_left_still_gets_the_store_action(self):
         # Starlette's request.body() raises ClientDisconnect once it receives http.disconnect.
         store, sid, cookie = seeded({"n": 1})
@@ -1134,6 +1148,43 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertEqual([{k: v for k, v in session.decode_record(text).items() if k != "cookie"}
                           for text in store.records.values()], [{"n": 2}])
 
+    def test_a_store_that_never_blocks_is_called_inline_though_it_has_a_coroutine_of_its_own(self):
+        # Its plain methods work: one coroutine (amerge) does not send the rest through threads.
+        class NeverBlocks(session.Store):
+            blocking = False
+
+            def __init__(self):
+                self.records = {}
+
+            def get(self, sid):
+                return self.records.get(sid)
+
+            def set(self, sid, record):
+                self.records[sid] = session.decode_record(session.encode_record(record))
+
+            def destroy(self, sid):
+                self.records.pop(sid, None)
+
+            def touch(self, sid, record):
+                pass
+
+            async def amerge(self, sid, change):
+                return self.merge(sid, change)
+        store, sid, cookie = seeded({"n": 1}, store=NeverBlocks())
+
+        def action(scope):
+            scope["session"]["n"] += 1
+        mw = middleware(simple_app(action), store)
+        _, threads = run_with_counted_threads(lambda: acall_asgi(mw, make_scope(cookie=cookie)))
+        self.assertEqual(threads, [])
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_a_path_with_a_lone_surrogate_is_matched_not_an_error(self):
+        seen = []
+        mw = middleware(simple_app(lambda s: seen.append("session" in s)), cookie={"path": "/app"})
+        call_asgi(mw, make_scope("/app/x", extra={"path": "/app/\udcff"}))
+        self.assertEqual(seen, [True])
+
     def test_a_subclass_overriding_aget_is_read_through_it_and_one_overriding_aset_keeps_its_merge(self):
         # A subclass's aget is read through, as its get is under WSGI.  Saves go through the
         # store's own merge (atomic), which an aset added for, say, metrics must not replace.
@@ -1396,9 +1447,10 @@ class TestScopes(unittest.TestCase):
 class TestWebSocket(unittest.TestCase):
 
     def run_ws(self, app, mw_options=None, store=None, cookie=None, https=False, client_closes=False,
-               headers=None, events=None):
+               headers=None, events=None, on_send=None):
         """Run a websocket connection; returns (messages the server got, store).  Each message's
-        type is appended to ``events`` too, if given."""
+        type is appended to ``events`` too, if given, and ``on_send(message)`` called as the
+        server receives it."""
         store = store if store is not None else RecordingStore()
         sent = []
         incoming = [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hello"}]
@@ -1414,6 +1466,8 @@ class TestWebSocket(unittest.TestCase):
             sent.append(message)
             if events is not None:
                 events.append(message["type"])
+            if on_send is not None:
+                on_send(message)
         scope = make_scope("/ws", kind="websocket", cookie=cookie, https=https, headers=headers)
         asyncio.run(middleware(app, store, **(mw_options or {}))(scope, receive, send))
         return sent, store
@@ -1568,12 +1622,14 @@ class TestWebSocket(unittest.TestCase):
                     else:
                         scope["session"] = None
                     await send({"type": "websocket.accept"})
-                    seen["at accept"] = {key: data_of(store, key) for key in store.all()}
                     if what != "destroy" and what != "unset":
                         scope["session"]["more"] = 1
                     await send({"type": "websocket.close"})
+                def at_the_server(message, store=store, seen=seen):
+                    if message["type"] == "websocket.accept":
+                        seen["at accept"] = {key: data_of(store, key) for key in store.all()}
                 options = {"unset": "destroy"} if what == "unset" else {}
-                sent, _ = self.run_ws(app, options, store=store,
+                sent, _ = self.run_ws(app, options, store=store, on_send=at_the_server,
                                       cookie=None if what == "login" else cookie)
                 if what == "login, same session":  # no cookie to send: the one it has names it
                     self.assertNotIn("headers", sent[0])
@@ -1591,6 +1647,23 @@ class TestWebSocket(unittest.TestCase):
                     self.assertTrue(set_cookie.clears)
                     self.assertEqual(seen["at accept"], {})
                     self.assertEqual(store.all(), {})
+
+    def test_the_accept_sends_no_cookie_for_a_session_another_request_ended(self):
+        # As an HTTP response's head: decided after the store's answer (a logout elsewhere while
+        # the handshake ran): the record is not written back, and its cookie not sent again.
+        for options in ({"rolling": True}, {"cookie": {"max_age": 3600}}):
+            with self.subTest(options):
+                store, sid, cookie = seeded({"n": 1})
+
+                async def app(scope, receive, send, store=store, sid=sid):
+                    await receive()
+                    scope["session"]["n"] = 2
+                    store.destroy(sid)  # another request's logout, meanwhile
+                    await send({"type": "websocket.accept"})
+                    await send({"type": "websocket.close"})
+                sent, _ = self.run_ws(app, options, store=store, cookie=cookie)
+                self.assertNotIn("headers", sent[0])
+                self.assertIsNone(store.get(sid))
 
     def test_a_session_changed_after_accept_is_saved_but_its_new_cookie_cannot_be_sent(self):
         async def app(scope, receive, send):
