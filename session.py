@@ -1514,8 +1514,10 @@ def _check_cookie_attribute(name: str, value: Any, field: Optional[str] = None) 
     if name in ("http_only", "secure", "partitioned"):
         if type(value) is bool or (value is None and name != "http_only"):
             return value
-        if field and (value is None or type(value) in (int, float, str)):
+        if field and (value is None or type(value) is str):
             return value  # as express keeps a record's: sent for its truth ("true" from an env var)
+        if field and type(value) in (int, float):
+            return value != 0  # (kept as stored, 1 would share the caches of True: see _TEMPLATES)
         raise TypeError(f"{what} must be True or False{'' if name == 'http_only' else ' or None'}, "
                         f"not {value!r:.60}")
     if value is None:
@@ -2665,6 +2667,7 @@ class ASGISessionMiddleware(_Core):
         the expiry moved) when it closes."""
         request = sess._req
         attached = request.attached(sess)
+        request.cookie_decided = True  # from here on, a regenerate() elsewhere comes too late
         current = sess._current()
         action = self._store_action(sess, attached, current)
         if action is not None and action[0] == "touch" and not self._should_set_cookie(sess, current):

@@ -1665,6 +1665,44 @@ class TestWebSocket(unittest.TestCase):
                 self.assertNotIn("headers", sent[0])
                 self.assertIsNone(store.get(sid))
 
+    def test_regenerate_while_the_accept_waits_for_the_store_raises(self):
+        # The accept's cookie is decided once its store work begins: a login in a task beside
+        # the handshake would otherwise get a cookie for a session never saved.
+        store, sid, cookie = seeded({"n": 1}, store=SlowAsyncStore())
+        errors = []
+
+        async def app(scope, receive, send):
+            await receive()
+            scope["session"]["n"] = 2
+
+            async def login_meanwhile():
+                await asyncio.sleep(SlowAsyncStore.delay / 5)  # the accept's merge is in flight
+                try:
+                    scope["session"].regenerate()
+                except session.SessionError as exc:
+                    errors.append(exc)
+            task = asyncio.ensure_future(login_meanwhile())
+            await send({"type": "websocket.accept"})
+            await task
+            await send({"type": "websocket.close"})
+        sent, _ = self.run_ws(app, store=store, cookie=cookie)
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_a_rolling_session_is_touched_before_the_accept_that_sends_its_cookie(self):
+        # The cookie restarts its lifetime: the record must outlive it from the accept on.
+        events = []
+        store, sid, cookie = seeded({"n": 1}, store=RecordingStore(events=events))
+
+        async def app(scope, receive, send):
+            await receive()
+            scope["session"].get("n")
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close"})
+        sent, _ = self.run_ws(app, {"rolling": True}, store=store, cookie=cookie, events=events)
+        self.assertIn(b"set-cookie", dict(sent[0]["headers"]))
+        self.assertLess(events.index(("touch-done", sid)), events.index("websocket.accept"))
+
     def test_a_session_changed_after_accept_is_saved_but_its_new_cookie_cannot_be_sent(self):
         async def app(scope, receive, send):
             await receive()

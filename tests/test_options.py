@@ -186,6 +186,14 @@ class TestProxyAndSecure(unittest.TestCase):
                 self.assertEqual(sc.attrs.get("samesite"), attr)
                 self.assertEqual("secure" in sc.attrs, attr == "None")
 
+    def test_the_withheld_cookie_warning_says_what_to_check_with_proxy_true(self):
+        for proxy, advice in ((None, "pass proxy=True"), (True, "did not say https")):
+            with self.subTest(proxy=proxy):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"secure": True}, proxy=proxy)
+                with self.assertLogs("session", "WARNING") as logs:
+                    h.request()
+                self.assertIn(advice, logs.output[0])
+
     def test_warns_once_when_secure_cookie_is_withheld_pointing_at_proxy(self):
         h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"secure": True})
         with self.assertLogs(level="WARNING") as logs:

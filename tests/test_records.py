@@ -387,6 +387,12 @@ class TestRecordsExpressAccepts(unittest.TestCase):
                 self.assertEqual([a for a in sent.attr_names if sent.attrs[a.lower()] is True],
                                  flags.split())
                 self.assertEqual(h.store.get("s-1")["user"], "ada")
+        # A flag written back as stored: a save does not count it as a change of the cookie.
+        h = Harness(lambda e: sess(e).__setitem__("n", 1))
+        text = '{"cookie":{"originalMaxAge":null,"expires":null,"secure":"true","httpOnly":true,"path":"/"}}'
+        h.store._data["s-2"] = (time.time() + 3600, text)
+        h.request(cookie=f"{NAME}={cookie_value('s-2')}", https=True)
+        self.assertIn('"secure":"true"', h.store._data["s-2"][1])
         # A store computing its expiry from such a record falls back to its ttl, as
         # connect-redis and connect-pg-simple do.
         record = {"cookie": {"originalMaxAge": False, "expires": False}}
