@@ -42,7 +42,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from collections import abc as _abc
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -2274,9 +2274,10 @@ def _with_cookie(text: str, cookie: str) -> str:
 
 
 class _SeenExpiries(dict):
-    """sid -> the expiry (epoch s) this process last read or wrote, kept by the stores that
-    skip a touch which would barely move it (SQLiteStore, RedisStore, PostgresStore): each
-    such touch would be a write, on most requests of a site that mostly reads."""
+    """sid -> the expiry (epoch s) this process last read (SQLiteStore and PostgresStore: or
+    wrote), kept by the stores that skip a touch which would barely move it (SQLiteStore,
+    RedisStore, PostgresStore): each such touch would be a write, on most requests of a site
+    that mostly reads."""
 
     __slots__ = ()
     LIMIT = 65536  # sessions remembered; past that it starts over (a skipped skip costs a write)
@@ -2673,7 +2674,9 @@ class ASGISessionMiddleware(_Core):
         if action is not None and action[0] == "touch" and not self._should_set_cookie(sess, current):
             action = None  # no cookie to keep alive, nothing new: the expiry moves at the close
         if action is not None or request.pending:
-            await self._store_work(sess, action)
+            work = self._store_work(sess, action)
+            if work is not None:
+                await work
         return self._set_cookie(sess, attached, current)  # after the write: not for a gone session
 
     async def _failed(self, sess: Session, exc: BaseException, gone: bool) -> None:
@@ -2712,18 +2715,18 @@ class ASGISessionMiddleware(_Core):
             current = sess._current()
             action = self._store_action(sess, attached, current)
         finally:  # a decision that raised (a value JSON cannot encode) saves nothing, but what
-            if self._inline:  # regenerate() and destroy() meant to delete is deleted all the same
-                self._work_inline(sess, action)  # (_store_work, less its await: the usual path)
-            else:
-                await self._work(sess, action)
+            work = self._store_work(sess, action)  # regenerate() and destroy() meant to delete
+            if work is not None:                   # is deleted all the same
+                await work
         return current
 
-    async def _store_work(self, sess: Session, action: Optional[tuple]) -> None:
-        """The deletions regenerate() and destroy() left, then ``action`` (or None)."""
+    def _store_work(self, sess: Session, action: Optional[tuple]) -> Optional[Awaitable]:
+        """The deletions regenerate() and destroy() left, then ``action`` (or None): done at
+        once on a store that never waits, else the awaitable that does it."""
         if self._inline:
             self._work_inline(sess, action)
-        else:
-            await self._work(sess, action)
+            return None
+        return self._work(sess, action)
 
     def _work_inline(self, sess: Session, action: Optional[tuple]) -> None:
         """_end's store work on a store that never waits: nothing can cut it short."""
@@ -2972,8 +2975,7 @@ def _check_secrets(secret: Any) -> list:
     for s in listed:
         if not isinstance(s, (str, bytes)):
             raise TypeError(f"secret entries must be str or bytes, not {type(s).__name__}")
-        if not s:
-            raise ValueError("secret must not be empty")
+        _key(s)  # an empty one raises
     return list(listed)
 
 
