@@ -419,6 +419,7 @@ class _Core:
             sess._saved = (sid, action[3])
         else:
             store.destroy(sid)
+            sess._destroyed = True  # a websocket's later data cannot bring the ID back
 
     # -- helpers for the above
 
@@ -2793,6 +2794,8 @@ class ASGISessionMiddleware(_Core):
             sess._merged(sid, action[2], action[3], result)
         elif kind == "set":
             sess._saved = (sid, action[3])
+        elif kind == "destroy":
+            sess._destroyed = True
 
     def _async_call(self, method: str, *args: Any) -> Any:
         """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import itertools
 import logging
@@ -1647,6 +1648,30 @@ class TestWebSocket(unittest.TestCase):
                     self.assertTrue(set_cookie.clears)
                     self.assertEqual(seen["at accept"], {})
                     self.assertEqual(store.all(), {})
+
+    def test_a_session_unset_before_the_accept_is_deleted_once_and_stays_deleted(self):
+        # unset="destroy": the accept deletes the record and expires the cookie.  Data put in
+        # the session's place afterwards cannot get a cookie, so it must not bring the deleted
+        # ID back into the store at the close (nor delete it a second time).
+        inline = type("InlineRecordingStore", (RecordingStore,), {"blocking": False})
+        for later, kind in itertools.product((None, {"user": "mallory"}), (inline, RecordingStore)):
+            with self.subTest(later=later, store=kind.__name__):  # called inline; in a thread
+                events = []
+                store, sid, cookie = seeded({"user": "eve"}, store=kind(events=events))
+                self.assertEqual(middleware(lambda *args: None, store)._inline, kind is inline)
+
+                async def app(scope, receive, send, later=later):
+                    await receive()
+                    scope["session"] = None
+                    await send({"type": "websocket.accept"})
+                    if later is not None:
+                        scope["session"] = later
+                    await send({"type": "websocket.close"})
+                with self.assertLogs("session", "WARNING") if later else contextlib.nullcontext():
+                    sent, _ = self.run_ws(app, {"unset": "destroy"}, store=store, cookie=cookie)
+                self.assertTrue(SetCookie(dict(sent[0]["headers"])[b"set-cookie"].decode()).clears)
+                self.assertEqual(store.all(), {})
+                self.assertEqual([e for e in events if e[0] == "destroy-done"], [("destroy-done", sid)])
 
     def test_the_accept_sends_no_cookie_for_a_session_another_request_ended(self):
         # As an HTTP response's head: decided after the store's answer (a logout elsewhere while
