@@ -130,6 +130,17 @@ def _utf8(text: str) -> bool:
 
 # ---------------------------------------------------------------- the contract, per store
 
+class _Dropping(logging.Filter):
+    """Drops the log records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 class JSONDictStore(session.Store):
     """A store with only the required methods, over a dict of JSON texts and expiries: every
     optional method (get_text, merge, the coroutines) is Store's default."""
@@ -189,6 +200,26 @@ class TestStoreDefaults(StoreContract, unittest.TestCase):
         store.data[sid] = (time.time() + 60, text)
 
     prune_counts = False  # Store's prune() is a no-op: this store drops nothing by itself
+
+    def setUp(self):
+        super().setUp()
+        # Every middleware made over this store warns that its merge is not atomic (checked
+        # below): expected here, so kept out of the test run's output.
+        quiet = _Dropping("has no merge() of its own")
+        logging.getLogger("session").addFilter(quiet)
+        self.addCleanup(logging.getLogger("session").removeFilter, quiet)
+
+    def test_a_middleware_warns_that_the_default_merge_is_not_atomic(self):
+        logger = logging.getLogger("session")
+        for make in (session.SessionMiddleware, session.ASGISessionMiddleware):
+            with self.subTest(make.__name__), self.assertLogs("session", "WARNING") as logs:
+                for quiet in list(logger.filters):
+                    logger.removeFilter(quiet)
+                    self.addCleanup(logger.addFilter, quiet)
+                make(lambda *args: None, secret="s", store=self.store)
+            self.assertEqual(len(logs.records), 1)
+            self.assertIn("JSONDictStore has no merge() of its own", logs.output[0])
+            self.assertIn("can still lose changes", logs.output[0])
 
     def test_threads_merging_their_own_keys_into_one_record_lose_none(self):
         self.skipTest("Store's default merge reads, merges and writes without a lock (documented); "
