@@ -923,6 +923,8 @@ class Session(dict):
         if written:
             self._base = change.text
             self._saved = (sid, data)
+            if change.kept_times is not None:
+                self._keep_times(*change.kept_times)
         elif change.base is None:
             raise SessionError(f"session ID {sid[:6]}... is already in use: a new session never "
                                "replaces a record (genid must return unique IDs)")
@@ -930,6 +932,21 @@ class Session(dict):
             self._gone = True
             log.info("session %.6s... left the store while this request ran (destroyed, "
                      "regenerated or expired): it is not written back", sid)
+
+    def _keep_times(self, original: Any, expires: Any) -> None:
+        """Take the later cookie times another request stored meanwhile, which the merge kept
+        ("remember me" saved while this request ran): the browser keeps the last cookie it
+        gets, which must not end before the record does."""
+        cookie = self._cookie
+        try:
+            kept = Cookie.from_record({**cookie.to_record(), "originalMaxAge": original,
+                                       "expires": expires})
+        except (TypeError, ValueError):
+            return  # times this middleware cannot read: the cookie keeps its own
+        cookie._original, cookie._expires = kept._original, kept._expires
+        self._lifetime = kept._original  # the lifetime as stored now: not one this request set
+        if self._saved_lifetime is not _MISSING:
+            self._saved_lifetime = kept._original
 
     def _touch_once(self) -> None:
         """Restart the cookie's clock once per request, as express does when it is sent or saved."""
@@ -1626,14 +1643,17 @@ class Change:
     applies).  When the stored record is no longer ``base``, ``apply`` merges: the keys
     this request set, changed in place or deleted, applied to the record as stored.  A
     store keeps the later of its stored expiry and ``expires`` when ``keep_later``
-    (False only when the request itself changed the cookie's lifetime).
+    (False only when the request itself changed the cookie's lifetime).  ``kept_times``
+    tells the middleware when ``apply`` kept the stored cookie's later times, which the
+    response's cookie then carries too.
     """
 
-    __slots__ = ("base", "text", "expires", "keep_later")
+    __slots__ = ("base", "text", "expires", "keep_later", "kept_times")
 
     def __init__(self, base: Optional[str], text: str, expires: Optional[float],
                  keep_later: bool = True) -> None:
         self.base, self.text, self.expires, self.keep_later = base, text, expires, keep_later
+        self.kept_times: Optional[tuple] = None  # (originalMaxAge, expires) apply() last kept
 
     def changes(self) -> tuple:
         """(keys set, with their values; keys deleted): what this request changed at the top
@@ -1665,6 +1685,7 @@ class Change:
         request's changes applied: keys keep their stored order, new ones come last; in the
         cookie, the attributes this request changed are set, and its times replace the stored
         ones unless ``keep_later`` and the stored cookie expires later (see _cookie_over)."""
+        self.kept_times = None
         try:
             record = decode_record(stored)
         except ValueError:
@@ -1678,7 +1699,9 @@ class Change:
         keep_theirs = self.keep_later and theirs is not None and (expires is None or theirs > expires)
         if keep_theirs:
             expires = theirs
-        record["cookie"] = self._cookie_over(record["cookie"], keep_theirs)
+        cookie = record["cookie"] = self._cookie_over(record["cookie"], keep_theirs)
+        if keep_theirs:
+            self.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
         return encode_record(record), expires
 
     def _cookie_over(self, stored: dict, keep_times: bool) -> dict:

@@ -308,10 +308,12 @@ class MongoStore(session.Store):
                 query = {**live, "expires": {"$lte": expires}}
             if collection.update_one(query, _update(mine, unset)).matched_count:
                 return True
-            if change.keep_later and (data or unset):  # the stored expiry is later: keep it
-                if collection.update_one(live, _update(data, unset)).matched_count:
+            # The stored expiry is later: kept, and its cookie's times noted for the response.
+            if change.keep_later and (data or unset):
+                if _kept(change, collection.find_one_and_update(live, _update(data, unset),
+                                                                {"session.cookie": 1})):
                     return True
-            elif change.keep_later and collection.find_one(live, {"_id": 1}) is not None:
+            elif change.keep_later and _kept(change, collection.find_one(live, {"session.cookie": 1})):
                 return True  # nothing else to write
         if collection.find_one({"_id": sid, **_live(now)}, {"_id": 1}) is None:
             return False  # destroyed, regenerated away or expired: never resurrected
@@ -386,6 +388,17 @@ def _live(now: datetime) -> dict:
 def _is_path(key: str) -> bool:
     """Whether ``session.<key>`` addresses that one key in an update."""
     return bool(key) and "." not in key and not key.startswith("$") and "\0" not in key
+
+
+def _kept(change: session.Change, doc: Optional[dict]) -> bool:
+    """Whether ``doc`` (the live document, its cookie projected) was found; if so its cookie's
+    later times, kept over the change's, are noted as ``Change.apply`` notes them."""
+    if doc is None:
+        return False
+    cookie = _from_bson((doc.get("session") or {}).get("cookie"))
+    if isinstance(cookie, dict):
+        change.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
+    return True
 
 
 def _update(fields: dict, unset: dict) -> dict:

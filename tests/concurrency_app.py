@@ -20,6 +20,7 @@ cookie is re-sent):
                                    under a lock, reload(), increment, save()
     /login?user=U                  regenerate(), then session["user"] = U
     /logout                        destroy()
+    /remember?days=N               "remember me": cookie.max_age = N days, session["remember"] = N
     /raw                           nothing changed: only the response below
 
 Every route also takes ``ms=N`` (sleep N ms first, after the session was loaded:
@@ -96,6 +97,9 @@ def make_app(store: Any, gates: Optional[str] = None) -> Callable:
         elif path == "/logout":
             sess.destroy()
             sid, sess = None, None
+        elif path == "/remember":
+            sess.cookie.max_age = int(query["days"]) * 86400
+            sess["remember"] = int(query["days"])
         elif path != "/raw":
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"no such route"]

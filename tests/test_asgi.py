@@ -340,6 +340,24 @@ class TestEndOfResponse(unittest.TestCase):
         self.assertEqual(events, [("start",), ("chunk", b"a", True), ("set-done", sid), ("chunk", b"b", False)])
         self.assertEqual(data_of(store, sid), {"n": 2})
 
+    def test_a_later_lifetime_stored_meanwhile_goes_out_in_the_cookie(self):
+        # "Remember me" (30 days) saved by another request while this one, loaded with the
+        # one-hour cookie, changed its cart: the merge keeps the later times, and so does
+        # the cookie sent, which the browser keeps over the other response's.
+        store, sid, cookie = seeded({"user": "ada"})
+        remembered = make_record({"user": "ada", "remember": True}, max_age=30 * 86400)
+
+        async def app(scope, receive, send, store=store):
+            scope["session"]["cart"] = ["pen"]
+            store.set(sid, remembered)  # the other request's save, meanwhile
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+        resp = call_asgi(middleware(app, store, cookie={"max_age": 3600}), make_scope(cookie=cookie))
+        record = store.get(sid)
+        self.assertEqual(record["cookie"], remembered["cookie"])
+        self.assertEqual(data_of(store, sid), {"user": "ada", "remember": True, "cart": ["pen"]})
+        self.assertAlmostEqual(resp.cookie().expires, session.expires_at(record), delta=1)
+
     def test_changes_made_while_the_response_streams_are_saved(self):
         store, sid, cookie = seeded({"n": 1})
 

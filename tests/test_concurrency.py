@@ -12,9 +12,11 @@ tests/postgres_server.py); MongoStore runs on mongomock, in this process only.
 """
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -319,6 +321,25 @@ class ConcurrencyRules:
         self.assertEqual(first.open().body["session"], {"n": 2})
         self.assertEqual(second.open().body["session"], {"n": 2})
         self.assertEqual(self.stored(sid), {"n": 2})
+
+
+    def test_a_longer_lifetime_set_meanwhile_goes_out_with_the_slower_response_too(self):
+        """'Remember me' (a 30-day cookie) saved while a slower request, loaded before it,
+        saves its cart: the merge keeps the later expiry, and the slower response's cookie
+        must carry it, since the browser keeps the last cookie it gets."""
+        cookie, sid = self.start_session(user="ada")
+        cart = self.gated("/set", cookie, key="cart", value="pen")
+        remember = get(self.port(), "/remember", cookie, days=30)
+        self.assertEqual(remember.status, 200, remember.body)
+        slower = cart.open()
+        self.assertEqual(slower.status, 200, slower.body)
+        self.assertEqual(self.stored(sid), {"user": "ada", "remember": 30, "cart": "pen"})
+        stored = session.expires_at(self.store.get(sid))
+        for resp in (remember, slower):
+            sent = email.utils.parsedate_to_datetime(
+                re.search(r"Expires=([^;]+)", resp.set_cookies[0]).group(1)).timestamp()
+            self.assertAlmostEqual(sent, stored, delta=1.5)
+        self.assertAlmostEqual(stored, time.time() + 30 * 86400, delta=60)
 
 
 class Gated:

@@ -991,6 +991,7 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
                 store.get("s")
             store.close()
             await client.aclose()
+            await client.connection_pool.disconnect()  # a pool given to the client is not its to close
             return got
         self.assertEqual(self.loop.run_until_complete(main()), record(None, n=1))
 
