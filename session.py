@@ -2036,8 +2036,26 @@ async def _in_thread(function: Callable, *args: Any) -> Any:
     import asyncio  # here, not at the top: a WSGI app never pays for importing it
     import contextvars
     call = functools.partial(contextvars.copy_context().run, function, *args)
+    trio = _running_trio()
+    if trio is not None:
+        with trio.CancelScope(shield=True):  # cancelled meanwhile: told once the call is done
+            return await trio.to_thread.run_sync(call)
     # A cancelled caller leaves the call running: a write is never dropped from the pool's queue.
     return await _to_its_end(asyncio.get_running_loop().run_in_executor(None, call))
+
+
+def _running_trio() -> Any:
+    """The trio module when trio's event loop runs this thread (hypercorn -k trio; anyio's trio
+    backend, which Starlette, FastAPI and Litestar run on), else None.  The middleware then
+    calls stores in trio's threads, as it does in asyncio's; trio is never imported here."""
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+            return trio
+        except RuntimeError:
+            pass
+    return None
 
 
 async def _to_its_end(done: Any) -> Any:
@@ -2063,6 +2081,10 @@ class _Writes(set):
     async def run(self, write: Any) -> Any:
         """``await write`` (a coroutine), run on to its end even if this await is cancelled."""
         import asyncio
+        trio = _running_trio()
+        if trio is not None:  # no task outlives its request under trio: the request waits
+            with trio.CancelScope(shield=True):
+                return await write
         task = asyncio.ensure_future(write)
         self.add(task)
         task.add_done_callback(self.discard)
@@ -2715,7 +2737,9 @@ class ASGISessionMiddleware(_Core):
         if request.ended:
             return
         import asyncio
-        if gone or isinstance(exc, asyncio.CancelledError):
+        trio = sys.modules.get("trio")
+        if gone or isinstance(exc, asyncio.CancelledError) or (
+                trio is not None and isinstance(exc, trio.Cancelled)):
             await self._end(sess)
         else:
             request.ended = True
@@ -2821,9 +2845,11 @@ class ASGISessionMiddleware(_Core):
             sess._destroyed = True
 
     def _async_call(self, method: str, *args: Any) -> Any:
-        """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread."""
+        """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread
+        (always under trio: stores' coroutines are written for asyncio's drivers)."""
         call = self._async_calls.get(method)
-        if call is not None and (method != "merge" or self._merge == self._store.merge):
+        if call is not None and (method != "merge" or self._merge == self._store.merge) and (
+                "trio" not in sys.modules or _running_trio() is None):
             return call(*args)
         return _in_thread(self._merge if method == "merge" else getattr(self._store, method), *args)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import http.client
+import logging
 import re
+import socket
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -21,6 +23,7 @@ from tests.harness import MISSING, NAME, SECRET, RecordingStore, Response, SetCo
 from tests.support import free_port
 
 __all__ = ["ASGIResponse", "call_asgi", "make_scope", "ASGIClient", "ASGIHarness", "UvicornServer",
+           "HypercornTrioServer",
            "Browser", "simple_app", "run_with_counted_threads"]
 
 
@@ -286,6 +289,60 @@ class UvicornServer:
         if self._thread.is_alive():
             self.server.force_exit = True
             self._thread.join(10)
+
+
+class HypercornTrioServer:
+    """An ASGI app served by hypercorn's trio worker (``hypercorn -k trio``) on
+    127.0.0.1:<free port>, in a thread of this process; ``stop()`` ends it.  Needs
+    ``pip install hypercorn trio``."""
+
+    def __init__(self, app: Callable) -> None:
+        import trio
+        from hypercorn.config import Config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = Config()
+        config.bind = [f"127.0.0.1:{self.port}"]
+        config.accesslog = None
+        quiet = logging.getLogger("tests.hypercorn")
+        quiet.propagate, quiet.level = False, logging.CRITICAL
+        config.errorlog = quiet  # an app's traceback (a test's /boom) is not the test's output
+        self._ready = threading.Event()
+        self._error: list = []
+        self._thread = threading.Thread(target=self._run, args=(trio, app, config),
+                                        name=f"hypercorn:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._listening():
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"hypercorn did not start on port {self.port}: {self._error}")
+            time.sleep(0.02)
+
+    def _run(self, trio: Any, app: Callable, config: Any) -> None:
+        from hypercorn.trio import serve
+
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stopping = trio.Event()
+            self._ready.set()
+            await serve(app, config, shutdown_trigger=self._stopping.wait)
+        try:
+            trio.run(main)
+        except BaseException as exc:  # reported by the constructor, which waits for this thread
+            self._error.append(exc)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self._ready.is_set() and self._thread.is_alive():
+            import trio
+            trio.from_thread.run_sync(self._stopping.set, trio_token=self._token)
+        self._thread.join(10)
 
 
 class HTTPResponse(Response):

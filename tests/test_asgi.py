@@ -18,6 +18,7 @@ import threading
 import unittest
 
 import session
+from tests.support import has_module, requires
 from tests.harness import HOUR, NAME, SECRET, RecordingStore, SetCookie, cookie_value, make_record
 from stores.sqlite_store import SQLiteStore
 from tests.asgi_support import (ASGIClient, ASGIHarness, acall_asgi, call_asgi, make_scope,
@@ -1819,6 +1820,93 @@ class TestWebSocket(unittest.TestCase):
             raise RuntimeError("boom")
         with self.assertRaises(RuntimeError):
             self.run_ws(app, store=store, cookie=cookie)
+        self.assertEqual(data_of(store, sid), {"n": 1})
+
+
+# ================================================================ trio
+
+class AsyncioCoroutinesStore(session.MemoryStore):
+    """A MemoryStore whose coroutines only run on asyncio (as redis.asyncio's and psycopg's
+    do), its sync methods sent to threads (``blocking``)."""
+
+    blocking = True
+
+    async def aget_text(self, sid):
+        await asyncio.sleep(0)
+        return self.get_text(sid)
+
+    async def amerge(self, sid, change):
+        await asyncio.sleep(0)
+        return self.merge(sid, change)
+
+    async def adestroy(self, sid):
+        await asyncio.sleep(0)
+        self.destroy(sid)
+
+
+@requires(has_module("trio"), "pip install trio")
+class TestUnderTrio(unittest.TestCase):
+    """On trio's event loop (hypercorn -k trio; Starlette and FastAPI through anyio's trio
+    backend) the store is called in trio's threads, and a cancelled request saves as under
+    asyncio.  tests/test_asgi_frameworks.py runs the framework flows there too."""
+
+    def run_trio(self, app, store, cookie=None, cancel_after=None, **options):
+        """One HTTP request on trio; ``cancel_after`` seconds: the server cancels it (the
+        client went away).  Returns the messages the server got."""
+        import trio
+        sent = []
+
+        async def receive():
+            await trio.sleep_forever()
+
+        async def send(message):
+            sent.append(message)
+
+        async def main():
+            with trio.move_on_after(cancel_after if cancel_after is not None else 10):
+                await middleware(app, store, **options)(make_scope(cookie=cookie), receive, send)
+        trio.run(main)
+        return sent
+
+    async def respond(self, send, body=b"ok"):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    def test_a_store_whose_coroutines_need_asyncio_is_called_in_threads(self):
+        store, sid, cookie = seeded({"user": "eve"}, store=AsyncioCoroutinesStore())
+        self.assertFalse(middleware(lambda *args: None, store)._inline)
+
+        async def login(scope, receive, send):
+            scope["session"].regenerate()  # a deletion, then a new session's save
+            scope["session"]["user"] = "ada"
+            await self.respond(send)
+        sent = self.run_trio(login, store, cookie)
+        new = SetCookie(dict(sent[0]["headers"])[b"set-cookie"].decode()).sid
+        self.assertEqual(store.all(), {new: store.get(new)})
+        self.assertEqual(data_of(store, new), {"user": "ada"})
+
+    def test_a_request_the_server_cancels_still_saves(self):
+        # The client went away: trio cancels the app where it waits, as asyncio does.
+        for kind in (RecordingStore, AsyncioCoroutinesStore):
+            with self.subTest(kind.__name__):
+                store, sid, cookie = seeded({"n": 1}, store=kind())
+
+                async def app(scope, receive, send):
+                    scope["session"]["n"] = 2
+                    await send({"type": "http.response.start", "status": 200, "headers": []})
+                    await send({"type": "http.response.body", "body": b"a", "more_body": True})
+                    await receive()  # the rest waits for what never comes
+                self.run_trio(app, store, cookie, cancel_after=0.05)
+                self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_an_app_that_raises_saves_nothing(self):
+        store, sid, cookie = seeded({"n": 1}, store=RecordingStore())
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            raise RuntimeError("boom")
+        with self.assertRaises(RuntimeError):
+            self.run_trio(app, store, cookie)
         self.assertEqual(data_of(store, sid), {"n": 1})
 
 

@@ -18,7 +18,7 @@ import unittest
 
 import session
 from tests.harness import NAME, SECRET, SetCookie, cookie_value
-from tests.asgi_support import Browser, UvicornServer
+from tests.asgi_support import Browser, HypercornTrioServer, UvicornServer
 from tests.support import has_module, requires
 
 HOUR = 3600
@@ -181,6 +181,7 @@ class FrameworkFlows:
     """Every flow over real HTTP; a subclass names the framework's app factory."""
 
     make_app = None
+    serve = UvicornServer
 
     @classmethod
     def make_store(cls):
@@ -190,7 +191,7 @@ class FrameworkFlows:
     def setUpClass(cls):
         cls.store = cls.make_store()
         cls.events: dict = {}
-        cls.server = UvicornServer(cls.make_app(cls.store, cls.events))
+        cls.server = cls.serve(cls.make_app(cls.store, cls.events))
         cls.addClassCleanup(cls.server.stop)
 
     def browser(self) -> Browser:
@@ -345,6 +346,15 @@ class TestStarletteOnSQLiteUnderUvicorn(FrameworkFlows, unittest.TestCase):
         store = SQLiteStore(os.path.join(tmp, "sessions.db"))
         cls.addClassCleanup(store.close)
         return store
+
+
+@requires(has_module("hypercorn") and has_module("trio") and has_module("starlette"),
+          "pip install starlette hypercorn trio")
+class TestStarletteOnSQLiteUnderHypercornTrio(TestStarletteOnSQLiteUnderUvicorn):
+    """The same flows on trio's event loop (Starlette runs on it through anyio): the store's
+    calls go to trio's threads, as they go to asyncio's under uvicorn."""
+
+    serve = HypercornTrioServer
 
 
 @requires(HAVE_SERVER and has_module("starlette"), "pip install starlette uvicorn websockets")
