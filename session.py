@@ -103,16 +103,25 @@ def _verify(signed: str, keys: Sequence[bytes]) -> tuple:
 def _key(secret: Secret) -> bytes:
     if not secret:  # an HMAC with an empty key is one anybody can make
         raise ValueError("secret must not be empty")
-    return secret.encode("utf-8") if isinstance(secret, str) else secret
+    return _js_utf8(secret) if isinstance(secret, str) else secret
 
 
 def _mac(value: str, key: bytes) -> str:
     """base64 HMAC-SHA256 of ``value`` without padding, from the key's precomputed pads."""
     inner, outer = _pads(key)
     inner, outer = inner.copy(), outer.copy()
-    inner.update(value.encode("utf-8", "surrogatepass"))
+    inner.update(_js_utf8(value))
     outer.update(inner.digest())
     return binascii.b2a_base64(outer.digest(), newline=False).decode("ascii").rstrip("=")
+
+
+def _js_utf8(text: str) -> bytes:
+    """``text`` as UTF-8 the way Node encodes a JavaScript string: a lone surrogate as U+FFFD
+    (a secret read from a non-UTF-8 environment variable has them), a pair as its character."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode("utf-8")
 
 
 @functools.lru_cache(maxsize=64)

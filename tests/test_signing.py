@@ -225,6 +225,19 @@ class TestSecrets(unittest.TestCase):
         sc = h.request().cookie()
         self.assertEqual(sc.value, cookie_value(sc.sid, "sécret"))
 
+    def test_surrogates_are_signed_as_node_encodes_a_javascript_string(self):
+        # A lone surrogate (a secret from a non-UTF-8 environment variable) is U+FFFD to Node's
+        # crypto; two halves of a pair are their character.  Made with cookie-signature 1.0.7.
+        for value, secret, signed in (
+                ("\ud800", "k", "\ud800.kdOXc3OKDcBHcSZws8VtRCD0NKw0PGrLT1eW0euelDA"),
+                ("user:\udfff", "k", "user:\udfff.MDeJ2LxYyBc8WXLFCRYV5m8ehi+4sAVSR+4ckM9MB+I"),
+                ("abc", "k\ud800", "abc.jAb548ZSBMvvgEcxGGuSmlR3ENZXdBsRHni+zttTAv8"),
+                ("\ud83d\ude00", "k", "\ud83d\ude00.pXdisECugIoklvpXwEvhNPw5jcMSoby5fDiZVtQv72Q"),
+                ("\ude00\ud83d", "k", "\ude00\ud83d.e7iZhOOUFvUvVBGY9JE/6Ft5P62/YGX3Vjc3kbev2UM")):
+            with self.subTest(value=value, secret=secret):
+                self.assertEqual(session.sign(value, secret), signed)
+                self.assertEqual(session.unsign(signed, [secret]), value)
+
     def test_badly_signed_cookie_never_reaches_the_store(self):
         h = Harness(lambda e: sess(e).__setitem__("u", 1))
         sid = h.seed({"u": 0})
