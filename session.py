@@ -473,7 +473,8 @@ class _Core:
                         "sent; %s", advice)
 
     def _check_same_site_secure(self, options: "_CookieOptions") -> None:
-        if (options.same_site == "none" and not options.secure
+        if (isinstance(options.same_site, str) and options.same_site.lower() == "none"
+                and not options.secure
                 and not self._warned_same_site):
             self._warned_same_site = True
             log.warning('cookie same_site="none" without secure: browsers reject such cookies; '
@@ -635,17 +636,13 @@ class _CookieOptions:
             _check_cookie_attribute("secure", secure)
         if isinstance(same_site, str) and same_site.lower() == "auto":
             same_site = "auto"
-        else:
+        else:  # kept as given, as express stores it ("Strict", false); the header has its form
             same_site = _check_cookie_attribute("same_site", same_site)
-            if isinstance(same_site, str):
-                same_site = same_site.lower()
-            elif same_site is False:
-                same_site = None
         priority = _check_cookie_attribute("priority", get("priority"))
         self.secure, self.same_site = secure, same_site
         self.path = _check_cookie_attribute("path", get("path", "/"))
         self.fixed_attrs = (_check_cookie_attribute("partitioned", get("partitioned")),
-                            priority and priority.lower(),
+                            priority,
                             None if secure == "auto" else secure,
                             _check_cookie_attribute("http_only", get("http_only", True)),
                             _check_cookie_attribute("domain", get("domain")),

@@ -218,6 +218,30 @@ class TestProxyAndSecure(unittest.TestCase):
             h.request()
         self.assertTrue("samesite" in norm(" ".join(logs.output)), logs.output)
 
+    def test_enum_options_are_stored_as_given_and_sent_in_the_headers_form(self):
+        # express-session keeps its options as given in the record ("Strict", false); the
+        # npm package cookie writes the header's form.  Records made with the real packages.
+        for options, stored, attribute in (
+                ({"same_site": "Strict"}, '"path":"/","sameSite":"Strict"}', "; SameSite=Strict"),
+                ({"same_site": "NONE", "secure": True}, '"sameSite":"NONE"}', "; SameSite=None"),
+                ({"priority": "High"}, '{"originalMaxAge":null,"priority":"High","expires":null,',
+                 "; Priority=High"),
+                ({"same_site": False}, '"path":"/","sameSite":false}', None)):
+            with self.subTest(options):
+                h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie=options)
+                resp = h.request(https=True)
+                self.assertIn(stored, h.store.texts[resp.cookie().sid])
+                header = resp.values("Set-Cookie")[0]
+                if attribute is None:
+                    self.assertNotIn("SameSite", header)
+                else:
+                    self.assertIn(attribute, header)
+
+    def test_same_site_none_in_any_case_without_secure_warns(self):
+        with self.assertLogs(level="WARNING") as logs:
+            Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"same_site": "None"}).request()
+        self.assertTrue("samesite" in norm(" ".join(logs.output)), logs.output)
+
     def test_same_site_none_with_secure_does_not_warn(self):
         with captured_warnings() as records:
             h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={"same_site": "none", "secure": True})
