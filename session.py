@@ -103,7 +103,13 @@ def _verify(signed: str, keys: Sequence[bytes]) -> tuple:
 def _key(secret: Secret) -> bytes:
     if not secret:  # an HMAC with an empty key is one anybody can make
         raise ValueError("secret must not be empty")
-    return _js_utf8(secret) if isinstance(secret, str) else secret
+    if isinstance(secret, str):
+        try:
+            return secret.encode("utf-8")
+        except UnicodeEncodeError:  # Node would take each as U+FFFD: secrets that differ would match
+            raise ValueError("secret has lone surrogates (a non-UTF-8 environment variable?): "
+                             "pass it as bytes (os.environb)") from None
+    return secret
 
 
 def _mac(value: str, key: bytes) -> str:
@@ -116,8 +122,8 @@ def _mac(value: str, key: bytes) -> str:
 
 
 def _js_utf8(text: str) -> bytes:
-    """``text`` as UTF-8 the way Node encodes a JavaScript string: a lone surrogate as U+FFFD
-    (a secret read from a non-UTF-8 environment variable has them), a pair as its character."""
+    """``text`` as UTF-8 the way Node encodes a JavaScript string: a lone surrogate as U+FFFD,
+    the two halves of a pair as their character."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -229,9 +235,10 @@ class _Core:
         # A store that says it never blocks is called from the event loop as it is (unless it
         # is async-first: its plain methods are Store's stubs); one whose touch reads only the
         # expiry is given a record without fields (see Store).
+        self._own_sync_methods = all(_owner(store, name) is not Store
+                                     for name in ("get", "set", "destroy", "touch"))
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
-                                                        for p in ("", "a")]) and all(
-            _owner(store, name) is not Store for name in ("get", "set", "destroy", "touch"))
+                                                        for p in ("", "a")]) and self._own_sync_methods
         self._touch_expiry_only = _touch_reads_expiry_only(store)
         # ASGI's end-of-response store work in flight (see _end): among the store's own writes
         # when it keeps them (RedisStore, PostgresStore), so that its aclose() waits for it too.
@@ -2050,6 +2057,18 @@ async def _in_thread(function: Callable, *args: Any) -> Any:
     return await _to_its_end(asyncio.get_running_loop().run_in_executor(None, call))
 
 
+def _is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is the event loop cancelling the request (asyncio's CancelledError,
+    trio's Cancelled), alone or in an exception group (as a trio nursery raises it)."""
+    import asyncio
+    trio = sys.modules.get("trio")
+    kinds = asyncio.CancelledError if trio is None else (asyncio.CancelledError, trio.Cancelled)
+    if isinstance(exc, kinds):
+        return True
+    split = getattr(exc, "split", None)  # BaseExceptionGroup (or its backport), 3.11+
+    return callable(split) and hasattr(exc, "exceptions") and split(kinds)[1] is None
+
+
 def _running_trio() -> Any:
     """The trio module when trio's event loop runs this thread (hypercorn -k trio; anyio's trio
     backend, which Starlette, FastAPI and Litestar run on), else None.  The middleware then
@@ -2099,6 +2118,8 @@ class _Writes(set):
     async def wait(self) -> None:
         """Until every write started on the running event loop has ended."""
         import asyncio
+        if _running_trio() is not None:
+            return  # none outlives its request under trio (see run)
         loop = asyncio.get_running_loop()
         mine = [task for task in list(self) if task.get_loop() is loop]
         if mine:
@@ -2742,10 +2763,7 @@ class ASGISessionMiddleware(_Core):
         request = sess._req
         if request.ended:
             return
-        import asyncio
-        trio = sys.modules.get("trio")
-        if gone or isinstance(exc, asyncio.CancelledError) or (
-                trio is not None and isinstance(exc, trio.Cancelled)):
+        if gone or _is_cancellation(exc):
             await self._end(sess)
         else:
             request.ended = True
@@ -2852,10 +2870,10 @@ class ASGISessionMiddleware(_Core):
 
     def _async_call(self, method: str, *args: Any) -> Any:
         """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread
-        (always under trio: stores' coroutines are written for asyncio's drivers)."""
+        (under trio, for a store with sync methods: its coroutines use asyncio's drivers)."""
         call = self._async_calls.get(method)
         if call is not None and (method != "merge" or self._merge == self._store.merge) and (
-                "trio" not in sys.modules or _running_trio() is None):
+                not self._own_sync_methods or "trio" not in sys.modules or _running_trio() is None):
             return call(*args)
         return _in_thread(self._merge if method == "merge" else getattr(self._store, method), *args)
 

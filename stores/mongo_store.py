@@ -391,13 +391,16 @@ def _is_path(key: str) -> bool:
 
 
 def _kept(change: session.Change, doc: Optional[dict]) -> bool:
-    """Whether ``doc`` (the live document, its cookie projected) was found; if so its cookie's
-    later times, kept over the change's, are noted as ``Change.apply`` notes them."""
+    """Whether ``doc`` (the live document, its cookie projected) was found; if so and its
+    cookie expires later than the change's, its times are noted as ``Change.apply`` notes
+    them.  (A touch moves the document's ``expires`` alone: its cookie may be older.)"""
     if doc is None:
         return False
     cookie = _from_bson((doc.get("session") or {}).get("cookie"))
     if isinstance(cookie, dict):
-        change.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
+        theirs = session._record_expiry({"cookie": cookie})
+        if theirs is not None and (change.expires is None or theirs > change.expires):
+            change.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
     return True
 
 

@@ -462,6 +462,8 @@ class PostgresStore(session.Store):
         running event loop, which the loop would cancel as it ends, then close its
         connections.  The store stays usable; ``close()`` closes everything."""
         await self._writes.wait()
+        if session._running_trio() is not None:
+            return  # under trio the store is called in threads: no connections of this loop's
         with self._opening:
             conns = self._loops.pop(asyncio.get_running_loop(), None)
         if conns is not None:

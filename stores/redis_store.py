@@ -354,6 +354,8 @@ class RedisStore(session.Store):
         ASGI app's shutdown, or before ``asyncio.run`` returns.  Other loops' clients and the
         sync client are left to ``close()``; the store stays usable either way."""
         await self._writes.wait()
+        if session._running_trio() is not None:
+            return  # under trio the store is called in threads: no client of this loop's
         with self._lock:
             client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:

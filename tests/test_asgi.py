@@ -1899,6 +1899,49 @@ class TestUnderTrio(unittest.TestCase):
                 self.run_trio(app, store, cookie, cancel_after=0.05)
                 self.assertEqual(data_of(store, sid), {"n": 2})
 
+    def test_a_request_cancelled_inside_a_nursery_still_saves(self):
+        # trio raises the Cancelled of a nursery's body wrapped in an exception group.
+        import trio
+        store, sid, cookie = seeded({"n": 1}, store=RecordingStore())
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] = 2
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                await trio.sleep_forever()
+        self.run_trio(app, store, cookie, cancel_after=0.05)
+        self.assertEqual(data_of(store, sid), {"n": 2})
+
+    def test_an_async_first_store_is_called_through_its_coroutines(self):
+        # Its sync methods are Store's stubs: there is nothing to send to a thread.
+        class AsyncFirst(session.Store):
+            def __init__(self):
+                self.texts = {}
+
+            async def aget(self, sid):
+                text = self.texts.get(sid)
+                return None if text is None else session.decode_record(text)
+
+            async def aset(self, sid, record):
+                self.texts[sid] = session.encode_record(record)
+
+            async def adestroy(self, sid):
+                self.texts.pop(sid, None)
+
+            async def atouch(self, sid, record):
+                pass
+        store = AsyncFirst()
+        sid = "seed"
+        asyncio.run(store.aset(sid, make_record({"n": 1})))
+
+        async def app(scope, receive, send):
+            scope["session"]["n"] += 1
+            await self.respond(send)
+        self.run_trio(app, store, f"{NAME}={cookie_value(sid)}")
+        self.assertEqual(session.decode_record(store.texts[sid])["n"], 2)
+
     def test_an_app_that_raises_saves_nothing(self):
         store, sid, cookie = seeded({"n": 1}, store=RecordingStore())
 

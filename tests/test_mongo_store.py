@@ -9,9 +9,11 @@ Needs ``pip install pymongo mongomock mockupdb``.
 """
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -629,6 +631,46 @@ class TestMiddlewareOverMongoStore(unittest.TestCase):
         body, again = self.call(mw, cookie)   # unchanged: only touch, skipped as too recent
         self.assertEqual(body, b"ada")
         self.assertEqual(client.test.sessions.find_one(), doc)
+
+    def test_a_documents_later_expiry_sends_the_cookie_times_that_are_later(self):
+        # stringify=False writes fields; a touch moves the document's expires alone, so its
+        # cookie's own times may be older than this request's: the response keeps the later.
+        client = mongomock.MongoClient()
+        store = MongoStore(client, stringify=False)
+        store.set("s1", make_record(n=1))
+        sessions = client.test.sessions
+
+        def stale_cookie_touched_later():
+            sessions.update_one({"_id": "s1"}, {"$set": {
+                "session.cookie.expires": datetime.now(timezone.utc) - timedelta(seconds=600),
+                "expires": datetime.now(timezone.utc) + timedelta(seconds=3605)}})
+
+        def remembered_meanwhile():  # "remember me" (30 days), saved by another request
+            at = datetime.now(timezone.utc) + timedelta(days=30)
+            sessions.update_one({"_id": "s1"}, {"$set": {
+                "session.cookie.originalMaxAge": 30 * 86400 * 1000, "session.cookie.expires": at,
+                "expires": at}})
+        for meanwhile, expected in ((stale_cookie_touched_later, 3600),
+                                    (remembered_meanwhile, 30 * 86400)):
+            with self.subTest(meanwhile.__name__):
+                def app(environ, start_response, meanwhile=meanwhile):
+                    environ["session"]["n"] += 1
+                    meanwhile()  # after this request loaded the session, before it saves
+                    start_response("200 OK", [("Content-Type", "text/plain")])
+                    return [b"ok"]
+                mw = session.SessionMiddleware(app, secret="m", store=store, cookie={"max_age": 3600})
+                headers = {}
+                b"".join(mw({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "",
+                             "wsgi.url_scheme": "http", "HTTP_COOKIE": f"connect.sid={_signed('s1', 'm')}"},
+                            lambda status, h, exc=None: headers.update(h)))
+                sent = email.utils.parsedate_to_datetime(
+                    re.search(r"Expires=([^;]+)", headers["Set-Cookie"]).group(1)).timestamp()
+                self.assertAlmostEqual(sent - time.time(), expected, delta=5)
+
+
+def _signed(sid: str, secret: str) -> str:
+    from urllib.parse import quote
+    return quote("s:" + session.sign(sid, secret), safe="")
 
 
 # ---------------------------------------------------------------- 2. mockupdb: the wire

@@ -613,6 +613,16 @@ class TestCoroutines(PostgresCase):
         cancel_a_write_then_aclose(store, "s", change, after=0.1)
         self.assertEqual(store.get("s").get("n"), 1)
 
+    @requires(has_module("trio"), "pip install trio")
+    def test_aclose_in_a_trio_apps_shutdown_returns(self):
+        # Under trio the store is called in threads (see session._async_call): no connections
+        # of the loop's to close, and no asyncio loop to look them up by.
+        import trio
+        store = self.store()
+        store.set("s", make_record(user="ada"))
+        trio.run(store.aclose)
+        self.assertEqual(user_data(store.get("s")), {"user": "ada"})
+
     def test_a_write_that_fails_after_its_request_was_cancelled_is_logged(self):
         store = self.store(table_name="absent", create_table_if_missing=False)
 

@@ -995,6 +995,16 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
             return got
         self.assertEqual(self.loop.run_until_complete(main()), record(None, n=1))
 
+    @requires(has_module("trio"), "pip install trio")
+    def test_aclose_in_a_trio_apps_shutdown_returns(self):
+        # Under trio the store is called in threads (see session._async_call): no client of
+        # the loop's to close, and no asyncio loop to look one up by.
+        import trio
+        store = self.store()
+        store.set("s", record(None, n=1))
+        trio.run(store.aclose)
+        self.assertEqual(store.get("s"), record(None, n=1))
+
     def test_close_closes_the_async_connections_the_store_made(self):
         store = RedisStore(url=_server.url + "?client_name=store-async")
         self.loop.run_until_complete(store.aset("x", record(None)))
