@@ -37,5 +37,20 @@ def make_app(secrets: Sequence[str], store: session.Store, *, max_age: float | N
              rolling: bool = False) -> Callable:
     """``routes`` behind ASGISessionMiddleware, configured like app.js with the same options."""
     cookie = {} if max_age is None else {"max_age": max_age}
-    return session.ASGISessionMiddleware(routes, secret=list(secrets), store=store, cookie=cookie,
-                                         rolling=rolling)
+    with_session = session.ASGISessionMiddleware(routes, secret=list(secrets), store=store,
+                                                 cookie=cookie, rolling=rolling)
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "lifespan":
+            return await with_session(scope, receive, send)
+        while True:  # at shutdown, the store's connections of this loop close (README)
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                aclose = getattr(store, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    return app
