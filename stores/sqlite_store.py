@@ -31,7 +31,8 @@ Why it is built this way:
   on the machine this was measured on.  For sessions that trade is right.
   Subclass and set ``synchronous = "FULL"`` if it is not for you.
 - Waiting for the file's lock: threads of one process write one at a time,
-  queued on the store's own ``threading.Lock``; between processes, a statement
+  queued on the store's own ``threading.Lock`` (made at first use, so that it
+  is green under gevent or eventlet whenever they patched); between processes, a statement
   that finds the file locked is retried after sleeps of 0.1 ms doubling to
   2 ms, for at most ``busy_timeout`` (5 s), then ``sqlite3.OperationalError``
   ("database is locked", naming the file) reaches the caller and the request
@@ -133,7 +134,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import session
 
@@ -190,7 +191,7 @@ class SQLiteStore(session.Store):
         self._next_prune = 0.0
         # Threads of this process write one at a time, queued here rather than on SQLite's
         # lock: see the module docstring.
-        self._write_lock = threading.Lock()
+        self._write_lock = _LockAtFirstUse()
         self._seen = session._SeenExpiries()  # what this process last read or wrote (see touch)
         t = f'"{table}"'
         self._sql_get = f"SELECT data, expires FROM {t} WHERE sid = ? AND expires > ?"
@@ -652,6 +653,33 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 _WAIT = object()  # _fetch(wait=False): the read would have to wait, so a thread should do it
 
+
+class _LockAtFirstUse:
+    """A ``threading.Lock`` made when first taken, so that it is a green one under gevent or
+    eventlet: with gunicorn ``--preload`` the store is built, and forked, before the worker
+    patches ``threading``, and a real lock held across the patched sleep of a wait for
+    another process (see _run) stopped every green thread of the worker."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock: Any = None
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        if lock is None:
+            with _MAKING_LOCKS:  # held for an assignment: no green thread can switch inside
+                if self._lock is None:
+                    self._lock = threading.Lock()
+                lock = self._lock
+        lock.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.release()
+
+
+_MAKING_LOCKS = threading.Lock()
+
 _INHERITED: list = []  # a forked child's copies of its parent's connections: never used, never closed
 
 
@@ -659,7 +687,7 @@ def _after_fork_in_child() -> None:
     """Drop inherited connections (closing them could disturb the parent's) and locks (one
     held by a parent thread at the fork would stay held: no thread here will release it)."""
     for store in list(_STORES):
-        store._write_lock = threading.Lock()
+        store._write_lock = _LockAtFirstUse()
         if store._memory_lock is not None:
             store._memory_lock = threading.Lock()  # the child keeps its copy of the database
         else:

@@ -1036,6 +1036,44 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertLess(time.monotonic() - started, 10, "waited for the lock (busy_timeout is 30 s)")
         self.assertEqual(store.get("a")["user"], "ada")
 
+    @support.requires(support.has_module("gevent"), "pip install gevent")
+    def test_a_store_built_before_gevent_patches_does_not_stop_its_green_threads(self):
+        # gunicorn -k gevent --preload: the app (and its store) is built in the master, the
+        # worker forks and then patches.  Two green threads save while another process holds
+        # the file's write lock: the one waiting for it must not stop the other.
+        store = self.store()
+        code = """
+            import os, sys, sqlite3, subprocess, time
+            from stores.sqlite_store import SQLiteStore
+            store = SQLiteStore(sys.argv[1])
+            store.set("warm", {"cookie": {"originalMaxAge": None, "expires": None}})
+            child = os.fork()
+            if child == 0:
+                from gevent import monkey
+                monkey.patch_all()
+                import gevent
+                holder = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+                holder.execute("BEGIN IMMEDIATE")  # as another worker process's write
+                gevent.spawn_later(0.3, holder.execute, "COMMIT")
+                record = {"cookie": {"originalMaxAge": None, "expires": None}, "n": 1}
+                jobs = [gevent.spawn(store.set, f"s{i}", dict(record)) for i in range(2)]
+                gevent.joinall(jobs, timeout=5)
+                os._exit(0 if all(job.successful() for job in jobs) else 3)
+            pid, status = 0, None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not pid:
+                pid, status = os.waitpid(child, os.WNOHANG)
+                time.sleep(0.05)
+            if not pid:
+                os.kill(child, 9)
+                os.waitpid(child, 0)
+            print("stopped" if not pid else f"exit {os.waitstatus_to_exitcode(status)}")
+        """
+        proc = run_python(code, self.path)
+        out, err = proc.communicate(timeout=60)
+        self.assertEqual(out.strip(), "exit 0", err)
+        self.assertEqual({sid: store.get(sid)["n"] for sid in ("s0", "s1")}, {"s0": 1, "s1": 1})
+
     def test_a_prune_that_fails_after_a_write_does_not_fail_the_write(self):
         # The write is committed before the prune batch runs: raising would answer 500 for a
         # saved change, which the client would then repeat.
