@@ -2059,9 +2059,27 @@ async def _in_thread(function: Callable, *args: Any) -> Any:
     trio = _running_trio()
     if trio is not None:
         with trio.CancelScope(shield=True):  # cancelled meanwhile: told once the call is done
-            return await trio.to_thread.run_sync(call)
+            return await trio.to_thread.run_sync(call, limiter=_trio_store_threads(trio))
     # A cancelled caller leaves the call running: a write is never dropped from the pool's queue.
     return await _to_its_end(asyncio.get_running_loop().run_in_executor(None, call))
+
+
+def _trio_store_threads(trio: Any) -> Any:
+    """The thread tokens of store calls in this trio run: 32, as asyncio's largest default
+    pool, apart from trio's default 40, which anyio gives a ``def`` endpoint's thread too.  A
+    thread that waits in ``from_thread.run(session.asave)`` holds one of those: 40 of them
+    waiting for a 41st token for the store call stopped the server."""
+    global _TRIO_STORE_THREADS
+    if _TRIO_STORE_THREADS is None:
+        _TRIO_STORE_THREADS = trio.lowlevel.RunVar("session store threads")
+    limiter = _TRIO_STORE_THREADS.get(None)
+    if limiter is None:
+        limiter = trio.CapacityLimiter(32)
+        _TRIO_STORE_THREADS.set(limiter)
+    return limiter
+
+
+_TRIO_STORE_THREADS: Any = None  # a trio.lowlevel.RunVar, made when trio first runs a store call
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -2877,10 +2895,11 @@ class ASGISessionMiddleware(_Core):
 
     def _async_call(self, method: str, *args: Any) -> Any:
         """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread
-        (under trio, for a store with sync methods: its coroutines use asyncio's drivers)."""
+        (under trio, for a store that waits and has sync methods: its coroutines use asyncio's
+        drivers)."""
         call = self._async_calls.get(method)
         if call is not None and (method != "merge" or self._merge == self._store.merge) and (
-                "trio" not in sys.modules or _running_trio() is None
+                self._inline or "trio" not in sys.modules or _running_trio() is None
                 or not _has_sync_methods(self._store)):
             return call(*args)
         return _in_thread(self._merge if method == "merge" else getattr(self._store, method), *args)

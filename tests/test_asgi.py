@@ -16,6 +16,7 @@ import os
 import tempfile
 import threading
 import unittest
+from unittest import mock
 
 import session
 from tests.support import has_module, requires
@@ -1941,6 +1942,44 @@ class TestUnderTrio(unittest.TestCase):
             await self.respond(send)
         self.run_trio(app, store, f"{NAME}={cookie_value(sid)}")
         self.assertEqual(session.decode_record(store.texts[sid])["n"], 2)
+
+    def test_forty_threads_saving_through_from_thread_do_not_stop_the_loop(self):
+        # anyio runs a def endpoint in a thread with a token of trio's default limiter (40):
+        # 40 of them waiting in from_thread.run(session.asave) left none for the store call.
+        import trio
+        for kind in (RecordingStore, session.MemoryStore):  # in a thread; inline
+            with self.subTest(kind.__name__):
+                store, sid, cookie = seeded({"n": 0}, store=kind())
+                together = threading.Barrier(40)
+
+                async def app(scope, receive, send):
+                    sess = scope["session"]
+
+                    def save_from_a_thread(i):
+                        if i < 40:
+                            together.wait(5)
+                        trio.from_thread.run(sess.asave)
+                    async with trio.open_nursery() as nursery:
+                        for i in range(41):
+                            nursery.start_soon(trio.to_thread.run_sync, save_from_a_thread, i)
+                    await self.respond(send)
+                runner = threading.Thread(target=self.run_trio, args=(app, store, cookie), daemon=True)
+                runner.start()
+                runner.join(20)
+                self.assertFalse(runner.is_alive(), "the event loop stopped")
+
+    def test_a_store_that_never_waits_is_called_without_a_thread(self):
+        store, sid, cookie = seeded({"n": 1}, store=session.MemoryStore())
+
+        async def app(scope, receive, send):
+            await scope["session"].areload()
+            scope["session"]["n"] = 2
+            await scope["session"].asave()
+            await self.respond(send)
+        with mock.patch.object(session, "_in_thread", side_effect=AssertionError("a thread")) as hop:
+            self.run_trio(app, store, cookie)
+        self.assertEqual(hop.call_count, 0)
+        self.assertEqual(data_of(store, sid), {"n": 2})
 
     def test_an_app_that_raises_saves_nothing(self):
         store, sid, cookie = seeded({"n": 1}, store=RecordingStore())
