@@ -660,15 +660,18 @@ class _LockAtFirstUse:
     patches ``threading``, and a real lock held across the patched sleep of a wait for
     another process (see _run) stopped every green thread of the worker."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "_making")
 
     def __init__(self) -> None:
         self._lock: Any = None
+        # Held for an assignment, when no green thread can switch; made anew with the lock at
+        # a fork (see _after_fork_in_child), so a child never inherits it held.
+        self._making = threading.Lock()
 
     def __enter__(self) -> None:
         lock = self._lock
         if lock is None:
-            with _MAKING_LOCKS:  # held for an assignment: no green thread can switch inside
+            with self._making:
                 if self._lock is None:
                     self._lock = threading.Lock()
                 lock = self._lock
@@ -676,9 +679,6 @@ class _LockAtFirstUse:
 
     def __exit__(self, *exc: Any) -> None:
         self._lock.release()
-
-
-_MAKING_LOCKS = threading.Lock()
 
 _INHERITED: list = []  # a forked child's copies of its parent's connections: never used, never closed
 

@@ -1074,6 +1074,26 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(out.strip(), "exit 0", err)
         self.assertEqual({sid: store.get(sid)["n"] for sid in ("s0", "s1")}, {"s0": 1, "s1": 1})
 
+    def test_a_fork_while_a_thread_makes_the_write_lock_leaves_the_child_able_to_write(self):
+        # The lock is made at its first use (see the test above), under a lock of its own: a
+        # parent's thread may hold that one at the fork, and no thread of the child would
+        # ever release it.
+        code = """
+            import os, signal, sys
+            from stores.sqlite_store import SQLiteStore
+            store = SQLiteStore(sys.argv[1])
+            store._write_lock._making.acquire()  # a parent's thread, making the lock at the fork
+            child = os.fork()
+            if child == 0:
+                signal.alarm(5)
+                store.set("s", {"cookie": {"originalMaxAge": None, "expires": None}, "n": 1})
+                os._exit(0)
+            print(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+        """
+        out, err = run_python(code, self.path).communicate(timeout=60)
+        self.assertEqual(out.strip(), "0", err)
+        self.assertEqual(self.store().get("s")["n"], 1)
+
     def test_a_prune_that_fails_after_a_write_does_not_fail_the_write(self):
         # The write is committed before the prune batch runs: raising would answer 500 for a
         # saved change, which the client would then repeat.
