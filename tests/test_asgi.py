@@ -62,6 +62,27 @@ def data_of(store, sid):
     return None if record is None else {k: v for k, v in record.items() if k != "cookie"}
 
 
+class AnyLoopAsyncFirstStore(session.Store):
+    """A store with coroutines only (its plain methods are Store's stubs), which await nothing,
+    so they run on asyncio and on trio alike."""
+
+    def __init__(self):
+        self.records = {}
+
+    async def aget(self, sid):
+        text = self.records.get(sid)
+        return None if text is None else session.decode_record(text)
+
+    async def aset(self, sid, record):
+        self.records[sid] = session.encode_record(record)
+
+    async def atouch(self, sid, record):
+        pass
+
+    async def adestroy(self, sid):
+        self.records.pop(sid, None)
+
+
 class SlowAsyncStore(session.MemoryStore):
     """A MemoryStore whose coroutine writes take a while, as a networked async store's do, and
     shield themselves from cancellation, as such a store's must."""
@@ -1141,24 +1162,8 @@ class TestSessionUnderASGI(unittest.TestCase):
 
     def test_an_async_first_store_that_never_blocks_is_still_called_through_its_coroutines(self):
         # blocking = False: called on the event loop, but its plain methods are Store's stubs.
-        class NeverBlocks(session.Store):
+        class NeverBlocks(AnyLoopAsyncFirstStore):
             blocking = False
-
-            def __init__(self):
-                self.records = {}
-
-            async def aget(self, sid):
-                text = self.records.get(sid)
-                return None if text is None else session.decode_record(text)
-
-            async def aset(self, sid, record):
-                self.records[sid] = session.encode_record(record)
-
-            async def atouch(self, sid, record):
-                pass
-
-            async def adestroy(self, sid):
-                self.records.pop(sid, None)
         store = NeverBlocks()
 
         def action(scope):
@@ -1917,23 +1922,7 @@ class TestUnderTrio(unittest.TestCase):
 
     def test_an_async_first_store_is_called_through_its_coroutines(self):
         # Its sync methods are Store's stubs: there is nothing to send to a thread.
-        class AsyncFirst(session.Store):
-            def __init__(self):
-                self.texts = {}
-
-            async def aget(self, sid):
-                text = self.texts.get(sid)
-                return None if text is None else session.decode_record(text)
-
-            async def aset(self, sid, record):
-                self.texts[sid] = session.encode_record(record)
-
-            async def adestroy(self, sid):
-                self.texts.pop(sid, None)
-
-            async def atouch(self, sid, record):
-                pass
-        store = AsyncFirst()
+        store = AnyLoopAsyncFirstStore()
         sid = "seed"
         asyncio.run(store.aset(sid, make_record({"n": 1})))
 
@@ -1941,7 +1930,7 @@ class TestUnderTrio(unittest.TestCase):
             scope["session"]["n"] += 1
             await self.respond(send)
         self.run_trio(app, store, f"{NAME}={cookie_value(sid)}")
-        self.assertEqual(session.decode_record(store.texts[sid])["n"], 2)
+        self.assertEqual(session.decode_record(store.records[sid])["n"], 2)
 
     def test_forty_threads_saving_through_from_thread_do_not_stop_the_loop(self):
         # anyio runs a def endpoint in a thread with a token of trio's default limiter (40):
