@@ -2050,9 +2050,10 @@ class Store:
 
 
 async def _in_thread(function: Callable, *args: Any) -> Any:
-    """``function(*args)`` in the event loop's default thread pool, so it cannot block the loop;
-    in a copy of the caller's context (as ``asyncio.to_thread``), so a store sees the request's
-    context variables as it does under WSGI; run to its end even if the caller is cancelled."""
+    """``function(*args)`` in the event loop's threads (asyncio's default pool, or trio's), so
+    it cannot block the loop; in a copy of the caller's context (as ``asyncio.to_thread``), so
+    a store sees the request's context variables as it does under WSGI; run to its end even if
+    the caller is cancelled."""
     import asyncio  # here, not at the top: a WSGI app never pays for importing it
     import contextvars
     call = functools.partial(contextvars.copy_context().run, function, *args)
