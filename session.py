@@ -2532,8 +2532,10 @@ class _Exchange(_Request):
             self._write = self._start_response(self._status, headers, self._exc_info)
 
     def write(self, data: bytes) -> None:
-        if not isinstance(data, (bytes, bytearray)):  # refused now, inside the app: not saved
-            raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray)):  # refused now, inside the app: not saved
+                raise TypeError(f"write() takes bytes, not {type(data).__name__}")
+            data = bytes(data)  # held, it may go out in the body, where servers take bytes alone
         self.send_headers()
         held, self._held = self._held, data  # these may be the last: held for the store write
         if held is not _NOTHING:

@@ -278,6 +278,26 @@ class TestStreaming(unittest.TestCase):
                 self.assertEqual(len(seen), 1)
                 self.assertEqual(store.get(resp.cookie().sid)["user"], "ada")
 
+    def test_a_bytearray_given_to_write_reaches_the_server_as_bytes(self):
+        # Held for the store write, it goes out in the body iterable, where a server (cheroot)
+        # takes bytes alone, though its write() takes a bytearray.
+        for body in ([], iter([b"!"])):
+            with self.subTest(body=type(body).__name__):
+                def app(environ, start_response, body=body):
+                    environ["session"]["u"] = 1
+                    start_response("200 OK", [])(bytearray(b"hello"))
+                    return body
+                sent = []
+
+                def start_response(status, headers, exc_info=None):
+                    return lambda data: sent.append(data)
+                result = session.SessionMiddleware(app, secret=SECRET)(
+                    {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http"}, start_response)
+                sent.extend(result)
+                getattr(result, "close", lambda: None)()
+                self.assertEqual(b"".join(sent), b"hello" + (b"!" if body != [] else b""))
+                self.assertEqual({type(chunk) for chunk in sent}, {bytes})
+
     def test_write_refuses_what_is_not_bytes_inside_the_app_so_nothing_is_saved(self):
         store = RecordingStore()
 
