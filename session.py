@@ -2494,7 +2494,7 @@ class _Exchange(_Request):
     store write, so a session found gone from the store is not sent a cookie.
     """
 
-    __slots__ = ("sess", "_start_response", "_status", "_headers", "_exc_info", "_write",
+    __slots__ = ("sess", "_start_response", "_status", "_headers", "_write",
                  "_sent", "body", "_held")
 
     def __init__(self, mw: SessionMiddleware, environ: dict, key: str, options: "_CookieOptions",
@@ -2522,14 +2522,16 @@ class _Exchange(_Request):
         elif self._status is not None:
             raise AssertionError("start_response was already called: PEP 3333 allows another "
                                  "call only with exc_info, to replace the status of an error")
-        self._status, self._headers, self._exc_info = status, headers, exc_info
+        # The server is given the head once, as its first: no error of its to replace (uWSGI
+        # raises on any exc_info), so the app's exc_info goes no further.
+        self._status, self._headers = status, headers
         return self.write
 
     def send_headers(self, current: Any = _NOTHING, attached: Any = _NOTHING) -> None:
         if not self._sent and self._status is not None:
             self._sent = True
             headers = self.core._response_headers(self.sess, self._headers, current, attached)
-            self._write = self._start_response(self._status, headers, self._exc_info)
+            self._write = self._start_response(self._status, headers)
 
     def write(self, data: bytes) -> None:
         if type(data) is not bytes:
@@ -2556,7 +2558,7 @@ class _Exchange(_Request):
             if respond and not self._sent and self._status is not None:
                 self._sent = True
                 headers = mw._response_headers(sess, self._headers, current, attached)
-                self._write = self._start_response(self._status, headers, self._exc_info)
+                self._write = self._start_response(self._status, headers)
         finally:
             self.release()
 
@@ -2564,7 +2566,7 @@ class _Exchange(_Request):
         """The request is over (or failed, and nothing is saved): drop the session, the environ
         <-> session cycle, and the server's callables, which hold its request, whose environ
         holds the session, which holds this; else the cycle collector has to free them all."""
-        self.sess = self.context = self._start_response = self._write = self._exc_info = None
+        self.sess = self.context = self._start_response = self._write = None
 
     def __iter__(self) -> Iterator[bytes]:
         try:

@@ -278,6 +278,27 @@ class TestStreaming(unittest.TestCase):
                 self.assertEqual(len(seen), 1)
                 self.assertEqual(store.get(resp.cookie().sid)["user"], "ada")
 
+    def test_an_error_status_before_the_head_went_out_reaches_the_server_as_its_first(self):
+        # The server has been given no head yet, so there is no error of its to replace:
+        # uWSGI raises SystemError on any start_response with exc_info.
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            try:
+                raise ValueError("the view failed")
+            except ValueError:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
+                               sys.exc_info())
+            return [b"sorry"]
+        calls = []
+
+        def start_response(status, headers, exc_info=None):
+            calls.append((status, exc_info))
+            return lambda data: None
+        body = session.SessionMiddleware(app, secret=SECRET)(
+            {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http"}, start_response)
+        self.assertEqual(b"".join(body), b"sorry")
+        self.assertEqual(calls, [("500 Internal Server Error", None)])
+
     def test_a_bytearray_given_to_write_reaches_the_server_as_bytes(self):
         # Held for the store write, it goes out in the body iterable, where a server (cheroot)
         # takes bytes alone, though its write() takes a bytearray.
