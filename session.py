@@ -429,15 +429,14 @@ class _Core:
         """Do a store action (see _store_action) and note on the session what came of it."""
         kind, sid, store = action[0], action[1], self._store
         if kind == "merge":
-            sess._merged(sid, action[2], action[3], self._merge(sid, action[2]))
+            result = self._merge(sid, action[2])
         elif kind == "touch":
-            store.touch(sid, action[2])
+            result = store.touch(sid, action[2])
         elif kind == "set":
-            store.set(sid, action[2])
-            sess._saved = (sid, action[3])
+            result = store.set(sid, action[2])
         else:
-            store.destroy(sid)
-            sess._destroyed = True  # a websocket's later data cannot bring the ID back
+            result = store.destroy(sid)
+        sess._carried_out(action, result)
 
     # -- helpers for the above
 
@@ -937,6 +936,16 @@ class Session(dict):
                     self._saved = (self._id, held)  # the store holds what was just read
                 return
         raise SessionError(f"session {self._id[:6]}... is no longer in the store")
+
+    def _carried_out(self, action: tuple, result: Any) -> None:
+        """Take note of what a store action (see _Core._store_action) came to."""
+        kind = action[0]
+        if kind == "merge":
+            self._merged(action[1], action[2], action[3], result)
+        elif kind == "set":
+            self._saved = (action[1], action[3])
+        elif kind == "destroy":
+            self._destroyed = True  # a websocket's later data cannot bring the ID back
 
     def _merged(self, sid: str, change: "Change", data: str, written: bool) -> None:
         """Take note of what the store's merge did with this session's change."""
@@ -1716,13 +1725,17 @@ class Change:
         record.update(sets)
         expires = self.expires
         theirs = _record_expiry(record)
-        keep_theirs = self.keep_later and theirs is not None and (expires is None or theirs > expires)
+        keep_theirs = self.keeps(theirs)
         if keep_theirs:
             expires = theirs
         cookie = record["cookie"] = self._cookie_over(record["cookie"], keep_theirs)
         if keep_theirs:
             self.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
         return encode_record(record), expires
+
+    def keeps(self, theirs: Optional[float]) -> bool:
+        """Whether a stored expiry (epoch s, None: none) is kept over this change's own."""
+        return self.keep_later and theirs is not None and (self.expires is None or theirs > self.expires)
 
     def _cookie_over(self, stored: dict, keep_times: bool) -> dict:
         """The stored cookie with the attributes this request changed (against ``base``'s)
@@ -2889,14 +2902,7 @@ class ASGISessionMiddleware(_Core):
 
     async def _acarry_out(self, sess: Session, action: tuple) -> None:
         """``_carry_out``, without blocking the event loop."""
-        kind, sid = action[0], action[1]
-        result = await self._async_call(kind, *action[1:3])
-        if kind == "merge":
-            sess._merged(sid, action[2], action[3], result)
-        elif kind == "set":
-            sess._saved = (sid, action[3])
-        elif kind == "destroy":
-            sess._destroyed = True
+        sess._carried_out(action, await self._async_call(action[0], *action[1:3]))
 
     def _async_call(self, method: str, *args: Any) -> Any:
         """The store's ``method(*args)``, to be awaited: its coroutine, else a call in a thread
@@ -2904,8 +2910,7 @@ class ASGISessionMiddleware(_Core):
         drivers)."""
         call = self._async_calls.get(method)
         if call is not None and (method != "merge" or self._merge == self._store.merge) and (
-                self._inline or "trio" not in sys.modules or _running_trio() is None
-                or not _has_sync_methods(self._store)):
+                self._inline or _running_trio() is None or not _has_sync_methods(self._store)):
             return call(*args)
         return _in_thread(self._merge if method == "merge" else getattr(self._store, method), *args)
 

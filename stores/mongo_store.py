@@ -397,10 +397,8 @@ def _kept(change: session.Change, doc: Optional[dict]) -> bool:
     if doc is None:
         return False
     cookie = _from_bson((doc.get("session") or {}).get("cookie"))
-    if isinstance(cookie, dict):
-        theirs = session._record_expiry({"cookie": cookie})
-        if theirs is not None and (change.expires is None or theirs > change.expires):
-            change.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
+    if isinstance(cookie, dict) and change.keeps(session._record_expiry({"cookie": cookie})):
+        change.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
     return True
 
 
