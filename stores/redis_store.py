@@ -17,6 +17,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import re
 import socket
 import threading
 import time
@@ -682,4 +683,10 @@ def _import_redis():
     except ImportError as exc:
         raise ImportError("RedisStore needs the redis package: pip install redis "
                           "(or pip install 'express-session-py[redis]')") from exc
+    # 5.0.1: the asyncio clients' aclose(); before 4.5.4, a cancelled command could leave
+    # its reply on the connection, for the next command to take (another user's session).
+    found = tuple(int(part) for part in re.findall(r"\d+", redis.__version__)[:3])
+    if found < (5, 0, 1):
+        raise ImportError(f"RedisStore needs redis-py 5.0.1 or newer, not {redis.__version__}: "
+                          "pip install -U redis")
     return redis

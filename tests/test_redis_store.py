@@ -340,6 +340,15 @@ class TestRedisStoreClient(RedisTestCase):
             self.assertLess(time.monotonic(), deadline, "the store's connection stayed open")
             time.sleep(0.02)
 
+    def test_a_redis_py_older_than_5_0_1_is_refused_with_the_version_to_install(self):
+        # 4.5.2 returns another command's reply after a cancelled one (CVE-2023-28859), and
+        # its asyncio clients have no aclose().
+        with mock.patch.object(redis, "__version__", "4.5.2"):
+            with self.assertRaisesRegex(ImportError, r"redis-py 5\.0\.1 or newer, not 4\.5\.2"):
+                RedisStore(url=_server.url)
+        with mock.patch.object(redis, "__version__", "5.0.1"):
+            RedisStore(url=_server.url).close()
+
     def test_client_and_url_together_is_an_error(self):
         with self.assertRaisesRegex(ValueError, "client or a url"):
             RedisStore(self.raw, url=_server.url)
