@@ -279,7 +279,7 @@ class _Core:
         if verified is not None:
             return verified
         raw = _raw_cookie(header, self.name)
-        if raw is None:
+        if raw is None or len(raw) > _COOKIE_VALUE_MAX:
             return None, None
         verified = self._verified.get(raw)
         if verified is None:
@@ -338,15 +338,15 @@ class _Core:
             at = known[3]
             data = "{" + text[at:] if at < len(text) else "{}"
             return _decode(data), Cookie._make(attrs, known[1], known[2]), 0, text, data
-        found = templates[4].match(text)
+        found = _read_layout(text, templates[4])
         if found is not None:
-            null, original, expires, sep = found.groups()
-            at = found.end()
+            original, expires, at = found
+            sep = text[at - 1]
             data = "{" + text[at:] if sep == "," else "{}" if at == len(text) else None
             if data is not None:
                 decoded = _decode(data)
                 if "cookie" not in decoded:
-                    cookie = Cookie._make(attrs, None if null else int(original), expires)
+                    cookie = Cookie._make(attrs, original, expires)
                     _remember(self._records, text, (attrs, cookie._original, expires, at),
                               _RECORD_CACHE_SIZE, _RECORD_KEY_MAX)
                     return decoded, cookie, 0, text, data  # expires: parsed when needed
@@ -1493,7 +1493,7 @@ def _templates(attrs: tuple) -> tuple:
     """For cookies with these (checked) attributes: the cookie's JSON cut around its two
     times, the Set-Cookie attributes cut where Expires goes, the record's fields (times
     None), the JSON with both times null, and how a record with this cookie first reads
-    (a pattern, and the start of one whose times are null: see _Core._read_text).  Only
+    (its fixed pieces, and the start of one whose times are null: see _Core._read_text).  Only
     the times vary per request, so this is made once."""
     found = _TEMPLATES.get(attrs)
     if found is None:
@@ -1501,23 +1501,49 @@ def _templates(attrs: tuple) -> tuple:
         text = _encode(cookie._fields("\0original", "\0expires"))
         before, rest = text.split('"\\u0000original"')
         between, after = rest.split('"\\u0000expires"')
-        # A record with this cookie first: its two times, and where its data begins.
-        tail = re.escape(after)
-        if attrs[5] is None:  # path: written "null" since 2026-12-06, left out before
-            tail = tail.replace(re.escape(',"path":null'), "(?:%s)?" % re.escape(',"path":null'))
-        record = re.compile(re.escape('{"cookie":' + before) + r"(?:(null)|(0|[1-9]\d{0,12}))"
-                            + re.escape(between) + r'(?:null|"(' + _ISO_MS.pattern + ')")'
-                            + tail + "([,}])")
+        # A record with this cookie first (see _read_layout); a null path was left out before
+        # 2026-12-06, and such records read the same.
+        tails = (after, after.replace(',"path":null', "", 1)) if attrs[5] is None else (after,)
         null = f"{before}null{between}null{after}"
         found = ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
-                 cookie._fields(None, None), null, record, '{"cookie":' + null)
-        if len(_TEMPLATES) >= 256:
+                 cookie._fields(None, None), null, ('{"cookie":' + before, between, tails),
+                 '{"cookie":' + null)
+        if len(_TEMPLATES) >= _TEMPLATES_SIZE:
             _TEMPLATES.clear()
         _TEMPLATES[attrs] = found
     return found
 
 
 _TEMPLATES: dict = {}
+_TEMPLATES_SIZE = 4096  # sets of cookie attributes (a cookie callable may give one per host)
+
+
+def _read_layout(text: str, layout: tuple) -> Optional[tuple]:
+    """(originalMaxAge, expires as stored, where the data begins) of a record whose cookie
+    comes first with the attributes of ``layout`` (see _templates), else None.  Two patterns
+    serve every layout: compiling one per set of attributes cost 0.2 ms, paid on most
+    requests by a cookie callable that gives each of many hosts its own domain."""
+    head, between, tails = layout
+    if not text.startswith(head):
+        return None
+    found = _ORIGINAL_MAX_AGE.match(text, len(head))
+    if found is None or not text.startswith(between, found.end()):
+        return None
+    original = found.group()
+    found = _STORED_EXPIRES.match(text, found.end() + len(between))
+    if found is None:
+        return None
+    at = found.end()
+    for tail in tails:
+        if text.startswith(tail, at) and text[at + len(tail):at + len(tail) + 1] in (",", "}"):
+            at += len(tail) + 1
+            break
+    else:
+        return None
+    return (None if original == "null" else int(original)), found.group(1), at
+
+
+_ORIGINAL_MAX_AGE = re.compile(r"null|0|[1-9]\d{0,12}")
 
 
 def _cookie_json(templates: tuple, original: Optional[float], expires: Optional[str]) -> str:
@@ -2444,7 +2470,7 @@ class SessionMiddleware(_Core):
         if found is not None and _in_use(found):  # an outer middleware's session, say
             return self.app(environ, start_response)
         options = self._options or self._request_options(environ)
-        if options.scoped and not options.covers(_request_path(environ)):
+        if options.scoped and not options.covers(_request_path(environ, len(options.path))):
             return self.app(environ, start_response)
         header = environ.get("HTTP_COOKIE")
         cookie_id, resend = self._read_cookie(header)
@@ -2654,7 +2680,7 @@ class ASGISessionMiddleware(_Core):
         if (kind != "http" and kind != "websocket") or (found is not None and _in_use(found)):
             return await self.app(scope, receive, send)
         options = self._options or self._request_options(scope)
-        if options.scoped and not options.covers(_scope_path(scope)):
+        if options.scoped and not options.covers(_scope_path(scope, len(options.path))):
             return await self.app(scope, receive, send)
         header = _cookie_header(scope)
         cookie_id, resend = self._read_cookie(header)
@@ -2925,6 +2951,7 @@ _COOKIE_DECIDED = ("the response's head is out (or the websocket accepted), and 
 
 _VERIFIED_CACHE_SIZE = 4096  # cookie values (and headers) remembered as verified, per middleware
 _VERIFIED_KEY_MAX = 1024     # longer ones are checked every time rather than kept
+_COOKIE_VALUE_MAX = 4096     # a longer value came from no browser: it is not read (nor decoded, nor MACed)
 _RECORD_CACHE_SIZE = 1024    # record texts whose reading is remembered, per middleware
 _RECORD_KEY_MAX = 2048       # longer ones are read every time
 # The longest cookie lifetime accepted, either way, in seconds.  Beyond a few thousand years
@@ -2938,6 +2965,7 @@ _PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what browsers leave alone in a path, besi
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ISO_MS = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")
+_STORED_EXPIRES = re.compile(r'null|"(' + _ISO_MS.pattern + ')"')  # see _read_layout
 _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\1')  # RFC 6265 cookie-value
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -3013,11 +3041,13 @@ def _decode_uri_component(value: str) -> str:
         return value
 
 
-def _request_path(environ: dict) -> str:
+def _request_path(environ: dict, length: int) -> str:
     """SCRIPT_NAME + PATH_INFO percent-encoded again, as the browser sent the path: express
-    and browsers match a cookie's path against the encoded path ("/my%20app")."""
+    and browsers match a cookie's path against the encoded path ("/my%20app").  Only its
+    first ``length`` characters are encoded (each becomes one or more): enough for a prefix
+    test, and a long path costs no more than a short one."""
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-    return quote(path.encode("latin-1", "replace"), _PATH_SAFE) if path else "/"
+    return quote(path[:length].encode("latin-1", "replace"), _PATH_SAFE) if path else "/"
 
 
 def _add_vary_cookie(headers: list) -> None:
@@ -3033,14 +3063,14 @@ def _add_vary_cookie(headers: list) -> None:
         headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
 
 
-def _scope_path(scope: dict) -> str:
+def _scope_path(scope: dict, length: int) -> str:
     """The request's path under the ASGI app's mount point (root_path), as WSGI's
-    SCRIPT_NAME + PATH_INFO, percent-encoded again (see _request_path): servers that
-    already put root_path in path are read as such."""
+    SCRIPT_NAME + PATH_INFO, percent-encoded again as far as ``length`` characters (see
+    _request_path): servers that already put root_path in path are read as such."""
     root, path = scope.get("root_path", ""), scope.get("path", "")
     if root and path != root and not path.startswith(root if root.endswith("/") else root + "/"):
         path = root + path
-    return quote(path, _PATH_SAFE, errors="replace") if path else "/"
+    return quote(path[:length], _PATH_SAFE, errors="replace") if path else "/"
 
 
 def _cookie_header(scope: dict) -> Optional[str]:
