@@ -83,8 +83,10 @@ Why it is built this way:
   tries the operation once more on a new one.  So the first request after a
   restart works, a request while the server is down fails at once with a
   clear error, and the next request after it is back works.  Every operation
-  is safe to repeat (an upsert, a delete, a compare-and-set, a create that
-  counts an identical record as its own).
+  is safe to repeat (an upsert, a delete, a compare-and-set; a create counts a
+  live record holding exactly its text as its own only when the store resends
+  it, since on a first attempt that record may be another visitor's, given the
+  same ID by a ``genid`` that repeats).
 - After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
   its own connections: parent and child sharing one socket would interleave
   their messages.  The inherited ones are kept, unused and unclosed (closing
@@ -253,12 +255,14 @@ class PostgresStore(session.Store):
         self._sql_cas_data = (f"UPDATE {t} SET sess = %s::json WHERE sid = %s AND sess::text = %s "
                               f"AND {live} AND expire >= to_timestamp(%s)::timestamp")
         self._sql_delete_dead = f"DELETE FROM {t} WHERE sid = %s AND expire < to_timestamp(%s)"
-        # A dead row may be taken over; so may a row holding exactly this text (this same
-        # create, repeated after its connection was lost before the reply).
+        # A dead row may be taken over, never a live one: not even one holding exactly this
+        # text, which may be another visitor's given the same ID.  Only a resend of this same
+        # create, after its connection was lost before the reply, counts that row as its own.
         self._sql_create = (f"INSERT INTO {t} AS s (sess, expire, sid) SELECT %s::json, "
                             "to_timestamp(%s), %s ON CONFLICT (sid) DO UPDATE "
                             "SET sess = excluded.sess, expire = excluded.expire "
-                            "WHERE s.expire < to_timestamp(%s) OR s.sess::text = excluded.sess::text")
+                            "WHERE s.expire < to_timestamp(%s)")
+        self._sql_create_again = self._sql_create + " OR s.sess::text = excluded.sess::text"
         _STORES.add(self)
         if create_table_if_missing:
             try:
@@ -323,7 +327,9 @@ class PostgresStore(session.Store):
     # -- the statements of each operation ------------------------------------
     # Each is a generator: it yields (sql, params) and is sent back (rowcount, first row or
     # None), so the same steps run on a psycopg connection (_run) or an async one (_arun).
-    def _get_steps(self, sid: str) -> Steps:
+    # ``resend`` is True when the runner runs them again after a lost connection: only a
+    # create tells the two apart.
+    def _get_steps(self, sid: str, resend: bool = False) -> Steps:
         """The live row's text, its expiry remembered for touch; None if there is none."""
         _, row = yield self._sql_get_expire, (sid, _ceil(time.time()))
         if row is None:
@@ -332,7 +338,7 @@ class PostgresStore(session.Store):
             self._seen.remember(sid, float(row[1]))
         return row[0]
 
-    def _set_steps(self, sid: str, record: dict) -> Steps:
+    def _set_steps(self, sid: str, record: dict, resend: bool = False) -> Steps:
         now = time.time()
         expire = self._expire_for(session.expires_at(record), now)
         if expire < _ceil(now):
@@ -340,10 +346,10 @@ class PostgresStore(session.Store):
         else:
             yield self._sql_set, (session.encode_record(record), expire, sid)
 
-    def _destroy_steps(self, sid: str) -> Steps:
+    def _destroy_steps(self, sid: str, resend: bool = False) -> Steps:
         yield self._sql_destroy, (sid,)
 
-    def _touch_steps(self, sid: str, record: dict) -> Steps:
+    def _touch_steps(self, sid: str, record: dict, resend: bool = False) -> Steps:
         now = time.time()
         expire = self._expire_for(session.expires_at(record), now)
         if getattr(record, "keep_later", True):
@@ -352,9 +358,9 @@ class PostgresStore(session.Store):
             yield self._sql_touch, (expire, sid, _ceil(now))
         self._seen.remember(sid, expire)
 
-    def _merge_steps(self, sid: str, change: session.Change) -> Steps:
+    def _merge_steps(self, sid: str, change: session.Change, resend: bool = False) -> Steps:
         if change.base is None:
-            return (yield from self._create_steps(sid, change))
+            return (yield from self._create_steps(sid, change, resend))
         base, text, expires, keep_later = change.base, change.text, change.expires, change.keep_later
         while True:
             now = time.time()
@@ -386,15 +392,17 @@ class PostgresStore(session.Store):
             base = row[0]
             text, expires = change.apply(base)
 
-    def _create_steps(self, sid: str, change: session.Change) -> Steps:
-        """Insert a brand-new session's record unless a live record has this ID."""
+    def _create_steps(self, sid: str, change: session.Change, resend: bool) -> Steps:
+        """Insert a brand-new session's record unless a live record has this ID (on a resend,
+        one holding exactly this text is this create's own, written before the reply was lost)."""
         now = time.time()
         live, expire = _ceil(now), self._expire_for(change.expires, now)
         if expire < live:  # nothing to write; the ID must still be free
             yield self._sql_delete_dead, (sid, live)
             _, row = yield self._sql_get, (sid, live)
             return row is None
-        created, _ = yield self._sql_create, (change.text, expire, sid, live)
+        sql = self._sql_create_again if resend else self._sql_create
+        created, _ = yield sql, (change.text, expire, sid, live)
         return created == 1
 
     def _skips_touch(self, sid: str, record: dict, now: float) -> bool:
@@ -508,9 +516,14 @@ class PostgresStore(session.Store):
 
     # -- private: connections --------------------------------------------
     def _run(self, steps: Callable[..., Steps], *args: Any) -> Any:
-        """The statements of ``steps(*args)`` on one connection (see _call)."""
+        """The statements of ``steps(*args)`` on one connection (see _call); _call runs
+        ``work`` a second time only to resend after a lost connection, and the steps are told."""
+        calls = 0
+
         def work(cur: Any) -> Any:
-            run = steps(*args)
+            nonlocal calls
+            calls += 1
+            run = steps(*args, resend=calls > 1)
             try:
                 statement = next(run)
                 while True:
@@ -532,7 +545,7 @@ class PostgresStore(session.Store):
         for attempt in (0, 1):
             cur = await conns.take()
             try:
-                run = steps(*args)
+                run = steps(*args, resend=attempt == 1)
                 try:
                     statement = next(run)
                     while True:

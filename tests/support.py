@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import threading
 import unittest
 
 STRICT = os.environ.get("SESSION_TESTS_STRICT") == "1"
@@ -84,3 +85,82 @@ class PrivateServer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} {'running' if self.running else 'stopped'}>"
+
+
+class LostReply:
+    """A TCP proxy to a server on 127.0.0.1 that loses one reply, as a network can: the first
+    client message holding ``trigger`` reaches the server, which acts on it, and the
+    connection is dropped as the reply comes back, unsent.  ``lost`` tells it happened.
+
+        with LostReply(server.port, b"sid-1") as proxy:   # the client connects to proxy.port
+    """
+
+    def __init__(self, port: int, trigger: bytes) -> None:
+        self.target, self.trigger, self.lost = port, trigger, False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list = []
+        self._threads: list = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "LostReply":
+        self._start(self._accept)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        self._listener.close()
+        for sock in list(self._sockets):
+            _shut(sock)
+        for thread in self._threads:
+            thread.join(5)
+        for sock in self._sockets:
+            sock.close()
+
+    def _start(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._sockets += [client, server]
+            armed = threading.Event()  # this connection sent the trigger
+            self._start(self._pump, client, server, armed, True)
+            self._start(self._pump, server, client, armed, False)
+
+    def _pump(self, source, sink, armed, upward: bool) -> None:
+        tail = b""
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            if upward and self.trigger in tail + data:
+                armed.set()
+            tail = (tail + data)[-len(self.trigger):]  # a trigger split over two reads
+            if not upward and armed.is_set():
+                with self._lock:
+                    lose, self.lost = not self.lost, True
+                if lose:
+                    break  # the reply to the trigger: dropped with the connection
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        _shut(source)
+        _shut(sink)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

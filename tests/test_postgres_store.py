@@ -26,7 +26,7 @@ import session
 from tests.postgres_server import INSTALL, PostgresServer, postgres_server_available
 from tests.asgi_support import cancel_a_write_then_aclose, run_with_counted_threads
 from tests.store_contract import StoreContract, make_record, user_data
-from tests.support import has_module, requires
+from tests.support import LostReply, has_module, requires
 
 HAVE_SERVER = postgres_server_available()
 HAVE_PSYCOPG = has_module("psycopg")
@@ -77,6 +77,13 @@ class Recording(session.Change):
 def change(base: str | None, record: dict, keep_later: bool = True) -> Recording:
     """A request's write of ``record`` having loaded ``base`` (None: a new session)."""
     return Recording(base, session.encode_record(record), session.expires_at(record), keep_later)
+
+
+def merged(store: "PostgresStore", kind: str, sid: str, write: session.Change) -> bool:
+    """``store.merge``, or for ``kind`` "async" its coroutine form on a new event loop."""
+    if kind == "async":
+        return asyncio.run(store.amerge(sid, write))
+    return store.merge(sid, write)
 
 
 class PostgresCase(unittest.TestCase):
@@ -1105,11 +1112,40 @@ class TestTextAndMerge(PostgresCase):
         self.assertTrue(store.merge("t", change(None, make_record(-5, user="ada"))))
         self.assertEqual(self.sql("SELECT count(*) FROM session"), [(0,)])
 
-    def test_repeating_a_create_that_already_landed_counts_as_written(self):
-        store = self.store()
-        create = change(None, make_record(user="ada"))
-        self.assertTrue(store.merge("s", create))
-        self.assertTrue(store.merge("s", create))  # as after a connection lost before the reply
+    def test_a_create_is_refused_even_over_a_record_identical_to_its_own(self):
+        # Two visitors given one ID by a genid that repeats may write the same first record:
+        # taking it as one's own would give the second the first's session.
+        for kind in ("sync", "async"):
+            with self.subTest(kind):
+                store = self.store()
+                create = change(None, make_record(user="ada"))
+                self.assertTrue(store.merge(kind, create))
+                self.assertFalse(merged(store, kind, kind, create))
+
+    def test_a_create_resent_after_its_reply_was_lost_counts_as_written(self):
+        # The insert lands, its reply is lost with the connection: the store sends it again
+        # on a new one, knowing it is a resend, and the row it finds is its own.
+        kinds = ("sync", "async", "pool") if HAVE_POOL else ("sync", "async")
+        for kind in kinds:
+            sid = f"lost-reply-{kind}"
+            with self.subTest(kind), LostReply(_server.port, sid.encode()) as proxy:
+                url = _server.url.replace(f":{_server.port}/", f":{proxy.port}/")
+                if kind == "pool":
+                    from psycopg_pool import ConnectionPool
+                    pool = ConnectionPool(url, min_size=1, max_size=1, open=True,
+                                          kwargs={"autocommit": True})
+                    self.addCleanup(pool.close)
+                    store = self.store(pool=pool)
+                    # Not its warning that it discards the lost connection, in the run's output.
+                    quiet = mock.patch.object(logging.getLogger("psycopg.pool"), "disabled", True)
+                    quiet.start()
+                    self.addCleanup(quiet.stop)
+                else:
+                    store = self.store(conninfo=url)
+                record = make_record(user="ada")
+                self.assertTrue(merged(store, kind, sid, change(None, record)))
+                self.assertTrue(proxy.lost, "the reply was lost")
+                self.assertEqual(store.get_text(sid), session.encode_record(record))
 
     def test_merge_over_an_unchanged_record_writes_the_new_text_without_apply(self):
         store = self.store()
