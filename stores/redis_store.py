@@ -42,15 +42,19 @@ class _Script:
 
 
 # The merge, as one compare-and-set on one key (so it runs on Redis Cluster too).
-# KEYS[1] the session's key; ARGV: mode ("new": create only; "cas": write if the key holds
-# ARGV[2]), the base, the text to write, the TTL in seconds ("" = no expiry, <= 0 = delete),
-# keep_later ("1": never move the key's expiry earlier).  Returns 1 written, 0 refused (the
-# ID is taken, or the session is gone), or the stored text when it is not the base.  The
-# text is written as it is given: no cjson, so the JSON stays byte for byte express's.
+# KEYS[1] the session's key; ARGV: mode ("new": create only; "again": the same create sent
+# again by the store after its reply was lost, which counts a key holding exactly its text
+# as written; "cas": write if the key holds ARGV[2]), the base, the text to write, the TTL in
+# seconds ("" = no expiry, <= 0 = delete), keep_later ("1": never move the key's expiry
+# earlier).  Returns 1 written, 0 refused (the ID is taken, or the session is gone), or the
+# stored text when it is not the base.  The text is written as it is given: no cjson, so
+# the JSON stays byte for byte express's.
 _MERGE = _Script("""
 local stored = redis.call('GET', KEYS[1])
 if ARGV[1] == 'new' then
   if stored then return 0 end
+elseif ARGV[1] == 'again' then
+  if stored then return stored == ARGV[3] and 1 or 0 end
 elseif not stored then
   return 0
 elseif stored ~= ARGV[2] then
@@ -136,6 +140,16 @@ class RedisStore(session.Store):
     retries against 7.7.  The script's own server time is a GET, a string compare and
     a PTTL.  (A Redis ACL user for the store needs EVALSHA and EVAL.)
 
+    A new session's script refuses any live key, even one holding exactly its JSON:
+    another visitor, given the same ID by a ``genid`` that repeats, may have written the
+    same first record.  So redis-py must not resend it (after a lost reply it would find
+    the key it wrote, and the request would answer 500): it is sent once, on a cluster to
+    the key's node named (``target_nodes``: redis-py then sends once), else on a connection
+    of the client's pool, as ``execute_command`` sends a command but without the retries
+    those connections apply to every command.  After an error redis-py would have resent
+    it after, the store sends it again itself, as a resend: only then does a key holding
+    exactly its JSON count as written.
+
     A read is one small script too, GET and PTTL of the key, so that ``touch`` can skip
     an EXPIRE that would move the key's expiry less than ``touch_slack`` (60 s) and less than 1% of
     the session's lifetime past what this process last read of the key: a site whose
@@ -212,6 +226,8 @@ class RedisStore(session.Store):
         session that is no longer in Redis."""
         client, key = self._sync_client(), self.prefix + sid
         args = self._merge_args(change, change.base, change.text, change.expires)
+        if change.base is None:
+            return self._create(client, key, args)
         while True:
             reply = self._script(client, _MERGE, key, args)
             if type(reply) is not bytes:
@@ -271,6 +287,8 @@ class RedisStore(session.Store):
             return await session._in_thread(self.merge, sid, change)
         key = self.prefix + sid
         args = self._merge_args(change, change.base, change.text, change.expires)
+        if change.base is None:
+            return await self._acreate(client, key, args)
         while True:
             reply = await self._ascript(client, _MERGE, key, args)
             if type(reply) is not bytes:
@@ -427,6 +445,77 @@ class RedisStore(session.Store):
         except self._redis.exceptions.NoScriptError:
             return await self._acall(client, ("EVAL", script.text, 1, key) + args)
 
+    # A new session's script, sent once, and again by the store itself, as "again", after an
+    # error redis-py would have resent it after (see the class docstring).
+    def _create(self, client: Any, key: str, args: tuple) -> bool:
+        try:
+            try:
+                reply = self._send_once(client, ("EVALSHA", _MERGE.sha, 1, key) + args)
+            except self._redis.exceptions.NoScriptError:
+                reply = self._send_once(client, ("EVAL", _MERGE.text, 1, key) + args)
+        except self._resent_after(client):  # its reply may be lost after it wrote
+            reply = self._script(client, _MERGE, key, ("again", *args[1:]))
+        return reply == 1
+
+    async def _acreate(self, client: Any, key: str, args: tuple) -> bool:
+        try:
+            try:
+                reply = await self._asend_once(client, ("EVALSHA", _MERGE.sha, 1, key) + args)
+            except self._redis.exceptions.NoScriptError:
+                reply = await self._asend_once(client, ("EVAL", _MERGE.text, 1, key) + args)
+        except self._resent_after(client):
+            reply = await self._ascript(client, _MERGE, key, ("again", *args[1:]))
+        return reply == 1
+
+    def _send_once(self, client: Any, command: tuple) -> Any:
+        """``command`` sent once: a cluster client sends it once when told its node
+        (``target_nodes``); a Redis client's retries belong to its pool's connections, for
+        every command, so it goes on one of them as execute_command sends it, bar the retry."""
+        if isinstance(client, self._redis.cluster.RedisCluster):
+            return client.execute_command(*command, target_nodes=client.get_node_from_key(command[3]),
+                                          **{_NEVER_DECODE: []})
+        pool = getattr(client, "connection_pool", None)
+        if pool is None:  # not redis-py's client: its own way
+            return self._call(client, command)
+        conn = _take(pool, command[0])
+        try:
+            conn.send_command(*command)
+            return client.parse_response(conn, command[0], **{_NEVER_DECODE: []})
+        except self._redis.ResponseError:
+            raise  # Redis answered: the connection is sound
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    async def _asend_once(self, client: Any, command: tuple) -> Any:
+        """``_send_once`` on redis.asyncio."""
+        if isinstance(client, self._redis.asyncio.RedisCluster):
+            await client.initialize()  # it learns which node has which key on first use
+            return await client.execute_command(
+                *command, target_nodes=client.get_node_from_key(command[3]), **{_NEVER_DECODE: []})
+        pool = getattr(client, "connection_pool", None)
+        if pool is None:
+            return await self._acall(client, command)
+        conn = await _take(pool, command[0])
+        try:
+            await conn.send_command(*command)
+            return await client.parse_response(conn, command[0], **{_NEVER_DECODE: []})
+        except self._redis.ResponseError:
+            raise
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+    def _resent_after(self, client: Any) -> tuple:
+        """The errors after which redis-py would have resent a command to ``client`` (a
+        cluster's also when it was down or moving slots): the store resends a create then."""
+        redis = self._redis
+        return getattr(client, "ERRORS_ALLOW_RETRY", (redis.ConnectionError, redis.TimeoutError))
+
     def _sync_client(self) -> Any:
         client = self._sync
         if client is None:
@@ -508,6 +597,14 @@ class RedisStore(session.Store):
 
 
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's per-command option (redis.client.NEVER_DECODE)
+
+
+def _take(pool: Any, command_name: str) -> Any:
+    """A connection from a redis-py pool (a coroutine's, from an async pool)."""
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 takes the command's name
+        return pool.get_connection(command_name)
 
 
 def _utf8(raw: Any) -> Optional[str]:

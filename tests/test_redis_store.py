@@ -24,7 +24,7 @@ import session
 from tests.asgi_support import cancel_a_write_then_aclose
 from tests.redis_server import RedisServer, redis_server_available
 from tests.store_contract import StoreContract
-from tests.support import has_module, has_program, requires
+from tests.support import LostReply, has_module, has_program, requires
 
 HAVE_REDIS = redis_server_available() and has_module("redis")
 REASON = "needs redis-server and redis-py: apt-get install -y redis-server && pip install redis"
@@ -530,6 +530,29 @@ class TestRedisStoreMerge(AsyncRedisTestCase):
                 mine = session.Change(None, text_of(None, cart=[]), None)
                 self.assertTrue(calls.merge("s1", mine))
                 self.assertFalse(calls.merge("s1", mine))
+
+    def test_a_create_resent_after_its_reply_was_lost_counts_as_written(self):
+        # The script writes the key and its reply is lost with the connection: sent again by
+        # redis-py (an app's client retries), it would find that key and be refused; the store
+        # resends it itself, as a resend.  Its own clients (from a URL) do not retry at all.
+        for kind in KINDS:
+            for made in ("app", "url"):
+                sid = f"lost-reply-{kind}-{made}"
+                with self.subTest(kind, client=made), LostReply(_server.port, sid.encode()) as proxy:
+                    if made == "url":
+                        store = RedisStore(url=f"redis://127.0.0.1:{proxy.port}/0")
+                    else:
+                        client = redis.Redis(host="127.0.0.1", port=proxy.port)
+                        self.addCleanup(client.close)
+                        store = RedisStore(client)
+                    self.addCleanup(store.close)
+                    self.addCleanup(lambda store=store: self.loop.run_until_complete(store.aclose()))
+                    calls, text = self.calls(store, kind), text_of(None, user="ada")
+                    self.assertTrue(calls.merge(f"first-{kind}-{made}", session.Change(None, text, None)),
+                                    "the script is loaded: the reply lost is the create's own")
+                    self.assertTrue(calls.merge(sid, session.Change(None, text, None)))
+                    self.assertTrue(proxy.lost)
+                    self.assertEqual(self.raw.get("sess:" + sid), text.encode())
 
     def test_a_key_redis_has_expired_frees_the_id(self):
         for kind in KINDS:
@@ -1246,6 +1269,44 @@ class TestRedisStoreOnACluster(unittest.TestCase):
             return got, count, alive
         got, count, alive = asyncio.run(main())
         self.assertEqual((got, count, alive), (list(range(20)), 20, True))
+
+
+@requires(HAVE_REDIS, REASON)
+class TestRedisStoreOnAClusterLosingAReply(unittest.TestCase):
+    """A one-node Redis Cluster that tells clients a proxy's port, so that they reach it
+    through the proxy, which loses the reply to a create."""
+
+    def test_a_create_resent_after_its_reply_was_lost_counts_as_written(self):
+        from redis.cluster import RedisCluster
+        port = _cluster_port()
+        node = RedisServer(port, args=("--cluster-enabled", "yes", "--cluster-config-file",
+                                       "nodes.conf", "--cluster-announce-ip", "127.0.0.1"))
+        self.addCleanup(node.close)
+        node.start()
+        direct = redis.Redis(port=port)
+        self.addCleanup(direct.close)
+        direct.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+        deadline = time.monotonic() + 20
+        while direct.cluster("info").get("cluster_state") != "ok":
+            self.assertLess(time.monotonic(), deadline, "Redis Cluster did not reach state ok")
+            time.sleep(0.05)
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        text = text_of(None, user="ada")
+        for kind in KINDS:
+            sid = f"lost-reply-{kind}"
+            with self.subTest(kind), LostReply(port, sid.encode()) as proxy:
+                direct.config_set("cluster-announce-port", proxy.port)
+                client = RedisCluster(host="127.0.0.1", port=proxy.port)
+                self.addCleanup(client.close)
+                store = RedisStore(client)
+                self.addCleanup(store.close)
+                self.addCleanup(lambda store=store: loop.run_until_complete(store.aclose()))
+                calls = _Calls(store, kind, loop)
+                self.assertTrue(calls.merge(f"first-{kind}", session.Change(None, text, None)))
+                self.assertTrue(calls.merge(sid, session.Change(None, text, None)))
+                self.assertTrue(proxy.lost)
+                self.assertEqual(direct.get("sess:" + sid), text.encode())
 
 
 # ---------------------------------------------------------------- the middleware over Redis
