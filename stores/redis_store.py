@@ -183,7 +183,8 @@ class RedisStore(session.Store):
         self._url = url
         given_async = client is not None and _is_async(redis, client)
         if client is None:
-            client = redis.Redis.from_url(url) if url is not None else redis.Redis()
+            options = _own_client_options(redis, redis.retry.Retry)
+            client = redis.Redis.from_url(url, **options) if url is not None else redis.Redis(**options)
         self.client = client
         # The sync client every sync method uses, and the async client the app gave (if any).
         self._async_given = client if given_async else None
@@ -536,10 +537,11 @@ class RedisStore(session.Store):
             client = self._async_clients.get(loop)
             if client is None:
                 redis = self._redis
+                options = _own_client_options(redis, redis.asyncio.retry.Retry)
                 if self._url is not None:
-                    client = redis.asyncio.Redis.from_url(self._url)
+                    client = redis.asyncio.Redis.from_url(self._url, **options)
                 elif self._owns_client:
-                    client = redis.asyncio.Redis()
+                    client = redis.asyncio.Redis(**options)
                 else:
                     client = _mirror(redis, self.client, to_async=True)
                     if client is None:
@@ -597,6 +599,15 @@ class RedisStore(session.Store):
 
 
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's per-command option (redis.client.NEVER_DECODE)
+
+
+def _own_client_options(redis: Any, retry_class: type) -> dict:
+    """The retry policy of the clients the store makes: a command that meets a connection
+    the server closed (a restart) is sent once more, on a new one.  Every command the store
+    sends may be sent twice (a create is sent apart: see _send_once); without this, each
+    connection pooled before a restart failed its next request under redis.asyncio."""
+    error = redis.exceptions.ConnectionError
+    return {"retry": retry_class(redis.backoff.NoBackoff(), 1, (error,)), "retry_on_error": [error]}
 
 
 def _take(pool: Any, command_name: str) -> Any:
@@ -774,6 +785,7 @@ def _import_redis():
         import redis
         import redis.asyncio
         import redis.cluster
+        import redis.backoff
         import redis.retry
         import redis.asyncio.retry
         import redis.asyncio.cluster

@@ -1111,6 +1111,35 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
             run(store.aclose())
 
 
+    def test_a_restart_fails_no_call_on_the_connections_pooled_before_it(self):
+        # The server closes them; under redis.asyncio each one's next command failed
+        # ("Connection closed by server"), a 500 for as many requests as it had connections.
+        with RedisServer() as server:
+            store = RedisStore(url=server.url)
+            self.addCleanup(store.close)
+            run = self.loop.run_until_complete
+
+            async def burst():
+                return await asyncio.gather(*(store.aget_text(f"s{i}") for i in range(8)))
+
+            def sync_burst():
+                found: list = []
+                threads = [threading.Thread(target=lambda i=i: found.append(store.get_text(f"s{i}")))
+                           for i in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                return found
+            self.assertEqual(run(burst()), [None] * 8)  # eight connections in each pool
+            self.assertEqual(sync_burst(), [None] * 8)
+            server.stop()
+            server.start()
+            self.assertEqual(run(burst()), [None] * 8)
+            self.assertEqual(sync_burst(), [None] * 8)
+            run(store.aclose())
+
+
 def _cluster_port() -> int:
     """A free port whose cluster-bus port (port + 10000) is free too; Redis caps it at 55535."""
     import random
