@@ -1493,7 +1493,7 @@ def _templates(attrs: tuple) -> tuple:
     """For cookies with these (checked) attributes: the cookie's JSON cut around its two
     times, the Set-Cookie attributes cut where Expires goes, the record's fields (times
     None), the JSON with both times null, and how a record with this cookie first reads
-    (its fixed pieces, and the start of one whose times are null: see _Core._read_text).  Only
+    (see _read_layout, and the start of one whose times are null: _Core._read_text).  Only
     the times vary per request, so this is made once."""
     found = _TEMPLATES.get(attrs)
     if found is None:
@@ -1506,7 +1506,7 @@ def _templates(attrs: tuple) -> tuple:
         tails = (after, after.replace(',"path":null', "", 1)) if attrs[5] is None else (after,)
         null = f"{before}null{between}null{after}"
         found = ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
-                 cookie._fields(None, None), null, ('{"cookie":' + before, between, tails),
+                 cookie._fields(None, None), null, (_times('{"cookie":' + before, between), tails),
                  '{"cookie":' + null)
         if len(_TEMPLATES) >= _TEMPLATES_SIZE:
             _TEMPLATES.clear()
@@ -1520,30 +1520,30 @@ _TEMPLATES_SIZE = 4096  # sets of cookie attributes (a cookie callable may give 
 
 def _read_layout(text: str, layout: tuple) -> Optional[tuple]:
     """(originalMaxAge, expires as stored, where the data begins) of a record whose cookie
-    comes first with the attributes of ``layout`` (see _templates), else None.  Two patterns
-    serve every layout: compiling one per set of attributes cost 0.2 ms, paid on most
-    requests by a cookie callable that gives each of many hosts its own domain."""
-    head, between, tails = layout
-    if not text.startswith(head):
-        return None
-    found = _ORIGINAL_MAX_AGE.match(text, len(head))
-    if found is None or not text.startswith(between, found.end()):
-        return None
-    original = found.group()
-    found = _STORED_EXPIRES.match(text, found.end() + len(between))
-    if found is None:
-        return None
-    at = found.end()
-    for tail in tails:
-        if text.startswith(tail, at) and text[at + len(tail):at + len(tail) + 1] in (",", "}"):
-            at += len(tail) + 1
-            break
-    else:
-        return None
-    return (None if original == "null" else int(original)), found.group(1), at
+    comes first with the attributes of ``layout`` (see _templates), else None."""
+    times, tails = layout
+    found = times.match(text)
+    if found is not None:
+        at = found.end()
+        for tail in tails:
+            end = at + len(tail)
+            if text.startswith(tail, at) and text[end:end + 1] in _RECORD_GOES_ON:
+                original, expires = found.groups()
+                return (None if original == "null" else int(original)), expires, end + 1
+    return None
 
 
-_ORIGINAL_MAX_AGE = re.compile(r"null|0|[1-9]\d{0,12}")
+_RECORD_GOES_ON = (",", "}")  # what follows the cookie in a record: its data, or its end
+
+
+@functools.lru_cache(maxsize=64)
+def _times(start: str, between: str) -> "re.Pattern":
+    """The pattern of a record's start up to its cookie's two times and past them: compiled
+    per set of all of the cookie's attributes, a cookie callable that gives each of many
+    hosts its own domain compiled one (0.2 ms) on most requests; only the attributes before
+    "expires" (partitioned, priority) change it."""
+    return re.compile(re.escape(start) + r"(null|0|[1-9]\d{0,12})" + re.escape(between)
+                      + r'(?:null|"(' + _ISO_MS.pattern + ')")')
 
 
 def _cookie_json(templates: tuple, original: Optional[float], expires: Optional[str]) -> str:
@@ -2965,7 +2965,6 @@ _PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what browsers leave alone in a path, besi
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ISO_MS = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")
-_STORED_EXPIRES = re.compile(r'null|"(' + _ISO_MS.pattern + ')"')  # see _read_layout
 _COOKIE_VALUE = re.compile(r'("?)[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\1')  # RFC 6265 cookie-value
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 

@@ -287,7 +287,7 @@ class TestCallableCookieOptions(unittest.TestCase):
                         h.client.jar[NAME] = cookies[host]
                     cookies[host] = h.request(headers={"Host": host}).cookie().value
                     self.assertEqual(h.seen[-1]["n"], visit)
-        self.assertEqual(compile_.call_count, 0)
+        self.assertLessEqual(compile_.call_count, 1)  # one for all the hosts, if not made before
 
 
 # ================================================================ the cookie path scopes the session
