@@ -146,9 +146,11 @@ class RedisStore(session.Store):
     the key it wrote, and the request would answer 500): it is sent once, on a cluster to
     the key's node named (``target_nodes``: redis-py then sends once), else on a connection
     of the client's pool, as ``execute_command`` sends a command but without the retries
-    those connections apply to every command.  After an error redis-py would have resent
-    it after, the store sends it again itself, as a resend: only then does a key holding
-    exactly its JSON count as written.
+    those connections apply to every command.  If that fails, the store sends it again
+    through the client, as redis-py would have: as a resend, the only case in which a key
+    holding exactly its JSON counts as written, when the first attempt may have reached
+    Redis; as a first attempt when it cannot have (no connection to be had, or a cluster
+    that answered that the key's slot has no node).
 
     A read is one small script too, GET and PTTL of the key, so that ``touch`` can skip
     an EXPIRE that would move the key's expiry less than ``touch_slack`` (60 s) and less than 1% of
@@ -446,14 +448,16 @@ class RedisStore(session.Store):
         except self._redis.exceptions.NoScriptError:
             return await self._acall(client, ("EVAL", script.text, 1, key) + args)
 
-    # A new session's script, sent once, and again by the store itself, as "again", after an
-    # error redis-py would have resent it after (see the class docstring).
+    # A new session's script, sent once; if that fails, sent again through the client as
+    # redis-py would have, as "again" when it may have written (see the class docstring).
     def _create(self, client: Any, key: str, args: tuple) -> bool:
         try:
             try:
                 reply = self._send_once(client, ("EVALSHA", _MERGE.sha, 1, key) + args)
             except self._redis.exceptions.NoScriptError:
                 reply = self._send_once(client, ("EVAL", _MERGE.text, 1, key) + args)
+        except _Unsent:
+            reply = self._script(client, _MERGE, key, args)
         except self._resent_after(client):  # its reply may be lost after it wrote
             reply = self._script(client, _MERGE, key, ("again", *args[1:]))
         return reply == 1
@@ -464,6 +468,8 @@ class RedisStore(session.Store):
                 reply = await self._asend_once(client, ("EVALSHA", _MERGE.sha, 1, key) + args)
             except self._redis.exceptions.NoScriptError:
                 reply = await self._asend_once(client, ("EVAL", _MERGE.text, 1, key) + args)
+        except _Unsent:
+            reply = await self._ascript(client, _MERGE, key, args)
         except self._resent_after(client):
             reply = await self._ascript(client, _MERGE, key, ("again", *args[1:]))
         return reply == 1
@@ -471,14 +477,21 @@ class RedisStore(session.Store):
     def _send_once(self, client: Any, command: tuple) -> Any:
         """``command`` sent once: a cluster client sends it once when told its node
         (``target_nodes``); a Redis client's retries belong to its pool's connections, for
-        every command, so it goes on one of them as execute_command sends it, bar the retry."""
+        every command, so it goes on one of them as execute_command sends it, bar the retry.
+        _Unsent when it certainly did not reach Redis."""
         if isinstance(client, self._redis.cluster.RedisCluster):
-            return client.execute_command(*command, target_nodes=client.get_node_from_key(command[3]),
-                                          **{_NEVER_DECODE: []})
+            try:
+                return client.execute_command(
+                    *command, target_nodes=client.get_node_from_key(command[3]), **{_NEVER_DECODE: []})
+            except self._unsent_on_a_cluster as exc:
+                raise _Unsent from exc
         pool = getattr(client, "connection_pool", None)
         if pool is None:  # not redis-py's client: its own way
             return self._call(client, command)
-        conn = _take(pool, command[0])
+        try:
+            conn = _take(pool, command[0])
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise _Unsent from exc  # no connection, or none could be made: nothing was sent
         try:
             conn.send_command(*command)
             return client.parse_response(conn, command[0], **{_NEVER_DECODE: []})
@@ -493,13 +506,19 @@ class RedisStore(session.Store):
     async def _asend_once(self, client: Any, command: tuple) -> Any:
         """``_send_once`` on redis.asyncio."""
         if isinstance(client, self._redis.asyncio.RedisCluster):
-            await client.initialize()  # it learns which node has which key on first use
-            return await client.execute_command(
-                *command, target_nodes=client.get_node_from_key(command[3]), **{_NEVER_DECODE: []})
+            try:
+                await client.initialize()  # it learns which node has which key on first use
+                return await client.execute_command(
+                    *command, target_nodes=client.get_node_from_key(command[3]), **{_NEVER_DECODE: []})
+            except self._unsent_on_a_cluster as exc:
+                raise _Unsent from exc
         pool = getattr(client, "connection_pool", None)
         if pool is None:
             return await self._acall(client, command)
-        conn = await _take(pool, command[0])
+        try:
+            conn = await _take(pool, command[0])
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise _Unsent from exc
         try:
             await conn.send_command(*command)
             return await client.parse_response(conn, command[0], **{_NEVER_DECODE: []})
@@ -511,9 +530,17 @@ class RedisStore(session.Store):
         finally:
             await pool.release(conn)
 
+    @property
+    def _unsent_on_a_cluster(self) -> tuple:
+        """A cluster's errors that say the command ran nowhere: the slot has no node (the
+        cluster is down or resharding), or no connection to its node could be had."""
+        exceptions = self._redis.exceptions
+        return (exceptions.ClusterDownError, exceptions.SlotNotCoveredError,
+                exceptions.MaxConnectionsError)
+
     def _resent_after(self, client: Any) -> tuple:
-        """The errors after which redis-py would have resent a command to ``client`` (a
-        cluster's also when it was down or moving slots): the store resends a create then."""
+        """The errors after which redis-py would have resent a command to ``client``: after
+        one that may have reached Redis, the store resends a create as "again"."""
         redis = self._redis
         return getattr(client, "ERRORS_ALLOW_RETRY", (redis.ConnectionError, redis.TimeoutError))
 
@@ -599,6 +626,10 @@ class RedisStore(session.Store):
 
 
 _NEVER_DECODE = "NEVER_DECODE"  # redis-py's per-command option (redis.client.NEVER_DECODE)
+
+
+class _Unsent(Exception):
+    """A create's first attempt failed before it reached Redis (see RedisStore._send_once)."""
 
 
 def _own_client_options(redis: Any, retry_class: type) -> dict:

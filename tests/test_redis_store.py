@@ -554,6 +554,39 @@ class TestRedisStoreMerge(AsyncRedisTestCase):
                     self.assertTrue(proxy.lost)
                     self.assertEqual(self.raw.get("sess:" + sid), text.encode())
 
+    def test_a_create_that_never_reached_redis_still_refuses_an_identical_record(self):
+        # The pool had no connection to give within its timeout: nothing was sent, so the
+        # create is sent again as a first attempt, and a live key is refused even when it
+        # holds exactly this JSON (another visitor's, under an ID a genid repeated).
+        text = text_of(None, cart=[])
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.raw.set(f"sess:dup-{kind}", text)
+                if kind == "sync":
+                    pool = redis.BlockingConnectionPool.from_url(_server.url, max_connections=1,
+                                                                 timeout=0.3)
+                    client = redis.Redis(connection_pool=pool)
+                    self.addCleanup(client.close)
+                    busy = pool.get_connection()  # another request holds the only connection
+                    threading.Timer(0.5, pool.release, (busy,)).start()
+                    created = RedisStore(client).merge(f"dup-{kind}", session.Change(None, text, None))
+                else:
+                    async def create():
+                        pool = redis.asyncio.BlockingConnectionPool.from_url(
+                            _server.url, max_connections=1, timeout=0.3)
+                        client = redis.asyncio.Redis(connection_pool=pool)
+                        busy = await pool.get_connection()
+                        asyncio.get_running_loop().call_later(
+                            0.5, lambda: asyncio.ensure_future(pool.release(busy)))
+                        try:
+                            return await RedisStore(client).amerge(f"dup-{kind}",
+                                                                   session.Change(None, text, None))
+                        finally:
+                            await client.aclose()
+                    created = self.loop.run_until_complete(create())
+                self.assertFalse(created)
+                self.assertEqual(self.raw.get(f"sess:dup-{kind}"), text.encode())
+
     def test_a_key_redis_has_expired_frees_the_id(self):
         for kind in KINDS:
             with self.subTest(kind):
@@ -1305,8 +1338,8 @@ class TestRedisStoreOnAClusterLosingAReply(unittest.TestCase):
     """A one-node Redis Cluster that tells clients a proxy's port, so that they reach it
     through the proxy, which loses the reply to a create."""
 
-    def test_a_create_resent_after_its_reply_was_lost_counts_as_written(self):
-        from redis.cluster import RedisCluster
+    def one_node_cluster(self) -> tuple:
+        """(port, a plain client of the node, an event loop) of a cluster that is up."""
         port = _cluster_port()
         node = RedisServer(port, args=("--cluster-enabled", "yes", "--cluster-config-file",
                                        "nodes.conf", "--cluster-announce-ip", "127.0.0.1"))
@@ -1321,6 +1354,38 @@ class TestRedisStoreOnAClusterLosingAReply(unittest.TestCase):
             time.sleep(0.05)
         loop = asyncio.new_event_loop()
         self.addCleanup(loop.close)
+        return port, direct, loop
+
+    def test_a_create_the_cluster_did_not_run_still_refuses_an_identical_record(self):
+        # CLUSTERDOWN (the key's slot briefly served by no node) says the script ran nowhere:
+        # sent again, it is a first attempt, which refuses a live key holding exactly its JSON.
+        from redis.cluster import RedisCluster, key_slot
+        port, direct, loop = self.one_node_cluster()
+        text = text_of(None, cart=[])
+        for kind in KINDS:
+            with self.subTest(kind):
+                sid = f"dup-{kind}"
+                direct.set("sess:" + sid, text)
+                if kind == "sync":
+                    client = RedisCluster(host="127.0.0.1", port=port)
+                    self.addCleanup(client.close)
+                else:
+                    client = redis.asyncio.RedisCluster(host="127.0.0.1", port=port)
+                    self.addCleanup(lambda client=client: loop.run_until_complete(client.aclose()))
+                store = RedisStore(client)
+                self.addCleanup(store.close)
+                self.addCleanup(lambda store=store: loop.run_until_complete(store.aclose()))
+                calls = _Calls(store, kind, loop)
+                self.assertFalse(calls.merge(sid, session.Change(None, text, None)))  # slot served
+                slot = key_slot(("sess:" + sid).encode())
+                direct.execute_command("CLUSTER", "DELSLOTS", slot)
+                threading.Timer(0.1, direct.execute_command, ("CLUSTER", "ADDSLOTS", slot)).start()
+                self.assertFalse(calls.merge(sid, session.Change(None, text, None)))
+                self.assertEqual(direct.get("sess:" + sid), text.encode())
+
+    def test_a_create_resent_after_its_reply_was_lost_counts_as_written(self):
+        from redis.cluster import RedisCluster
+        port, direct, loop = self.one_node_cluster()
         text = text_of(None, user="ada")
         for kind in KINDS:
             sid = f"lost-reply-{kind}"
