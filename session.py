@@ -452,6 +452,10 @@ class _Core:
             except UnicodeEncodeError:
                 raise ValueError(f"genid must return a str that is valid Unicode (no lone "
                                  f"surrogates), not {sid!r}") from None
+        # (The cookie is 12 characters at most per one of the ID, %F0%9F%98%80, plus 134.)
+        if len(sid) * 12 + 134 > _COOKIE_VALUE_MAX and len(self._cookie_value(sid)) > _COOKIE_VALUE_MAX:
+            raise ValueError(f"genid returned an ID of {len(sid)} characters: its cookie would be "
+                             f"longer than the {_COOKIE_VALUE_MAX} a browser keeps, and is not read back")
         return sid
 
     def _cookie_value(self, sid: str, signature: Optional[str] = None) -> str:

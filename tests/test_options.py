@@ -98,6 +98,22 @@ class TestGenid(unittest.TestCase):
             h.request()
         self.assertEqual(h.store.length(), 0)
 
+    def test_a_genid_returning_an_id_too_long_for_a_cookie_raises_value_error_naming_genid(self):
+        # Its cookie would be over the 4,096 characters the middleware reads back: every
+        # request would start a new session, and store it.
+        for sid, fits in (("a" * 4000, True), ("a" * 4100, False), ("😀" * 340, False)):
+            with self.subTest(len(sid)):
+                h = Harness(lambda e: sess(e).__setitem__("n", sess(e).get("n", 0) + 1),
+                            store=session.MemoryStore(), genid=lambda environ, sid=sid: sid)
+                if fits:
+                    h.request()
+                    h.request()
+                    self.assertEqual(h.seen[-1]["n"], 2)
+                else:
+                    with self.assertRaisesRegex(ValueError, "genid returned an ID of"):
+                        h.request()
+                    self.assertEqual(h.store.length(), 0)
+
     def test_a_genid_repeating_an_id_in_use_raises_session_error_and_keeps_the_first_record(self):
         h = Harness(lambda e: sess(e).__setitem__("user", e["PATH_INFO"]), genid=lambda environ: "dup")
         h.request(path="/ada")
