@@ -299,10 +299,15 @@ class HypercornTrioServer:
     def __init__(self, app: Callable) -> None:
         import trio
         from hypercorn.config import Config
-        self.port = free_port()
+        # A socket of our own, handed over: a port merely free a moment ago may be taken by
+        # another process's server before hypercorn binds it, and our probe would reach that.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
+        config.bind = [f"fd://{listener.detach()}"]
         config.accesslog = None
         quiet = logging.getLogger("tests.hypercorn")
         quiet.propagate, quiet.level = False, logging.CRITICAL
@@ -343,6 +348,9 @@ class HypercornTrioServer:
             import trio
             trio.from_thread.run_sync(self._stopping.set, trio_token=self._token)
         self._thread.join(10)
+        if self._error:  # it stopped on its own: the tests that followed could not reach it
+            raise RuntimeError(f"hypercorn on port {self.port} failed: {self._error[0]!r}") \
+                from self._error[0]
 
 
 class HTTPResponse(Response):
