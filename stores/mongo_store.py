@@ -29,8 +29,8 @@ command on one document (atomic in MongoDB):
   cannot address as a path (with ``.`` or a leading ``$``), and documents whose
   ``session`` is a string, take the compare-and-set instead.
 - A new session is ``insert_one``: a ``DuplicateKeyError`` means the ID is
-  taken, and only an expired document is then replaced (``replace_one``
-  filtered on ``expires <= now``).  A merge never brings back a document that
+  taken, and only a document that is not live (see ``_live``: expired) is then
+  replaced.  A merge never brings back a document that
   is gone or expired.
 """
 from __future__ import annotations
@@ -239,8 +239,7 @@ class MongoStore(session.Store):
             except self._duplicate_key:
                 pass
             del doc["_id"]
-            # Not live (see _live): expired, or an expires that is missing or no date at all.
-            dead = {"_id": sid, "$nor": [{"expires": {"$gt": now}}]}
+            dead = {"_id": sid, "$nor": [_live(now)]}  # expired, or an expires that is no date
             if collection.replace_one(dead, doc).matched_count:
                 return True  # it had expired
             if collection.find_one({"_id": sid, **_live(now)}, {"_id": 1}) is not None:

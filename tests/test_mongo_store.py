@@ -334,6 +334,15 @@ class TestMongoStoreRules(unittest.TestCase):
                                               "session": session.encode_record(make_record())})
         self.assertIsNotNone(self.store().get("forever"))
 
+    def test_a_new_session_never_replaces_a_document_without_expires(self):
+        # It is live (connect-mongo's filter, as get() reads it): another visitor's session.
+        theirs = session.encode_record(make_record(user="ada"))
+        self.client.test.sessions.insert_one({"_id": "forever", "session": theirs})
+        store = self.store()
+        mine = session.encode_record(make_record(user="eve"))
+        self.assertFalse(store.merge("forever", session.Change(None, mine, None)))
+        self.assertEqual(self.doc(store, "forever")["session"], theirs)
+
     def test_set_of_an_expired_record_deletes_the_document(self):
         store = self.store()
         store.set("s1", make_record())
