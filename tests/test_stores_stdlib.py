@@ -43,10 +43,12 @@ def run_python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 
 
 def make_read_only(test: unittest.TestCase, path: str) -> None:
-    """Make ``path`` read-only until the test ends; root, whom chmod does not stop, uses chattr +i."""
+    """Make ``path`` (a file or a directory) read-only until the test ends; root, whom chmod
+    does not stop, uses chattr +i."""
     if os.geteuid() != 0:
-        os.chmod(path, 0o444)
-        test.addCleanup(os.chmod, path, 0o644)
+        folder = os.path.isdir(path)
+        os.chmod(path, 0o555 if folder else 0o444)
+        test.addCleanup(os.chmod, path, 0o755 if folder else 0o644)
         return
     if shutil.which("chattr") is None:
         test.skipTest("root cannot make a file read-only without chattr (apt-get install e2fsprogs)")
