@@ -33,7 +33,13 @@ Choices, and what they cost:
   read: the store reads values itself, where dbm.dumb's in-memory index says
   they are, through one descriptor kept open (0.9 µs a read instead of 11;
   a ``merge`` reads before it writes, and so costs about a ``set``).  Fine
-  for the thousands of sessions this store is meant for, not for a busy site.  Neither format is
+  for the thousands of sessions this store is meant for, not for a busy site.
+  ``dbm.dumb`` never reuses the space of old values: when a sweep ends or
+  ``prune()`` runs and the data file is over 4 times its live values plus
+  1 MiB, the store copies them into a new file and swaps it in, so that a crash
+  at any step leaves the old pair of files or the new one (1,000 new sessions a
+  second, each living 2 s: 15.4 MB after 30 s, 1.0 MB after ``prune()``; with
+  sweeps every 5 s, between 3.5 and 7.7 MB throughout).  Neither format is
   crash-safe; SQLiteStore is.  Python 3.13's ``dbm.sqlite3`` is not used: its
   connection refuses every thread but the one that opened it.
 - Expiry: ``get`` ignores expired records.  ``prune()``, ``all()``, ``ids()``
@@ -68,6 +74,8 @@ _STORES: weakref.WeakSet = weakref.WeakSet()  # open stores, for the fork handle
 _HEAD = b'{"expires":'
 _SESSION = b',"session":'
 _FAR = 253402300799.0  # 9999-12-31: the latest expiry written (a ttl may be infinite)
+_BLOCK, _MIB = 512, 1 << 20  # dbm.dumb starts every value on a block of _BLOCK bytes
+_COPY, _SWAPPING = ".compact", ".swapping"  # suffixes: the compacted copy, the swap's marker
 
 
 class ShelveStore(session.Store):
@@ -95,6 +103,7 @@ class ShelveStore(session.Store):
         self._lock = threading.Lock()
         self._lockfile = _lock_exclusive(path + ".lock", path)
         try:
+            _recover(path)
             self._backend = _backend_for(path)
             self._db: Any = self._backend.open(path, "c")
         except BaseException:
@@ -248,6 +257,7 @@ class ShelveStore(session.Store):
                     expired.append(key)
             self._delete_expired(expired, save=True)
             self._sweep = []
+            self._compact_if_sparse()
         return len(expired)
 
     def close(self) -> None:
@@ -271,11 +281,15 @@ class ShelveStore(session.Store):
             raise ValueError(f"{self!r} is closed")
         return self._db
 
+    def _is_dumb(self, db: Any) -> bool:
+        """Whether ``db`` is a ``dbm.dumb`` file with the index and data file name we use."""
+        return (self._backend.__name__ == "dbm.dumb"
+                and isinstance(getattr(db, "_index", None), dict)
+                and isinstance(getattr(db, "_datfile", None), (str, bytes)))
+
     def _reader_for(self, db: Any) -> Optional[int]:
         """A descriptor to read ``dbm.dumb``'s data file with (None: read through the dbm)."""
-        if (self._backend.__name__ != "dbm.dumb" or not hasattr(os, "pread")
-                or not isinstance(getattr(db, "_index", None), dict)
-                or not isinstance(getattr(db, "_datfile", None), (str, bytes))):
+        if not self._is_dumb(db) or not hasattr(os, "pread"):
             return None
         return os.open(db._datfile, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
 
@@ -330,6 +344,8 @@ class ShelveStore(session.Store):
                 if data is not None and expires <= now:
                     expired.append(key)
         self._delete_expired(expired, save=False)
+        if not self._sweep:
+            self._compact_if_sparse()
 
     def _delete_expired(self, keys: list, save: bool) -> None:
         """Delete records that have expired (lock held).
@@ -352,6 +368,52 @@ class ShelveStore(session.Store):
             for key in keys:
                 if key in db:
                     del db[key]
+
+    def _compact_if_sparse(self) -> None:
+        """Compact a ``dbm.dumb`` file that is mostly the space of old values (lock held).
+
+        dbm.dumb never reuses that space.  Past 4 times the live values (in its 512-byte
+        blocks) plus 1 MiB: the file then stays within about 4 times what it holds, a
+        copy writes at most a quarter of the file it replaces, and a small store, which
+        costs no one anything, is never copied."""
+        db = self._db
+        if not self._is_dumb(db):
+            return
+        size = os.stat(db._datfile).st_size
+        if size > _MIB:
+            live = sum(-(-n // _BLOCK) * _BLOCK for _, n in db._index.values())
+            if size > 4 * live + _MIB:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Copy the records, byte for byte, into a new ``dbm.dumb`` file and swap it in (lock
+        held).  If the copy fails, the old file stays in use and a warning is logged."""
+        db, copy = self._db, self.path + _COPY
+        try:
+            new = self._backend.open(copy, "n", os.stat(db._datfile).st_mode & 0o777)
+            try:
+                for key in db.keys():
+                    new[key] = self._read(db, key)
+            finally:
+                new.close()
+            _unlink(copy + ".bak")
+            for suffix in (".dat", ".dir"):
+                _fsync(copy + suffix)
+            os.close(os.open(self.path + _SWAPPING, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            _remove_copy(self.path)
+            log.warning("ShelveStore %s: compacting %s failed, it stays in use as it is: %s",
+                        self.path, os.fsdecode(db._datfile), exc)
+            return
+        # The copy is complete and marked: from here on, a crash is finished by the next open.
+        db._index = None  # its close() must never write the old index over the new one
+        self._close_reader()
+        try:
+            _swap_in(self.path)
+        finally:
+            _recover(self.path)  # a failed swap is tried again: a half-swapped pair is never opened
+            self._db = self._backend.open(self.path, "c")
+            self._reader = self._reader_for(self._db)
 
     def _unpack(self, sid: str, raw: bytes) -> tuple:
         """(expiry in epoch seconds, record bytes), or (0, None) for a value we did not write."""
@@ -385,6 +447,63 @@ def _backend_for(path: str) -> Any:
         return importlib.import_module("dbm.gnu")
     except ImportError:
         return importlib.import_module("dbm.dumb")
+
+
+def _recover(path: str) -> None:
+    """Finish a swap of a compacted copy that a crash interrupted, else remove a copy left
+    unfinished (its swap never began)."""
+    if os.path.exists(path + _SWAPPING):
+        _swap_in(path)
+    else:
+        _remove_copy(path)
+
+
+def _swap_in(path: str) -> None:
+    """Put the compacted copy (complete: the marker is written after it) in place of
+    ``path``'s files.
+
+    ``os.replace`` is atomic for one file only, so the marker stays until both are in
+    place: while it is there, a copy's file still at its own name is yet to be moved and
+    the next open moves it (each step can be done again).  An index and a data file of
+    different pairs are never opened together.  The old index's backup goes first: it
+    would point into the old data file."""
+    _fsync_dir(path)  # the marker is on disk before anything is replaced
+    _unlink(path + ".bak")
+    for suffix in (".dat", ".dir"):
+        if os.path.exists(path + _COPY + suffix):
+            os.replace(path + _COPY + suffix, path + suffix)
+    _fsync_dir(path)
+    os.unlink(path + _SWAPPING)
+
+
+def _remove_copy(path: str) -> None:
+    for suffix in (".dat", ".dir", ".bak"):
+        _unlink(path + _COPY + suffix)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make the renames in ``path``'s directory durable (POSIX; Windows has no such call)."""
+    if os.name != "nt":
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _lock_exclusive(lock_path: str, path: str) -> int:

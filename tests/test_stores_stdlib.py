@@ -8,6 +8,8 @@ writer, records written by something else, read-only, full or locked files.
 from __future__ import annotations
 
 import dbm
+import dbm.dumb
+import errno
 import gc
 import json
 import logging
@@ -1354,6 +1356,189 @@ class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
             db[b"x"] = b"1"
         with self.assertRaisesRegex(ValueError, "dbm.sqlite3 .*SQLiteStore"):
             ShelveStore(self.path)
+
+
+class TestShelveStoreCompaction(FileStoreCase, unittest.TestCase):
+    """dbm.dumb never reuses the space of old values: the store copies a file that is mostly
+    that space into a new one, and swaps it in so that a crash leaves one pair or the other."""
+
+    store_class, file_name = ShelveStore, "sessions"
+    live_ids = [f"live{i}" for i in range(50)]
+
+    def churned_store(self):
+        """A dbm.dumb store (even where dbm.gnu exists) after 2,600 sessions have expired
+        among 50 live ones; each record holds its own ID, so a record read as another's shows."""
+        with dbm.dumb.open(self.path, "c"):
+            pass  # an existing file keeps its format
+        store = self.store(ttl=0.3)
+        for i in range(2600):
+            if i % 52 == 0:
+                sid = self.live_ids[i // 52]
+                store.set(sid, make_record(3600, sid=sid, pad="x" * 100))
+            store.set(f"gone{i}", make_record(None, sid=f"gone{i}"))  # the ttl: 0.3 s
+        time.sleep(0.35)
+        return store
+
+    def dat_size(self) -> int:
+        return os.path.getsize(self.path + ".dat")
+
+    def files(self) -> list:
+        return sorted(os.listdir(self.dir))
+
+    def assert_live_records_read_as_themselves(self, store, *more: str) -> None:
+        sids = self.live_ids + list(more)
+        self.assertEqual({sid: (store.get(sid) or {}).get("sid") for sid in sids},
+                         {sid: sid for sid in sids})
+        self.assertEqual(sorted(store.ids()), sorted(sids))
+
+    def test_prune_gives_back_the_space_of_expired_sessions(self):
+        store = self.churned_store()
+        mode = os.stat(self.path + ".dat").st_mode
+        with store._lock:
+            stored = {sid: store._read(store._db, sid.encode()) for sid in self.live_ids}
+        before = self.dat_size()
+        self.assertEqual(store.prune(), 2600)
+        self.assertGreater(before, 1.3e6)
+        self.assertLessEqual(self.dat_size(), 50 * 512)  # each record fits a block
+        self.assertEqual(os.stat(self.path + ".dat").st_mode, mode)
+        with store._lock:
+            self.assertEqual({sid: store._read(store._db, sid.encode()) for sid in self.live_ids},
+                             stored)  # byte for byte
+        self.assert_live_records_read_as_themselves(store)
+        store.close()
+        self.assertEqual(self.files(), ["sessions.dat", "sessions.dir", "sessions.lock"])
+        store = self.store()
+        self.assert_live_records_read_as_themselves(store)
+        store.set("new", make_record(sid="new"))
+        self.assert_live_records_read_as_themselves(store, "new")
+
+    def test_a_sweep_that_ends_compacts_the_file(self):
+        store = self.churned_store()
+        store.sweep_step, store._next_sweep = 1000, 0  # a sweep starts at the next set
+        sizes = []
+        for _ in range(3):  # 2,650 keys: the third set ends the sweep
+            store.set("live0", make_record(3600, sid="live0", pad="x" * 100))
+            sizes.append(self.dat_size())
+        self.assertGreater(sizes[1], 1.3e6)
+        self.assertLessEqual(sizes[2], 50 * 512)
+        self.assert_live_records_read_as_themselves(store)
+
+    def test_threads_using_the_store_during_a_compaction_see_the_new_file(self):
+        store = self.churned_store()
+        stop, errors = threading.Event(), []
+
+        def worker(sid: str) -> None:
+            n = 0
+            try:
+                while not stop.is_set():
+                    n += 1
+                    store.set(sid, make_record(sid=sid, n=n))
+                    self.assertEqual(store.get(sid)["n"], n)
+            except Exception as exc:  # reported by the main thread
+                errors.append(exc)
+        threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            store.prune()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        self.assertEqual(errors, [])
+        self.assertLess(self.dat_size(), 100 * 512)
+        self.assert_live_records_read_as_themselves(store, "t0", "t1", "t2", "t3")
+
+    @unittest.skipUnless(hasattr(signal, "SIGKILL"), "needs SIGKILL")
+    def test_a_compaction_killed_at_any_step_leaves_the_old_or_the_new_file_whole(self):
+        # The child is killed right after its Nth call that changes a file name or opens a
+        # file, for every N until one run finishes; every record must then read as its own.
+        code = """
+            import os, signal, sys
+            from stores import shelve_store
+            path, at = sys.argv[1], int(sys.argv[2])
+            calls = 0
+
+            def dying(real):
+                def call(*args, **kwargs):
+                    global calls
+                    try:
+                        return real(*args, **kwargs)
+                    finally:
+                        calls += 1
+                        if calls == at:
+                            os.kill(os.getpid(), signal.SIGKILL)
+                return call
+
+            compact = shelve_store.ShelveStore._compact
+
+            def compact_and_die(self):
+                for name in ("open", "replace", "rename", "unlink", "remove"):
+                    setattr(os, name, dying(getattr(os, name)))
+                compact(self)
+            shelve_store.ShelveStore._compact = compact_and_die
+            shelve_store.ShelveStore(path).prune()
+            print("finished after", calls)
+        """
+        self.churned_store().close()
+        churned = os.path.join(self.dir, "churned")
+        os.mkdir(churned)
+        for name in os.listdir(self.dir):
+            if name.startswith("sessions."):
+                os.replace(os.path.join(self.dir, name), os.path.join(churned, name))
+        old_size = os.path.getsize(os.path.join(churned, "sessions.dat"))
+        sizes = set()
+        for at in range(1, 30):
+            for name in os.listdir(churned):
+                shutil.copy(os.path.join(churned, name), self.dir)
+            proc = run_python(code, self.path, str(at))
+            out, err = proc.communicate(timeout=60)
+            finished = out.startswith("finished")
+            self.assertTrue(finished or proc.returncode == -signal.SIGKILL, err)
+            with self.subTest(killed_after=at):
+                store = ShelveStore(self.path)
+                try:
+                    self.assert_live_records_read_as_themselves(store)
+                finally:
+                    store.close()
+                sizes.add(self.dat_size())
+                self.assertEqual(set(self.files()) - {"sessions.bak"},  # nothing left of a copy
+                                 {"churned", "sessions.dat", "sessions.dir", "sessions.lock"})
+            if finished:
+                break
+        self.assertGreaterEqual(at, 10, out)  # as many steps as the swap has
+        self.assertEqual(len(sizes), 2, sizes)  # some runs ended with the old file, some the new
+        self.assertIn(old_size, sizes)
+
+    def test_a_copy_that_fails_leaves_the_store_working_and_is_removed(self):
+        store = self.churned_store()
+        store.sweep_step, store._next_sweep = 10_000, 0  # the next set sweeps every key
+        size, addval = self.dat_size(), dbm.dumb._Database._addval
+
+        def disk_full(db, value):
+            if db._datfile.endswith(b".compact.dat") and len(db._index) >= 10:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return addval(db, value)
+        with mock.patch.object(dbm.dumb._Database, "_addval", disk_full), \
+                self.assertLogs("stores.shelve_store", "WARNING") as logs:
+            store.set("new", make_record(sid="new"))  # ends a sweep: the compaction fails
+        self.assertEqual(len(logs.output), 1, logs.output)
+        self.assertIn(f"{self.path}: compacting {self.path}.dat failed", logs.output[0])
+        self.assertIn("No space left", logs.output[0])
+        self.assertEqual(self.files(), ["sessions.dat", "sessions.dir", "sessions.lock"])
+        self.assertGreaterEqual(self.dat_size(), size)
+        self.assert_live_records_read_as_themselves(store, "new")
+        store.prune()
+        self.assertLessEqual(self.dat_size(), 51 * 512)
+
+    def test_a_directory_that_cannot_take_the_copy_leaves_the_store_working(self):
+        store = self.churned_store()
+        make_read_only(self, self.dir)
+        with self.assertLogs("stores.shelve_store", "WARNING") as logs:
+            self.assertEqual(store.prune(), 2600)
+        self.assertIn(f"{self.path}: compacting {self.path}.dat failed", logs.output[0])
+        store.set("new", make_record(sid="new"))
+        self.assert_live_records_read_as_themselves(store, "new")
 
 
 if __name__ == "__main__":
