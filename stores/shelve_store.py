@@ -246,7 +246,8 @@ class ShelveStore(session.Store):
             self._sweep = []
 
     def prune(self) -> int:
-        """Delete expired records: a full scan of the file, holding the lock throughout."""
+        """Delete expired records (a full scan of the file, holding the lock throughout), then
+        compact a ``dbm.dumb`` file that is mostly the space of old values."""
         now = time.time()
         with self._lock:
             db = self._open()
@@ -329,7 +330,8 @@ class ShelveStore(session.Store):
                         self.path, self.sweep_interval, exc)
 
     def _sweep_some(self, now: float) -> None:
-        """Delete expired records among the next few keys of the running sweep (lock held)."""
+        """Delete expired records among the next few keys of the running sweep (lock held); at
+        its end, compact a ``dbm.dumb`` file that is mostly the space of old values."""
         if not self._sweep:
             if now < self._next_sweep:
                 return
