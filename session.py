@@ -20,7 +20,7 @@ An ASGI app (Starlette, FastAPI, Quart, Litestar) is wrapped the same way by
 (Starlette's ``request.session``).
 
 The file is self-contained: copy it into a project to vendor it.  It reads top
-down: signing; the core (options, and express's decisions, with no I/O);
+down: signing; the core (options, express's decisions, and the store calls they come to);
 Session; Cookie; records; stores; the WSGI adapter; the ASGI adapter; private
 helpers.
 """
@@ -152,13 +152,16 @@ _COOKIE_OPTIONS = ("max_age", "expires", "http_only", "secure", "same_site", "do
 
 
 class _Core:
-    """What the WSGI and the ASGI middleware share: the options, checked once, and every
-    per-request decision, with no I/O.
+    """What the WSGI and the ASGI middleware share: the options, checked once, every
+    per-request decision, and the store call each comes to (``_carry_out``; the ASGI
+    adapter awaits its own).
 
     An adapter reads the cookie and the store, calls the app, and asks the core two
     questions at the end: which Set-Cookie to send (``_set_cookie``) and what the store
     must do (``_store_action``).  Both answers come from express-session's four
-    predicates below, the only place those decisions are made.
+    predicates below, with a few rules of ours around them: a session gone from the
+    store is not written back, a destroyed one's cookie is expired, a Secure cookie is
+    not sent over http, and a websocket's accept may skip a touch (``_accepting``).
 
     (Each adapter has 29 instance attributes.  A 30th takes CPython 3.11's instances off
     their shared key table, which made every attribute read, and so a request's
@@ -242,8 +245,9 @@ class _Core:
         self._inline = _says_false(store, "blocking", [p + name for name in _STORE_CALLS
                                                         for p in ("", "a")]) and _has_sync_methods(store)
         self._touch_expiry_only = _touch_reads_expiry_only(store)
-        # ASGI's end-of-response store work in flight (see _end): among the store's own writes
-        # when it keeps them (RedisStore, PostgresStore), so that its aclose() waits for it too.
+        # The deletions regenerate() and destroy() left and the save after them, run as one
+        # task (see _work): among the store's own writes when it keeps them (RedisStore,
+        # PostgresStore), so that its aclose() waits for them too.
         writes = getattr(store, "_writes", None)
         self._ending = writes if isinstance(writes, _Writes) else _Writes()
         if self._merge is None:
@@ -311,7 +315,7 @@ class _Core:
 
     def _read_text(self, request: "_Request", text: str) -> tuple:
         """A stored record's text as (data, Cookie, position of "cookie", the text, the data's
-        JSON or None); ValueError if it is not a valid session.
+        JSON or None); ValueError or TypeError if it is not a valid session.
 
         A record whose cookie has the attributes the options give, first (as every record
         this middleware writes), is matched against its layout (see _templates): only its
@@ -357,7 +361,8 @@ class _Core:
     #    _modified (isModified), _is_saved (isSaved), _gone, _destroyed
 
     def _should_set_cookie(self, sess: "Session", current: Optional[str]) -> bool:
-        """A new session's cookie once it is saved or changed; an existing one's on every
+        """A new session's cookie with save_uninitialized, or once its data changed (save()
+        alone does not send it, as in express); an existing one's on every
         response with rolling, else when it changed and the cookie has an expiry."""
         if sess._gone:
             return False
@@ -368,7 +373,8 @@ class _Core:
 
     def _should_save(self, sess: "Session", current: Optional[str]) -> bool:
         """A new session once it changed (or always, with save_uninitialized); any other
-        unless the store holds it as it is (with resave, it never does)."""
+        unless the store holds it as it is (with resave, a loaded session never does until
+        save() writes it)."""
         if not self.save_uninitialized and sess._saved is None and sess._is_new:
             return sess._modified(current)
         return not sess._is_saved(current)
@@ -1248,8 +1254,9 @@ class Cookie:
     """The session cookie's settings and expiry, as express-session's Cookie (max_age in seconds).
 
     ``max_age`` is the time left; setting it sets ``expires`` and
-    ``original_max_age`` too.  Times are kept as integer milliseconds since the
-    epoch, as JavaScript does, so records round-trip exactly.  Every attribute
+    ``original_max_age`` too.  Times are milliseconds, as JavaScript keeps them, so
+    records round-trip exactly: the expiry since the epoch (read from a record, its
+    stored date until needed: see _ms), originalMaxAge as given.  Every attribute
     is checked when it is given (constructor, assignment, stored record), so
     nothing that could break the Set-Cookie header ever reaches it.
     """
@@ -1510,7 +1517,7 @@ def _templates(attrs: tuple) -> tuple:
         tails = (after, after.replace(',"path":null', "", 1)) if attrs[5] is None else (after,)
         null = f"{before}null{between}null{after}"
         found = ((before, between, after), tuple(cookie._attributes("\0").split("; Expires=\0")),
-                 cookie._fields(None, None), null, (_times('{"cookie":' + before, between), tails),
+                 cookie._fields(None, None), null, (_head_pattern('{"cookie":' + before, between), tails),
                  '{"cookie":' + null)
         if len(_TEMPLATES) >= _TEMPLATES_SIZE:
             _TEMPLATES.clear()
@@ -1541,11 +1548,11 @@ _RECORD_GOES_ON = (",", "}")  # what follows the cookie in a record: its data, o
 
 
 @functools.lru_cache(maxsize=64)
-def _times(start: str, between: str) -> "re.Pattern":
-    """The pattern of a record's start up to its cookie's two times and past them: compiled
-    per set of all of the cookie's attributes, a cookie callable that gives each of many
-    hosts its own domain compiled one (0.2 ms) on most requests; only the attributes before
-    "expires" (partitioned, priority) change it."""
+def _head_pattern(start: str, between: str) -> "re.Pattern":
+    """The pattern of a record's start up to its cookie's two times and past them, cached by
+    the attributes before "expires" (partitioned, priority), the only ones in it: cached by
+    all of them, a cookie callable that gives each of many hosts its own domain compiled
+    one (0.2 ms) on most requests."""
     return re.compile(re.escape(start) + r"(null|0|[1-9]\d{0,12})" + re.escape(between)
                       + r'(?:null|"(' + _ISO_MS.pattern + ')")')
 
@@ -1962,7 +1969,8 @@ class Store:
     A store must implement get, set, destroy, touch, all and clear.  It may also
     offer ``get_text`` (records as JSON text, so the middleware decodes only what
     it needs), ``merge`` (a concurrent-safe write of one request's changes) and
-    coroutine forms ``a<method>`` (for ASGI); each has a correct default here,
+    coroutine forms ``a<method>`` (for ASGI); each has a default here built on the
+    required methods (merge's is not safe under concurrency: see merge),
     and the middleware uses a store's own only when it is defined no higher in
     the store's classes than the method it stands for (a subclass overriding
     ``get`` alone keeps being read through ``get``).  See "Writing a store" in
@@ -2028,7 +2036,7 @@ class Store:
             return at
         return (time.time() if now is None else now) + self.ttl
 
-    # -- optional: override to be faster or safer; these defaults are correct
+    # -- optional: override to be faster, or (merge) safe under concurrency
 
     def get_text(self, sid: str) -> Optional[str]:
         """The live record's JSON as stored, or None.  A store that keeps JSON returns it
@@ -2216,8 +2224,8 @@ class MemoryStore(Store):
     asked for it again).  The coroutine methods run inline: nothing here blocks.
 
     A touch that would change nothing of the cookie but its expiry, and move that less
-    than ``touch_slack`` (60 s) and less than 1% of the time left, is skipped, as the other
-    stores skip it: a site whose requests mostly only read then rewrites a record about
+    than ``touch_slack`` (60 s) and less than 1% of the time left, is skipped, as
+    SQLiteStore, RedisStore and PostgresStore skip it: a site whose requests mostly only read then rewrites a record about
     once a minute per user, not on every request (``bench/deployed.py``, reads mix: 1,001
     writes per 1,000 requests before).  A session may so end up to that much earlier
     than express's MemoryStore would end it.  (A record whose cookie is not its first
@@ -2230,7 +2238,7 @@ class MemoryStore(Store):
     def __init__(self, *, ttl: float = 86400) -> None:
         _check_ttl(ttl)
         self.ttl = ttl
-        self._lock = threading.Lock()  # held by writers; readers need none (see get_text)
+        self._lock = threading.Lock()  # held by writers; a read takes it only to drop an expired entry
         # sid -> (expiry, record JSON).  Entries are tuples, replaced whole, so a reader
         # always sees a consistent one.
         self._data: dict = {}
@@ -2844,7 +2852,7 @@ class ASGISessionMiddleware(_Core):
 
     async def _end(self, sess: Session) -> Optional[str]:
         """The response is ending: the store work left by regenerate() and destroy(), then
-        the store action; returns the data's JSON the decisions were made on.
+        the store action; returns the data's JSON the decisions were made on (None: unchanged).
 
         A client that goes away cancels the request (Starlette cancels a streaming response;
         an anyio cancel scope cancels every await after it again), but not this work: all is

@@ -114,7 +114,7 @@ class RedisStore(session.Store):
     never closed by the store; with ``url`` the store makes its own clients and
     ``close()`` closes them.  ``ttl`` (seconds) applies to records without
     ``cookie.expires``.  ``disable_touch`` makes ``touch`` a no-op (the key then
-    expires ``ttl`` after its last write); ``disable_ttl`` writes keys without
+    expires when its last write set it to: ``cookie.expires``, else ``ttl`` after it); ``disable_ttl`` writes keys without
     expiry and also disables touch.
 
     Sync and async: the methods have coroutine forms (``aget``, ``aget_text``,

@@ -44,8 +44,8 @@ Choices, and what they cost:
   connection refuses every thread but the one that opened it.
 - Expiry: ``get`` ignores expired records.  ``prune()``, ``all()``, ``ids()``
   and ``length()`` are full scans of the file.  Expired records are also
-  deleted in the background of writes: each ``set()`` checks a few keys of a
-  sweep that starts every ``sweep_interval`` seconds, so none pays for a scan.
+  deleted in the background of writes: each ``set()`` or ``merge()`` checks a few
+  keys of a sweep that starts every ``sweep_interval`` seconds, so none pays for a scan.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ class ShelveStore(session.Store):
     """
 
     sweep_interval = 300.0  # seconds between background sweeps for expired records
-    sweep_step = 20         # keys a set() checks while a sweep is running
+    sweep_step = 20         # keys a write checks while a sweep is running
 
     def __init__(self, path: Union[str, os.PathLike], *, ttl: float = 86400) -> None:
         path = os.fspath(path)
