@@ -75,7 +75,8 @@ _HEAD = b'{"expires":'
 _SESSION = b',"session":'
 _FAR = 253402300799.0  # 9999-12-31: the latest expiry written (a ttl may be infinite)
 _BLOCK, _MIB = 512, 1 << 20  # dbm.dumb starts every value on a block of _BLOCK bytes
-_COPY, _SWAPPING = ".compact", ".swapping"  # suffixes: the compacted copy, the swap's marker
+# Suffixes of the compacted copy and of the swap's marker: names no other store would have.
+_COPY, _SWAPPING = ".shelve-compact", ".shelve-swapping"
 
 
 class ShelveStore(session.Store):
@@ -113,6 +114,7 @@ class ShelveStore(session.Store):
         self._sweep: list = []
         self._next_sweep = time.time() + self.sweep_interval
         self._forked = False
+        self._reopen = False  # the file was swapped: _open() opens it (again, if that failed)
         _STORES.add(self)
 
     def __repr__(self) -> str:
@@ -264,17 +266,22 @@ class ShelveStore(session.Store):
     def close(self) -> None:
         """Save and close the file and release the process lock; closing twice is fine."""
         with self._lock:
-            if self._db is None or self._forked:
+            if (self._db is None and not self._reopen) or self._forked:
                 return
             try:
-                self._db.close()
+                if self._db is not None:
+                    self._db.close()
             finally:
-                self._db = None
+                self._db, self._reopen = None, False
                 self._close_reader()
                 os.close(self._lockfile)
 
     # -- private -----------------------------------------------------------
     def _open(self) -> Any:
+        if self._db is None and self._reopen:  # after a swap (see _compact)
+            _recover(self.path)
+            self._db = self._backend.open(self.path, "c")
+            self._reader, self._reopen = self._reader_for(self._db), False
         if self._db is None:
             if self._forked:
                 raise RuntimeError(f"{self!r} belongs to the process this one was forked from; "
@@ -392,7 +399,8 @@ class ShelveStore(session.Store):
         held).  If the copy fails, the old file stays in use and a warning is logged."""
         db, copy = self._db, self.path + _COPY
         try:
-            new = self._backend.open(copy, "n", os.stat(db._datfile).st_mode & 0o777)
+            old = os.stat(db._datfile)
+            new = self._backend.open(copy, "n", old.st_mode & 0o777)
             try:
                 for key in db.keys():
                     new[key] = self._read(db, key)
@@ -400,6 +408,7 @@ class ShelveStore(session.Store):
                 new.close()
             _unlink(copy + ".bak")
             for suffix in (".dat", ".dir"):
+                _keep_owner_and_mode(copy + suffix, old)
                 _fsync(copy + suffix)
             os.close(os.open(self.path + _SWAPPING, os.O_WRONLY | os.O_CREAT, 0o600))
         except OSError as exc:
@@ -410,12 +419,13 @@ class ShelveStore(session.Store):
         # The copy is complete and marked: from here on, a crash is finished by the next open.
         db._index = None  # its close() must never write the old index over the new one
         self._close_reader()
+        self._db, self._reopen = None, True
         try:
             _swap_in(self.path)
         finally:
-            _recover(self.path)  # a failed swap is tried again: a half-swapped pair is never opened
-            self._db = self._backend.open(self.path, "c")
-            self._reader = self._reader_for(self._db)
+            # Opened now; if that fails, by the next call (a failed swap is finished first:
+            # a half-swapped pair is never opened).
+            self._open()
 
     def _unpack(self, sid: str, raw: bytes) -> tuple:
         """(expiry in epoch seconds, record bytes), or (0, None) for a value we did not write."""
@@ -499,13 +509,30 @@ def _fsync(path: str) -> None:
 
 
 def _fsync_dir(path: str) -> None:
-    """Make the renames in ``path``'s directory durable (POSIX; Windows has no such call)."""
-    if os.name != "nt":
+    """Make the renames in ``path``'s directory durable where the system lets us (as PostgreSQL
+    does, at best: some file systems refuse it, as does a directory we may not read)."""
+    if os.name == "nt":
+        return
+    try:
         fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _keep_owner_and_mode(path: str, old: os.stat_result) -> None:
+    """Give the copy the old data file's permissions and, where allowed, its owner and group."""
+    os.chmod(path, old.st_mode & 0o7777)
+    if hasattr(os, "chown"):
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            os.chown(path, old.st_uid, old.st_gid)
+        except OSError:
+            pass  # not root: the file stays ours, with the old mode
 
 
 def _lock_exclusive(lock_path: str, path: str) -> int:
@@ -534,11 +561,11 @@ _INHERITED: list = []  # a forked child's copies of the parent's dbm objects: ne
 def _after_fork_in_child() -> None:
     """The parent owns the file: a child that wrote to it, or closed it, would corrupt it."""
     for store in list(_STORES):
-        if store._db is not None:
+        if store._db is not None or store._reopen:
             if hasattr(store._db, "_index"):
                 store._db._index = None  # dbm.dumb: its close() and __del__ then write nothing
             _INHERITED.append(store._db)
-            store._db, store._forked = None, True
+            store._db, store._forked, store._reopen = None, True, False
             store._close_reader()
             store._lock = threading.Lock()
             os.close(store._lockfile)  # the parent's descriptor keeps the lock

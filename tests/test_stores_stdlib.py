@@ -1516,7 +1516,7 @@ class TestShelveStoreCompaction(FileStoreCase, unittest.TestCase):
         size, addval = self.dat_size(), dbm.dumb._Database._addval
 
         def disk_full(db, value):
-            if db._datfile.endswith(b".compact.dat") and len(db._index) >= 10:
+            if db._datfile.endswith(b".shelve-compact.dat") and len(db._index) >= 10:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return addval(db, value)
         with mock.patch.object(dbm.dumb._Database, "_addval", disk_full), \
@@ -1539,6 +1539,65 @@ class TestShelveStoreCompaction(FileStoreCase, unittest.TestCase):
         self.assertIn(f"{self.path}: compacting {self.path}.dat failed", logs.output[0])
         store.set("new", make_record(sid="new"))
         self.assert_live_records_read_as_themselves(store, "new")
+
+    def test_a_directory_that_refuses_fsync_does_not_stop_the_swap(self):
+        # Some file systems refuse fsync on a directory (EINVAL), and a directory we may write
+        # but not read cannot be opened for it: the swap goes on (durable where it can be).
+        store = self.churned_store()
+        fsync = os.fsync
+
+        def no_directory_fsync(fd):
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return fsync(fd)
+        with mock.patch("os.fsync", no_directory_fsync):
+            self.assertEqual(store.prune(), 2600)
+        self.assertLessEqual(self.dat_size(), 50 * 512)
+        self.assert_live_records_read_as_themselves(store)
+        store.close()
+        self.assert_live_records_read_as_themselves(self.store())
+
+    def test_a_reopen_that_fails_after_the_swap_is_tried_again_at_the_next_call(self):
+        store = self.churned_store()
+        dumb_open = dbm.dumb.open
+        calls = []
+
+        def out_of_descriptors(file, flag="c", mode=0o666):
+            calls.append(file)
+            if file == self.path and len(calls) == 2:  # the copy, then the swapped-in file
+                raise OSError(errno.EMFILE, "Too many open files")
+            return dumb_open(file, flag, mode)
+        with mock.patch.object(store._backend, "open", out_of_descriptors):
+            with self.assertRaises(OSError):
+                store.prune()
+        self.assert_live_records_read_as_themselves(store)
+        self.assertLessEqual(self.dat_size(), 50 * 512)
+        store.close()
+        self.assertEqual(self.files(), ["sessions.dat", "sessions.dir", "sessions.lock"])
+
+    def test_the_compacted_file_keeps_the_old_ones_mode_and_group(self):
+        store = self.churned_store()
+        os.chmod(self.path + ".dat", 0o660)
+        if os.geteuid() == 0:
+            os.chown(self.path + ".dat", -1, 1234)
+        before = os.stat(self.path + ".dat")
+        store.prune()
+        after = os.stat(self.path + ".dat")
+        self.assertLessEqual(after.st_size, 50 * 512)
+        self.assertEqual((oct(after.st_mode), after.st_gid), (oct(before.st_mode), before.st_gid))
+
+    def test_a_store_named_like_a_copy_of_this_one_is_left_alone(self):
+        # The copy has a name no store would have: a store at "<path>.compact" kept its files.
+        other = self.store_class(self.path + ".compact")
+        other.set("bob", make_record(sid="bob"))
+        other.close()
+        store = self.churned_store()
+        store.prune()
+        store.close()
+        self.store().close()
+        other = self.store_class(self.path + ".compact")
+        self.assertEqual(other.get("bob")["sid"], "bob")
+        other.close()
 
 
 if __name__ == "__main__":
