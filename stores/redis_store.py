@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import session
 
@@ -435,27 +435,29 @@ class RedisStore(session.Store):
     async def _acall(self, client: Any, command: tuple) -> Any:
         return await client.execute_command(*command, **{_NEVER_DECODE: []})
 
-    def _script(self, client: Any, script: _Script, key: str, args: tuple) -> Any:
-        """EVALSHA, or EVAL when the server does not have the script yet (it keeps it)."""
+    def _script(self, client: Any, script: _Script, key: str, args: tuple,
+                send: Optional[Callable] = None) -> Any:
+        """EVALSHA, or EVAL when the server does not have the script yet (it keeps it); each
+        sent by ``send`` (the client's way, ``_call``, unless told)."""
+        send = send or self._call
         try:
-            return self._call(client, ("EVALSHA", script.sha, 1, key) + args)
+            return send(client, ("EVALSHA", script.sha, 1, key) + args)
         except self._redis.exceptions.NoScriptError:
-            return self._call(client, ("EVAL", script.text, 1, key) + args)
+            return send(client, ("EVAL", script.text, 1, key) + args)
 
-    async def _ascript(self, client: Any, script: _Script, key: str, args: tuple) -> Any:
+    async def _ascript(self, client: Any, script: _Script, key: str, args: tuple,
+                       send: Optional[Callable] = None) -> Any:
+        send = send or self._acall
         try:
-            return await self._acall(client, ("EVALSHA", script.sha, 1, key) + args)
+            return await send(client, ("EVALSHA", script.sha, 1, key) + args)
         except self._redis.exceptions.NoScriptError:
-            return await self._acall(client, ("EVAL", script.text, 1, key) + args)
+            return await send(client, ("EVAL", script.text, 1, key) + args)
 
     # A new session's script, sent once; if that fails, sent again through the client as
     # redis-py would have, as "again" when it may have written (see the class docstring).
     def _create(self, client: Any, key: str, args: tuple) -> bool:
         try:
-            try:
-                reply = self._send_once(client, ("EVALSHA", _MERGE.sha, 1, key) + args)
-            except self._redis.exceptions.NoScriptError:
-                reply = self._send_once(client, ("EVAL", _MERGE.text, 1, key) + args)
+            reply = self._script(client, _MERGE, key, args, self._send_once)
         except _Unsent:
             reply = self._script(client, _MERGE, key, args)
         except self._resent_after(client):  # its reply may be lost after it wrote
@@ -464,10 +466,7 @@ class RedisStore(session.Store):
 
     async def _acreate(self, client: Any, key: str, args: tuple) -> bool:
         try:
-            try:
-                reply = await self._asend_once(client, ("EVALSHA", _MERGE.sha, 1, key) + args)
-            except self._redis.exceptions.NoScriptError:
-                reply = await self._asend_once(client, ("EVAL", _MERGE.text, 1, key) + args)
+            reply = await self._ascript(client, _MERGE, key, args, self._asend_once)
         except _Unsent:
             reply = await self._ascript(client, _MERGE, key, args)
         except self._resent_after(client):
