@@ -50,6 +50,7 @@ Choices, and what they cost:
 from __future__ import annotations
 
 import dbm
+import functools
 import importlib
 import logging
 import os
@@ -77,6 +78,18 @@ _FAR = 253402300799.0  # 9999-12-31: the latest expiry written (a ttl may be inf
 _BLOCK, _MIB = 512, 1 << 20  # dbm.dumb starts every value on a block of _BLOCK bytes
 # Suffixes of the compacted copy and of the swap's marker: names no other store would have.
 _COPY, _SWAPPING = ".shelve-compact", ".shelve-swapping"
+
+
+def _naming_the_file(method: Any) -> Any:
+    """Raise what a file operation of ``method`` raised again naming the store, as
+    SQLiteStore names its database: the OSError of a full disk names no file."""
+    @functools.wraps(method)
+    def wrapper(self: "ShelveStore", *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except dbm.error as exc:  # (OSError among them)
+            raise self._error(exc) from exc
+    return wrapper
 
 
 class ShelveStore(session.Store):
@@ -121,6 +134,7 @@ class ShelveStore(session.Store):
         return f"ShelveStore({self.path!r}, ttl={self.ttl!r})"
 
     # -- one session -------------------------------------------------------
+    @_naming_the_file
     def get(self, sid: str) -> Optional[dict]:
         with self._lock:
             raw = self._read(self._open(), sid.encode())
@@ -136,6 +150,7 @@ class ShelveStore(session.Store):
                         "missing: %s", self.path, sid, exc)
             return None
 
+    @_naming_the_file
     def set(self, sid: str, record: dict) -> None:
         data = session.encode_record(record).encode()
         now = time.time()
@@ -147,6 +162,7 @@ class ShelveStore(session.Store):
             self._open()[sid.encode()] = _pack(expires, data)
             self._sweep_after_write(now)
 
+    @_naming_the_file
     def destroy(self, sid: str) -> None:
         with self._lock:
             db = self._open()
@@ -154,6 +170,7 @@ class ShelveStore(session.Store):
             if key in db:
                 del db[key]
 
+    @_naming_the_file
     def get_text(self, sid: str) -> Optional[str]:
         """The live record's JSON as stored, not decoded (the middleware checks it); None,
         logged, if the bytes are not UTF-8."""
@@ -171,6 +188,7 @@ class ShelveStore(session.Store):
                         "missing: %s", self.path, sid, exc)
             return None
 
+    @_naming_the_file
     def merge(self, sid: str, change: session.Change) -> bool:
         """Write one request's change into the record as stored now, under the lock: its text
         if the record is still the one the request loaded, else the change applied to it.
@@ -205,6 +223,7 @@ class ShelveStore(session.Store):
                 del db[key]
             return True
 
+    @_naming_the_file
     def touch(self, sid: str, record: dict) -> None:
         """Rewrite only the expiry in the value, never earlier unless ``record.keep_later``
         is False; the record's bytes are kept as stored."""
@@ -238,6 +257,7 @@ class ShelveStore(session.Store):
     def length(self) -> int:
         return len(self._live())
 
+    @_naming_the_file
     def clear(self) -> None:
         """Start a new, empty file (which also gives back the space dbm.dumb never reuses)."""
         with self._lock:
@@ -247,6 +267,7 @@ class ShelveStore(session.Store):
             self._reader = self._reader_for(self._db)
             self._sweep = []
 
+    @_naming_the_file
     def prune(self) -> int:
         """Delete expired records (a full scan of the file, holding the lock throughout), then
         compact a ``dbm.dumb`` file that is mostly the space of old values."""
@@ -314,6 +335,7 @@ class ShelveStore(session.Store):
         at = db._index.get(key)
         return None if at is None else os.pread(self._reader, at[1], at[0])
 
+    @_naming_the_file
     def _live(self) -> list:
         """(sid, record bytes) of every unexpired record."""
         now, live = time.time(), []
@@ -440,6 +462,18 @@ class ShelveStore(session.Store):
                     "as missing", self.path, sid)
         return 0, None
 
+
+    def _error(self, exc: OSError) -> OSError:
+        """The same kind of error, naming the store's file (see _naming_the_file)."""
+        if self.path in str(exc):
+            return exc
+        where = f"(ShelveStore {self.path!r})"
+        try:
+            if exc.errno is None:
+                return type(exc)(f"{exc} {where}")
+            return type(exc)(exc.errno, f"{exc.strerror} {where}", exc.filename)
+        except TypeError:  # a subclass made otherwise
+            return exc
 
 def _pack(expires: float, data: bytes) -> bytes:
     return b"%s%d%s%s}" % (_HEAD, int(min(expires, _FAR) * 1000), _SESSION, data)

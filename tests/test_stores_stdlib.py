@@ -12,6 +12,7 @@ import dbm.dumb
 import errno
 import gc
 import json
+import re
 import logging
 import os
 import shutil
@@ -1177,6 +1178,46 @@ class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
         store = self.store(FailingSweep)
         store._next_sweep = 0  # due at the first write
         self.check_a_write_stands_when_its_cleanup_fails(store, "stores.shelve_store")
+
+    def test_a_full_disk_raises_an_error_naming_the_file_and_keeps_records(self):
+        # As SQLiteStore's: the OSError a full disk gives names no file.  A real one, in a
+        # child whose files may not grow past their size (RLIMIT_FSIZE: EFBIG).
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        store.close()
+        code = """
+            import resource, signal, sys
+            from stores.shelve_store import ShelveStore
+            from tests.store_contract import make_record
+            store = ShelveStore(sys.argv[1])
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead
+            size = int(sys.argv[2])
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1024, size + 1024))
+            try:
+                store.set("big", make_record(blob="x" * 100_000))
+            except OSError as exc:
+                print(type(exc).__name__, exc.errno, exc)
+            print(store.get("s1")["user"], store.get("big"))
+        """
+        size = os.path.getsize(self.path + ".dat")
+        out, err = run_python(code, self.path, str(size)).communicate(timeout=60)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 2, out + err)
+        self.assertRegex(lines[0], rf"^OSError {errno.EFBIG} .*too large.*ShelveStore {re.escape(repr(self.path))}")
+        self.assertEqual(lines[1], "ada None")
+        self.assertEqual(self.store().get("s1")["user"], "ada")
+
+    def test_a_failing_read_raises_an_error_naming_the_file(self):
+        store = self.store()
+        store.set("s1", make_record(user="ada"))
+        os.close(store._reader)  # the descriptor store reads values through is gone: EBADF
+        self.addCleanup(setattr, store, "_reader", None)
+        for name, read in (("get", lambda: store.get("s1")), ("get_text", lambda: store.get_text("s1")),
+                           ("all", store.all)):
+            with self.subTest(name), self.assertRaises(OSError) as caught:
+                read()
+            self.assertEqual(caught.exception.errno, errno.EBADF)
+            self.assertIn(f"ShelveStore {self.path!r}", str(caught.exception))
 
     def test_a_second_process_is_refused_with_a_clear_error(self):
         store = self.store()
