@@ -284,6 +284,7 @@ class ShelveStore(session.Store):
             self._compact_if_sparse()
         return len(expired)
 
+    @_naming_the_file
     def close(self) -> None:
         """Save and close the file and release the process lock; closing twice is fine."""
         with self._lock:
