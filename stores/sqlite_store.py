@@ -42,7 +42,14 @@ Why it is built this way:
   request (``strace -f -c``: 1.0 ``clock_nanosleep`` per request, 27 ``futex``;
   with the lock: 0 sleeps, 29 ``futex``), and the lock hands the file over as
   soon as it is free.  (An earlier version measured the lock as halving the rate
-  of two writing threads; that was before a save became one statement.)
+  of two writing threads; that was before a save became one statement.)  Without
+  the lock, threads would meet the file's lock and wait it out with the short
+  sleeps: measured (``bench/deployed.py --stores sqlite --peers none``, two runs
+  each, interleaved), that gains on two CPUs shared with the load generator
+  (every request writing: 0.86-0.94 of the hand-written floor against 0.79-0.83)
+  but loses on one (waitress: 0.84-0.86 against 0.99-1.01; gunicorn 0.82-0.92
+  against 0.91), and threads saving as fast as they can lose a quarter of
+  their rate (8 threads: 20,000 merges/s against 27,000).  The lock stays.
 - ``mmap_size`` (1 GiB of address space, not memory): reads map the file
   instead of copying pages through ``read()`` into each connection's cache, so
   a get among 1,000,000 records costs about 1.2x one among 1,000, not 1.6x,
