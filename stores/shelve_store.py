@@ -464,13 +464,13 @@ class ShelveStore(session.Store):
         return 0, None
 
 
-    def _error(self, exc: OSError) -> OSError:
+    def _error(self, exc: Exception) -> Exception:
         """The same kind of error, naming the store's file (see _naming_the_file)."""
         if self.path in str(exc):
             return exc
         where = f"(ShelveStore {self.path!r})"
         try:
-            if exc.errno is None:
+            if getattr(exc, "errno", None) is None:  # dbm.error, or an OSError without one
                 return type(exc)(f"{exc} {where}")
             return type(exc)(exc.errno, f"{exc.strerror} {where}", exc.filename)
         except TypeError:  # a subclass made otherwise
