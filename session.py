@@ -1233,8 +1233,10 @@ def _same(a: Any, b: Any) -> bool:
     if a is b:
         return True
     if type(a) is not type(b):
-        return False
-    if type(a) in _IMMUTABLE:  # 0.0 == -0.0, but JSON tells them apart
+        if type(a) in _IMMUTABLE and type(b) in _IMMUTABLE:
+            return False  # 1 and 1.0, 1 and True, "1" and 1: JSON tells them apart
+        # else maybe the same JSON: (1, 2) and [1, 2], an enum member and its value
+    elif type(a) in _IMMUTABLE:  # 0.0 == -0.0, but JSON tells them apart
         return a == b and (type(a) is not float or math.copysign(1, a) == math.copysign(1, b))
     try:
         return _encode(a) == _encode(b)

@@ -3,8 +3,10 @@ methods regenerate, destroy, reload, save and touch.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import datetime as dt
+import enum
 import json
 import pickle
 import unittest
@@ -105,6 +107,45 @@ class TestSession(unittest.TestCase):
         self.assertIn("cookie", response.vary)
         self.assertIsNone(response.cookie(), "no Set-Cookie: nothing changed and not rolling")
         self.assertIsNotNone(h.store.get(sid))
+
+    def test_a_value_stored_back_with_the_same_json_is_no_change_whatever_the_record_layout(self):
+        # (1, 2) for [1, 2], an enum member for its value, an OrderedDict for a dict: the JSON
+        # is the loaded one.  A record whose cookie is not first, or has an attribute the
+        # options do not give, is read in full and its written keys compared value by value:
+        # that comparison took another type for a change, saved and sent a cookie every time.
+        # (Found by a review's differential fuzzing against a plain dict.)
+        class Color(str, enum.Enum):
+            RED = "red"
+
+        class Level(enum.IntEnum):
+            ONE = 1
+        layouts = {"usual": lambda data: make_record(data),
+                   "cookie with sameSite": lambda data: make_record(data, sameSite="strict"),
+                   "cookie last": lambda data: {**data, "cookie": make_record()["cookie"]}}
+        values = {"tuple for a list": ([1, 2], (1, 2)),
+                  "str enum member for its value": ("red", Color.RED),
+                  "int enum member for its value": (1, Level.ONE),
+                  "OrderedDict for a dict": ({"x": 1}, collections.OrderedDict(x=1))}
+        for layout, record in layouts.items():
+            for what, (loaded, same_json) in values.items():
+                with self.subTest(layout=layout, value=what):
+                    seen = {}
+
+                    def act(environ, same_json=same_json):
+                        s = sess(environ)
+                        s["v"] = same_json
+                        seen["modified"] = s.modified
+                    h = Harness(act, cookie={"max_age": HOUR})
+                    sid = h.seed(record=record({"v": loaded}))
+                    before = h.store.get_text(sid)
+                    response = h.request()
+                    self.assertFalse(seen["modified"])
+                    self.assertEqual(h.store.count("set"), 0)
+                    self.assertEqual(h.store.count("touch"), 1)
+                    self.assertIsNone(response.cookie(), "unchanged, not rolling: no Set-Cookie")
+                    self.assertEqual(json.loads(h.store.get_text(sid))["v"], json.loads(before)["v"])
+        for a, b in ((1, 1.0), (1, True), ("1", 1), (None, "null"), ([1], (1.0,))):
+            self.assertFalse(session._same(a, b), (a, b))  # JSON tells these apart
 
     def test_a_session_only_read_is_not_encoded_to_look_for_changes(self):
         # Loaded as JSON text, the session keeps that text to compare with; until the app
