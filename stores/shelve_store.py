@@ -84,9 +84,9 @@ def _naming_the_file(method: Any) -> Any:
     """Raise what a file operation of ``method`` raised again naming the store, as
     SQLiteStore names its database: the OSError of a full disk names no file."""
     @functools.wraps(method)
-    def wrapper(self: "ShelveStore", *args: Any) -> Any:
+    def wrapper(self: "ShelveStore", *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args)
+            return method(self, *args, **kwargs)
         except dbm.error as exc:  # (OSError among them)
             raise self._error(exc) from exc
     return wrapper
@@ -463,7 +463,6 @@ class ShelveStore(session.Store):
                     "as missing", self.path, sid)
         return 0, None
 
-
     def _error(self, exc: Exception) -> Exception:
         """The same kind of error, naming the store's file (see _naming_the_file)."""
         if self.path in str(exc):
@@ -475,6 +474,7 @@ class ShelveStore(session.Store):
             return type(exc)(exc.errno, f"{exc.strerror} {where}", exc.filename)
         except TypeError:  # a subclass made otherwise
             return exc
+
 
 def _pack(expires: float, data: bytes) -> bytes:
     return b"%s%d%s%s}" % (_HEAD, int(min(expires, _FAR) * 1000), _SESSION, data)

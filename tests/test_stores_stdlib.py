@@ -1207,6 +1207,13 @@ class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(lines[1], "ada None")
         self.assertEqual(self.store().get("s1")["user"], "ada")
 
+    def test_methods_take_their_arguments_by_keyword_too(self):
+        store = self.store()
+        store.set(sid="s1", record=make_record(user="ada"))
+        self.assertEqual(store.get(sid="s1")["user"], "ada")
+        store.destroy(sid="s1")
+        self.assertIsNone(store.get_text(sid="s1"))
+
     def test_a_failing_read_raises_an_error_naming_the_file(self):
         store = self.store()
         store.set("s1", make_record(user="ada"))
