@@ -130,12 +130,13 @@ def gen_scenario(rng, *, known: bool = False) -> dict:
         where that leaves the keys' order as it was, to express nothing changed;
       - the cookie's lifetime changed after save() in the same request: here it reaches the
         store with a touch (README);
-      - not yet triaged: save() after maxAge = 0 in the same request (the record saved has
-        expired already, so a later change's write finds it gone here and no cookie is sent,
-        where express writes it again and sends the cookie, expired); and the cookie's
-        httpOnly or sameSite changed after regenerate() and save() (express writes the record
-        again, with them, as its isSaved compares the ID the request began with; here the
-        record saved keeps the old ones)."""
+      - save() after maxAge = 0 in the same request: the record saved has expired already,
+        so a later change's write finds it gone here, and a session gone from the store gets
+        no cookie (README), where express writes it again and sends the cookie, expired;
+      - the cookie's httpOnly or sameSite changed after regenerate() and save(): express
+        writes the record again, with them, because its isSaved compares the ID the request
+        began with, not the new one; here the record keeps the attributes save() wrote (the
+        response's cookie has the new ones either way)."""
     keys = rng.choice(KEYS)
     indexed = any(is_index(k) for k in keys)
     options = {name: rng.choice(values) for name, values in OPTIONS.items()}
