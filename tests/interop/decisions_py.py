@@ -110,15 +110,9 @@ def run_actions(environ, actions, key="session"):
             environ[key] = None
         elif verb == "touch":
             s.touch()
-        elif verb == "save":
+        elif verb in ("save", "reload"):
             try:
-                s.save()
-                notes.append("ok")
-            except session.SessionError:
-                notes.append("err")
-        elif verb == "reload":
-            try:
-                s.reload()
+                getattr(s, verb)()
                 notes.append("ok")
             except session.SessionError:
                 notes.append("err")
