@@ -4,6 +4,8 @@ through the real express-session 1.19 in node and through SessionMiddleware in-p
 set or not (and its lifetime, its attributes), store get / set / touch / destroy and the record
 written, what the handler saw.  The generator leaves out the differences accepted on purpose
 (see decisions_diff.gen_scenario), so any difference fails, shown on its smallest scenario.
+The same scenarios through ASGISessionMiddleware (decisions_asgi.py) must give what
+SessionMiddleware gives: that needs no node.
 
 Needs node with ``cd tests/interop && npm ci``.  To look further by hand:
 ``python tests/interop/decisions_diff.py --n 20000 --seed 7``.
@@ -14,7 +16,7 @@ import itertools
 import unittest
 
 from tests.harness import setUpModule, tearDownModule  # noqa: F401  (quiet session warnings)
-from tests.interop import decisions_diff
+from tests.interop import decisions_asgi, decisions_diff
 from tests.interop.test_interop import NODE_MODULES
 from tests.support import has_program, requires
 
@@ -78,6 +80,24 @@ class TestDecisionsMatchExpress(unittest.TestCase):
         for name, sc, (a, b) in zip(ACCEPTED, scenarios, decisions_diff.run_both(scenarios)):
             with self.subTest(name):
                 self.assertNotEqual(a, b, decisions_diff.describe(sc, a, b))
+
+
+class TestAdaptersAgree(unittest.TestCase):
+    """The same scenarios through ASGISessionMiddleware (asyncio, in-process, the store called
+    inline) and SessionMiddleware: the same outcome, once each request's deletions are compared
+    last (under ASGI, regenerate() and destroy() delete before the response ends, not at once).
+    Needs nothing but Python: with the test above, ASGI's decisions are express's too."""
+
+    def test_every_scenario_has_the_same_outcome_under_asgi_and_wsgi(self):
+        scenarios = decisions_diff.gen_scenarios(COUNT, SEED)
+        found = decisions_asgi.differing(scenarios, "asgi-vs-wsgi", node=False)
+        if found:
+            sc, a, b = min(found, key=lambda t: decisions_diff.size(t[0]))
+            smallest = decisions_asgi.shrink(sc, a, b, "asgi-vs-wsgi", node=False)
+            shown = decisions_diff.describe(*smallest).replace(" express:", " wsgi:").replace(" ours:   ", " asgi:")
+            self.fail(f"ASGISessionMiddleware and SessionMiddleware differ in {len(found)} of {COUNT} "
+                      f"scenarios (seed {SEED}); the smallest, shrunk:\n{shown}\n"
+                      f"All of them: python tests/interop/decisions_asgi.py --n {COUNT} --seed {SEED} --no-node")
 
 
 if __name__ == "__main__":
