@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import collections
 import copy
-import datetime
 import json
 import os
 import sys
@@ -33,7 +32,6 @@ if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import session  # noqa: E402
-from tests.harness import SetCookie, cookie_value  # noqa: E402
 from tests.interop import decisions_diff, decisions_py  # noqa: E402
 
 SECRET = decisions_py.SECRET
@@ -109,94 +107,34 @@ async def run_actions(scope, actions, key="session"):
 
 
 async def _run_actions(scope, actions, key="session"):
+    """decisions_py.run_action for each action, but save and reload awaited (asave, areload)."""
     notes = []
     for a in actions:
         s = scope.get(key)
-        if s is None:
-            notes.append("skip")
+        if s is None or a[0] not in ("save", "reload"):
+            decisions_py.run_action(scope, a, key, notes)
             continue
-        verb = a[0]
-        if verb == "read":
-            notes.append(s.get(a[1]))
-        elif verb == "write":
-            s[a[1]] = json.loads(json.dumps(a[2]))
-        elif verb == "writeSame":
-            if a[1] in s:
-                s[a[1]] = s[a[1]]
-        elif verb == "append":
-            if isinstance(s.get(a[1]), list):
-                s[a[1]].append(1)
-            else:
-                s[a[1]] = [1]
-        elif verb == "delete":
-            if a[1] in s:
-                del s[a[1]]
-        elif verb == "regenerate":
-            s.regenerate()
+        try:
+            await getattr(s, "a" + a[0])()
             notes.append("ok")
-        elif verb == "destroy":
-            s.destroy()
-            notes.append("ok")
-        elif verb == "null":
-            scope[key] = None
-        elif verb == "touch":
-            s.touch()
-        elif verb in ("save", "reload"):
-            try:
-                await getattr(s, "a" + verb)()
-                notes.append("ok")
-            except session.SessionError:
-                notes.append("err")
-        elif verb == "maxAge":
-            s.cookie.max_age = None if a[1] is None else a[1] / 1000
-        elif verb == "move":
-            if a[1] in s:
-                v = s[a[1]]
-                del s[a[1]]
-                s[a[1]] = v
-        elif verb == "httpOnly":
-            s.cookie.http_only = a[1]
-        elif verb == "sameSite":
-            s.cookie.same_site = a[1]
-        elif verb == "expiresIn":
-            now = datetime.datetime.now(datetime.timezone.utc)
-            s.cookie.expires = now + datetime.timedelta(milliseconds=a[1])
-        elif verb == "clear":
-            s.clear()
-        elif verb == "nothing":
-            pass
-        else:
-            raise ValueError(verb)
+        except session.SessionError:
+            notes.append("err")
     return notes
 
 
 def make_middleware(sc, store):
-    o = sc["options"]
-    cookie = {"max_age": None if o["maxAge"] is None else o["maxAge"] / 1000,
-              "http_only": o["httpOnly"], "path": "/"}
-    if o["sameSite"] is not None:
-        cookie["same_site"] = o["sameSite"]
     state = {}
 
     async def app(scope, receive, send):
         await receive()
         step = sc["requests"][state["i"]]
-        s = scope["session"]
-        seen = None if s is None else json.loads(json.dumps(dict(s)))
-        oma = None
-        if s is not None and s.cookie.original_max_age is not None:
-            oma = round(s.cookie.original_max_age * 1000)
-        seen_cookie = None if s is None else {"httpOnly": s.cookie.http_only, "sameSite": s.cookie.same_site}
+        seen = decisions_py.found(scope["session"])
         notes = await run_actions(scope, step["actions"])
-        body = json.dumps({"seen": seen, "seenOMA": oma, "seenCookie": seen_cookie, "notes": notes}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": json.dumps({**seen, "notes": notes}).encode()})
 
-    mw = session.ASGISessionMiddleware(app, secret=SECRET, store=store, name=o["name"], cookie=cookie,
-                                       resave=o["resave"], save_uninitialized=o["saveUninitialized"],
-                                       rolling=o["rolling"], unset=o["unset"])
-    return mw, state
+    return session.ASGISessionMiddleware(app, store=store, **decisions_py.middleware_options(sc)), state
 
 
 async def call(mw, path, cookie):
@@ -228,48 +166,22 @@ async def call(mw, path, cookie):
 
 
 async def arun_scenario(sc):
-    path = PATH["store"]
-    store = STORES[path]()
+    mode = PATH["store"]
+    store = STORES[mode]()
     mw, state = make_middleware(sc, store)
-    assert mw._inline == (path == "inline"), path
-    assert (path == "coroutine") == ("merge" in mw._async_calls and not mw._inline), path
-    name = sc["options"]["name"]
-    jar, first, results = {}, None, []
-    for i, step in enumerate(sc["requests"]):
-        state["i"] = i
-        mode = step["cookie"]
-        value = {"jar": jar.get(name), "old": first, "none": None,
-                 "unknown": cookie_value("nosuchid", SECRET)}[mode]
-        if mode in ("old", "unknown") and value is not None:
-            jar[name] = value
-        store.calls = []
-        at = time.time() * 1000
-        try:
-            status, raws, body = await call(mw, f"/r/{i}", None if value is None else f"{name}={value}")
-        except Exception as exc:
-            results.append({"status": 500, "setCookie": [], "calls": store.calls,
-                            "body": {"raw": f"{type(exc).__name__}: {exc}"}, "sentCookie": value,
-                            "at": at, "done": time.time() * 1000})
-            continue
-        done = time.time() * 1000
-        for raw in raws:
-            sc_ = SetCookie(raw)
-            if sc_.name != name:
-                continue
-            if sc_.clears:
-                jar.pop(name, None)
-            else:
-                jar[name] = sc_.value
-                if first is None:
-                    first = sc_.value
-        results.append({"status": status, "setCookie": raws, "calls": store.calls,
-                        "body": json.loads(body), "sentCookie": value, "at": at, "done": done})
-    final = {}
-    for sid in store.ids():
-        rec = store._stored(sid)
-        if rec is not None:
-            final[sid] = rec
-    return {"requests": results, "final": final, "finalAt": time.time() * 1000}
+    assert mw._inline == (mode == "inline"), mode
+    assert (mode == "coroutine") == ("merge" in mw._async_calls and not mw._inline), mode
+    steps = decisions_py.scenario_steps(sc, store, state)
+    try:
+        path, cookie = next(steps)
+        while True:
+            try:
+                got = await call(mw, path, cookie)
+            except Exception as exc:  # an exception reaching the server
+                got = exc
+            path, cookie = steps.send(got)
+    except StopIteration as end:
+        return end.value
 
 
 def run_scenario(sc):

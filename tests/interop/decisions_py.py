@@ -80,95 +80,127 @@ class RecordingMemoryStore(session.MemoryStore):
 def run_actions(environ, actions, key="session"):
     notes = []
     for a in actions:
-        s = environ.get(key)
-        if s is None:
-            notes.append("skip")
-            continue
-        verb = a[0]
-        if verb == "read":
-            notes.append(s.get(a[1]))
-        elif verb == "write":
-            s[a[1]] = json.loads(json.dumps(a[2]))
-        elif verb == "writeSame":
-            if a[1] in s:
-                s[a[1]] = s[a[1]]
-        elif verb == "append":
-            if isinstance(s.get(a[1]), list):
-                s[a[1]].append(1)
-            else:
-                s[a[1]] = [1]
-        elif verb == "delete":
-            if a[1] in s:
-                del s[a[1]]
-        elif verb == "regenerate":
-            s.regenerate()
-            notes.append("ok")
-        elif verb == "destroy":
-            s.destroy()
-            notes.append("ok")
-        elif verb == "null":
-            environ[key] = None
-        elif verb == "touch":
-            s.touch()
-        elif verb in ("save", "reload"):
-            try:
-                getattr(s, verb)()
-                notes.append("ok")
-            except session.SessionError:
-                notes.append("err")
-        elif verb == "maxAge":
-            s.cookie.max_age = None if a[1] is None else a[1] / 1000
-        elif verb == "move":
-            if a[1] in s:
-                v = s[a[1]]
-                del s[a[1]]
-                s[a[1]] = v
-        elif verb == "httpOnly":
-            s.cookie.http_only = a[1]
-        elif verb == "sameSite":
-            s.cookie.same_site = a[1]
-        elif verb == "expiresIn":
-            now = datetime.datetime.now(datetime.timezone.utc)
-            s.cookie.expires = now + datetime.timedelta(milliseconds=a[1])
-        elif verb == "clear":
-            s.clear()
-        elif verb == "nothing":
-            pass
-        else:
-            raise ValueError(verb)
+        run_action(environ, a, key, notes)
     return notes
 
 
-def make_middleware(sc, store):
+def run_action(environ, a, key, notes):
+    """One action on the session at environ[key] (an ASGI scope too: decisions_asgi.py), its
+    result, if any, appended to ``notes``."""
+    s = environ.get(key)
+    if s is None:
+        notes.append("skip")
+        return
+    verb = a[0]
+    if verb == "read":
+        notes.append(s.get(a[1]))
+    elif verb == "write":
+        s[a[1]] = json.loads(json.dumps(a[2]))
+    elif verb == "writeSame":
+        if a[1] in s:
+            s[a[1]] = s[a[1]]
+    elif verb == "append":
+        if isinstance(s.get(a[1]), list):
+            s[a[1]].append(1)
+        else:
+            s[a[1]] = [1]
+    elif verb == "delete":
+        if a[1] in s:
+            del s[a[1]]
+    elif verb == "regenerate":
+        s.regenerate()
+        notes.append("ok")
+    elif verb == "destroy":
+        s.destroy()
+        notes.append("ok")
+    elif verb == "null":
+        environ[key] = None
+    elif verb == "touch":
+        s.touch()
+    elif verb in ("save", "reload"):
+        try:
+            getattr(s, verb)()
+            notes.append("ok")
+        except session.SessionError:
+            notes.append("err")
+    elif verb == "maxAge":
+        s.cookie.max_age = None if a[1] is None else a[1] / 1000
+    elif verb == "move":
+        if a[1] in s:
+            v = s[a[1]]
+            del s[a[1]]
+            s[a[1]] = v
+    elif verb == "httpOnly":
+        s.cookie.http_only = a[1]
+    elif verb == "sameSite":
+        s.cookie.same_site = a[1]
+    elif verb == "expiresIn":
+        now = datetime.datetime.now(datetime.timezone.utc)
+        s.cookie.expires = now + datetime.timedelta(milliseconds=a[1])
+    elif verb == "clear":
+        s.clear()
+    elif verb == "nothing":
+        pass
+    else:
+        raise ValueError(verb)
+
+
+def middleware_options(sc):
+    """The scenario's options as the middleware's keyword arguments (either adapter's)."""
     o = sc["options"]
     cookie = {"max_age": None if o["maxAge"] is None else o["maxAge"] / 1000,
               "http_only": o["httpOnly"], "path": "/"}
     if o["sameSite"] is not None:
         cookie["same_site"] = o["sameSite"]
+    return {"secret": SECRET, "name": o["name"], "cookie": cookie, "resave": o["resave"],
+            "save_uninitialized": o["saveUninitialized"], "rolling": o["rolling"], "unset": o["unset"]}
+
+
+def found(s):
+    """The session as the handler found it, before its actions: data, originalMaxAge in ms, and
+    the cookie's httpOnly and sameSite (s: None when there is none)."""
+    if s is None:
+        return {"seen": None, "seenOMA": None, "seenCookie": None}
+    oma = s.cookie.original_max_age
+    return {"seen": json.loads(json.dumps(dict(s))), "seenOMA": None if oma is None else round(oma * 1000),
+            "seenCookie": {"httpOnly": s.cookie.http_only, "sameSite": s.cookie.same_site}}
+
+
+def make_middleware(sc, store):
     state = {}
 
     def app(environ, start_response):
         step = sc["requests"][state["i"]]
-        s = environ["session"]
-        seen = None if s is None else json.loads(json.dumps(dict(s)))
-        oma = None
-        if s is not None and s.cookie.original_max_age is not None:
-            oma = round(s.cookie.original_max_age * 1000)
-        seen_cookie = None if s is None else {"httpOnly": s.cookie.http_only, "sameSite": s.cookie.same_site}
+        seen = found(environ["session"])
         notes = run_actions(environ, step["actions"])
-        body = json.dumps({"seen": seen, "seenOMA": oma, "seenCookie": seen_cookie, "notes": notes}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
-        return [body]
+        return [json.dumps({**seen, "notes": notes}).encode()]
 
-    mw = session.SessionMiddleware(app, secret=SECRET, store=store, name=o["name"], cookie=cookie,
-                                   resave=o["resave"], save_uninitialized=o["saveUninitialized"],
-                                   rolling=o["rolling"], unset=o["unset"])
-    return mw, state
+    return session.SessionMiddleware(app, store=store, **middleware_options(sc)), state
 
 
 def run_scenario(sc):
     store = RecordingMemoryStore()
     mw, state = make_middleware(sc, store)
+    steps = scenario_steps(sc, store, state)
+    try:
+        path, cookie = next(steps)
+        while True:
+            try:
+                resp = call_wsgi(mw, make_environ(path, cookie=cookie))
+                got = (int(resp.status.split()[0]), resp.values("Set-Cookie"), resp.body)
+            except Exception as exc:  # an exception reaching the server
+                got = exc
+            path, cookie = steps.send(got)
+    except StopIteration as end:
+        return end.value
+
+
+def scenario_steps(sc, store, state):
+    """A scenario's requests, as a generator the WSGI and the ASGI side (decisions_asgi.py) drive:
+    it yields each request's (path, Cookie header or None), is sent back (status, Set-Cookie
+    values, body) or the exception the call raised (a 500 with no session headers), keeps the
+    browser's jar, and returns the outcome."""
     name = sc["options"]["name"]
     jar, first, results = {}, None, []
     for i, step in enumerate(sc["requests"]):
@@ -180,15 +212,14 @@ def run_scenario(sc):
             jar[name] = value  # the browser holds this cookie now (a stale one, or one planted)
         store.calls = []
         at = time.time() * 1000
-        try:
-            resp = call_wsgi(mw, make_environ(f"/r/{i}", cookie=None if value is None else f"{name}={value}"))
-        except Exception as exc:  # an exception reaching the server: a 500 with no session headers
-            results.append({"status": 500, "setCookie": [], "calls": store.calls,
-                            "body": {"raw": f"{type(exc).__name__}: {exc}"}, "sentCookie": value,
-                            "at": at, "done": time.time() * 1000})
-            continue
+        got = yield f"/r/{i}", None if value is None else f"{name}={value}"
         done = time.time() * 1000
-        raws = resp.values("Set-Cookie")
+        if isinstance(got, Exception):
+            results.append({"status": 500, "setCookie": [], "calls": store.calls,
+                            "body": {"raw": f"{type(got).__name__}: {got}"}, "sentCookie": value,
+                            "at": at, "done": done})
+            continue
+        status, raws, body = got
         for raw in raws:
             sc_ = SetCookie(raw)
             if sc_.name != name:
@@ -199,8 +230,8 @@ def run_scenario(sc):
                 jar[name] = sc_.value
                 if first is None:
                     first = sc_.value
-        results.append({"status": int(resp.status.split()[0]), "setCookie": raws, "calls": store.calls,
-                        "body": json.loads(resp.body), "sentCookie": value, "at": at, "done": done})
+        results.append({"status": status, "setCookie": raws, "calls": store.calls,
+                        "body": json.loads(body), "sentCookie": value, "at": at, "done": done})
     final = {}
     for sid in store.ids():
         rec = store._stored(sid)
