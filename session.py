@@ -2227,11 +2227,12 @@ class MemoryStore(Store):
 
     A touch that would change nothing of the cookie but its expiry, and move that less
     than ``touch_slack`` (60 s) and less than 1% of the time left, is skipped, as
-    SQLiteStore, RedisStore and PostgresStore skip it: a site whose requests mostly only read then rewrites a record about
-    once a minute per user, not on every request (``bench/deployed.py``, reads mix: 1,001
-    writes per 1,000 requests before).  A session may so end up to that much earlier
-    than express's MemoryStore would end it.  (A record whose cookie is not its first
-    field, which neither express nor the middleware writes, is rewritten on every touch.)
+    SQLiteStore, RedisStore and PostgresStore skip it: a site whose requests mostly only
+    read then rewrites a record about once a minute per user, not on every request
+    (``bench/deployed.py``, reads mix: 1,001 writes per 1,000 requests before).  A session
+    may so end up to that much earlier than express's MemoryStore would end it.  (A record
+    whose cookie is not its first field, which neither express nor the middleware writes,
+    is rewritten on every touch.)
     """
 
     blocking = False  # nothing here waits on I/O: an event loop may call it directly
