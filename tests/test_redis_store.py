@@ -10,6 +10,7 @@ import http.client
 import io
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -1370,7 +1371,9 @@ class TestRedisStoreOnAClusterLosingAReply(unittest.TestCase):
                     client = RedisCluster(host="127.0.0.1", port=port)
                     self.addCleanup(client.close)
                 else:
-                    client = redis.asyncio.RedisCluster(host="127.0.0.1", port=port)
+                    async def make() -> "redis.asyncio.RedisCluster":  # Python 3.9: its lock takes
+                        return redis.asyncio.RedisCluster(host="127.0.0.1", port=port)  # this loop
+                    client = loop.run_until_complete(make())
                     self.addCleanup(lambda client=client: loop.run_until_complete(client.aclose()))
                 store = RedisStore(client)
                 self.addCleanup(store.close)
@@ -1385,6 +1388,9 @@ class TestRedisStoreOnAClusterLosingAReply(unittest.TestCase):
 
     def test_a_create_resent_after_its_reply_was_lost_counts_as_written(self):
         from redis.cluster import RedisCluster
+        if tuple(int(part) for part in re.findall(r"\d+", redis.__version__)[:2]) < (7, 4):
+            self.skipTest("redis-py before 7.4 forgets a one-node cluster's only node when a "
+                          "connection to it fails: pip install 'redis>=7.4'")
         port, direct, loop = self.one_node_cluster()
         text = text_of(None, user="ada")
         for kind in KINDS:

@@ -1564,7 +1564,7 @@ class TestShelveStoreCompaction(FileStoreCase, unittest.TestCase):
         size, addval = self.dat_size(), dbm.dumb._Database._addval
 
         def disk_full(db, value):
-            if db._datfile.endswith(b".shelve-compact.dat") and len(db._index) >= 10:
+            if os.fsencode(db._datfile).endswith(b".shelve-compact.dat") and len(db._index) >= 10:
                 raise OSError(errno.ENOSPC, "No space left on device")
             return addval(db, value)
         with mock.patch.object(dbm.dumb._Database, "_addval", disk_full), \
