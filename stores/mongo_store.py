@@ -23,11 +23,13 @@ command on one document (atomic in MongoDB):
   since the request loaded, is the one update a ``set`` is.
 - ``stringify=False``: no compare at all: one ``update_one`` on the live
   document ``$set``s and ``$unset``s the ``session.<key>`` fields this request
-  changed, with its cookie and ``expires``; MongoDB merges them into whatever
-  other requests wrote.  When another request moved ``expires`` later, a
-  second update writes the keys alone and keeps that cookie.  Keys MongoDB
-  cannot address as a path (with ``.`` or a leading ``$``), and documents whose
-  ``session`` is a string, take the compare-and-set instead.
+  changed, with its cookie's times (over a stored cookie that expires no later)
+  and the later ``expires``; MongoDB merges them into whatever other requests
+  wrote.  The rest take the compare-and-set, the document read first and told
+  from the loaded record by its JSON: keys MongoDB cannot address as a path
+  (with ``.`` or a leading ``$``), a request that changed cookie attributes or
+  moved a key, a stored cookie that expires later (kept), and documents whose
+  ``session`` is a string.
 - A new session is ``insert_one``: a ``DuplicateKeyError`` means the ID is
   taken, and only a document that is not live (see ``_live``: expired) is then
   replaced.  A merge never brings back a document that
@@ -250,37 +252,44 @@ class MongoStore(session.Store):
         """Write the change if ``session`` is still what the request loaded, else apply it to
         what is stored and compare-and-set again."""
         collection = self._coll()
-        seen: Any = change.base
+        # stringify=False: read first, and tell the stored record from the loaded one by its
+        # JSON.  A sub-document in a query compares loosely (MongoDB: 1 and 1.0 alike;
+        # mongomock: 1 and true too, and keys in any order), and the request's own record must
+        # be written, keys in its order, only when nothing was written since its load (rule 3).
+        seen: Any = change.base if self.stringify else _UNREAD
         text, expires = change.text, change.expires
         while True:
             now = _now()
-            at = self._expiry(expires, now)
-            query = {"_id": sid, "session": seen, **_live(now)}
-            if not change.keep_later and at <= now:  # written already expired: deleted
-                if collection.delete_one(query).deleted_count:
-                    return True
-            else:
-                fields = self._fields(text, at, now)
-                update = {"$set": fields}
-                if change.keep_later:  # the later of the stored expiry and this one
-                    update["$max"] = {"expires": fields.pop("expires")}
-                if collection.update_one(query, update).matched_count:
-                    return True
+            if seen is not _UNREAD:
+                at = self._expiry(expires, now)
+                query = {"_id": sid, "session": seen, **_live(now)}
+                if not change.keep_later and at <= now:  # written already expired: deleted
+                    if collection.delete_one(query).deleted_count:
+                        return True
+                else:
+                    fields = self._fields(text, at, now)
+                    update = {"$set": fields}
+                    if change.keep_later:  # the later of the stored expiry and this one
+                        update["$max"] = {"expires": fields.pop("expires")}
+                    if collection.update_one(query, update).matched_count:
+                        return True
             doc = collection.find_one({"_id": sid, **_live(now)}, {"session": 1})
             if doc is None:
                 return False  # destroyed, regenerated away or expired: never resurrected
             seen = doc.get("session")
             stored = self._text(sid, seen)
-            if stored is None:  # not a session: this change replaces it
+            if stored is None or stored == change.base:  # not a session, or the one loaded
                 text, expires = change.text, change.expires
             else:
                 text, expires = change.apply(stored)
 
     def _set_fields(self, sid: str, change: session.Change) -> bool:
         """stringify=False: ``$set``/``$unset`` of the keys this request changed, in one update
-        of the live document (two when another request's expiry is later and kept)."""
+        of the live document, with its cookie's times unless another request stored a cookie
+        that expires later (then merged whole, as apply() keeps that cookie's times)."""
         sets, deleted = change.changes()
-        if change._changes_cookie_attributes() or not all(_is_path(key) for key in (*sets, *deleted)):
+        if (change._changes_cookie_attributes() or _moves_keys(change)
+                or not all(_is_path(key) for key in (*sets, *deleted))):
             return self._compare_and_set(sid, change)  # merged whole (see session.Change.apply)
         now = _now()
         expires = self._expiry(change.expires, now)
@@ -299,24 +308,26 @@ class MongoStore(session.Store):
             # The cookie's two times only: its attributes keep what another request stored.
             cookie = _to_bson({"cookie": change.cookie()})["cookie"]
             mine = {**data, "session.cookie.originalMaxAge": cookie.get("originalMaxAge"),
-                    "session.cookie.expires": cookie.get("expires"), "expires": expires}
+                    "session.cookie.expires": cookie.get("expires")}
             if self.touch_after > 0:
                 mine["lastModified"] = now
+            update = _update(mine, unset)
             query = live
-            if change.keep_later:  # only over an expiry no later than this one
-                query = {**live, "expires": {"$lte": expires}}
-            if collection.update_one(query, _update(mine, unset)).matched_count:
+            if change.keep_later:
+                # Only over a stored cookie that expires no later than this one (Change.keeps:
+                # a browser-session cookie, null, expires before any date); the document's
+                # expires, which a touch or the ttl may have set later, becomes the later one.
+                at, null = cookie.get("expires"), {"session.cookie.expires": None}
+                query = {**live, "$and": [{"$or": [null] if at is None else [
+                    null, {"session.cookie.expires": {"$lte": at}}]}]}
+                update["$max"] = {"expires": expires}
+            else:
+                update["$set"]["expires"] = expires
+            if collection.update_one(query, update).matched_count:
                 return True
-            # The stored expiry is later: kept, and its cookie's times noted for the response.
-            if change.keep_later and (data or unset):
-                if _kept(change, collection.find_one_and_update(live, _update(data, unset),
-                                                                {"session.cookie": 1})):
-                    return True
-            elif change.keep_later and _kept(change, collection.find_one(live, {"session.cookie": 1})):
-                return True  # nothing else to write
-        if collection.find_one({"_id": sid, **_live(now)}, {"_id": 1}) is None:
-            return False  # destroyed, regenerated away or expired: never resurrected
-        return self._compare_and_set(sid, change)  # session is not a document here
+        # The stored cookie expires later (kept, its times noted for the response), the session
+        # is not a document here, or it is gone (False: never resurrected).
+        return self._compare_and_set(sid, change)
 
     def _fields(self, text: str, expires: datetime, now: datetime) -> dict:
         """``session`` (in the configured form), ``expires`` and, with touch_after, ``lastModified``."""
@@ -389,16 +400,15 @@ def _is_path(key: str) -> bool:
     return bool(key) and "." not in key and not key.startswith("$") and "\0" not in key
 
 
-def _kept(change: session.Change, doc: Optional[dict]) -> bool:
-    """Whether ``doc`` (the live document, its cookie projected) was found; if so and its
-    cookie expires later than the change's, its times are noted as ``Change.apply`` notes
-    them.  (A touch moves the document's ``expires`` alone: its cookie may be older.)"""
-    if doc is None:
-        return False
-    cookie = _from_bson((doc.get("session") or {}).get("cookie"))
-    if isinstance(cookie, dict) and change.keeps(session._record_expiry({"cookie": cookie})):
-        change.kept_times = (cookie.get("originalMaxAge"), cookie.get("expires"))
-    return True
+_UNREAD: Any = object()  # _compare_and_set: the stored session, not read yet
+
+
+def _moves_keys(change: session.Change) -> bool:
+    """Whether the request's record has its keys in another order than the loaded one would
+    have with the request's changes made in place (a key deleted and set again goes last):
+    $set keeps a key where it is stored, so such a record is written whole."""
+    mine, base = session._decode(change.text), session._decode(change.base)
+    return list(mine) != [key for key in base if key in mine] + [key for key in mine if key not in base]
 
 
 def _update(fields: dict, unset: dict) -> dict:

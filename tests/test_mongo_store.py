@@ -405,8 +405,11 @@ class TestMongoStoreRules(unittest.TestCase):
 
     def test_merge_unstringified_keeps_a_later_stored_expiry_and_its_cookie(self):
         store = self.store(stringify=False)
-        store.set("s1", make_record(7200, user="ada"))
+        store.set("s1", make_record(3000, user="ada"))
         base = store.get_text("s1")
+        # Another request set a longer lifetime meanwhile.  (With nothing written since the
+        # load, the request's record is written, its cookie too, as rule 3 has every store do.)
+        store.merge("s1", change(base, make_record(7200, user="ada"), keep_later=False))
         before = self.doc(store, "s1")
         self.assertTrue(store.merge("s1", change(base, make_record(60, user="ada", views=1))))
         after = self.doc(store, "s1")
@@ -418,6 +421,51 @@ class TestMongoStoreRules(unittest.TestCase):
         after = self.doc(store, "s1")
         self.assertAlmostEqual(utc(after["expires"]).timestamp(), time.time() + 60, delta=2)
         self.assertEqual(after["session"]["views"], 2)
+
+    def test_merge_unstringified_keeps_a_remember_me_shorter_than_the_ttl_over_a_session_cookie(self):
+        # Found by tests/test_merge_fuzz.py.  This request loaded a browser-session cookie;
+        # another set "remember me" for 7 days meanwhile.  The later stored cookie is kept, as
+        # Change.apply and every other store keep it, although the ttl (14 days) is later.
+        store = self.store(stringify=False)
+        store.set("s1", make_record(None, user="ada"))
+        base = store.get_text("s1")
+        remembered = make_record(7 * 86400, user="ada")
+        self.assertTrue(store.merge("s1", change(base, remembered, keep_later=False)))
+        mine = change(base, make_record(None, user="ada", cart=["apple"]))
+        self.assertTrue(store.merge("s1", mine))
+        self.assertEqual(store.get("s1"), {**remembered, "cart": ["apple"]})
+        cookie = remembered["cookie"]
+        self.assertEqual(mine.kept_times, (cookie["originalMaxAge"], cookie["expires"]))
+        self.assertAlmostEqual(utc(self.doc(store, "s1")["expires"]).timestamp(),
+                               time.time() + 7 * 86400, delta=2)
+
+    def test_merge_unstringified_writes_its_times_over_a_session_cookie_stored_meanwhile(self):
+        # Found by tests/test_merge_fuzz.py.  Another request made the cookie a browser-session
+        # one (its document expires at the ttl, later); this request's times go in the record
+        # as they go out in its response (kept_times None), and the later expires stays.
+        store = self.store(stringify=False, ttl=86400)
+        store.set("s1", make_record(3000, user="ada"))
+        base = store.get_text("s1")
+        self.assertTrue(store.merge("s1", change(base, make_record(None, user="ada"), keep_later=False)))
+        rolled = make_record(3600, user="ada", views=1)
+        mine = change(base, rolled)
+        self.assertTrue(store.merge("s1", mine))
+        self.assertIsNone(mine.kept_times)
+        self.assertEqual(store.get("s1"), rolled)
+        self.assertAlmostEqual(utc(self.doc(store, "s1")["expires"]).timestamp(),
+                               time.time() + 86400, delta=2)
+
+    def test_merge_unstringified_writes_a_key_moved_last_where_the_request_put_it(self):
+        # Found by tests/test_merge_fuzz.py.  Nothing written since the load: the request's
+        # record is written as it is (rule 3), keys in its order, as every other store does.
+        store = self.store(stringify=False)
+        store.set("s1", make_record(user="ada", cart=[1]))
+        base = store.get_text("s1")
+        mine = session.decode_record(base)
+        mine["user"] = mine.pop("user")  # deleted and set again: last, as in express
+        mine["cart"].append(2)
+        self.assertTrue(store.merge("s1", change(base, mine)))
+        self.assertEqual(store.get_text("s1"), session.encode_record(mine))
 
     def test_merge_unstringified_keeps_keys_mongodb_cannot_address_as_keys(self):
         store = self.store(stringify=False)
@@ -810,10 +858,14 @@ class TestMongoStoreWire(unittest.TestCase):
         self.assertEqual(op["q"]["session.cookie"], {"$type": "object", "$not": {"$type": "array"}})
         self.assertEqual(op["q"]["session.cookie.expires"], {"$exists": True})
         self.assert_live_filter(op["q"])
-        self.assertEqual(utc(op["q"]["expires"]["$lte"]), at(loaded["cookie"]["expires"]))
+        # Over a stored cookie that expires no later than this one (a later one is kept).
+        [[none, lte]] = [clause["$or"] for clause in op["q"]["$and"]]
+        self.assertEqual(none, {"session.cookie.expires": None})
+        self.assertEqual(utc(lte["session.cookie.expires"]["$lte"]), at(loaded["cookie"]["expires"]))
+        self.assertEqual(utc(op["u"]["$max"]["expires"]), at(loaded["cookie"]["expires"]))
         # The cookie's two times only: its attributes keep what another request stored.
         self.assertEqual(list(op["u"]["$set"]), ["session.views", "session.cookie.originalMaxAge",
-                                                 "session.cookie.expires", "expires"])
+                                                 "session.cookie.expires"])
         self.assertEqual(op["u"]["$set"]["session.views"], 2)
         self.assertEqual(op["u"]["$set"]["session.cookie.originalMaxAge"],
                          loaded["cookie"]["originalMaxAge"])
