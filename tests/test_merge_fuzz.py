@@ -1,9 +1,9 @@
 """A differential fuzz of the stores' merge(): concurrent requests on one session.
 
 Each scenario stores a base record, then 2-4 requests load it (most at the start, some after
-another one's write), change data keys and cookie attributes, and end in a merge, a destroy
-(logout, or regenerate away) or a create on the same ID (a genid that repeats), in a random
-order.  Every store replays the same steps; after each one its merge's return value,
+another one's write), change data keys and cookie attributes, and end in a merge, a touch
+(a request that only read), a destroy (logout, or regenerate away) or a create on the same ID
+(a genid that repeats), in a random order.  Every store replays the same steps; after each one its merge's return value,
 ``kept_times``, the stored record (keys in order) and the stored expiry are compared with a
 plain-Python model of docs/stores.md ("`merge`: concurrent requests on one session"),
 written from that text rather than from Change.apply, so that the two can disagree.
@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import random
-import shelve  # noqa: F401  (ShelveStore's backend: imported here so a missing one fails early)
 import sqlite3
 import sys
 import tempfile
@@ -100,6 +99,23 @@ class Model:
 
     def destroy(self) -> None:
         self.record = self.expiry = None
+
+    def touch(self, record: dict, keep_later: bool, rewrites_cookie: bool = False) -> None:
+        """A request that only read: the expiry moves (never earlier when ``keep_later``), the
+        data stays; MemoryStore keeps the touched cookie too, as express's MemoryStore does."""
+        if self.record is None:
+            return
+        at = cookie_expiry(record["cookie"])
+        expiry = time.time() + TTL if at is None else at
+        if keep_later and self.expiry > expiry:
+            return
+        if rewrites_cookie and keep_later and expiry - self.expiry < min(60, (expiry - time.time()) / 100):
+            def others(cookie):
+                return {key: value for key, value in cookie.items() if key != "expires"}
+            if others(record["cookie"]) == others(self.record["cookie"]):
+                return  # MemoryStore skips a touch that barely moves the expiry, and only that
+        self._write({**self.record, "cookie": record["cookie"]} if rewrites_cookie else self.record,
+                    expiry)
 
     def merge(self, base: Optional[dict], mine: dict, keep_later: bool,
               rule_4: bool = True) -> tuple:
@@ -244,11 +260,11 @@ class Gen:
 
 def scenario(rng: random.Random, odd_keys: bool = True) -> list:
     """The steps of one scenario: ("set", record), ("load", request), ("merge", request,
-    record, keep_later), ("destroy",), ("create", record).  A request's load comes before its
+    record, keep_later), ("touch", request, record, keep_later), ("destroy",), ("create", record).  A request's load comes before its
     write, most at the start; its record is made from what the model holds when it loads."""
     gen = Gen(rng, odd_keys)
     count = rng.randrange(2, 5)
-    kinds = [rng.choices(("merge", "destroy", "create"), (0.8, 0.1, 0.1))[0] for _ in range(count)]
+    kinds = [rng.choices(("merge", "touch", "destroy", "create"), (0.7, 0.1, 0.1, 0.1))[0] for _ in range(count)]
     writes = list(range(count))
     rng.shuffle(writes)
     early = [i for i in writes if rng.random() < 0.75 or i == writes[0]]
@@ -286,7 +302,12 @@ class JSONDictStore(session.Store):
             self.data.pop(sid, None)
 
     def touch(self, sid, record):
-        raise AssertionError("not used")
+        with self.lock:
+            entry = self.data.get(sid)
+            expiry = self.expiry_time(record)
+            if entry is not None and entry[0] > time.time() and (
+                    not getattr(record, "keep_later", True) or expiry > entry[0]):
+                self.data[sid] = (expiry, entry[1])
 
     def all(self):
         return {sid: record for sid in list(self.data) if (record := self.get(sid)) is not None}
@@ -422,6 +443,17 @@ class Backends:
 
 # ---------------------------------------------------------------- running them
 
+def touch_record(store: Any, record: dict, keep_later: bool) -> session._Record:
+    """``record`` as the middleware hands it to the store's touch(): whole, or with no fields
+    when the store says its touch reads only the expiry (see tests/store_contract.py)."""
+    expires = session.expires_at(record)
+    if session._touch_reads_expiry_only(store):
+        return session._Record.of_expiry(None if expires is None else round(expires * 1000), keep_later)
+    touched = session._Record.of(session.encode_record(record), expires)
+    touched.text, touched.keep_later = None, keep_later
+    return touched
+
+
 def run(backends: list, seed: int, scenarios: int, odd_keys: bool = True) -> list:
     """The divergences found over ``scenarios`` scenarios from ``seed``: (scenario number,
     store, step, what differed, expected, got), at most the first one per store per scenario."""
@@ -449,6 +481,12 @@ def run_one(backends: list, rng: random.Random, number: int, odd_keys: bool = Tr
         elif kind == "destroy":
             model.destroy()
             plan.append(step)
+        elif kind == "touch":
+            if loaded[step[1]] is not None:  # else it made a new session, left unsaved
+                mine, keep_later = gen.change(loaded[step[1]])
+                touched = {**loaded[step[1]], "cookie": mine["cookie"]}
+                model.touch(touched, keep_later)
+                plan.append(("touch", step[1], touched, keep_later))
         else:
             i = step[1]
             base = None if kind == "create" else loaded[i]
@@ -477,6 +515,9 @@ def run_one(backends: list, rng: random.Random, number: int, odd_keys: bool = Tr
                 elif kind == "destroy":
                     m.destroy()
                     store.destroy(sid)
+                elif kind == "touch":
+                    m.touch(step[2], step[3], rewrites_cookie=backend.name == "memory")
+                    store.touch(sid, touch_record(store, step[2], step[3]))
                 else:
                     i, mine, keep_later = step[1], step[2], step[3]
                     base_text = None if kind == "create" else bases[backend.name][i]
@@ -521,7 +562,7 @@ def describe(divergence: tuple) -> str:
              f"  got      {got!r}", "  steps:"]
     for i, step in enumerate(plan):
         mark = ">" if i == n else " "
-        if step[0] in ("merge", "create"):
+        if step[0] in ("merge", "create", "touch"):
             lines.append(f"  {mark} {step[0]} request {step[1]} (keep_later={step[3]}): "
                          f"{session.encode_record(step[2])}")
         elif step[0] == "set":
