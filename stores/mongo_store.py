@@ -27,9 +27,9 @@ command on one document (atomic in MongoDB):
   and the later ``expires``; MongoDB merges them into whatever other requests
   wrote.  The rest take the compare-and-set, the document read first and told
   from the loaded record by its JSON: keys MongoDB cannot address as a path
-  (with ``.`` or a leading ``$``), a request that changed cookie attributes or
-  moved a key, a stored cookie that expires later (kept), and documents whose
-  ``session`` is a string.
+  (with ``.`` or a leading ``$``), a request that changed cookie attributes,
+  moved a key or added several (MongoDB 5.0+ adds new fields sorted), a stored
+  cookie that expires later (kept), and documents whose ``session`` is a string.
 - A new session is ``insert_one``: a ``DuplicateKeyError`` means the ID is
   taken, and only a document that is not live (see ``_live``: expired) is then
   replaced.  A merge never brings back a document that
@@ -404,11 +404,13 @@ _UNREAD: Any = object()  # _compare_and_set: the stored session, not read yet
 
 
 def _moves_keys(change: session.Change) -> bool:
-    """Whether the request's record has its keys in another order than the loaded one would
-    have with the request's changes made in place (a key deleted and set again goes last):
-    $set keeps a key where it is stored, so such a record is written whole."""
+    """Whether ``$set`` of the request's changes would leave its keys in another order than
+    its record's: it keeps a key where it is stored (a key deleted and set again goes last),
+    and MongoDB 5.0 and later add several new fields in lexicographic order, not the
+    record's.  Such a record is written whole."""
     mine, base = session._decode(change.text), session._decode(change.base)
-    return list(mine) != [key for key in base if key in mine] + [key for key in mine if key not in base]
+    added = [key for key in mine if key not in base]
+    return len(added) > 1 or list(mine) != [key for key in base if key in mine] + added
 
 
 def _update(fields: dict, unset: dict) -> dict:

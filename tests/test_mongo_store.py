@@ -873,6 +873,17 @@ class TestMongoStoreWire(unittest.TestCase):
         self.assertEqual(op["u"]["$unset"], {"session.csrf": ""})
         self.assertIs(self.result, True)
 
+    def test_unstringified_merge_adding_two_keys_compares_and_sets(self):
+        # MongoDB 5.0 and later $set several new fields in lexicographic order, not the
+        # record's: a request that adds more than one key is written whole, keys in its order.
+        loaded = make_record(3600, user="ada")
+        base = session.encode_record(loaded)
+        store = self.store(stringify=False)
+        [first] = self.exchange(store.merge, "s1", change(base, {**loaded, "zeta": 1, "alpha": 2}),
+                                replies=[self.cursor()])  # the document read first: gone
+        self.assertEqual(first["find"], "sessions")
+        self.assertIs(self.result, False)
+
     def test_merge_of_a_new_session_is_an_insert(self):
         record = make_record(3600, user="ada")
         [insert] = self.exchange(self.store().merge, "s1", change(None, record),
