@@ -171,7 +171,8 @@ class _Core:
     def __init__(self, *, secret: Any, store: Any, name: Any, cookie: Any, genid: Any,
                  proxy: Any, resave: Any, save_uninitialized: Any, rolling: Any,
                  unset: Any) -> None:
-        self._warned_insecure = self._warned_same_site = False
+        self._warned_insecure = False
+        self._warned_options: set = set()  # the option warnings already logged (once each)
         self.secrets = _check_secrets(secret)
         self._signing_key = _key(self.secrets[0])
         self._verify_keys = [_key(s) for s in self.secrets]
@@ -187,7 +188,7 @@ class _Core:
         if cookie is None or isinstance(cookie, Mapping):
             self._cookie_fn = None
             self._options: Optional[_CookieOptions] = _CookieOptions(cookie or {})
-            self._check_same_site_secure(self._options)
+            self._warn_options(self._options)
         elif callable(cookie):
             self._cookie_fn, self._options = cookie, None
         else:
@@ -266,7 +267,7 @@ class _Core:
         if not isinstance(options, Mapping):
             raise TypeError("the cookie callable must return a dict of cookie options")
         options = _CookieOptions(options)
-        self._check_same_site_secure(options)
+        self._warn_options(options)
         return options
 
     def _read_cookie(self, header: Optional[str]) -> tuple:
@@ -490,13 +491,19 @@ class _Core:
             log.warning("session cookie is secure but the request is not HTTPS, so no cookie was "
                         "sent; %s", advice)
 
-    def _check_same_site_secure(self, options: "_CookieOptions") -> None:
+    def _warn_options(self, options: "_CookieOptions") -> None:
+        """Log, once each, cookie options that are valid but cannot work as meant."""
         if (isinstance(options.same_site, str) and options.same_site.lower() == "none"
-                and not options.secure
-                and not self._warned_same_site):
-            self._warned_same_site = True
+                and not options.secure and "same_site" not in self._warned_options):
+            self._warned_options.add("same_site")
             log.warning('cookie same_site="none" without secure: browsers reject such cookies; '
                         'set secure=True (or "auto")')
+        if (options.scoped and not _PATH_MATCHABLE.fullmatch(options.path)
+                and "path" not in self._warned_options):
+            self._warned_options.add("path")
+            log.warning("cookie path %r matches no request path, so no request gets a session: "
+                        "it must start with '/' and be percent-encoded as browsers send it "
+                        "(\"/my%%20app\")", options.path)
 
 
 # A store's coroutine methods, and the methods each must be no older than to be used.
@@ -2977,6 +2984,8 @@ _MAX_AGE = 10_000_000_000
 _MAX_STORED_AGE_MS = 10 * _MAX_AGE * 1000
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what browsers leave alone in a path, besides quote()'s own
+# A cookie path some request path, percent-encoded as _request_path encodes it, can start with.
+_PATH_MATCHABLE = re.compile(r"/[-A-Za-z0-9_.~%/!$&'()*+,;=:@\[\\\]^|]*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _URL_SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ISO_MS = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{3}Z")

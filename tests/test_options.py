@@ -366,6 +366,27 @@ class TestPathScoping(unittest.TestCase):
                 self.assertLessEqual(max(len(call.args[0]) for call in quote.call_args_list),
                                      len("/my%20app"))
 
+    def test_a_cookie_path_no_request_can_match_is_warned_about_at_construction(self):
+        # "app" or "/my app" silently gave no request a session: the app's environ["session"]
+        # was a KeyError, and nothing said why.
+        for cookie_path in ("app", "/my app", 'my"app'):
+            with self.subTest(cookie_path), self.assertLogs("session", "WARNING") as logs:
+                session.SessionMiddleware(lambda e, s: [], secret=SECRET, cookie={"path": cookie_path})
+            self.assertIn("matches no request path", logs.output[0])
+            self.assertIn(repr(cookie_path), logs.output[0])
+        for cookie_path in ("/", "/app", "/my%20app", "/100%25", "/a,b=c/[x]|~"):
+            with self.subTest(cookie_path), captured_warnings() as records:
+                session.SessionMiddleware(lambda e, s: [], secret=SECRET, cookie={"path": cookie_path})
+            self.assertEqual(records, [])
+
+    def test_a_callable_cookie_path_no_request_can_match_is_warned_about_once(self):
+        h = Harness(None, cookie=lambda environ: {"path": "app"})
+        with self.assertLogs("session", "WARNING") as logs:
+            h.request(path="/app")
+            h.request(path="/app")
+        self.assertEqual(len(logs.output), 1)
+        self.assertIs(h.seen[-1], MISSING)
+
     def test_empty_path_means_root(self):
         h = Harness(None)
         h.request(path="")
