@@ -1048,8 +1048,9 @@ class Session(dict):
                 try:
                     _encode({key: value})
                 except (TypeError, ValueError, RecursionError):
-                    raise TypeError(f"session[{key!r}] cannot be stored as JSON: {exc}") from None
-            raise TypeError(f"session cannot be stored as JSON: {exc}") from None
+                    raise TypeError(f"session[{key!r}] cannot be stored as JSON: {exc}; "
+                                    f"{_JSON_HINT}") from None
+            raise TypeError(f"session cannot be stored as JSON: {exc}; {_JSON_HINT}") from None
 
     def _current(self) -> Optional[str]:
         """JSON of the data now, or None when it cannot have changed.
@@ -2982,6 +2983,8 @@ _MAX_AGE = 10_000_000_000
 # A stored originalMaxAge may be longer (Express checks none): up to ten times that, whose
 # dates still end before the year 10000 (backwards, the options' bound stands).
 _MAX_STORED_AGE_MS = 10 * _MAX_AGE * 1000
+_JSON_HINT = ("store str, int, float, bool, None, and lists and dicts of them (a datetime as "
+              "its .isoformat(), a set as a list, bytes as a str, an object as a dict)")
 _URI_SAFE = "-_.!~*'()"   # what encodeURIComponent leaves alone, besides letters and digits
 _PATH_SAFE = "/!$&'()*+,;=:@[\\]^|"  # what browsers leave alone in a path, besides quote()'s own
 # A cookie path some request path, percent-encoded as _request_path encodes it, can start with.

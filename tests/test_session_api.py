@@ -473,6 +473,17 @@ class TestSession(unittest.TestCase):
                 self.assertIn("when", str(ctx.exception))
                 self.assertEqual(h.store.get(sid), before)
 
+    def test_non_json_value_error_says_what_to_store_instead(self):
+        # "Object of type datetime is not JSON serializable" named the problem, not the fix.
+        for value, hint in ((dt.datetime.now(), "isoformat()"), ({1, 2}, "list"),
+                            (b"x", "str"), (object(), "dict")):
+            with self.subTest(value=value):
+                h = Harness(lambda e, value=value: sess(e).__setitem__("v", value))
+                with self.assertRaises(TypeError) as ctx:
+                    h.request()
+                self.assertIn("session['v']", str(ctx.exception))
+                self.assertIn(hint, str(ctx.exception))
+
     def test_nested_non_json_value_names_the_top_level_key(self):
         h = Harness(lambda e: sess(e).__setitem__("profile", {"ok": 1, "tags": {1, 2}}))
         with self.assertRaises(TypeError) as ctx:
