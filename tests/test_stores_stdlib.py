@@ -880,6 +880,12 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
             SQLiteStore(os.path.join(self.dir, "nope", "sessions.db"))
 
+    def test_a_directory_it_cannot_create_the_file_in_says_what_to_check(self):
+        make_read_only(self, self.dir)
+        with self.assertRaisesRegex(sqlite3.OperationalError, "unable to open.*new.db") as ctx:
+            SQLiteStore(os.path.join(self.dir, "new.db"))
+        self.assertIn("writable by this process", str(ctx.exception))
+
     def test_constructor_rejects_a_table_name_that_is_not_an_identifier(self):
         for table in ("", "1st", "my-table", 'x"; DROP TABLE y; --', "a b", None):
             with self.subTest(table=table), self.assertRaisesRegex(ValueError, "identifier"):
@@ -930,8 +936,9 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store.set("s1", make_record(user="ada"))
         store.close()
         make_read_only(self, self.path)
-        with self.assertRaisesRegex(sqlite3.OperationalError, "readonly database.*sessions.db"):
+        with self.assertRaisesRegex(sqlite3.OperationalError, "readonly database.*sessions.db") as ctx:
             SQLiteStore(self.path).set("s2", make_record(user="bob"))
+        self.assertIn("writable by this process", str(ctx.exception))  # what to do about it
         with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as conn:
             self.assertEqual(conn.execute("SELECT sid FROM sessions").fetchall(), [("s1",)])
 
