@@ -849,7 +849,9 @@ class Session(dict):
         """
         request = self._request()
         if request.cookie_decided and not request.ended:  # the new ID could not be sent
-            raise SessionError(f"regenerate() comes too late: {_COOKIE_DECIDED}")
+            raise SessionError(f"regenerate() comes too late: {_COOKIE_DECIDED}; call regenerate() "
+                               "before the first body chunk (a websocket: before accept(), or "
+                               "log in over HTTP)")
         self._use()
         request.destroy(self._id)
         self._renew(request)

@@ -402,8 +402,9 @@ class TestEndOfResponse(unittest.TestCase):
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"x", "more_body": True})
             scope["session"].regenerate()
-        with self.assertRaisesRegex(session.SessionError, "head is out"):
+        with self.assertRaisesRegex(session.SessionError, "head is out") as ctx:
             call_asgi(middleware(app, store), make_scope(cookie=cookie))
+        self.assertIn("call regenerate() before", str(ctx.exception))  # says what to do
         self.assertEqual(data_of(store, sid), {"user": "eve"})
 
     def test_pathsend_is_the_last_message_and_waits_for_the_store(self):
