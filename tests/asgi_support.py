@@ -15,6 +15,8 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -24,7 +26,7 @@ from tests.harness import MISSING, NAME, SECRET, RecordingStore, Response, SetCo
 from tests.support import free_port
 
 __all__ = ["ASGIResponse", "call_asgi", "make_scope", "ASGIClient", "ASGIHarness", "UvicornServer",
-           "HypercornTrioServer",
+           "HypercornTrioServer", "HypercornServer", "CommandServer", "h2_request",
            "Browser", "simple_app", "run_with_counted_threads"]
 
 
@@ -370,6 +372,145 @@ class HypercornTrioServer:
         if self._error:  # it stopped on its own: the tests that followed could not reach it
             raise RuntimeError(f"hypercorn on port {self.port} failed: {self._error[0]!r}") \
                 from self._error[0]
+
+
+class HypercornServer:
+    """An ASGI app served by hypercorn's asyncio worker on 127.0.0.1:<port>, in a thread of this
+    process; HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c).  ``stop()``
+    ends it.  Needs ``pip install hypercorn``."""
+
+    def __init__(self, app: Callable) -> None:
+        from hypercorn.config import Config
+        listener = socket.socket()   # handed over, as HypercornTrioServer does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._listener = listener
+        config = Config()
+        config.accesslog = None
+        config.bind = [f"fd://{os.dup(listener.fileno())}"]
+        quiet = logging.getLogger("tests.hypercorn")
+        quiet.propagate, quiet.level = False, logging.CRITICAL
+        config.errorlog = quiet
+        self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
+        self._error: list = []
+        self._thread = threading.Thread(target=self._run, args=(app, config),
+                                        name=f"hypercorn:{self.port}", daemon=True)
+        self._thread.start()
+        if not _wait_listening(self.port, lambda: self._thread.is_alive()):
+            self.stop()
+            raise RuntimeError(f"hypercorn did not start on port {self.port}: {self._error}")
+
+    def _run(self, app: Callable, config: Any) -> None:
+        from hypercorn.asyncio import serve
+        try:
+            self._loop.run_until_complete(serve(app, config, shutdown_trigger=self._stopping.wait))
+        except BaseException as exc:  # reported by the constructor or by stop()
+            self._error.append(exc)
+        finally:
+            self._loop.close()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(10)
+        self._listener.close()
+
+
+class CommandServer:
+    """An ASGI server run as a command (``python -m granian ...``, ``python -m daphne ...``) on
+    127.0.0.1:<free port>: ``argv`` holds "{port}" where the port goes; ``env`` is added to
+    this process's environment.  ``stop()`` ends it; its output is kept for a failing test."""
+
+    def __init__(self, argv: list, env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = _TempLog()
+        self.proc = subprocess.Popen([sys.executable, "-m", *(a.format(port=self.port) for a in argv)],
+                                     cwd=cwd, env={**os.environ, **(env or {})},
+                                     stdout=self.log.file, stderr=subprocess.STDOUT)
+        if not _wait_listening(self.port, lambda: self.proc.poll() is None):
+            self.stop()
+            raise RuntimeError(f"{argv[0]} did not start on port {self.port}:\n{self.log.text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class _TempLog:
+    def __init__(self) -> None:
+        import tempfile
+        self.file = tempfile.TemporaryFile()
+
+    def text(self) -> str:
+        self.file.seek(0)
+        return self.file.read().decode("utf-8", "replace")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port`` before ``alive()`` turns
+    false or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while alive() and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def h2_request(port: int, path: str, headers=(), method: str = "GET", timeout: float = 10) -> dict:
+    """One request over cleartext HTTP/2 with prior knowledge (h2c) to 127.0.0.1:``port``;
+    ``headers`` are (bytes, bytes) pairs sent as given (several ``cookie`` ones, as browsers
+    send over HTTP/2).  Returns status, headers, body, informational (the 1xx heads) and
+    trailers.  Needs ``pip install h2``."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    out: dict = {"status": None, "headers": [], "body": b"", "informational": [], "trailers": []}
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, [(b":method", method.encode()), (b":path", path.encode()),
+                                   (b":scheme", b"http"), (b":authority", b"127.0.0.1:%d" % port),
+                                   *headers], end_stream=True)
+        sock.sendall(conn.data_to_send())
+        ended = False
+        while not ended:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"the server closed the connection: {out}")
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.InformationalResponseReceived):
+                    out["informational"].append(event.headers)
+                elif isinstance(event, h2.events.ResponseReceived):
+                    out["headers"] = event.headers
+                    out["status"] = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    out["body"] += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    out["trailers"] = event.headers
+                elif isinstance(event, h2.events.StreamReset):
+                    raise ConnectionError(f"stream reset: {event.error_code!r}")
+                if isinstance(event, h2.events.StreamEnded):
+                    ended = True
+            sock.sendall(conn.data_to_send())
+    return out
 
 
 def _all_of(exc: BaseException, kind: type) -> bool:
