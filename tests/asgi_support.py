@@ -472,13 +472,16 @@ def _wait_listening(port: int, alive: Callable[[], bool], timeout: float = 20) -
     return False
 
 
-def h2_request(port: int, path: str, headers=(), method: str = "GET", timeout: float = 10) -> dict:
+def h2_request(port: int, path: str, headers=(), method: str = "GET", timeout: float = 10,
+               cancel: bool = False) -> dict:
     """One request over cleartext HTTP/2 with prior knowledge (h2c) to 127.0.0.1:``port``;
     ``headers`` are (bytes, bytes) pairs sent as given (several ``cookie`` ones, as browsers
     send over HTTP/2).  Returns status, headers, body, informational (the 1xx heads) and
-    trailers.  Needs ``pip install h2``."""
+    trailers.  ``cancel``: the client leaves at the first body bytes (RST_STREAM), keeping
+    the connection open a moment.  Needs ``pip install h2``."""
     import h2.config
     import h2.connection
+    import h2.errors
     import h2.events
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     out: dict = {"status": None, "headers": [], "body": b"", "informational": [], "trailers": []}
@@ -503,6 +506,11 @@ def h2_request(port: int, path: str, headers=(), method: str = "GET", timeout: f
                 elif isinstance(event, h2.events.DataReceived):
                     out["body"] += event.data
                     conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                    if cancel:
+                        conn.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+                        sock.sendall(conn.data_to_send())
+                        time.sleep(0.2)   # the server learns it on an open connection
+                        return out
                 elif isinstance(event, h2.events.TrailersReceived):
                     out["trailers"] = event.headers
                 elif isinstance(event, h2.events.StreamReset):

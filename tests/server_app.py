@@ -105,13 +105,15 @@ async def http_app(scope: dict, receive: Callable, send: Callable) -> None:
     elif path == "/early":    # early hints, where the server offers them
         sess["early"] = True
         if "http.response.early_hint" in extensions:
-            await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style"]})
+            await send({"type": "http.response.early_hint",
+                        "links": [b"</style.css>; rel=preload; as=style"]})
         await _respond(send, 200, _json({"early": "http.response.early_hint" in extensions}))
     elif path == "/trailers":  # trailers, where the server offers them
         sess["trailers"] = True
         offered = "http.response.trailers" in extensions
+        announce = [(b"trailer", b"x-checksum")] if offered else []
         await send({"type": "http.response.start", "status": 200, "trailers": offered,
-                    "headers": [(b"content-type", b"text/plain")] + ([(b"trailer", b"x-checksum")] if offered else [])})
+                    "headers": [(b"content-type", b"text/plain")] + announce})
         await send({"type": "http.response.body", "body": b"body"})
         if offered:
             await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
