@@ -643,11 +643,13 @@ class SQLiteStore(session.Store):
         """The same kind of error, naming the database, so a 500's log says which file failed."""
         if self.path in str(exc):
             return exc
-        hint, code = "", getattr(exc, "sqlite_errorcode", None)  # None before Python 3.11
-        if (code & 0xFF in (8, 14) if code is not None  # SQLITE_READONLY, SQLITE_CANTOPEN
-                else "readonly" in str(exc) or "unable to open" in str(exc)):
-            hint = (": check that the file and its directory are writable by this process "
-                    "(SQLite writes -wal and -shm files beside it)")
+        code = getattr(exc, "sqlite_errorcode", None)  # None before Python 3.11
+        if code is not None:
+            unwritable = (code & 0xFF) in (8, 14)  # SQLITE_READONLY, SQLITE_CANTOPEN
+        else:
+            unwritable = "readonly" in str(exc) or "unable to open" in str(exc)
+        hint = (": check that the file and its directory are writable by this process "
+                "(SQLite writes -wal and -shm files beside it)") if unwritable else ""
         error = type(exc)(f"{exc} (SQLiteStore {self.path!r}, table {self.table!r}){hint}")
         for attr in ("sqlite_errorcode", "sqlite_errorname"):
             if hasattr(exc, attr):
