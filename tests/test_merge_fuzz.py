@@ -24,7 +24,6 @@ import random
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 import unittest
 import uuid
@@ -32,9 +31,12 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 import session
-from tests.postgres_server import INSTALL as POSTGRES_INSTALL, PostgresServer, postgres_server_available
-from tests.redis_server import RedisServer, redis_server_available
-from tests.support import has_module, requires
+from tests.postgres_server import PostgresServer
+from tests.redis_server import RedisServer
+from tests.support import requires
+from tests.test_concurrency import (HAVE_MONGOMOCK, HAVE_POSTGRES, HAVE_REDIS, NEEDS_MONGOMOCK,
+                                    NEEDS_POSTGRES, NEEDS_REDIS)
+from tests.test_stores_stdlib import JSONDictStore
 
 TTL = 86400
 SLACK = 2.0  # seconds an expiry may differ by: Redis and PostgreSQL round up to whole seconds,
@@ -50,12 +52,6 @@ ATTRIBUTES = {"httpOnly": (True, False), "path": ("/", "/app"), "secure": (True,
               "domain": ("example.com", "a.example.com"), "sameSite": ("lax", "strict", "none", True),
               "priority": ("low", "high"), "partitioned": (True,)}
 
-HAVE_REDIS = redis_server_available() and has_module("redis")
-NEEDS_REDIS = "needs redis-server and redis-py: apt-get install -y redis-server && pip install redis"
-HAVE_POSTGRES = postgres_server_available() and has_module("psycopg")
-NEEDS_POSTGRES = f'needs the PostgreSQL server and psycopg 3: {POSTGRES_INSTALL} && pip install "psycopg[binary]"'
-HAVE_MONGOMOCK = has_module("pymongo") and has_module("mongomock")
-NEEDS_MONGOMOCK = "needs pymongo and mongomock: pip install pymongo mongomock"
 
 
 # ---------------------------------------------------------------- the model
@@ -278,44 +274,6 @@ def scenario(rng: random.Random, odd_keys: bool = True) -> list:
 
 # ---------------------------------------------------------------- the stores
 
-class JSONDictStore(session.Store):
-    """Only the required methods, over a dict of JSON texts: merge is Store's default."""
-
-    def __init__(self) -> None:
-        self.ttl, self.data, self.lock = TTL, {}, threading.Lock()
-
-    def get(self, sid):
-        entry = self.data.get(sid)
-        return None if entry is None or entry[0] <= time.time() else session.decode_record(entry[1])
-
-    def set(self, sid, record):
-        now = time.time()
-        expiry = self.expiry_time(record, now)
-        with self.lock:
-            if expiry <= now:
-                self.data.pop(sid, None)
-            else:
-                self.data[sid] = (expiry, session.encode_record(record))
-
-    def destroy(self, sid):
-        with self.lock:
-            self.data.pop(sid, None)
-
-    def touch(self, sid, record):
-        with self.lock:
-            entry = self.data.get(sid)
-            expiry = self.expiry_time(record)
-            if entry is not None and entry[0] > time.time() and (
-                    not getattr(record, "keep_later", True) or expiry > entry[0]):
-                self.data[sid] = (expiry, entry[1])
-
-    def all(self):
-        return {sid: record for sid in list(self.data) if (record := self.get(sid)) is not None}
-
-    def clear(self):
-        self.data.clear()
-
-
 class Backend:
     """A store under test: how to make it, read its stored expiry, and merge (sync or async)."""
 
@@ -358,7 +316,7 @@ class Backends:
             store = session.MemoryStore()
             return Backend(name, store, lambda sid: store._data[sid][0] if sid in store._data else None)
         if name == "default":
-            store = JSONDictStore()
+            store = JSONDictStore(TTL)
             backend = Backend(name, store, lambda sid: store.data[sid][0] if sid in store.data else None)
             backend.rule_4 = False
             return backend
