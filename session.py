@@ -2502,13 +2502,14 @@ class SessionMiddleware(_Core):
         exchange = _Exchange(self, environ, key, options, cookie_id, resend, start_response)
         sess = exchange.sess = self._session(exchange, self._read_store(cookie_id) if cookie_id else None)
         environ[key] = sess
+        files = _record_files(environ)
         try:
             result = self.app(environ, exchange.start_response)
         except BaseException:
             exchange.release()  # the app raised: nothing is saved
             raise
         if type(result) is list or type(result) is tuple or (
-                _is_file_wrapper(result, environ) and exchange._held is _NOTHING):
+                _is_file_wrapper(result, environ, files) and exchange._held is _NOTHING):
             # The body is complete, or a file the server may send by itself: no app code
             # runs after this, so the store action is now.
             try:
@@ -3002,8 +3003,25 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _is_file_wrapper(body: Any, environ: dict) -> bool:
+def _record_files(environ: dict) -> list:
+    """What the server's wsgi.file_wrapper will return, when it is a function rather than a
+    class (uWSGI's returns the file itself, and sends it with sendfile only if the app's
+    result is that very object): the environ's wrapper is replaced by one that records."""
+    made: list = []
+    wrapper = environ.get("wsgi.file_wrapper")
+    if callable(wrapper) and not isinstance(wrapper, type):
+        def file_wrapper(filelike: Any, *args: Any, **kwargs: Any) -> Any:
+            body = wrapper(filelike, *args, **kwargs)
+            made.append(body)
+            return body
+        environ["wsgi.file_wrapper"] = file_wrapper
+    return made
+
+
+def _is_file_wrapper(body: Any, environ: dict, made: Sequence = ()) -> bool:
     """Whether the app's body is the server's wsgi.file_wrapper (which it may sendfile)."""
+    if any(body is m for m in made):
+        return True
     wrapper = environ.get("wsgi.file_wrapper")
     return isinstance(wrapper, type) and isinstance(body, wrapper)
 

@@ -212,6 +212,27 @@ class TestStreaming(unittest.TestCase):
         self.assertEqual(store.count("set"), 1)
         self.assertIn("Set-Cookie", [name for name, _ in sent[0]])
 
+    def test_a_file_wrapper_that_is_a_function_is_returned_as_it_is(self):
+        # uWSGI's wsgi.file_wrapper is a function returning the file itself, which it sends
+        # with sendfile only when the app's result is that very object.
+        class File:
+            def __iter__(self):
+                yield b"iterated"
+        store = RecordingStore()
+
+        def app(environ, start_response):
+            environ["session"]["views"] = 1
+            start_response("200 OK", [])
+            return environ["wsgi.file_wrapper"](made, 8192)
+        made = File()
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store)
+        env = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http",
+               "wsgi.file_wrapper": lambda filelike, block_size=8192: filelike}
+        sent = []
+        self.assertIs(mw(env, lambda status, headers, exc_info=None: sent.append(headers)), made)
+        self.assertEqual(store.count("set"), 1)
+        self.assertIn("Set-Cookie", [name for name, _ in sent[0]])
+
     def test_a_list_body_is_returned_as_it_is(self):
         # The server can then count its length (wsgiref sends Content-Length for one chunk).
         body = [b"hello"]
