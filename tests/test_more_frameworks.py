@@ -5,8 +5,10 @@ and a Starlette sub-app mounted under a path prefix (``Mount``, uvicorn's ``root
 Each app reaches our session where its framework keeps the raw request (``request.environ``,
 ``request.scope``, ``req.env``...), never through the framework's own session API. Every
 framework runs the same flows: a counter, a login with ``regenerate()``, a logout with
-``destroy()``, and a streamed response (or a websocket) that changes the session.
-ASGI apps run under uvicorn, WSGI apps under wsgiref. Each class skips with the pip command
+``destroy()`` (which must leave None in the framework's scope or environ: it is the
+middleware's, not a copy), a streamed response that changes the session, and a websocket
+where the framework has one. ASGI apps run under uvicorn, WSGI apps under wsgiref; Django
+is configured once per process, with no installed app and no middleware of its own. Each class skips with the pip command
 of its framework when it is missing (.ci/requirements.txt pins them).
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import unittest
 
 import session
 from tests.asgi_support import Browser, UvicornServer
-from tests.harness import NAME, SECRET, SetCookie
+from tests.harness import NAME, SECRET
 from tests.support import free_port, has_module, requires
 from tests.test_asgi_frameworks import data_of, wait_for, ws_connect
 
