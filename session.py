@@ -3003,24 +3003,27 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _record_files(environ: dict) -> list:
+def _record_files(environ: dict) -> Optional[list]:
     """What the server's wsgi.file_wrapper will return, when it is a function rather than a
     class (uWSGI's returns the file itself, and sends it with sendfile only if the app's
-    result is that very object): the environ's wrapper is replaced by one that records."""
-    made: list = []
+    result is that very object): the environ's wrapper is replaced by one that records.
+    None when the wrapper is a class (or missing): the body is then told by its type."""
     wrapper = environ.get("wsgi.file_wrapper")
-    if callable(wrapper) and not isinstance(wrapper, type):
-        def file_wrapper(filelike: Any, *args: Any, **kwargs: Any) -> Any:
-            body = wrapper(filelike, *args, **kwargs)
-            made.append(body)
-            return body
-        environ["wsgi.file_wrapper"] = file_wrapper
+    if wrapper is None or isinstance(wrapper, type) or not callable(wrapper):
+        return None
+    made: list = []
+
+    def file_wrapper(filelike: Any, *args: Any, **kwargs: Any) -> Any:
+        body = wrapper(filelike, *args, **kwargs)
+        made.append(body)
+        return body
+    environ["wsgi.file_wrapper"] = file_wrapper
     return made
 
 
-def _is_file_wrapper(body: Any, environ: dict, made: Sequence = ()) -> bool:
+def _is_file_wrapper(body: Any, environ: dict, made: Optional[list] = None) -> bool:
     """Whether the app's body is the server's wsgi.file_wrapper (which it may sendfile)."""
-    if any(body is m for m in made):
+    if made and any(body is m for m in made):
         return True
     wrapper = environ.get("wsgi.file_wrapper")
     return isinstance(wrapper, type) and isinstance(body, wrapper)
