@@ -374,6 +374,12 @@ class HypercornTrioServer:
                 from self._error[0]
 
 
+async def _new_event() -> asyncio.Event:
+    """An asyncio.Event of the running loop (before Python 3.10 one binds the loop current
+    where it is made, not the one that awaits it)."""
+    return asyncio.Event()
+
+
 class HypercornServer:
     """An ASGI app served by hypercorn's asyncio worker on 127.0.0.1:<port>, in a thread of this
     process; HTTP/1.1 and, on the same port, HTTP/2 with prior knowledge (h2c).  ``stop()``
@@ -394,7 +400,7 @@ class HypercornServer:
         quiet.propagate, quiet.level = False, logging.CRITICAL
         config.errorlog = quiet
         self._loop = asyncio.new_event_loop()
-        self._stopping = asyncio.Event()
+        self._stopping = self._loop.run_until_complete(_new_event())  # of that loop (Python 3.9)
         self._error: list = []
         self._thread = threading.Thread(target=self._run, args=(app, config),
                                         name=f"hypercorn:{self.port}", daemon=True)

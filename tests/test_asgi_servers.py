@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -307,12 +308,24 @@ class HTTP2Flows(Served):
 
 # ---------------------------------------------------------------- the servers
 
+def _version(package: str) -> tuple:
+    """An installed package's (major, minor), for the quirks of older releases."""
+    from importlib.metadata import version
+    return tuple(int(part) for part in re.findall(r"\d+", version(package))[:2])
+
+
 @requires(HAVE_UVICORN, "pip install uvicorn websockets")
 class TestUvicornH11Websockets(ServerFlows, unittest.TestCase):
 
     @classmethod
     def serve(cls, store_path):
         return UvicornServer(make_app(cls.store), http="h11", ws="websockets-sansio")
+
+    def test_a_websocket_handshake_sets_the_cookie(self):
+        if _version("uvicorn") < (0, 42):
+            self.skipTest("uvicorn before 0.42 lowercases the values of websocket.accept's headers "
+                          "(websockets-sansio; a bare app's too): pip install 'uvicorn>=0.42'")
+        super().test_a_websocket_handshake_sets_the_cookie()
 
 
 @requires(HAVE_UVICORN and has_module("httptools") and has_module("wsproto"),
@@ -347,7 +360,9 @@ class TestUvicornLegacyWebsockets(WebsocketFlows, unittest.TestCase):
           "pip install hypercorn h2 websockets")
 class TestHypercornAsyncio(HTTP2Flows, ServerFlows, unittest.TestCase):
 
-    early_hints = trailers = True
+    early_hints = True
+    # hypercorn 0.17.3 sends no trailers, a bare app's neither (the last release Python 3.9 takes)
+    trailers = has_module("hypercorn") and _version("hypercorn") >= (0, 18)
     cookie_headers = 1   # hypercorn joins them itself: granian's scope is the one that tests ours
 
     @classmethod
