@@ -1,6 +1,6 @@
 """SessionMiddleware under real WSGI servers over real sockets, with no framework between:
 wsgiref, waitress and cheroot (threads, in this process, on MemoryStore); gunicorn's sync,
-gthread, gevent and eventlet workers and uWSGI (worker processes, on one SQLiteStore file).
+gthread and gevent workers and uWSGI (worker processes, on one SQLiteStore file).
 The app is tests/wsgi_server_app.py; each test checks the wire and the store.
 
 What the servers do by themselves, each seen with a bare app (no middleware) too: uWSGI
@@ -13,10 +13,10 @@ waitress drops X-Forwarded-* unless told the proxy is trusted (the tests set
 clear_untrusted_proxy_headers=False); cheroot offers no wsgi.file_wrapper, and closes the
 connection with no response when a generator raises before its first chunk (under the
 middleware, a body's last chunk is held for the store write, so one chunk then an error is
-that case); gunicorn 27.0.1 has no eventlet worker.  Keep-alive is tested where the server
+that case); gunicorn 27.0.1 has no eventlet worker left to test.  Keep-alive is tested where the server
 keeps connections (waitress, cheroot, gunicorn's gthread and gevent workers).
 
-Needs ``pip install waitress gunicorn gevent eventlet uwsgi cheroot`` (.ci/requirements.txt
+Needs ``pip install waitress gunicorn gevent uwsgi cheroot`` (.ci/requirements.txt
 pins them); each class skips locally with the pip command when its package is missing.
 """
 from __future__ import annotations
@@ -454,13 +454,6 @@ class TestGunicornGthread(Gunicorn, unittest.TestCase):
 @requires(has_module("gunicorn") and has_module("gevent"), "pip install gunicorn gevent")
 class TestGunicornGevent(Gunicorn, unittest.TestCase):
     worker = "gevent"
-    keep_alive = True
-
-
-@requires(has_module("gunicorn.workers.geventlet") and has_module("eventlet"),
-          "pip install eventlet, and a gunicorn that still has its eventlet worker (27.0.1 has none)")
-class TestGunicornEventlet(Gunicorn, unittest.TestCase):
-    worker = "eventlet"
     keep_alive = True
 
 
