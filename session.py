@@ -60,7 +60,10 @@ _NOTHING: Any = object()  # "not given", where None is a meaningful value
 # ---------------------------------------------------------------- errors
 
 class SessionError(Exception):
-    """Misuse of a session: a reserved key, reloading a record that is gone."""
+    """Misuse of a session: the reserved key ``"cookie"``, reloading a record that is gone,
+    saving a destroyed session, ``save()``/``reload()`` under ASGI (use ``asave``/``areload``),
+    ``regenerate()`` once the response head is out or ``regenerate()``/``destroy()`` once the
+    response has ended, a new session whose ID is taken, a session not attached to a request."""
 
 
 # ---------------------------------------------------------------- signing
