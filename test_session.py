@@ -1,4 +1,4 @@
-"""The core's test suite: session.py against DESIGN.md and express-session 1.19.
+"""The core's test suite: session.py against its documentation (README.md, docs/) and express-session 1.19.
 
     python -m unittest test_session -v
 
