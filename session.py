@@ -3232,7 +3232,7 @@ def _expires_ms(value: Any) -> int:
     if isinstance(value, datetime):
         if value.tzinfo is None:  # BSON dates come back naive, in UTC
             value = value.replace(tzinfo=timezone.utc)
-        return _datetime_ms(value)
+        return _in_datetime_range(_datetime_ms(value), value)
     if not isinstance(value, str):
         raise ValueError(f"cookie expires is not a date: {value!r:.60}")
     if len(value) == 24 and value[4] == "-" and value[10] == "T" and value[23] == "Z":
@@ -3248,7 +3248,18 @@ def _expires_ms(value: Any) -> int:
         raise ValueError(f"cookie expires is not an ISO-8601 date: {value!r:.60}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return _datetime_ms(parsed)
+    return _in_datetime_range(_datetime_ms(parsed), value)
+
+
+def _in_datetime_range(ms: int, value: Any) -> int:
+    """``ms`` if Cookie.expires can give it as a UTC datetime (years 1 to 9999), else ValueError
+    (an offset can push a date at either end out: "9999-12-31T23:59:59-23:59")."""
+    if not _MIN_DATETIME_MS <= ms <= _MAX_DATETIME_MS:
+        raise ValueError(f"cookie expires is outside the years 1 to 9999 (UTC): {value!r:.60}")
+    return ms
+
+
+_MIN_DATETIME_MS, _MAX_DATETIME_MS = -62135596800000, 253402300799999  # 0001-01-01, 9999-12-31 (UTC)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -8,6 +8,7 @@ hostile header (a ratio, never an absolute time).
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 import unittest
@@ -525,3 +526,33 @@ class TestOutOfRangeValuesAreRefusedWhereGiven(unittest.TestCase):
                                        genid=lambda environ: "id\ud800")
         with self.assertRaisesRegex(ValueError, "genid"):
             call_wsgi(mw, make_environ())
+
+
+class TestPlantedExpiryOutsideDatetimesRange(unittest.TestCase):
+    """A stored expires that datetime cannot hold (an offset past year 9999, or before 1)."""
+
+    DATES = ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59",
+             datetime.max, datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23)))]
+
+    def test_reading_the_cookies_expiry_never_raises(self):
+        for date in self.DATES:
+            for as_text in (True, False):
+                with self.subTest(date=date, as_text=as_text):
+                    self.check(date, as_text)
+
+    def check(self, date, as_text):
+        record = {"cookie": {"originalMaxAge": 3600000, "expires": date, "httpOnly": True,
+                             "path": "/"}, "user": "ada"}
+        text = json.dumps(record, default=str, separators=(",", ":"))
+
+        class Planted(session.Store):
+            def get(self, sid):
+                return (json.loads(text) if as_text else record) if sid == "planted" else None
+            set = touch = destroy = lambda self, *args: None
+
+        if as_text:
+            Planted.get_text = lambda self, sid: text if sid == "planted" else None
+        app = app_doing(lambda s: s.cookie.expires)
+        mw = session.SessionMiddleware(app, secret=SECRET, store=Planted())
+        resp = call_wsgi(mw, make_environ(cookie=f"{NAME}={cookie_value('planted')}"))
+        self.assertEqual((resp.status, app.errors), ("200 OK", []))
