@@ -462,7 +462,7 @@ class SQLiteStore(session.Store):
             self._give(cur)
         if row is None:
             return None
-        if row[1] is not None:
+        if type(row[1]) is float or type(row[1]) is int:  # (not text another app wrote there)
             self._seen.remember(sid, row[1])
         return row[0]
 

@@ -853,6 +853,19 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         with self.assertLogs("stores.sqlite_store", "WARNING"):
             self.assertEqual(list(store.all()), ["good"])
 
+    def test_a_planted_expires_that_is_not_a_number_costs_no_exception(self):
+        # Another app sharing the file writes text or a blob where the expiry goes (SQLite keeps
+        # it as such in a REAL column, and it compares greater than any number: always live).
+        store = self.store()
+        conn = self.raw()
+        record = make_record(user="ada")
+        for sid, expires in (("text", "later"), ("blob", b"\x00")):
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?)",
+                         (sid, expires, session.encode_record(record)))
+            self.assertEqual(store.get(sid), record)
+            store.touch(sid, make_record(user="ada"))
+            self.assertEqual(store.get(sid), record)
+
     def test_get_text_and_merge_of_a_row_that_is_not_utf8_text(self):
         store = self.store()
         record = make_record(user="ada")
