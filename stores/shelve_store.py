@@ -457,7 +457,7 @@ class ShelveStore(session.Store):
             if comma > 0:
                 try:
                     return int(raw[len(_HEAD):comma]) / 1000, raw[comma + len(_SESSION):-1]
-                except ValueError:
+                except (ValueError, OverflowError):  # not digits, or too many for a float
                     pass
         log.warning("ShelveStore %s: session %.6s... is not a value this store wrote, treated "
                     "as missing", self.path, sid)

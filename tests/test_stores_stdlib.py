@@ -1292,6 +1292,18 @@ class TestShelveStoreFile(FileStoreCase, unittest.TestCase):
             self.assertIn(f"session {sid[:6]}...", logs.output[0])  # never the whole ID
             self.assertNotIn(sid, logs.output[0].replace(sid[:6] + "...", ""))
 
+    def test_an_expiry_too_large_for_a_float_is_a_value_not_written_by_the_store(self):
+        self.store().close()
+        with dbm.open(self.path, "w") as db:
+            db[b"huge"] = b'{"expires":' + b"9" * 400 + b',"session":{"cookie":{}}}'
+        store = self.store()
+        with self.assertLogs("stores.shelve_store", "WARNING"):
+            self.assertIsNone(store.get("huge"))
+        with self.assertLogs("stores.shelve_store", "WARNING"):
+            self.assertEqual(store.all(), {})
+        with self.assertLogs("stores.shelve_store", "WARNING"):
+            store.prune()
+
     def test_get_text_and_merge_of_a_value_that_is_not_utf8(self):
         store = self.store()
         record = make_record(user="ada")
