@@ -40,7 +40,8 @@ import session
 SESSION_OPTIONS = dict(
     name="connect.sid",           # express-session's default: an Express app can share the store
     cookie={
-        "max_age": 3600,          # the cookie and the record expire an hour after the cookie was last sent
+        "max_age": 3600,          # the cookie expires an hour after it was last sent, the record
+                                  # an hour after the last request (each one moves its expiry)
         "http_only": True,        # page scripts cannot read the cookie, so an XSS bug cannot steal it
         "same_site": "lax",       # not sent with cross-site POSTs: other sites cannot act as the visitor
         "secure": "auto",         # HTTPS-only cookie whenever the page is served over HTTPS
@@ -52,7 +53,8 @@ SESSION_OPTIONS = dict(
 
 OPTIONS_EXPLAINED = [
     ("secret", "signs the cookie: a tampered or forged cookie is ignored and a fresh session starts"),
-    ("max_age=3600", "one hour after the cookie was last sent, the browser drops it and the store forgets"),
+    ("max_age=3600", "the browser drops the cookie an hour after it was last sent, "
+                     "and the store forgets an hour after the last request"),
     ("http_only=True", "JavaScript on the page cannot read the cookie (document.cookie does not show it)"),
     ("same_site='lax'", "other sites cannot post forms here with your cookie"),
     ("save_uninitialized=False", "visitors get no cookie and no record until there is something to keep"),
