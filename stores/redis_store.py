@@ -50,7 +50,8 @@ class _Script:
 # stored text when it is not the base.  The text is written as it is given: no cjson, so
 # the JSON stays byte for byte express's.
 _MERGE = _Script("""
-local stored = redis.call('GET', KEYS[1])
+local stored = redis.pcall('GET', KEYS[1])
+if type(stored) == 'table' then return 0 end  -- another app's hash, list...: not a session
 if ARGV[1] == 'new' then
   if stored then return 0 end
 elseif ARGV[1] == 'again' then
@@ -211,13 +212,20 @@ class RedisStore(session.Store):
         """The record, or None. Redis's own expiry decides; a stale ``cookie.expires``
         inside a live key is kept, because connect-redis's touch moves only the key's TTL."""
         self._seen.pop(sid, None)  # a read that does not tell the expiry: touch sends EXPIRE
-        return self._decode(sid, self._call(self._sync_client(), ("GET", self.prefix + sid)))
+        try:
+            raw = self._call(self._sync_client(), ("GET", self.prefix + sid))
+        except self._redis.ResponseError as exc:
+            return self._wrong_type(sid, exc)
+        return self._decode(sid, raw)
 
     def get_text(self, sid: str) -> Optional[str]:
         """The stored JSON as it is, or None (a value that is not UTF-8 is None, with a
         warning, as ``get`` treats it; the middleware checks everything else)."""
-        return self._text_and_ttl(sid, self._script(self._sync_client(), _GET_WITH_TTL,
-                                                    self.prefix + sid, ()))
+        try:
+            reply = self._script(self._sync_client(), _GET_WITH_TTL, self.prefix + sid, ())
+        except self._redis.ResponseError as exc:
+            return self._wrong_type(sid, exc)
+        return self._text_and_ttl(sid, reply)
 
     def set(self, sid: str, record: dict) -> None:
         """``SET key json EX ttl``; a record that has already expired is deleted instead."""
@@ -267,14 +275,21 @@ class RedisStore(session.Store):
         if client is None:
             return await session._in_thread(self.get, sid)
         self._seen.pop(sid, None)
-        return self._decode(sid, await self._acall(client, ("GET", self.prefix + sid)))
+        try:
+            raw = await self._acall(client, ("GET", self.prefix + sid))
+        except self._redis.ResponseError as exc:
+            return self._wrong_type(sid, exc)
+        return self._decode(sid, raw)
 
     async def aget_text(self, sid: str) -> Optional[str]:
         client = self._async_client()
         if client is None:
             return await session._in_thread(self.get_text, sid)
-        return self._text_and_ttl(sid, await self._ascript(client, _GET_WITH_TTL,
-                                                           self.prefix + sid, ()))
+        try:
+            reply = await self._ascript(client, _GET_WITH_TTL, self.prefix + sid, ())
+        except self._redis.ResponseError as exc:
+            return self._wrong_type(sid, exc)
+        return self._text_and_ttl(sid, reply)
 
     @_shielded
     async def aset(self, sid: str, record: dict) -> None:
@@ -602,6 +617,14 @@ class RedisStore(session.Store):
         to be worth a command (see the class docstring)."""
         now = time.time()
         return self._seen.barely_moves(sid, now + ttl, now, self.touch_slack)
+
+    def _wrong_type(self, sid: str, exc: Exception) -> None:
+        """None, with a warning, when Redis refused to read the key because another app keeps
+        a hash, a list... under it (WRONGTYPE); any other error is raised again."""
+        if "WRONGTYPE" not in str(exc):
+            raise exc
+        log.warning("ignoring session record %s%.6s...: the key is not a string", self.prefix, sid)
+        return None
 
     def _text(self, sid: str, raw: Any) -> Optional[str]:
         if raw is None:

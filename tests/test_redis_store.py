@@ -458,6 +458,47 @@ class TestRedisStoreGetText(AsyncRedisTestCase):
                     with self.assertLogs("stores.redis_store", logging.WARNING):
                         self.assertIsNone(self.calls(self.store(), kind).get_text("bad"))
 
+    def test_a_key_of_another_type_is_missing_with_a_warning(self):
+        # Another app's hash, list, set, sorted set or stream under the session's key name:
+        # GET answers WRONGTYPE, which raised to the app on every request with that cookie.
+        plant = {"hash": lambda k: self.raw.hset(k, "a", "b"),
+                 "list": lambda k: self.raw.rpush(k, "a"),
+                 "set": lambda k: self.raw.sadd(k, "a"),
+                 "zset": lambda k: self.raw.zadd(k, {"a": 1}),
+                 "stream": lambda k: self.raw.xadd(k, {"a": "b"})}
+        for kind in KINDS:
+            for name, make in plant.items():
+                with self.subTest(kind, planted=name):
+                    self.raw.delete("sess:other")
+                    make("sess:other")
+                    calls = self.calls(self.store(), kind)
+                    for method in ("get", "get_text"):
+                        with self.assertLogs("stores.redis_store", logging.WARNING):
+                            self.assertIsNone(getattr(calls, method)("other"))
+                    text = text_of(None, n=1)
+                    for base in (None, text):  # a create, and a write over what it loaded
+                        self.assertFalse(calls.merge("other", session.Change(base, text, None)))
+                    self.assertEqual(self.raw.type("sess:other"), name.encode())
+
+    def test_the_middleware_gives_a_fresh_session_for_a_key_of_another_type(self):
+        store = self.store()
+        self.raw.hset("sess:abc", "a", "b")
+        seen = []
+
+        def app(environ, start_response):
+            seen.append(dict(environ["session"]))
+            environ["session"]["n"] = 1
+            start_response("200 OK", [])
+            return [b""]
+        mw = session.SessionMiddleware(app, secret="k", store=store)
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "",
+                   "wsgi.url_scheme": "http",
+                   "HTTP_COOKIE": "connect.sid=s%3A" + session.sign("abc", "k").replace("/", "%2F")}
+        with self.assertLogs("stores.redis_store", logging.WARNING):
+            list(mw(environ, lambda *a: None))
+        self.assertEqual(seen, [{}])
+        self.assertEqual(self.raw.hgetall("sess:abc"), {b"a": b"b"})
+
     def test_a_client_with_decode_responses_gets_the_same_text(self):
         client = redis.Redis.from_url(_server.url, decode_responses=True)
         self.addCleanup(client.close)
