@@ -607,7 +607,7 @@ class RedisStore(session.Store):
         if reply is None:
             return None
         at = reply.index(b":" if type(reply) is bytes else ":")
-        left = int(reply[:at])
+        left = int(float(reply[:at]))  # Lua writes a PTTL of 1e14 ms or more as 4.6e+18
         if left > 0:
             self._seen.remember(sid, time.time() + left / 1000)
         return self._text(sid, reply[at + 1:])

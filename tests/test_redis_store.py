@@ -480,6 +480,14 @@ class TestRedisStoreGetText(AsyncRedisTestCase):
                         self.assertFalse(calls.merge("other", session.Change(base, text, None)))
                     self.assertEqual(self.raw.type("sess:other"), name.encode())
 
+    def test_a_ttl_too_long_for_a_lua_integer_is_read(self):
+        # Lua prints a PTTL of 1e14 ms (3,170 years) or more as "4.6116860184274e+18".
+        self.raw.set("sess:long", text_of(None, n=1))
+        self.raw.pexpire("sess:long", 2 ** 62)
+        for kind in KINDS:
+            with self.subTest(kind):
+                self.assertEqual(self.calls(self.store(), kind).get_text("long"), text_of(None, n=1))
+
     def test_the_middleware_gives_a_fresh_session_for_a_key_of_another_type(self):
         store = self.store()
         self.raw.hset("sess:abc", "a", "b")
