@@ -387,7 +387,7 @@ class PostgresStore(session.Store):
             # Someone wrote (or deleted) meanwhile: apply this request's changes to what is
             # there now, and compare-and-set against that.
             _, row = yield self._sql_get, (sid, live)
-            if row is None:
+            if row is None or row[0] is None:  # (NULL: no session, in a table that allows it)
                 return False  # destroyed, regenerated away or expired: never resurrect
             base = row[0]
             text, expires = change.apply(base)
@@ -427,6 +427,8 @@ class PostgresStore(session.Store):
         records = {}
         for sid, text in rows:
             try:
+                if text is None:  # in a table another app made without NOT NULL
+                    raise ValueError("sess is NULL")
                 records[sid] = session.decode_record(text)
             except ValueError as exc:
                 log.warning("PostgresStore %s: session %.6s... is not a valid record, skipped: %s",

@@ -413,6 +413,23 @@ class TestRecords(PostgresCase):
             self.assertEqual(store.all(), {})
         self.assertEqual(store.length(), 2)
 
+    def test_a_null_sess_where_the_schema_allows_it_is_no_session(self):
+        # Another app's table without NOT NULL, and a row whose sess is NULL: all() raised
+        # TypeError, and a merge that found it raised TypeError from Change.apply(None).
+        store = self.store()
+        store.length()  # creates the table
+        self.sql('ALTER TABLE session ALTER sess DROP NOT NULL')
+        self.sql("INSERT INTO session (sess, expire, sid) VALUES (NULL, now() + interval '1 hour', 'n')")
+        self.assertIsNone(store.get("n"))
+        self.assertIsNone(store.get_text("n"))
+        with self.assertLogs("stores.postgres_store", logging.WARNING):
+            self.assertEqual(store.all(), {})
+        base = session.encode_record(make_record())
+        for kind in ("sync", "async"):
+            with self.subTest(kind):
+                self.assertFalse(merged(store, kind, "n", change(base, make_record(n=1))))
+        self.assertEqual(self.sql("SELECT sess FROM session"), [(None,)])
+
     def test_set_of_an_expired_record_deletes_the_row(self):
         store = self.store()
         store.set("s", make_record())
