@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import weakref
 from datetime import datetime, timezone
@@ -134,7 +135,7 @@ class MongoStore(session.Store):
             self._coll().delete_one({"_id": sid})
             return
         text = session.encode_record(record)
-        fields = {"session": text if self.stringify else _to_bson(session.decode_record(text)),
+        fields = {"session": text if self.stringify else _to_bson(_bson_record(text)),
                   "expires": expires}
         if self.touch_after > 0:
             fields["lastModified"] = now
@@ -288,7 +289,7 @@ class MongoStore(session.Store):
         of the live document, with its cookie's times unless another request stored a cookie
         that expires later (then merged whole, as apply() keeps that cookie's times)."""
         sets, deleted = change.changes()
-        if (change._changes_cookie_attributes() or _moves_keys(change)
+        if (change._changes_cookie_attributes() or _moves_keys(change) or _LONE.search(change.text)
                 or not all(_is_path(key) for key in (*sets, *deleted))):
             return self._compare_and_set(sid, change)  # merged whole (see session.Change.apply)
         now = _now()
@@ -331,7 +332,7 @@ class MongoStore(session.Store):
 
     def _fields(self, text: str, expires: datetime, now: datetime) -> dict:
         """``session`` (in the configured form), ``expires`` and, with touch_after, ``lastModified``."""
-        fields = {"session": text if self.stringify else _to_bson(session.decode_record(text)),
+        fields = {"session": text if self.stringify else _to_bson(_bson_record(text)),
                   "expires": expires}
         if self.touch_after > 0:
             fields["lastModified"] = now
@@ -427,6 +428,27 @@ def _now() -> datetime:
     # BSON dates hold milliseconds: cut to them, so what is written compares as computed.
     now = datetime.now(timezone.utc)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+# A JSON escape of a surrogate: the text may hold a lone one, which BSON (UTF-8) cannot.
+_LONE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _bson_record(text: str) -> dict:
+    """The record of ``text`` for a sub-document: a lone surrogate (JSON text another app
+    wrote may escape one) becomes U+FFFD, as js-bson writes it."""
+    record = session.decode_record(text)
+    return _js_strings(record) if _LONE.search(text) else record
+
+
+def _js_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return session._js_utf8(value).decode("utf-8")
+    if isinstance(value, dict):
+        return {_js_strings(k): _js_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_js_strings(v) for v in value]
+    return value
 
 
 def _to_bson(record: dict) -> dict:

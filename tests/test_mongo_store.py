@@ -277,6 +277,36 @@ class TestMongoStoreRules(unittest.TestCase):
                 self.assertEqual(got["n"], 2)
                 self.assertEqual(list(got["cookie"]), ["originalMaxAge", "expires", "httpOnly", "path"])
 
+    def test_a_lone_surrogate_in_a_planted_string_session_is_written_as_node_writes_it(self):
+        # connect-mongo's default (stringify) keeps JSON text, which may escape a lone
+        # surrogate; BSON cannot hold one, so a stringify=False store's write raised
+        # UnicodeEncodeError. js-bson writes U+FFFD in its place, and so does the store now.
+        store = self.store(stringify=False)
+        planted = ('{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},'
+                   '"x":"\\ud800","\\udc00k":["a\\udbff"]}')
+        for how in ("merge", "set", "merge of a key set from it"):
+            with self.subTest(how):
+                self.client.test.sessions.delete_many({})
+                self.client.test.sessions.insert_one(
+                    {"_id": "p", "session": planted, "expires": datetime(2099, 1, 1)})
+                loaded = store.get("p")
+                self.assertEqual(loaded["x"], "\ud800")
+                if how == "set":
+                    store.set("p", {**loaded, "n": 1})
+                else:
+                    mine = {**loaded, "n": 1}
+                    if how != "merge":
+                        mine["y"] = loaded["x"]
+                        store.set("p", loaded)  # a document, so the change is $set in place
+                        planted_now = store.get_text("p")
+                    base = planted if how == "merge" else planted_now
+                    self.assertTrue(store.merge("p", session.Change(
+                        base, session.encode_record(mine), None)))
+                got = self.doc(store, "p")["session"]
+                self.assertEqual((got["x"], got["\ufffdk"], got["n"]), ("\ufffd", ["a\ufffd"], 1))
+                if how != "merge" and how != "set":
+                    self.assertEqual(got["y"], "\ufffd")
+
     def test_bson_types_express_wrote_are_read_as_json_stringify_sees_them(self):
         # connect-mongo with stringify:false keeps a mongoose user._id as an ObjectId.
         import bson
