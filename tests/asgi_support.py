@@ -16,7 +16,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -426,20 +425,21 @@ class HypercornServer:
 
 
 class CommandServer:
-    """An ASGI server run as a command (``python -m granian ...``, ``python -m daphne ...``) on
-    127.0.0.1:<free port>: ``argv`` holds "{port}" where the port goes; ``env`` is added to
+    """A server run as a command (``[sys.executable, "-m", "granian", ...]``, ``["uwsgi", ...]``)
+    on 127.0.0.1:<free port>: ``argv`` holds "{port}" where the port goes; ``env`` is added to
     this process's environment.  ``stop()`` ends it; its output is kept for a failing test."""
 
     def __init__(self, argv: list, env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = _TempLog()
-        self.proc = subprocess.Popen([sys.executable, "-m", *(a.format(port=self.port) for a in argv)],
+        self.proc = subprocess.Popen([a.format(port=self.port) for a in argv],
                                      cwd=cwd, env={**os.environ, **(env or {})},
                                      stdout=self.log.file, stderr=subprocess.STDOUT)
         if not _wait_listening(self.port, lambda: self.proc.poll() is None):
+            log = self.log.text()
             self.stop()
-            raise RuntimeError(f"{argv[0]} did not start on port {self.port}:\n{self.log.text()}")
+            raise RuntimeError(f"{argv[0]} did not start on port {self.port}:\n{log}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,9 +34,10 @@ import time
 import unittest
 
 import session
-from tests.asgi_support import Browser, _TempLog, _wait_listening
-from tests.harness import NAME, SetCookie, cookie_value
-from tests.support import free_port, has_module, has_program, requires
+from tests.asgi_support import Browser, CommandServer, _wait_listening
+from tests.harness import NAME, SetCookie
+from tests.server_flows import SharedHTTPFlows
+from tests.support import has_module, has_program, requires
 from tests.test_asgi_frameworks import data_of, setUpModule, tearDownModule, wait_for  # noqa: F401 (quiet logs)
 from tests.wsgi_server_app import FILE, make_app
 
@@ -131,48 +131,7 @@ class Served:
         return self.data(b).get(key) == before
 
 
-class Flows(Served):
-
-    def test_a_returning_visitor_counts(self):
-        b = self.browser()
-        for views in (1, 2, 3):
-            resp = b.get("/incr")
-            self.assertEqual(json.loads(resp.body), {"views": views})
-            self.assertEqual(len(resp.cookies()), 1, resp.headers)   # one header, never comma-joined
-            self.assertEqual(resp.values("Vary"), ["Cookie"])
-        self.assertEqual(self.data(b), {"views": 3})
-
-    def test_login_regenerates_and_logout_destroys(self):
-        b = self.browser()
-        b.get("/incr")
-        anonymous = b.sid
-        login = json.loads(b.get("/login?user=ada").body)
-        self.assertEqual(b.sid, login["id"])
-        self.assertNotEqual(login["id"], anonymous)
-        self.assertIsNone(self.store.get(anonymous))
-        self.assertEqual(self.data(b), {"user": "ada"})
-        resp = b.get("/logout")
-        self.assertTrue(resp.cookie().clears, resp.cookie().raw)
-        self.assertIsNone(self.store.get(login["id"]))
-        old_cookie = f"{NAME}={cookie_value(login['id'])}"
-        self.assertIsNone(json.loads(b.get("/whoami", cookie=old_cookie).body)["user"])
-
-    def test_head_sends_the_cookie_and_saves(self):
-        b = self.browser()
-        b.get("/incr")
-        resp = b.request("/incr", method="HEAD")
-        self.assertEqual((resp.status, resp.body), (200, b""))
-        self.assertEqual(resp.cookie().sid, b.sid)
-        self.assertEqual(self.data(b), {"views": 2})
-
-    def test_204_and_304_carry_the_cookie_and_a_merged_vary(self):
-        b = self.browser()
-        for code, hits in ((204, 1), (304, 2)):
-            resp = b.get(f"/status?code={code}")
-            self.assertEqual((resp.status, resp.body), (code, b""))
-            self.assertEqual(len(resp.cookies()), 1, resp.headers)
-            self.assertEqual(resp.values("Vary"), ["Accept-Encoding, Cookie"])
-            self.assertEqual(self.data(b), {"hits": hits})
+class Flows(SharedHTTPFlows, Served):
 
     def test_a_stream_that_changes_the_session_between_chunks(self):
         b = self.browser()
@@ -245,15 +204,6 @@ class Flows(Served):
         self.assertTrue(wait_for(lambda: self.marked(tag)))
         self.assertEqual(self.data(b), {"views": 1, "closing": True})   # saved before the last chunk
         self.assertEqual(json.loads(b.get("/incr").body), {"views": 2})   # the server still serves
-
-    def test_a_very_large_cookie_header(self):
-        b = self.browser()
-        b.get("/login?user=ada")
-        others = [f"pref{i}={'x' * 120}" for i in range(60)]   # about 8 KB in all
-        header = "; ".join(others[:30] + [f"{NAME}={b.jar[NAME]}"] + others[30:])
-        resp = b.get("/incr", cookie=header)
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(self.data(b), {"user": "ada", "views": 1})
 
     def test_expect_100_continue_with_a_post_body(self):
         b = self.browser()
@@ -342,31 +292,6 @@ class ThreadServer:
         self.thread.join(10)
 
 
-class ProgramServer:
-    """A server run as a program: ``argv`` holds "{port}" where the port goes."""
-
-    def __init__(self, argv: list, env: dict) -> None:
-        self.port = free_port()
-        self.log = _TempLog()
-        self.proc = subprocess.Popen([a.format(port=self.port) for a in argv], cwd=ROOT,
-                                     env={**os.environ, **env}, stdout=self.log.file,
-                                     stderr=subprocess.STDOUT)
-        if not _wait_listening(self.port, lambda: self.proc.poll() is None):
-            log = self.log.text()
-            self.stop()
-            raise RuntimeError(f"{argv[0]} did not start on port {self.port}:\n{log}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 class TestWsgiref(Flows, unittest.TestCase):
     """The standard library's server, one request per connection."""
 
@@ -436,7 +361,7 @@ class Gunicorn(Flows):
 
     @classmethod
     def serve(cls, env):
-        return ProgramServer([sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "-w", "2",
+        return CommandServer([sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:{port}", "-w", "2",
                               "-k", cls.worker, "--threads", "4", "tests.wsgi_server_app:app"], env)
 
 
@@ -464,7 +389,7 @@ class TestUWSGI(Flows, unittest.TestCase):
 
     @classmethod
     def serve(cls, env):
-        return ProgramServer(["uwsgi", "--http-socket", "127.0.0.1:{port}", "--module",
+        return CommandServer(["uwsgi", "--http-socket", "127.0.0.1:{port}", "--module",
                               "tests.wsgi_server_app:app", "--master", "--processes", "2",
                               "--buffer-size", "32768", "--disable-logging", "--die-on-term",
                               "--need-app"], env)
