@@ -2505,7 +2505,8 @@ class SessionMiddleware(_Core):
         exchange = _Exchange(self, environ, key, options, cookie_id, resend, start_response)
         sess = exchange.sess = self._session(exchange, self._read_store(cookie_id) if cookie_id else None)
         environ[key] = sess
-        files = _record_files(environ)
+        wrapper = environ.get("wsgi.file_wrapper")  # a class, as most servers' (see _record_files)
+        files = None if wrapper is None or isinstance(wrapper, type) else _record_files(environ, wrapper)
         try:
             result = self.app(environ, exchange.start_response)
         except BaseException:
@@ -3006,13 +3007,12 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _record_files(environ: dict) -> Optional[list]:
+def _record_files(environ: dict, wrapper: Any) -> Optional[list]:
     """What the server's wsgi.file_wrapper will return, when it is a function rather than a
     class (uWSGI's returns the file itself, and sends it with sendfile only if the app's
     result is that very object): the environ's wrapper is replaced by one that records.
-    None when the wrapper is a class (or missing): the body is then told by its type."""
-    wrapper = environ.get("wsgi.file_wrapper")
-    if wrapper is None or isinstance(wrapper, type) or not callable(wrapper):
+    (A wrapper class, as most servers have, tells its bodies by their type.)"""
+    if not callable(wrapper):
         return None
     made: list = []
 
