@@ -23,6 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import session
 from tests.asgi_support import cancel_a_write_then_aclose
+from tests.harness import SECRET, call_wsgi, cookie_value, make_environ
 from tests.redis_server import RedisServer, redis_server_available
 from tests.store_contract import StoreContract
 from tests.support import LostReply, has_module, has_program, requires
@@ -491,20 +492,9 @@ class TestRedisStoreGetText(AsyncRedisTestCase):
     def test_the_middleware_gives_a_fresh_session_for_a_key_of_another_type(self):
         store = self.store()
         self.raw.hset("sess:abc", "a", "b")
-        seen = []
-
-        def app(environ, start_response):
-            seen.append(dict(environ["session"]))
-            environ["session"]["n"] = 1
-            start_response("200 OK", [])
-            return [b""]
-        mw = session.SessionMiddleware(app, secret="k", store=store)
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "",
-                   "wsgi.url_scheme": "http",
-                   "HTTP_COOKIE": "connect.sid=s%3A" + session.sign("abc", "k").replace("/", "%2F")}
         with self.assertLogs("stores.redis_store", logging.WARNING):
-            list(mw(environ, lambda *a: None))
-        self.assertEqual(seen, [{}])
+            seen = _session_seen(store, "abc", n=1)
+        self.assertEqual(seen, {})
         self.assertEqual(self.raw.hgetall("sess:abc"), {b"a": b"b"})
 
     def test_a_client_with_decode_responses_gets_the_same_text(self):
@@ -528,19 +518,26 @@ class TestRedisStoreGetText(AsyncRedisTestCase):
     def test_the_middleware_reads_through_get_text(self):
         store = self.store()
         self.raw.set("sess:abc", text_of(None, n=1), ex=60)
-        seen = []
-
-        def app(environ, start_response):
-            seen.append(dict(environ["session"]))
-            start_response("200 OK", [])
-            return [b""]
-        mw = session.SessionMiddleware(app, secret="k", store=store)
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SCRIPT_NAME": "",
-                   "wsgi.url_scheme": "http",
-                   "HTTP_COOKIE": "connect.sid=s%3A" + session.sign("abc", "k").replace("/", "%2F")}
         with mock.patch.object(RedisStore, "get", side_effect=AssertionError("read through get")):
-            list(mw(environ, lambda *a: None))
-        self.assertEqual(seen, [{"n": 1}])
+            seen = _session_seen(store, "abc")
+        self.assertEqual(seen, {"n": 1})
+
+
+def _session_seen(store: RedisStore, sid: str, **writes) -> dict:
+    """One request with ``sid``'s cookie through SessionMiddleware over ``store``: the data the
+    app found (it then sets ``writes``)."""
+    seen = []
+
+    def app(environ, start_response):
+        sess = environ["session"]
+        seen.append(dict(sess))
+        for key, value in writes.items():
+            sess[key] = value
+        start_response("200 OK", [])
+        return [b""]
+    call_wsgi(session.SessionMiddleware(app, secret=SECRET, store=store),
+              make_environ(cookie=f"connect.sid={cookie_value(sid)}"))
+    return seen[0]
 
 
 @requires(HAVE_REDIS, REASON)
