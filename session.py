@@ -42,7 +42,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from collections import abc as _abc
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import (Any, Awaitable, Callable, Generic, Iterable, Iterator, Mapping, MutableMapping,
+                    Optional, Sequence, TypeVar, Union, overload)
 from urllib.parse import quote, unquote
 
 __all__ = [
@@ -54,6 +55,7 @@ __version__ = "0.2.0"
 log = logging.getLogger("session")
 
 Secret = Union[str, bytes]
+Scope = MutableMapping[str, Any]  # an ASGI scope, as Starlette types it
 _NOTHING: Any = object()  # "not given", where None is a meaningful value
 
 
@@ -1265,6 +1267,35 @@ def _same(a: Any, b: Any) -> bool:
 
 # ---------------------------------------------------------------- Cookie
 
+# Cookie's attributes, in the order of its ``_attrs`` tuple.
+_ATTRIBUTES = ("partitioned", "priority", "secure", "http_only", "domain", "path", "same_site")
+
+_V = TypeVar("_V")
+
+
+class _Attribute(Generic[_V]):
+    """One of Cookie's seven attributes: read from its ``_attrs`` tuple, checked when set.
+    (A stored record's value is kept as stored: express reads a flag such as "true" for its
+    truth.)"""
+
+    def __init__(self, name: str) -> None:
+        self.index, self.name = _ATTRIBUTES.index(name), name
+        self.__doc__ = f"The cookie's {name} attribute (checked when set)."
+
+    @overload
+    def __get__(self, cookie: None, owner: type) -> "_Attribute[_V]": ...
+    @overload
+    def __get__(self, cookie: "Cookie", owner: type) -> _V: ...
+
+    def __get__(self, cookie: Optional["Cookie"], owner: type) -> Any:
+        return self if cookie is None else cookie._attrs[self.index]
+
+    def __set__(self, cookie: "Cookie", value: _V) -> None:
+        attrs = list(cookie._attrs)
+        attrs[self.index] = _check_cookie_attribute(self.name, value)
+        cookie._attrs = tuple(attrs)
+
+
 class Cookie:
     """The session cookie's settings and expiry, as express-session's Cookie (max_age in seconds).
 
@@ -1277,9 +1308,16 @@ class Cookie:
     """
 
     # The seven attributes live in one tuple, ``_attrs`` (see _ATTRIBUTES): the
-    # record and header templates are cached by it, and each property below
+    # record and header templates are cached by it, and each one's descriptor
     # checks a new value before building the next tuple.
     __slots__ = ("_expires", "_original", "_attrs")
+    partitioned: _Attribute[Optional[bool]] = _Attribute("partitioned")
+    priority: _Attribute[Optional[str]] = _Attribute("priority")
+    secure: _Attribute[Optional[bool]] = _Attribute("secure")
+    http_only: _Attribute[bool] = _Attribute("http_only")
+    domain: _Attribute[Optional[str]] = _Attribute("domain")
+    path: _Attribute[Optional[str]] = _Attribute("path")
+    same_site: _Attribute[Union[str, bool, None]] = _Attribute("same_site")
 
     def __init__(self, *, max_age: Union[float, timedelta, None] = None,
                  expires: Optional[datetime] = None, http_only: bool = True,
@@ -1491,26 +1529,6 @@ class Cookie:
     def __repr__(self) -> str:
         return f"Cookie({self.to_record()!r})"
 
-
-# Cookie's attributes, in the order of its ``_attrs`` tuple.
-_ATTRIBUTES = ("partitioned", "priority", "secure", "http_only", "domain", "path", "same_site")
-
-
-def _attribute_property(index: int, name: str) -> property:
-    def get_attribute(self: Cookie) -> Any:
-        return self._attrs[index]
-
-    def set_attribute(self: Cookie, value: Any) -> None:
-        attrs = list(self._attrs)
-        attrs[index] = _check_cookie_attribute(name, value)
-        self._attrs = tuple(attrs)
-    return property(get_attribute, set_attribute,
-                    doc=f"The cookie's {name} attribute (checked when set).")
-
-
-for _index, _name in enumerate(_ATTRIBUTES):
-    setattr(Cookie, _name, _attribute_property(_index, _name))
-del _index, _name
 
 _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
 
@@ -2703,7 +2721,7 @@ class ASGISessionMiddleware(_Core):
         self.app = app
         self.scope_key = scope_key
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         key = self.scope_key
         found = scope.get(key)
@@ -2726,7 +2744,7 @@ class ASGISessionMiddleware(_Core):
         else:
             await self._websocket(scope, receive, send, sess)
 
-    async def _http(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
+    async def _http(self, scope: Scope, receive: Callable, send: Callable, sess: Session) -> None:
         start: Optional[dict] = None  # http.response.start, held until the body goes out
         started = ended = gone = False
 
@@ -2776,7 +2794,7 @@ class ASGISessionMiddleware(_Core):
         finally:
             sess._req.context = None  # the request is over: drop the scope <-> session cycle
 
-    async def _websocket(self, scope: dict, receive: Callable, send: Callable, sess: Session) -> None:
+    async def _websocket(self, scope: Scope, receive: Callable, send: Callable, sess: Session) -> None:
         ended = gone = denied = False
         denial: Optional[dict] = None  # websocket.http.response.start: an HTTP response instead
 
@@ -2942,7 +2960,7 @@ class ASGISessionMiddleware(_Core):
         _add_vary_cookie_bytes(headers)
         return {**start, "headers": headers}
 
-    def _is_secure(self, scope: dict) -> bool:
+    def _is_secure(self, scope: Scope) -> bool:
         if scope.get("scheme") in ("https", "wss"):
             return True
         if not self.proxy:
@@ -3115,7 +3133,7 @@ def _add_vary_cookie(headers: list) -> None:
         headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
 
 
-def _scope_path(scope: dict, length: int) -> str:
+def _scope_path(scope: Scope, length: int) -> str:
     """The request's path under the ASGI app's mount point (root_path), as WSGI's
     SCRIPT_NAME + PATH_INFO, percent-encoded again as far as ``length`` characters (see
     _request_path): servers that already put root_path in path are read as such."""
@@ -3125,7 +3143,7 @@ def _scope_path(scope: dict, length: int) -> str:
     return quote(path[:length], _PATH_SAFE, errors="replace") if path else "/"
 
 
-def _cookie_header(scope: dict) -> Optional[str]:
+def _cookie_header(scope: Scope) -> Optional[str]:
     """The request's Cookie header; several (HTTP/2 sends one per cookie) joined with "; "."""
     found = []
     for name, value in scope.get("headers") or ():
