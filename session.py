@@ -173,6 +173,8 @@ class _Core:
     instructions, 1.5% costlier: add one only in place of another.)
     """
 
+    _merge: Callable[[str, "Change"], bool]  # the store's merge (None without: see _merges)
+
     def __init__(self, *, secret: Any, store: Any, name: Any, cookie: Any, genid: Any,
                  proxy: Any, resave: Any, save_uninitialized: Any, rolling: Any,
                  unset: Any) -> None:
@@ -238,7 +240,7 @@ class _Core:
         elif isinstance(store, Store):  # a subclass that overrides get or set but not merge
             self._merge = functools.partial(Store.merge, store)
         else:
-            self._merge = None
+            self._merge = None  # type: ignore[assignment]  # (and _merges is False)
         self._merges = self._merge is not None
         self._async_calls = {method: getattr(store, "a" + method)
                              for method, over in _STORE_CALLS.items()
@@ -268,7 +270,7 @@ class _Core:
     # -- a request
 
     def _request_options(self, context: Any) -> "_CookieOptions":
-        options = self._cookie_fn(context)
+        options = self._cookie_fn(context)  # type: ignore[misc]  # (set when _options is not)
         if not isinstance(options, Mapping):
             raise TypeError("the cookie callable must return a dict of cookie options")
         options = _CookieOptions(options)
@@ -481,7 +483,7 @@ class _Core:
         cookie = sess._cookie or sess._req.options.new_cookie(sess._req)
         return Cookie._make(cookie._attrs, None, 0)._header(self.name, "")
 
-    def _is_secure(self, context: Any) -> bool:
+    def _is_secure(self, context: Any, /) -> bool:
         raise NotImplementedError  # each adapter reads its own request
 
     def _warn_insecure(self) -> None:
@@ -649,6 +651,7 @@ class _CookieOptions:
 
     __slots__ = ("max_age_ms", "expires_ms", "secure", "same_site", "path", "fixed_attrs",
                  "auto", "scoped", "templates")
+    templates: tuple  # _templates(fixed_attrs), read only when not auto (else None)
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - set(_COOKIE_OPTIONS))
@@ -685,7 +688,7 @@ class _CookieOptions:
                             None if same_site == "auto" else same_site)
         self.auto = secure == "auto" or same_site == "auto"
         self.scoped = bool(self.path) and self.path != "/"  # else every path has the session
-        self.templates = None if self.auto else _templates(self.fixed_attrs)
+        self.templates = None if self.auto else _templates(self.fixed_attrs)  # type: ignore[assignment]
 
     def covers(self, path: str) -> bool:
         """Whether a request for ``path`` is in the cookie's path (else it gets no session)."""
@@ -703,6 +706,8 @@ class _CookieOptions:
         return attrs
 
     def new_cookie(self, request: "_Request") -> Cookie:
+        original: Optional[float]
+        expires: Optional[int]
         if self.max_age_ms is not None:
             original = self.max_age_ms
             expires = _now_ms() + int(original)
@@ -739,6 +744,27 @@ class Session(dict):
     __slots__ = ("_req", "_id", "_cookie_id", "_cookie", "_cookie_pos", "_base", "_snapshot",
                  "_originals", "_may_differ", "_saved", "_lifetime", "_read", "_regenerated",
                  "_destroyed", "_touched", "_gone", "_is_new", "_saved_lifetime")
+    # Two are typed as what every use finds: the request is None only in a detached
+    # Session() (whose store actions raise, see _request), and the cookie is made before
+    # it is read (see _ensure_cookie).
+    _req: _Request
+    _cookie: Cookie
+    _id: Optional[str]
+    _cookie_id: Optional[str]
+    _cookie_pos: int  # where the cookie is among the record's keys (0: first)
+    _base: Optional[str]  # the record's text as loaded or last written: what a merge compares
+    _snapshot: Optional[str]  # the data's JSON a change is found against (None: not taken yet)
+    _originals: Optional[dict]
+    _saved: Optional[tuple]  # (ID, data's JSON; None: as loaded) the store holds: see _is_saved
+    _lifetime: Optional[float]
+    _may_differ: bool
+    _read: bool
+    _regenerated: bool
+    _destroyed: bool
+    _touched: bool
+    _gone: bool
+    _is_new: bool
+    _saved_lifetime: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """A detached session (for tests): data only; store actions need the middleware."""
@@ -748,10 +774,11 @@ class Session(dict):
 
     def _start(self, request: Optional[_Request], sid: Optional[str]) -> None:
         """Every field as a new, empty session's."""
-        self._req = request
+        self._req = request  # type: ignore[assignment]  # None: detached (see _req above)
         self._cookie_id = None if request is None else request.cookie_id
         self._id = sid
-        self._cookie = self._base = self._originals = self._saved = self._lifetime = None
+        self._cookie = None  # type: ignore[assignment]  # made when first needed
+        self._base = self._originals = self._saved = self._lifetime = None
         self._cookie_pos = 0
         self._snapshot = "{}"
         self._may_differ = False  # set by a write, or a mutable value handed out (see _current)
@@ -789,7 +816,9 @@ class Session(dict):
         self._snapshot = data_json
         self._originals = None
         self._may_differ = False
-        self._base = text if text is not None else self._record_text(data_json)
+        if text is None:  # then the data's JSON is given (see _read_record)
+            text = self._record_text(data_json)  # type: ignore[arg-type]
+        self._base = text
         self._touched = cookie._original is None  # no clock to restart (see _touch_once)
         self._gone = False
 
@@ -897,7 +926,8 @@ class Session(dict):
         sid = self._ensure_id()
         if ("destroy", sid) in request.pending:  # destroyed, as under WSGI, where it is at once
             self._reload_from(None)
-        self._reload_from(await request.core._aread_store(sid))
+        asgi: Any = request.core  # an ASGISessionMiddleware: only its requests have pending
+        self._reload_from(await asgi._aread_store(sid))
 
     def save(self) -> None:
         """Write the session to the store now; if unchanged after, it is not written again at the end."""
@@ -909,7 +939,8 @@ class Session(dict):
         request = self._request()
         if request.pending is None:
             return self.save()
-        await request.core._acarry_out(self, self._save_action())
+        asgi: Any = request.core  # an ASGISessionMiddleware: only its requests have pending
+        await asgi._acarry_out(self, self._save_action())
 
     def touch(self) -> None:
         """Reset ``cookie.max_age`` to ``cookie.original_max_age``."""
@@ -959,7 +990,7 @@ class Session(dict):
                 if not request.core.resave:
                     self._saved = (self._id, held)  # the store holds what was just read
                 return
-        raise SessionError(f"session {self._id[:6]}... is no longer in the store")
+        raise SessionError(f"session {str(self._id)[:6]}... is no longer in the store")
 
     def _carried_out(self, action: tuple, result: Any) -> None:
         """Take note of what a store action (see _Core._store_action) came to."""
@@ -1218,7 +1249,7 @@ class Session(dict):
         self._use()
         dict.update(self, other)
 
-    def __ior__(self, other: Any) -> "Session":
+    def __ior__(self, other: Any) -> "Session":  # type: ignore[misc]  # (mypy: "unlike __or__")
         self.update(other)
         return self
 
@@ -1506,7 +1537,7 @@ class Cookie:
 
     def _attributes(self, expires: Optional[str]) -> str:
         partitioned, priority, secure, http_only, domain, path, same_site = self._attrs
-        parts = []
+        parts: list = []
         if domain:
             parts += ("; Domain=", domain)
         if path:
@@ -1595,11 +1626,11 @@ def _cookie_json(templates: tuple, original: Optional[float], expires: Optional[
     if original is None and expires is None:
         return templates[3]
     before, between, after = templates[0]
-    if type(original) is not int:
-        original = "null" if original is None else _encode(original)
+    number = (original if type(original) is int else "null" if original is None
+              else _encode(original))
     if expires is None:
-        return f"{before}{original}{between}null{after}"
-    return f'{before}{original}{between}"{expires}"{after}'
+        return f"{before}{number}{between}null{after}"
+    return f'{before}{number}{between}"{expires}"{after}'
 
 
 @functools.lru_cache(maxsize=256, typed=True)
@@ -1713,6 +1744,10 @@ class _Record(dict):
     that another request just moved later (``keep_later``: see Change)."""
 
     __slots__ = ("text", "cookie_text", "expires_ms", "keep_later")
+    text: Optional[str]
+    cookie_text: Optional[str]
+    expires_ms: Optional[int]
+    keep_later: bool
 
     @classmethod
     def of(cls, text: str, expires: Optional[float]) -> "_Record":
@@ -1887,8 +1922,9 @@ def _json_encoder() -> Callable[[Any], str]:
     encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     # The pure-Python encoder, for small floats (see _float_json); markers=None skips the
     # cycle check: a cyclic value ends in RecursionError.
-    exact = json.encoder._make_iterencode(None, encoder.default, json.encoder.encode_basestring,
-                                          None, _float_json, ":", ",", False, False, True)
+    exact = json.encoder._make_iterencode(  # type: ignore[attr-defined]  # (private, no stub)
+        None, encoder.default, json.encoder.encode_basestring, None, _float_json, ":", ",",
+        False, False, True)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:
         return lambda value: _escape_surrogates("".join(exact(value, 0)))
@@ -1948,7 +1984,7 @@ def _finite_float(text: str) -> float:
 
 # What JSON.parse accepts and no more: no NaN or Infinity, no number that overflows to one.
 _DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
-_scan_json = _DECODER.scan_once
+_scan_json = _DECODER.scan_once  # type: ignore[attr-defined]  # (set by JSONDecoder.__init__)
 
 
 def _decode(text: str) -> Any:
@@ -2176,7 +2212,10 @@ def _is_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, kinds):
         return True
     split = getattr(exc, "split", None)  # BaseExceptionGroup (or its backport), 3.11+
-    return callable(split) and hasattr(exc, "exceptions") and split(kinds)[1] is None
+    if not callable(split) or not hasattr(exc, "exceptions"):
+        return False
+    matched_and_rest: Any = split(kinds)
+    return matched_and_rest[1] is None
 
 
 def _running_trio() -> Any:
@@ -2583,6 +2622,15 @@ class _Exchange(_Request):
 
     __slots__ = ("sess", "_start_response", "_status", "_headers", "_write",
                  "_sent", "body", "_held")
+    core: SessionMiddleware
+    sess: Session  # (None once the request has ended: see release)
+    _start_response: Callable
+    _status: Optional[str]
+    _headers: list
+    _write: Callable  # (the server's, once the head is sent)
+    _sent: bool
+    body: Iterable[bytes]  # the app's
+    _held: Any
 
     def __init__(self, mw: SessionMiddleware, environ: dict, key: str, options: "_CookieOptions",
                  cookie_id: Optional[str], resend: Optional[str], start_response: Callable) -> None:
@@ -2634,7 +2682,8 @@ class _Exchange(_Request):
         """The app is done: the store action, then (unless ``respond`` is False: the server
         gave up on the response) the headers if they are not sent yet."""
         mw, sess = self.core, self.sess
-        self.sess = None  # ended, whatever happens below (close() must not end it again)
+        self.sess = None  # type: ignore[assignment]  # ended, whatever happens below (close()
+        #                                                must not end it again)
         self.ended = True  # from here on, regenerate() and destroy() come too late
         try:
             attached = self.attached(sess)  # once for both steps, as is the data's JSON
@@ -2653,7 +2702,7 @@ class _Exchange(_Request):
         """The request is over (or failed, and nothing is saved): drop the session, the environ
         <-> session cycle, and the server's callables, which hold its request, whose environ
         holds the session, which holds this; else the cycle collector has to free them all."""
-        self.sess = self.context = self._start_response = self._write = None
+        self.sess = self.context = self._start_response = self._write = None  # type: ignore[assignment]
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -2954,7 +3003,7 @@ class ASGISessionMiddleware(_Core):
         set_cookie = self._set_cookie(sess, attached, current)
         if set_cookie is None and not sess._read:
             return start
-        headers = list(start.get("headers") or ())
+        headers: list = list(start.get("headers") or ())
         if set_cookie is not None:
             headers.append((b"set-cookie", set_cookie.encode("latin-1")))
         _add_vary_cookie_bytes(headers)
