@@ -43,8 +43,11 @@ import time
 from datetime import datetime, timedelta, timezone
 from collections import abc as _abc
 from typing import (Any, Awaitable, Callable, Generic, Iterable, Iterator, Mapping, MutableMapping,
-                    Optional, Sequence, TypeVar, Union, overload)
+                    Optional, Sequence, TYPE_CHECKING, TypeVar, Union, overload)
 from urllib.parse import quote, unquote
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "SessionMiddleware", "ASGISessionMiddleware", "Session", "Cookie", "Store", "MemoryStore",
@@ -56,6 +59,21 @@ log = logging.getLogger("session")
 
 Secret = Union[str, bytes]
 Scope = MutableMapping[str, Any]  # an ASGI scope, as Starlette types it
+_Message = MutableMapping[str, Any]  # an ASGI event
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_Environ = dict[str, Any]  # a WSGI environ
+_StartResponse = Callable[..., Callable[[bytes], Any]]  # the server's, returning write()
+_Headers = list[tuple[str, str]]  # a WSGI response's
+# A record read (see _read_text): its data, Cookie, the position of "cookie" among its keys,
+# its text and the data's JSON (either may be None).
+_Loaded = tuple[dict[str, Any], "Cookie", int, Optional[str], Optional[str]]
+# A store action (see _Core._store_action): its kind, the session ID, and what the kind takes.
+_Action = tuple[Any, ...]
+# A set of cookie attributes' templates (see _templates).
+_Templates = tuple[tuple[str, str, str], tuple[str, ...], dict[str, Any], str, tuple[Any, Any], str]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _NOTHING: Any = object()  # "not given", where None is a meaningful value
 
 
@@ -88,7 +106,7 @@ def unsign(signed: str, secrets: Union[Secret, Sequence[Secret]]) -> Optional[st
     return _verify(signed, [_key(s) for s in listed])[0]
 
 
-def _verify(signed: str, keys: Sequence[bytes]) -> tuple:
+def _verify(signed: str, keys: Sequence[bytes]) -> tuple[Optional[str], int]:
     """(value, index of the key that signed it), or (None, -1).
 
     Every key is tried, with no early exit, so the time taken does not tell
@@ -136,7 +154,7 @@ def _js_utf8(text: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _pads(key: bytes) -> tuple:
+def _pads(key: bytes) -> tuple[Any, Any]:
     # HMAC (RFC 2104) with the keyed inner and outer hashes computed once per
     # secret: signing then costs two hash copies instead of a full key setup.
     if len(key) > 64:
@@ -173,21 +191,22 @@ class _Core:
     instructions, 1.5% costlier: add one only in place of another.)
     """
 
+    _store: "Store"
     _merge: Callable[[str, "Change"], bool]  # the store's merge (None without: see _merges)
 
     def __init__(self, *, secret: Any, store: Any, name: Any, cookie: Any, genid: Any,
                  proxy: Any, resave: Any, save_uninitialized: Any, rolling: Any,
                  unset: Any) -> None:
         self._warned_insecure = False
-        self._warned_options: set = set()  # the option warnings already logged (once each)
+        self._warned_options: set[str] = set()  # the option warnings already logged (once each)
         self.secrets = _check_secrets(secret)
         self._signing_key = _key(self.secrets[0])
         self._verify_keys = [_key(s) for s in self.secrets]
-        self._verified: dict = {}  # cookie value -> (ID, value to re-send) that passed _verify
-        self._verified_headers: dict = {}  # the same, by the whole Cookie header it came in
+        self._verified: dict[str, tuple[str, Optional[str]]] = {}  # cookie value -> (ID, value to re-send) that passed _verify
+        self._verified_headers: dict[str, tuple[str, Optional[str]]] = {}  # the same, by the whole Cookie header it came in
         # Record text -> how _read_text reads it: cookie attributes, originalMaxAge, expires as
         # stored, where the data begins (the same session's next read is then a lookup).
-        self._records: dict = {}
+        self._records: dict[str, tuple[Any, ...]] = {}
         self.store = MemoryStore() if store is None else store
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValueError(f"name must be a cookie name (letters, digits, !#$%&'*+-.^_`|~): {name!r}")
@@ -277,7 +296,7 @@ class _Core:
         self._warn_options(options)
         return options
 
-    def _read_cookie(self, header: Optional[str]) -> tuple:
+    def _read_cookie(self, header: Optional[str]) -> tuple[Optional[str], Optional[str]]:
         """(session ID, the cookie value to send back for it) from our cookie in ``header``,
         or (None, None); never raises.  The value to send back is None when an older
         secret signed the cookie: it is then re-signed with the first."""
@@ -321,7 +340,7 @@ class _Core:
                             "one", sid, exc)
         return Session._new(request)
 
-    def _read_text(self, request: "_Request", text: str) -> tuple:
+    def _read_text(self, request: "_Request", text: str) -> "_Loaded":
         """A stored record's text as (data, Cookie, position of "cookie", the text, the data's
         JSON or None); ValueError or TypeError if it is not a valid session.
 
@@ -421,7 +440,8 @@ class _Core:
         value = sess._req.resend if sid == sess._cookie_id else None
         return cookie._header(self.name, value or self._cookie_value(sid))
 
-    def _store_action(self, sess: "Session", attached: bool, current: Optional[str]) -> Optional[tuple]:
+    def _store_action(self, sess: "Session", attached: bool,
+                      current: Optional[str]) -> Optional["_Action"]:
         """What the store must do as the response ends: ("merge", sid, Change, data's JSON),
         ("set", sid, record, data's JSON), ("touch", sid, record), ("destroy", sid), or None."""
         if not attached:
@@ -439,8 +459,9 @@ class _Core:
             return "touch", sess._id, record
         return None
 
-    def _carry_out(self, sess: "Session", action: tuple) -> None:
+    def _carry_out(self, sess: "Session", action: "_Action") -> None:
         """Do a store action (see _store_action) and note on the session what came of it."""
+        store: Any  # any object with the store methods, not only a Store (see the store setter)
         kind, sid, store = action[0], action[1], self._store
         if kind == "merge":
             result = self._merge(sid, action[2])
@@ -518,7 +539,7 @@ _STORE_CALLS = {"get": ("get",), "get_text": ("get_text", "get"), "set": ("set",
                 "merge": ("merge", "get", "set"), "touch": ("touch",), "destroy": ("destroy",)}
 
 
-def _read_record(record: Any, text: Optional[str] = None) -> tuple:
+def _read_record(record: Any, text: Optional[str] = None) -> "_Loaded":
     """A stored record (a dict) as (data, Cookie, position of "cookie", its text or None, the
     data's JSON); TypeError, KeyError or ValueError if it is not a valid session."""
     if not isinstance(record, dict):
@@ -546,7 +567,7 @@ def _owner(store: Any, method: str) -> Optional[type]:
     return None
 
 
-def _says_false(store: Any, attribute: str, methods: list) -> bool:
+def _says_false(store: Any, attribute: str, methods: list[str]) -> bool:
     """Whether the store's class sets ``attribute`` to False no higher in its classes than any
     of ``methods`` it defines: a subclass that overrode one of them since is not taken at its
     parent's word."""
@@ -595,7 +616,8 @@ class _Request:
                  "_secure", "cookie_decided")
 
     def __init__(self, core: _Core, context: Any, key: str, options: "_CookieOptions",
-                 cookie_id: Optional[str], resend: Optional[str], pending: Optional[list]) -> None:
+                 cookie_id: Optional[str], resend: Optional[str],
+                 pending: Optional[list[tuple[str, str]]]) -> None:
         self.core, self.context, self.key, self.options = core, context, key, options
         self.cookie_id, self.resend, self.pending = cookie_id, resend, pending
         self.ended = False
@@ -651,7 +673,7 @@ class _CookieOptions:
 
     __slots__ = ("max_age_ms", "expires_ms", "secure", "same_site", "path", "fixed_attrs",
                  "auto", "scoped", "templates")
-    templates: tuple  # _templates(fixed_attrs), read only when not auto (else None)
+    templates: _Templates  # _templates(fixed_attrs), read only when not auto (else None)
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - set(_COOKIE_OPTIONS))
@@ -694,7 +716,7 @@ class _CookieOptions:
         """Whether a request for ``path`` is in the cookie's path (else it gets no session)."""
         return not self.scoped or path.startswith(self.path)
 
-    def attrs(self, request: "_Request") -> tuple:
+    def attrs(self, request: "_Request") -> tuple[Any, ...]:
         """A new cookie's attributes for this request ("auto" resolved)."""
         attrs = self.fixed_attrs
         if self.auto:
@@ -721,11 +743,11 @@ class _CookieOptions:
 
 # ---------------------------------------------------------------- Session
 
-def _reads(method):
+def _reads(method: str) -> Callable[..., Any]:
     """Wrap a dict method so calling it marks the session as read (for Vary and change tracking)."""
     base = getattr(dict, method)
 
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: "Session", *args: Any, **kwargs: Any) -> Any:
         self._use()
         return base(self, *args, **kwargs)
     wrapper.__name__ = method
@@ -733,7 +755,7 @@ def _reads(method):
     return wrapper
 
 
-class Session(dict):
+class Session(dict[str, Any]):
     """The user's session data (a dict of JSON values) plus its ID, cookie and store actions.
 
     Changes are found by comparing the data's JSON with what was loaded, so
@@ -754,8 +776,8 @@ class Session(dict):
     _cookie_pos: int  # where the cookie is among the record's keys (0: first)
     _base: Optional[str]  # the record's text as loaded or last written: what a merge compares
     _snapshot: Optional[str]  # the data's JSON a change is found against (None: not taken yet)
-    _originals: Optional[dict]
-    _saved: Optional[tuple]  # (ID, data's JSON; None: as loaded) the store holds: see _is_saved
+    _originals: Optional[dict[str, Any]]
+    _saved: Optional[tuple[Optional[str], Optional[str]]]  # (ID, data's JSON; None: as loaded) the store holds: see _is_saved
     _lifetime: Optional[float]
     _may_differ: bool
     _read: bool
@@ -794,7 +816,7 @@ class Session(dict):
         return self
 
     @classmethod
-    def _loaded(cls, request: _Request, data: dict, cookie: "Cookie", position: int,
+    def _loaded(cls, request: _Request, data: dict[str, Any], cookie: "Cookie", position: int,
                 text: Optional[str], data_json: Optional[str]) -> "Session":
         """A session loaded from the store (see _Core._read_text and _read_record)."""
         self = dict.__new__(cls)
@@ -806,7 +828,7 @@ class Session(dict):
         self._saved_lifetime = _MISSING
         return self
 
-    def _fill(self, data: dict, cookie: "Cookie", position: int, text: Optional[str],
+    def _fill(self, data: dict[str, Any], cookie: "Cookie", position: int, text: Optional[str],
               data_json: Optional[str]) -> None:
         """The data and cookie of a record read from the store, as the store holds them."""
         dict.update(self, data)
@@ -954,7 +976,7 @@ class Session(dict):
                                f"loop: anyio.from_thread.run(session.{awaitable}))")
         return request
 
-    def _save_action(self) -> tuple:
+    def _save_action(self) -> "_Action":
         if self._destroyed:
             raise SessionError("this session was destroyed: there is nothing to save")
         self._use()
@@ -962,7 +984,7 @@ class Session(dict):
         self._saved_lifetime = self._cookie._original
         return action
 
-    def _write_action(self, data: str) -> tuple:
+    def _write_action(self, data: str) -> "_Action":
         """The store write of this session with ``data`` (its JSON): ("merge", sid, Change,
         data) where the store merges, else ("set", sid, record, data)."""
         sid = self._id or self._ensure_id()
@@ -992,7 +1014,7 @@ class Session(dict):
                 return
         raise SessionError(f"session {str(self._id)[:6]}... is no longer in the store")
 
-    def _carried_out(self, action: tuple, result: Any) -> None:
+    def _carried_out(self, action: "_Action", result: Any) -> None:
         """Take note of what a store action (see _Core._store_action) came to."""
         kind = action[0]
         if kind == "merge":
@@ -1060,7 +1082,7 @@ class Session(dict):
             originals, self._originals = self._originals, None
             self._snapshot = self._dump() if not originals else _encode(self._as_loaded(originals))
 
-    def _as_loaded(self, originals: dict) -> dict:
+    def _as_loaded(self, originals: dict[str, Any]) -> dict[str, Any]:
         """The data as loaded: the current data with the keys written so far put back."""
         data = {}
         for key, value in dict.items(self):
@@ -1249,15 +1271,15 @@ class Session(dict):
         self._use()
         dict.update(self, other)
 
-    def __ior__(self, other: Any) -> "Session":  # type: ignore[misc]  # (mypy: "unlike __or__")
+    def __ior__(self, other: Any) -> "Session":  # type: ignore[misc, override]  # (unlike __or__)
         self.update(other)
         return self
 
-    def copy(self) -> dict:
+    def copy(self) -> dict[str, Any]:
         self._use()
         return dict(dict.items(self))
 
-    def __reduce_ex__(self, protocol: Any) -> tuple:
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         """copy.copy(), copy.deepcopy() and pickle give the data as a plain dict: the session
         itself belongs to its request."""
         return dict, (self.copy(),)
@@ -1342,6 +1364,9 @@ class Cookie:
     # record and header templates are cached by it, and each one's descriptor
     # checks a new value before building the next tuple.
     __slots__ = ("_expires", "_original", "_attrs")
+    _expires: Union[int, str, None]  # epoch ms, or a record's ISO date until read (see _ms)
+    _original: Optional[float]
+    _attrs: tuple[Any, ...]
     partitioned: _Attribute[Optional[bool]] = _Attribute("partitioned")
     priority: _Attribute[Optional[str]] = _Attribute("priority")
     secure: _Attribute[Optional[bool]] = _Attribute("secure")
@@ -1358,15 +1383,16 @@ class Cookie:
         given = {"partitioned": partitioned, "priority": priority, "secure": secure,
                  "http_only": http_only, "domain": domain, "path": path, "same_site": same_site}
         self._attrs = tuple(_check_cookie_attribute(name, given[name]) for name in _ATTRIBUTES)
-        self._expires: Optional[int] = None
-        self._original: Optional[float] = None
+        self._expires = None
+        self._original = None
         if max_age is not None:
             self.max_age = max_age
         elif expires is not None:
             self.expires = expires
 
     @classmethod
-    def _make(cls, attrs: tuple, original: Optional[float], expires: Optional[int]) -> "Cookie":
+    def _make(cls, attrs: tuple[Any, ...], original: Optional[float],
+              expires: Union[int, str, None]) -> "Cookie":
         """A cookie from checked attributes and its two times (ms; the expiry may also be a
         stored ISO date checked for form, see _ms), as a record or the options give them:
         the one way a Cookie is made other than through its checks."""
@@ -1383,7 +1409,7 @@ class Cookie:
         """The expiry in epoch ms.  A cookie read from a record's text keeps its stored date,
         checked for form, until it is needed (most requests restart the clock instead)."""
         ms = self._expires
-        if type(ms) is str:
+        if isinstance(ms, str):
             try:
                 ms = _expires_ms(ms)
             except ValueError as exc:  # a well-formed date that does not exist: 2026-02-31
@@ -1433,7 +1459,7 @@ class Cookie:
         if self._original is not None:
             self._expires = time.time_ns() // 1_000_000 + int(self._original)
 
-    def to_record(self) -> dict:
+    def to_record(self) -> dict[str, Any]:
         """The cookie as express stores it: camelCase, express's key order, unset keys omitted
         (but ``path`` None is written null, as express writes it)."""
         return self._stored()[0]
@@ -1442,12 +1468,13 @@ class Cookie:
         """``to_record()`` as JSON."""
         return self._stored()[1]
 
-    def _stored(self) -> tuple:
+    def _stored(self) -> tuple[dict[str, Any], str, Optional[int]]:
         """(``to_record()``, its JSON, expiry in epoch ms): both made from one template per set
         of attributes, in which only the two times vary."""
         templates = _TEMPLATES.get(self._attrs) or _templates(self._attrs)
         ms, original = self._expires, self._original
-        if type(ms) is str:
+        expires: Optional[str]
+        if isinstance(ms, str):
             expires, ms = ms, self._ms()
         else:
             expires = None if ms is None else _iso_ms(ms)
@@ -1456,13 +1483,13 @@ class Cookie:
         fields["expires"] = expires
         return fields, _cookie_json(templates, original, expires), ms
 
-    def _json(self) -> tuple:
+    def _json(self) -> tuple[str, Optional[int], Optional[str]]:
         """(``to_json()``, expiry in epoch ms, the expiry as the JSON has it)."""
         ms, original = self._expires, self._original
         templates = _TEMPLATES.get(self._attrs) or _templates(self._attrs)
         if ms is None and original is None:
             return templates[3], None, None
-        if type(ms) is str:
+        if isinstance(ms, str):
             return _cookie_json(templates, original, ms), self._ms(), ms
         expires = None if ms is None else _iso_ms(ms)
         return _cookie_json(templates, original, expires), ms, expires
@@ -1512,14 +1539,14 @@ class Cookie:
     def _header(self, name: str, value: str) -> str:
         """``serialize`` for a name and value already known to be valid (the middleware's)."""
         before, after = (_TEMPLATES.get(self._attrs) or _templates(self._attrs))[1]
-        ms = self._expires if type(self._expires) is not str else self._ms()
+        ms = self._ms() if isinstance(self._expires, str) else self._expires
         if ms is None:
             return f"{name}={value}{before}{after}"
         return f"{name}={value}{before}; Expires={_http_date(ms // 1000)}{after}"
 
-    def _fields(self, original: Any, expires: Any) -> dict:
+    def _fields(self, original: Any, expires: Any) -> dict[str, Any]:
         partitioned, priority, secure, http_only, domain, path, same_site = self._attrs
-        rec: dict = {"originalMaxAge": original}
+        rec: dict[str, Any] = {"originalMaxAge": original}
         if partitioned is not None:
             rec["partitioned"] = partitioned
         if priority is not None:
@@ -1537,7 +1564,7 @@ class Cookie:
 
     def _attributes(self, expires: Optional[str]) -> str:
         partitioned, priority, secure, http_only, domain, path, same_site = self._attrs
-        parts: list = []
+        parts: list[str] = []
         if domain:
             parts += ("; Domain=", domain)
         if path:
@@ -1564,7 +1591,7 @@ class Cookie:
 _SAME_SITE_ATTR = {True: "Strict", "strict": "Strict", "lax": "Lax", "none": "None"}
 
 
-def _templates(attrs: tuple) -> tuple:
+def _templates(attrs: tuple[Any, ...]) -> _Templates:
     """For cookies with these (checked) attributes: the cookie's JSON cut around its two
     times, the Set-Cookie attributes cut where Expires goes, the record's fields (times
     None), the JSON with both times null, and how a record with this cookie first reads
@@ -1589,11 +1616,11 @@ def _templates(attrs: tuple) -> tuple:
     return found
 
 
-_TEMPLATES: dict = {}
+_TEMPLATES: dict[tuple[Any, ...], _Templates] = {}
 _TEMPLATES_SIZE = 4096  # sets of cookie attributes (a cookie callable may give one per host)
 
 
-def _read_layout(text: str, layout: tuple) -> Optional[tuple]:
+def _read_layout(text: str, layout: tuple[Any, ...]) -> Optional[tuple[Any, ...]]:
     """(originalMaxAge, expires as stored, where the data begins) of a record whose cookie
     comes first with the attributes of ``layout`` (see _templates), else None."""
     times, tails = layout
@@ -1612,7 +1639,7 @@ _RECORD_GOES_ON = (",", "}")  # what follows the cookie in a record: its data, o
 
 
 @functools.lru_cache(maxsize=64)
-def _head_pattern(start: str, between: str) -> "re.Pattern":
+def _head_pattern(start: str, between: str) -> "re.Pattern[str]":
     """The pattern of a record's start up to its cookie's two times and past them, cached by
     the attributes before "expires" (partitioned, priority), the only ones in it: cached by
     all of them, a cookie callable that gives each of many hosts its own domain compiled
@@ -1621,7 +1648,8 @@ def _head_pattern(start: str, between: str) -> "re.Pattern":
                       + r'(?:null|"(' + _ISO_MS.pattern + ')")')
 
 
-def _cookie_json(templates: tuple, original: Optional[float], expires: Optional[str]) -> str:
+def _cookie_json(templates: _Templates, original: Optional[float],
+                 expires: Optional[str]) -> str:
     """A cookie's JSON from its attributes' templates (see _templates) and its two times."""
     if original is None and expires is None:
         return templates[3]
@@ -1634,7 +1662,7 @@ def _cookie_json(templates: tuple, original: Optional[float], expires: Optional[
 
 
 @functools.lru_cache(maxsize=256, typed=True)
-def _record_attributes(raw: tuple) -> tuple:
+def _record_attributes(raw: tuple[Any, ...]) -> tuple[Any, ...]:
     """A stored cookie's attributes (record field values, in _ATTRIBUTES order), checked."""
     return tuple(_check_cookie_attribute(name, value, _RECORD_FIELDS[name])
                  for name, value in zip(_ATTRIBUTES, raw))
@@ -1718,7 +1746,7 @@ def encode_record(record: Mapping[str, Any]) -> str:
         return _on_a_new_stack(_encode, record)
 
 
-def decode_record(text: Union[str, bytes]) -> dict:
+def decode_record(text: Union[str, bytes]) -> dict[str, Any]:
     """Parse a stored record; ValueError unless it is a JSON object with a ``cookie`` object,
     in JSON that ``JSON.parse`` reads (no NaN or Infinity) and not nested beyond what the
     encoder accepts."""
@@ -1738,7 +1766,7 @@ def expires_at(record: Mapping[str, Any]) -> Optional[float]:
     return None if expires is None or expires is False else _expires_ms(expires) / 1000
 
 
-class _Record(dict):
+class _Record(dict[str, Any]):
     """A record from the middleware, carrying what stores would otherwise compute again:
     its JSON (or None), its expiry in epoch ms, and whether a touch may move an expiry
     that another request just moved later (``keep_later``: see Change)."""
@@ -1787,9 +1815,9 @@ class Change:
     def __init__(self, base: Optional[str], text: str, expires: Optional[float],
                  keep_later: bool = True) -> None:
         self.base, self.text, self.expires, self.keep_later = base, text, expires, keep_later
-        self.kept_times: Optional[tuple] = None  # (originalMaxAge, expires) apply() last kept
+        self.kept_times: Optional[tuple[Any, Any]] = None  # (originalMaxAge, expires) apply() last kept
 
-    def changes(self) -> tuple:
+    def changes(self) -> tuple[dict[str, Any], list[str]]:
         """(keys set, with their values; keys deleted): what this request changed at the top
         level of the data, against ``base`` (the cookie is not among them)."""
         mine = _decode(self.text)
@@ -1799,9 +1827,10 @@ class Change:
         deleted = [key for key in base if key != "cookie" and key not in mine]
         return sets, deleted
 
-    def cookie(self) -> dict:
+    def cookie(self) -> dict[str, Any]:
         """The cookie of the record this request would write."""
-        return _decode(self.text)["cookie"]
+        cookie: dict[str, Any] = _decode(self.text)["cookie"]
+        return cookie
 
     def _changes_cookie_attributes(self) -> bool:
         """Whether this request changed its cookie's attributes (anything but its two times)
@@ -1810,11 +1839,11 @@ class Change:
         base = self._base_cookie()
         return base is None or bool(_changed_attributes(base, self.cookie()))
 
-    def _base_cookie(self) -> Optional[dict]:
+    def _base_cookie(self) -> Optional[dict[str, Any]]:
         base = _decode(self.base).get("cookie") if self.base is not None else None
         return base if type(base) is dict else None
 
-    def apply(self, stored: str) -> tuple:
+    def apply(self, stored: str) -> tuple[str, Optional[float]]:
         """(JSON, expiry in epoch seconds or None) of the record ``stored`` with this
         request's changes applied: keys keep their stored order, new ones come last; in the
         cookie, the attributes this request changed are set, and its times replace the stored
@@ -1842,7 +1871,7 @@ class Change:
         """Whether a stored expiry (epoch s, None: none) is kept over this change's own."""
         return self.keep_later and theirs is not None and (self.expires is None or theirs > self.expires)
 
-    def _cookie_over(self, stored: dict, keep_times: bool) -> dict:
+    def _cookie_over(self, stored: dict[str, Any], keep_times: bool) -> dict[str, Any]:
         """The stored cookie with the attributes this request changed (against ``base``'s)
         set as this request has them, and this request's two times unless ``keep_times``;
         in express's key order, without fields express does not write."""
@@ -1865,7 +1894,7 @@ class Change:
         return f"Change(base={self.base!r:.40}, text={self.text!r:.60}, expires={self.expires!r})"
 
 
-def _changed_attributes(base: dict, mine: dict) -> list:
+def _changed_attributes(base: dict[str, Any], mine: dict[str, Any]) -> list[str]:
     """The fields of two stored cookies, other than their two times, that differ."""
     base, mine = _meaningful(base), _meaningful(mine)
     return [key for key in {**base, **mine} if key not in _COOKIE_TIMES and (
@@ -1877,7 +1906,7 @@ def _changed_attributes(base: dict, mine: dict) -> list:
 _NULL_IS_UNSET = ("partitioned", "priority", "secure", "domain", "sameSite")
 
 
-def _meaningful(cookie: dict) -> dict:
+def _meaningful(cookie: dict[str, Any]) -> dict[str, Any]:
     """A stored cookie without the null fields that mean unset (see _NULL_IS_UNSET)."""
     return {k: v for k, v in cookie.items() if v is not None or k not in _NULL_IS_UNSET}
 
@@ -1888,7 +1917,7 @@ _COOKIE_FIELDS = ("originalMaxAge", "partitioned", "priority", "expires", "secur
                   "domain", "path", "sameSite")
 
 
-def _merged_record(record: Optional[dict], change: Change) -> Optional["_Record"]:
+def _merged_record(record: Optional[dict[str, Any]], change: Change) -> Optional["_Record"]:
     """What Store's default merge writes over ``record`` (the stored one, or None) for
     ``change``; None when it writes nothing (see Store.merge)."""
     if (record is None) != (change.base is None):
@@ -1899,7 +1928,7 @@ def _merged_record(record: Optional[dict], change: Change) -> Optional["_Record"
     return _Record.of(*change.apply(stored))
 
 
-def _record_expiry(record: dict) -> Optional[float]:
+def _record_expiry(record: dict[str, Any]) -> Optional[float]:
     """A decoded record's ``cookie.expires`` in epoch seconds, or None (unset or unreadable)."""
     try:
         return expires_at(record)
@@ -2005,10 +2034,10 @@ def _decode(text: str) -> Any:
     return value if end == len(text) else _DECODER.decode(text)
 
 
-def _on_a_new_stack(function: Callable[[Any], Any], arg: Any) -> Any:
+def _on_a_new_stack(function: Callable[[_T], _R], arg: _T) -> _R:
     """``function(arg)`` in a thread of its own, for JSON nested deeper than this thread's
     stack leaves room for (the C encoder and decoder recurse once per level)."""
-    outcome: list = []
+    outcome: list[tuple[bool, Any]] = []
 
     def run() -> None:
         try:
@@ -2019,9 +2048,10 @@ def _on_a_new_stack(function: Callable[[Any], Any], arg: Any) -> Any:
     thread.start()
     thread.join()
     ok, value = outcome[0]
-    if ok:
-        return value
-    raise value
+    if not ok:
+        raise value
+    result: _R = value
+    return result
 
 
 
@@ -2057,11 +2087,11 @@ class Store:
     # given a record with no fields, and a request that only reads builds no record.
     touch_needs_record: bool = True
 
-    def get(self, sid: str) -> Optional[dict]:
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
         """The live record for ``sid``, or None if it is missing or expired."""
         raise NotImplementedError
 
-    def set(self, sid: str, record: dict) -> None:
+    def set(self, sid: str, record: dict[str, Any]) -> None:
         """Create or replace the record, with its expiry."""
         raise NotImplementedError
 
@@ -2069,16 +2099,16 @@ class Store:
         """Delete the record; deleting a missing one is not an error."""
         raise NotImplementedError
 
-    def touch(self, sid: str, record: dict) -> None:
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
         """Move the expiry to the one ``record`` gives, without rewriting data; no-op if gone.
         Never move it earlier than the stored one when ``getattr(record, "keep_later", True)``."""
         raise NotImplementedError
 
-    def all(self) -> dict:
+    def all(self) -> dict[str, dict[str, Any]]:
         """Every live record, by ID."""
         raise NotImplementedError
 
-    def ids(self) -> list:
+    def ids(self) -> list[str]:
         """The IDs of the live records."""
         return list(self.all())
 
@@ -2131,7 +2161,7 @@ class Store:
         self.set(sid, record)
         return True
 
-    async def aget(self, sid: str) -> Optional[dict]:
+    async def aget(self, sid: str) -> Optional[dict[str, Any]]:
         """``get``, awaitable; this default runs it in a thread."""
         return await _in_thread(self.get, sid)
 
@@ -2139,7 +2169,7 @@ class Store:
         """``get_text``, awaitable; this default runs it in a thread."""
         return await _in_thread(self.get_text, sid)
 
-    async def aset(self, sid: str, record: dict) -> None:
+    async def aset(self, sid: str, record: dict[str, Any]) -> None:
         """``set``, awaitable; this default runs it in a thread."""
         await _in_thread(self.set, sid, record)
 
@@ -2160,7 +2190,7 @@ class Store:
         await self.aset(sid, record)
         return True
 
-    async def atouch(self, sid: str, record: dict) -> None:
+    async def atouch(self, sid: str, record: dict[str, Any]) -> None:
         """``touch``, awaitable; this default runs it in a thread."""
         await _in_thread(self.touch, sid, record)
 
@@ -2169,7 +2199,7 @@ class Store:
         await _in_thread(self.destroy, sid)
 
 
-async def _in_thread(function: Callable, *args: Any) -> Any:
+async def _in_thread(function: Callable[..., _R], *args: Any) -> _R:
     """``function(*args)`` in the event loop's threads (asyncio's default pool, or trio's), so
     it cannot block the loop; in a copy of the caller's context (as ``asyncio.to_thread``), so
     a store sees the request's context variables as it does under WSGI; run to its end even if
@@ -2180,7 +2210,8 @@ async def _in_thread(function: Callable, *args: Any) -> Any:
     trio = _running_trio()
     if trio is not None:
         with trio.CancelScope(shield=True):  # cancelled meanwhile: told once the call is done
-            return await trio.to_thread.run_sync(call, limiter=_trio_store_threads(trio))
+            result: _R = await trio.to_thread.run_sync(call, limiter=_trio_store_threads(trio))
+            return result
     # A cancelled caller leaves the call running: a write is never dropped from the pool's queue.
     return await _to_its_end(asyncio.get_running_loop().run_in_executor(None, call))
 
@@ -2232,7 +2263,7 @@ def _running_trio() -> Any:
     return None
 
 
-async def _to_its_end(done: Any) -> Any:
+async def _to_its_end(done: "asyncio.Future[_R]") -> _R:
     """``await done`` (a future or task), which a cancellation of this await leaves running;
     a failure nobody awaits then is logged."""
     import asyncio
@@ -2243,7 +2274,7 @@ async def _to_its_end(done: Any) -> Any:
         raise
 
 
-class _Writes(set):
+class _Writes(set[Any]):
     """Writes in flight (a store's coroutine writes, the ASGI middleware's end-of-response
     store work), each shielded from the cancellation of the request that started it (a client
     that went away must not cut the last write short) and kept until it ends, so that a
@@ -2252,7 +2283,7 @@ class _Writes(set):
 
     __slots__ = ()
 
-    async def run(self, write: Any) -> Any:
+    async def run(self, write: Awaitable[_R]) -> _R:
         """``await write`` (a coroutine), run on to its end even if this await is cancelled."""
         import asyncio
         trio = _running_trio()
@@ -2314,10 +2345,10 @@ class MemoryStore(Store):
         self._lock = threading.Lock()  # held by writers; a read takes it only to drop an expired entry
         # sid -> (expiry, record JSON).  Entries are tuples, replaced whole, so a reader
         # always sees a consistent one.
-        self._data: dict = {}
-        self._heap: list = []  # (expiry, sid); stale pairs are skipped when popped
+        self._data: dict[str, tuple[float, str]] = {}
+        self._heap: list[tuple[float, str]] = []  # (expiry, sid); stale pairs are skipped when popped
 
-    def get(self, sid: str) -> Optional[dict]:
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
         text = self.get_text(sid)
         return None if text is None else _decode(text)
 
@@ -2332,7 +2363,7 @@ class MemoryStore(Store):
             return None
         return entry[1]
 
-    def set(self, sid: str, record: dict) -> None:
+    def set(self, sid: str, record: dict[str, Any]) -> None:
         text = encode_record(record)
         expiry = self.expiry_time(record)
         while True:
@@ -2361,7 +2392,7 @@ class MemoryStore(Store):
         with self._lock:
             self._data.pop(sid, None)
 
-    def touch(self, sid: str, record: dict) -> None:
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
         """Move the expiry and keep the record's cookie as touched, as express's MemoryStore;
         skipped when it would move the expiry less than ``touch_slack`` seconds and less than
         1% of the time left, and change nothing else of the cookie (see the class docstring)."""
@@ -2379,7 +2410,7 @@ class MemoryStore(Store):
             if self._put_if(sid, seen, new, now):
                 return
 
-    def all(self) -> dict:
+    def all(self) -> dict[str, dict[str, Any]]:
         now = time.time()
         entries = list(self._data.items())
         return {sid: _decode(entry[1]) for sid, entry in entries if entry[0] > now}
@@ -2401,19 +2432,19 @@ class MemoryStore(Store):
     def close(self) -> None:
         self.clear()
 
-    async def aget(self, sid: str) -> Optional[dict]:
+    async def aget(self, sid: str) -> Optional[dict[str, Any]]:
         return self.get(sid)
 
     async def aget_text(self, sid: str) -> Optional[str]:
         return self.get_text(sid)
 
-    async def aset(self, sid: str, record: dict) -> None:
+    async def aset(self, sid: str, record: dict[str, Any]) -> None:
         self.set(sid, record)
 
     async def amerge(self, sid: str, change: Change) -> bool:
         return self.merge(sid, change)
 
-    async def atouch(self, sid: str, record: dict) -> None:
+    async def atouch(self, sid: str, record: dict[str, Any]) -> None:
         self.touch(sid, record)
 
     async def adestroy(self, sid: str) -> None:
@@ -2421,7 +2452,8 @@ class MemoryStore(Store):
 
     # -- private
 
-    def _put_if(self, sid: str, seen: Optional[tuple], new: Optional[tuple], now: float) -> bool:
+    def _put_if(self, sid: str, seen: Optional[tuple[Any, ...]], new: Optional[tuple[Any, ...]],
+                now: float) -> bool:
         """Replace the entry of ``sid`` by ``new`` (None: delete it) if it is still ``seen``,
         the entry it was computed from (a write computed outside the lock); False if not."""
         data = self._data
@@ -2496,7 +2528,7 @@ def _with_cookie(text: str, cookie: str) -> str:
     return encode_record(record)
 
 
-class _SeenExpiries(dict):
+class _SeenExpiries(dict[str, float]):
     """sid -> the expiry (epoch s) this process last read (SQLiteStore and PostgresStore: or
     wrote), kept by the stores that skip a touch which would barely move it (SQLiteStore,
     RedisStore, PostgresStore): each such touch would be a write, on most requests of a site
@@ -2533,11 +2565,16 @@ class SessionMiddleware(_Core):
     Options are validated here, at construction; see the README for each.
     """
 
-    def __init__(self, app: Callable, *, secret: Union[Secret, Sequence[Secret], None] = None,
+    app: Callable[..., Iterable[bytes]]
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], *,
+                 secret: Union[Secret, Sequence[Secret], None] = None,
                  store: Optional[Store] = None, name: str = "connect.sid",
-                 cookie: Union[Mapping[str, Any], Callable[[dict], Mapping[str, Any]], None] = None,
-                 genid: Optional[Callable[[dict], str]] = None, proxy: Optional[bool] = None,
-                 resave: bool = False, save_uninitialized: bool = False, rolling: bool = False,
+                 cookie: Union[Mapping[str, Any], Callable[[dict[str, Any]], Mapping[str, Any]],
+                               None] = None,
+                 genid: Optional[Callable[[dict[str, Any]], str]] = None,
+                 proxy: Optional[bool] = None, resave: bool = False,
+                 save_uninitialized: bool = False, rolling: bool = False,
                  unset: str = "keep", environ_key: str = "session") -> None:
         if not callable(app):
             raise TypeError("app must be a WSGI callable")
@@ -2549,7 +2586,7 @@ class SessionMiddleware(_Core):
         self.app = app
         self.environ_key = environ_key
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: _Environ, start_response: _StartResponse) -> Iterable[bytes]:
         key = self.environ_key
         found = environ.get(key)
         if found is not None and _in_use(found):  # an outer middleware's session, say
@@ -2585,16 +2622,16 @@ class SessionMiddleware(_Core):
         exchange.body = result
         return exchange
 
-    def _is_secure(self, environ: dict) -> bool:
+    def _is_secure(self, environ: _Environ) -> bool:
         if environ.get("wsgi.url_scheme") == "https":
             return True
         if not self.proxy:
             return False
-        proto = environ.get("HTTP_X_FORWARDED_PROTO", "")
+        proto: str = environ.get("HTTP_X_FORWARDED_PROTO", "")
         return proto.split(",", 1)[0].strip().lower() == "https"
 
-    def _response_headers(self, sess: Session, headers: list, current: Any = _NOTHING,
-                          attached: Any = _NOTHING) -> list:
+    def _response_headers(self, sess: Session, headers: _Headers, current: Any = _NOTHING,
+                          attached: Any = _NOTHING) -> _Headers:
         """The app's headers plus our Set-Cookie (see _Core._set_cookie) and Vary: Cookie."""
         if current is _NOTHING:
             attached = sess._req.attached(sess)
@@ -2624,16 +2661,17 @@ class _Exchange(_Request):
                  "_sent", "body", "_held")
     core: SessionMiddleware
     sess: Session  # (None once the request has ended: see release)
-    _start_response: Callable
+    _start_response: _StartResponse
     _status: Optional[str]
-    _headers: list
-    _write: Callable  # (the server's, once the head is sent)
+    _headers: _Headers
+    _write: Callable[[bytes], Any]  # (the server's, once the head is sent)
     _sent: bool
     body: Iterable[bytes]  # the app's
     _held: Any
 
-    def __init__(self, mw: SessionMiddleware, environ: dict, key: str, options: "_CookieOptions",
-                 cookie_id: Optional[str], resend: Optional[str], start_response: Callable) -> None:
+    def __init__(self, mw: SessionMiddleware, environ: _Environ, key: str,
+                 options: "_CookieOptions", cookie_id: Optional[str], resend: Optional[str],
+                 start_response: _StartResponse) -> None:
         # One object per request: the session's _Request (store calls made at once), and the
         # response (see _Request.__init__ for the first fields).
         self.core, self.context, self.key, self.options = mw, environ, key, options
@@ -2645,7 +2683,8 @@ class _Exchange(_Request):
         self._sent = False
         self._held = _NOTHING  # the body's last bytes (a chunk, or what write() was given)
 
-    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable:
+    def start_response(self, status: str, headers: _Headers,
+                       exc_info: Any = None) -> Callable[[bytes], Any]:
         if exc_info is not None:
             held = self._held  # bytes the app gave are out, for the server as for the app
             if held is not _NOTHING and (held or self._sent):  # (write(b"") sends the head)
@@ -2754,10 +2793,13 @@ class ASGISessionMiddleware(_Core):
     ``await session.areload()`` reach the store at once.
     """
 
-    def __init__(self, app: Callable, *, secret: Union[Secret, Sequence[Secret], None] = None,
+    app: Callable[..., Awaitable[None]]
+
+    def __init__(self, app: Callable[..., Awaitable[None]], *,
+                 secret: Union[Secret, Sequence[Secret], None] = None,
                  store: Optional[Store] = None, name: str = "connect.sid",
-                 cookie: Union[Mapping[str, Any], Callable[[dict], Mapping[str, Any]], None] = None,
-                 genid: Optional[Callable[[dict], str]] = None, proxy: Optional[bool] = None,
+                 cookie: Union[Mapping[str, Any], Callable[[Scope], Mapping[str, Any]], None] = None,
+                 genid: Optional[Callable[[Scope], str]] = None, proxy: Optional[bool] = None,
                  resave: bool = False, save_uninitialized: bool = False, rolling: bool = False,
                  unset: str = "keep", scope_key: str = "session") -> None:
         if not callable(app):
@@ -2770,7 +2812,7 @@ class ASGISessionMiddleware(_Core):
         self.app = app
         self.scope_key = scope_key
 
-    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: _Receive, send: _Send) -> None:
         kind = scope["type"]
         key = self.scope_key
         found = scope.get(key)
@@ -2793,18 +2835,18 @@ class ASGISessionMiddleware(_Core):
         else:
             await self._websocket(scope, receive, send, sess)
 
-    async def _http(self, scope: Scope, receive: Callable, send: Callable, sess: Session) -> None:
-        start: Optional[dict] = None  # http.response.start, held until the body goes out
+    async def _http(self, scope: Scope, receive: _Receive, send: _Send, sess: Session) -> None:
+        start: Optional[_Message] = None  # http.response.start, held until the body goes out
         started = ended = gone = False
 
-        async def receive_with_session() -> dict:
+        async def receive_with_session() -> _Message:
             nonlocal gone
             message = await receive()
             if message["type"] == "http.disconnect":
                 gone = True
             return message
 
-        async def send_with_session(message: dict) -> None:
+        async def send_with_session(message: _Message) -> None:
             nonlocal start, started, ended, gone
             kind = message["type"]
             if kind == "http.response.start":
@@ -2843,18 +2885,19 @@ class ASGISessionMiddleware(_Core):
         finally:
             sess._req.context = None  # the request is over: drop the scope <-> session cycle
 
-    async def _websocket(self, scope: Scope, receive: Callable, send: Callable, sess: Session) -> None:
+    async def _websocket(self, scope: Scope, receive: _Receive, send: _Send,
+                         sess: Session) -> None:
         ended = gone = denied = False
-        denial: Optional[dict] = None  # websocket.http.response.start: an HTTP response instead
+        denial: Optional[_Message] = None  # websocket.http.response.start: an HTTP response instead
 
-        async def receive_with_session() -> dict:
+        async def receive_with_session() -> _Message:
             nonlocal gone
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 gone = True
             return message
 
-        async def send_with_session(message: dict) -> None:
+        async def send_with_session(message: _Message) -> None:
             nonlocal ended, gone, denial, denied
             kind = message["type"]
             if kind == "websocket.accept":  # the one message of a socket a Set-Cookie can go in
@@ -2958,7 +3001,7 @@ class ASGISessionMiddleware(_Core):
                 await work
         return current
 
-    def _store_work(self, sess: Session, action: Optional[tuple]) -> Optional[Awaitable]:
+    def _store_work(self, sess: Session, action: Optional[_Action]) -> Optional[Awaitable[None]]:
         """The deletions regenerate() and destroy() left, then ``action`` (or None): done at
         once on a store that never waits, else the awaitable that does it."""
         if self._inline:
@@ -2966,7 +3009,7 @@ class ASGISessionMiddleware(_Core):
             return None
         return self._work(sess, action)
 
-    def _work_inline(self, sess: Session, action: Optional[tuple]) -> None:
+    def _work_inline(self, sess: Session, action: Optional[_Action]) -> None:
         """_end's store work on a store that never waits: nothing can cut it short."""
         pending = sess._req.pending
         while pending:
@@ -2975,7 +3018,7 @@ class ASGISessionMiddleware(_Core):
         if action is not None:
             self._carry_out(sess, action)
 
-    async def _work(self, sess: Session, action: Optional[tuple]) -> None:
+    async def _work(self, sess: Session, action: Optional[_Action]) -> None:
         """_end's store work: an action alone is one store call, which runs on by itself once
         started; deletions and the action after them run as one task."""
         if sess._req.pending:
@@ -2983,7 +3026,7 @@ class ASGISessionMiddleware(_Core):
         elif action is not None:
             await self._acarry_out(sess, action)
 
-    async def _deletions_then(self, sess: Session, action: Optional[tuple]) -> None:
+    async def _deletions_then(self, sess: Session, action: Optional[_Action]) -> None:
         await self._do_pending(sess._req)
         if action is not None:
             await self._acarry_out(sess, action)
@@ -2994,7 +3037,7 @@ class ASGISessionMiddleware(_Core):
             kind, sid = pending.pop(0)
             await self._async_call(kind, sid)
 
-    def _start_message(self, sess: Session, start: dict, current: Any = _NOTHING) -> dict:
+    def _start_message(self, sess: Session, start: _Message, current: Any = _NOTHING) -> _Message:
         """http.response.start with our Set-Cookie and Vary: Cookie (a new message: the
         app's is not changed)."""
         attached = sess._req.attached(sess)
@@ -3003,7 +3046,7 @@ class ASGISessionMiddleware(_Core):
         set_cookie = self._set_cookie(sess, attached, current)
         if set_cookie is None and not sess._read:
             return start
-        headers: list = list(start.get("headers") or ())
+        headers: list[tuple[bytes, bytes]] = list(start.get("headers") or ())
         if set_cookie is not None:
             headers.append((b"set-cookie", set_cookie.encode("latin-1")))
         _add_vary_cookie_bytes(headers)
@@ -3023,7 +3066,7 @@ class ASGISessionMiddleware(_Core):
         """``_read_store``, without blocking the event loop."""
         return self._async_call("get_text" if self._areads_text else "get", sid)
 
-    async def _acarry_out(self, sess: Session, action: tuple) -> None:
+    async def _acarry_out(self, sess: Session, action: _Action) -> None:
         """``_carry_out``, without blocking the event loop."""
         sess._carried_out(action, await self._async_call(action[0], *action[1:3]))
 
@@ -3074,14 +3117,14 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _record_files(environ: dict, wrapper: Any) -> Optional[list]:
+def _record_files(environ: _Environ, wrapper: Any) -> Optional[list[Any]]:
     """What the server's wsgi.file_wrapper will return, when it is a function rather than a
     class (uWSGI's returns the file itself, and sends it with sendfile only if the app's
     result is that very object): the environ's wrapper is replaced by one that records.
     (A wrapper class, as most servers have, tells its bodies by their type.)"""
     if not callable(wrapper):
         return None
-    made: list = []
+    made: list[Any] = []
 
     def file_wrapper(filelike: Any, *args: Any, **kwargs: Any) -> Any:
         body = wrapper(filelike, *args, **kwargs)
@@ -3091,7 +3134,7 @@ def _record_files(environ: dict, wrapper: Any) -> Optional[list]:
     return made
 
 
-def _is_file_wrapper(body: Any, environ: dict, made: Optional[list] = None) -> bool:
+def _is_file_wrapper(body: Any, environ: _Environ, made: Optional[list[Any]] = None) -> bool:
     """Whether the app's body is the server's wsgi.file_wrapper (which it may sendfile)."""
     if made and any(body is m for m in made):
         return True
@@ -3160,7 +3203,7 @@ def _decode_uri_component(value: str) -> str:
         return value
 
 
-def _request_path(environ: dict, length: int) -> str:
+def _request_path(environ: _Environ, length: int) -> str:
     """SCRIPT_NAME + PATH_INFO percent-encoded again, as the browser sent the path: express
     and browsers match a cookie's path against the encoded path ("/my%20app").  Only its
     first ``length`` characters are encoded (each becomes one or more): enough for a prefix
@@ -3169,7 +3212,7 @@ def _request_path(environ: dict, length: int) -> str:
     return quote(path[:length].encode("latin-1", "replace"), _PATH_SAFE) if path else "/"
 
 
-def _add_vary_cookie(headers: list) -> None:
+def _add_vary_cookie(headers: _Headers) -> None:
     for name, value in headers:
         if len(name) == 4 and name.lower() == "vary":
             break
@@ -3206,7 +3249,7 @@ def _cookie_header(scope: Scope) -> Optional[str]:
         return None
 
 
-def _add_vary_cookie_bytes(headers: list) -> None:
+def _add_vary_cookie_bytes(headers: list[tuple[bytes, bytes]]) -> None:
     """``_add_vary_cookie`` for ASGI's (bytes, bytes) headers."""
     for i, (name, value) in enumerate(headers):
         if len(name) == 4 and name.lower() == b"vary":
@@ -3217,7 +3260,8 @@ def _add_vary_cookie_bytes(headers: list) -> None:
     headers.append((b"vary", b"Cookie"))
 
 
-def _remember(cache: dict, key: str, value: tuple, size: int, key_max: int) -> None:
+def _remember(cache: dict[str, Any], key: str, value: tuple[Any, ...], size: int,
+              key_max: int) -> None:
     """Keep ``value`` under ``key`` in one of the middleware's caches (verified cookies, read
     records): keys longer than ``key_max`` are not kept, and a full cache starts over."""
     if len(key) <= key_max:
@@ -3226,7 +3270,7 @@ def _remember(cache: dict, key: str, value: tuple, size: int, key_max: int) -> N
         cache[key] = value
 
 
-def _check_secrets(secret: Any) -> list:
+def _check_secrets(secret: Any) -> list[Secret]:
     if secret is None:
         raise ValueError("secret is required: a str or bytes, or a list of them (the first signs)")
     listed = [secret] if isinstance(secret, (str, bytes)) else secret
