@@ -9,7 +9,14 @@ them can also be vendored next to ``session.py`` on its own.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the names are, for type checkers; at run time, __getattr__ below
+    from .mongo_store import MongoStore
+    from .postgres_store import PostgresStore
+    from .redis_store import RedisStore
+    from .shelve_store import ShelveStore
+    from .sqlite_store import SQLiteStore
 
 __all__ = ["SQLiteStore", "ShelveStore", "RedisStore", "MongoStore", "PostgresStore"]
 
