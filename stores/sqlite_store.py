@@ -134,6 +134,7 @@ Why it is built this way:
 """
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import re
@@ -141,7 +142,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import Any, Optional, Union
+from typing import Any, Final, Literal, Optional, Union, overload
 
 import session
 
@@ -303,7 +304,7 @@ class SQLiteStore(session.Store):
             with self._write_lock:
                 while True:
                     now = time.time()
-                    expiry = now + self.ttl if expires is None else expires
+                    expiry: float = now + self.ttl if expires is None else expires
                     if keep_later:
                         # The expiry barely moves (see touch): the data alone is written, so
                         # the expires index is left as it is (a third of an UPDATE's cost),
@@ -312,7 +313,7 @@ class SQLiteStore(session.Store):
                         if self._seen.barely_moves(sid, expiry, now, self.touch_slack):
                             done = run(cur, self._sql_cas_data, (text, sid, base, now, seen)).rowcount
                         if done:
-                            expiry = seen
+                            expiry = seen  # type: ignore[assignment]  # done: expires >= seen held, not None
                         else:  # max(stored, new): live, whatever the new expiry
                             done = run(cur, self._sql_cas_later, (text, expiry, sid, base, now)).rowcount
                     elif expiry > now:
@@ -437,7 +438,11 @@ class SQLiteStore(session.Store):
         self._seen.remember(sid, expiry)
         return True
 
-    def _fetch(self, sid: str, wait: bool = True) -> Union[str, bytes, None, object]:
+    @overload
+    def _fetch(self, sid: str, wait: Literal[True] = ...) -> Union[str, bytes, None]: ...
+    @overload
+    def _fetch(self, sid: str, wait: bool) -> Union[str, bytes, None, _Wait]: ...
+    def _fetch(self, sid: str, wait: bool = True) -> Union[str, bytes, None, _Wait]:
         """The live row's ``data`` as stored: str, or bytes if it is not UTF-8 text.  Unless
         ``wait``: ``_WAIT`` instead of opening a connection or waiting for another's lock."""
         cur = self._take() if wait else self._take_free()
@@ -617,16 +622,18 @@ class SQLiteStore(session.Store):
         try:
             return session.decode_record(value)
         except ValueError as exc:
-            return self._bad_record(sid, exc)
+            self._bad_record(sid, exc)
+            return None
 
     def _text(self, sid: str, value: Union[str, bytes, None]) -> Optional[str]:
         """A fetched ``data`` as text; None if missing, or (logged) not UTF-8."""
         if value is None or type(value) is str:
             return value
         try:
-            return value.decode("utf-8")
+            return value.decode("utf-8")  # type: ignore[union-attr]  # bytes: str is returned above
         except UnicodeDecodeError as exc:
-            return self._bad_record(sid, exc)
+            self._bad_record(sid, exc)
+            return None
 
     def _skips_touch(self, sid: str, record: dict, now: float) -> bool:
         """Whether ``touch`` leaves this one unwritten: it may not move the expiry earlier,
@@ -665,7 +672,11 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-_WAIT = object()  # _fetch(wait=False): the read would have to wait, so a thread should do it
+class _Wait(enum.Enum):  # an enum's member, so that type checkers narrow ``value is _WAIT``
+    WAIT = 0
+
+
+_WAIT: Final = _Wait.WAIT  # _fetch(wait=False): the read would have to wait, so a thread should do it
 
 
 class _LockAtFirstUse:
