@@ -64,7 +64,7 @@ import session
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # _lock_exclusive checks, then uses msvcrt
     import msvcrt
 
 __all__ = ["ShelveStore"]
@@ -207,7 +207,7 @@ class ShelveStore(session.Store):
             text, expires = mine, change.expires
             if live and stored != base:
                 try:
-                    theirs = stored.decode("utf-8")
+                    theirs = stored.decode("utf-8")  # type: ignore[union-attr]  # live: not None
                 except UnicodeDecodeError:
                     pass  # not a session: this change replaces it
                 else:
@@ -275,8 +275,8 @@ class ShelveStore(session.Store):
         with self._lock:
             db = self._open()
             expired = []
-            for key in db.keys():
-                expires, data = self._unpack(key.decode(errors="replace"), self._read(db, key))
+            for key in db.keys():  # (lock held: _read finds each)
+                expires, data = self._unpack(key.decode(errors="replace"), self._read(db, key))  # type: ignore[arg-type]
                 if data is not None and expires <= now:
                     expired.append(key)
             self._delete_expired(expired, save=True)
@@ -342,9 +342,9 @@ class ShelveStore(session.Store):
         now, live = time.time(), []
         with self._lock:
             db = self._open()
-            for key in db.keys():
+            for key in db.keys():  # (lock held: _read finds each)
                 sid = key.decode(errors="replace")
-                expires, data = self._unpack(sid, self._read(db, key))
+                expires, data = self._unpack(sid, self._read(db, key))  # type: ignore[arg-type]
                 if data is not None and expires > now:
                     live.append((sid, data))
         return live
@@ -450,7 +450,7 @@ class ShelveStore(session.Store):
             # a half-swapped pair is never opened).
             self._open()
 
-    def _unpack(self, sid: str, raw: bytes) -> tuple:
+    def _unpack(self, sid: str, raw: bytes) -> tuple[float, Optional[bytes]]:
         """(expiry in epoch seconds, record bytes), or (0, None) for a value we did not write."""
         if raw.startswith(_HEAD) and raw.endswith(b"}"):
             comma = raw.find(_SESSION, len(_HEAD))
@@ -471,7 +471,7 @@ class ShelveStore(session.Store):
         try:
             if getattr(exc, "errno", None) is None:  # dbm.error, or an OSError without one
                 return type(exc)(f"{exc} {where}")
-            return type(exc)(exc.errno, f"{exc.strerror} {where}", exc.filename)
+            return type(exc)(exc.errno, f"{exc.strerror} {where}", exc.filename)  # type: ignore[attr-defined]  # an OSError
         except TypeError:  # a subclass made otherwise
             return exc
 
@@ -576,8 +576,8 @@ def _lock_exclusive(lock_path: str, path: str) -> int:
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:  # Windows (checkers elsewhere know no msvcrt.locking)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # pyright: ignore[reportPossiblyUnboundVariable, reportAttributeAccessIssue]
     except OSError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
@@ -597,7 +597,7 @@ def _after_fork_in_child() -> None:
     """The parent owns the file: a child that wrote to it, or closed it, would corrupt it."""
     for store in list(_STORES):
         if store._db is not None or store._reopen:
-            if hasattr(store._db, "_index"):
+            if store._db is not None and hasattr(store._db, "_index"):
                 store._db._index = None  # dbm.dumb: its close() and __del__ then write nothing
             _INHERITED.append(store._db)
             store._db, store._forked, store._reopen = None, True, False
