@@ -198,7 +198,7 @@ class PostgresStore(session.Store):
         if conninfo is not None:
             psycopg.conninfo.conninfo_to_dict(conninfo)  # a malformed string fails here, not later
         self._psycopg = psycopg
-        self.pool = pool
+        self.pool: Any = pool
         self.conninfo = conninfo
         self.table_name, self.schema_name = table_name, schema_name
         self.ttl = ttl
@@ -736,7 +736,7 @@ class PostgresStore(session.Store):
             if exists is None:
                 cur.execute(TABLE_SQL.replace('"session"', self.table))
 
-    def _error(self, exc: Exception) -> Exception:
+    def _error(self, exc: BaseException) -> BaseException:
         """The same exception, its message naming the table and the server (once)."""
         text = str(exc.args[0]) if exc.args else str(exc)
         if "PostgresStore" in text:

@@ -215,7 +215,8 @@ class RedisStore(session.Store):
         try:
             raw = self._call(self._sync_client(), ("GET", self.prefix + sid))
         except self._redis.ResponseError as exc:
-            return self._wrong_type(sid, exc)
+            self._wrong_type(sid, exc)
+            return None
         return self._decode(sid, raw)
 
     def get_text(self, sid: str) -> Optional[str]:
@@ -224,7 +225,8 @@ class RedisStore(session.Store):
         try:
             reply = self._script(self._sync_client(), _GET_WITH_TTL, self.prefix + sid, ())
         except self._redis.ResponseError as exc:
-            return self._wrong_type(sid, exc)
+            self._wrong_type(sid, exc)
+            return None
         return self._text_and_ttl(sid, reply)
 
     def set(self, sid: str, record: dict) -> None:
@@ -278,7 +280,8 @@ class RedisStore(session.Store):
         try:
             raw = await self._acall(client, ("GET", self.prefix + sid))
         except self._redis.ResponseError as exc:
-            return self._wrong_type(sid, exc)
+            self._wrong_type(sid, exc)
+            return None
         return self._decode(sid, raw)
 
     async def aget_text(self, sid: str) -> Optional[str]:
@@ -288,7 +291,8 @@ class RedisStore(session.Store):
         try:
             reply = await self._ascript(client, _GET_WITH_TTL, self.prefix + sid, ())
         except self._redis.ResponseError as exc:
-            return self._wrong_type(sid, exc)
+            self._wrong_type(sid, exc)
+            return None
         return self._text_and_ttl(sid, reply)
 
     @_shielded
@@ -438,7 +442,7 @@ class RedisStore(session.Store):
     def _ttl_of(self, expires: Optional[float]) -> int:
         """The same rule from an expiry in epoch seconds (None: the store's ``ttl``)."""
         if expires is None:
-            return self.ttl
+            return self.ttl  # type: ignore[return-value]  # an int (__init__ checks); Store's is float
         ms_left = round(expires * 1000) - int(time.time() * 1000)  # as JS: Date - Date.now()
         return -(-ms_left // 1000)
 
@@ -619,12 +623,12 @@ class RedisStore(session.Store):
         return self._seen.barely_moves(sid, now + ttl, now, self.touch_slack)
 
     def _wrong_type(self, sid: str, exc: Exception) -> None:
-        """None, with a warning, when Redis refused to read the key because another app keeps
-        a hash, a list... under it (WRONGTYPE); any other error is raised again."""
+        """Log a warning when Redis refused to read the key because another app keeps a
+        hash, a list... under it (WRONGTYPE): the session counts as missing; any other
+        error is raised again."""
         if "WRONGTYPE" not in str(exc):
             raise exc
         log.warning("ignoring session record %s%.6s...: the key is not a string", self.prefix, sid)
-        return None
 
     def _text(self, sid: str, raw: Any) -> Optional[str]:
         if raw is None:
@@ -688,7 +692,7 @@ def _unsupported(exc: Exception) -> bool:
                                                "unsupported option"))
 
 
-def _close_on(loop: Any, client: Any, writes: session._Writes, closing: set) -> None:
+def _close_on(loop: asyncio.AbstractEventLoop, client: Any, writes: session._Writes, closing: set) -> None:
     """Close an async client on its own event loop, after the ``writes`` in flight there,
     from any thread, without blocking."""
     if loop.is_closed():
@@ -719,7 +723,8 @@ def _close_sockets(client: Any) -> None:
         connections = [*getattr(pool, "_available_connections", ()),
                        *getattr(pool, "_in_use_connections", ())]
     else:  # a RedisCluster: its nodes' own, and its startup nodes' (where its aclose() looks)
-        manager, nodes = getattr(client, "nodes_manager", None), {}
+        manager = getattr(client, "nodes_manager", None)
+        nodes: dict = {}
         for known in (getattr(manager, "nodes_cache", None),
                       getattr(manager, "startup_nodes", None)):
             if isinstance(known, dict):
@@ -761,7 +766,7 @@ def _mirror(redis: Any, client: Any, *, to_async: bool) -> Any:
     given client's connection options; None for a client that cannot be mirrored."""
     if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.RedisCluster)):
         return _mirror_cluster(redis, client, to_async)
-    pool = getattr(client, "connection_pool", None)
+    pool: Any = getattr(client, "connection_pool", None)
     sync_pools = (redis.ConnectionPool, redis.BlockingConnectionPool)
     async_pools = (redis.asyncio.ConnectionPool, redis.asyncio.BlockingConnectionPool)
     if type(pool) not in (sync_pools if to_async else async_pools):
@@ -833,7 +838,7 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def _import_redis():
+def _import_redis() -> Any:
     try:
         import redis
         import redis.asyncio
