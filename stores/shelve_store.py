@@ -54,6 +54,7 @@ import functools
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -61,11 +62,10 @@ from typing import Any, Optional, Union
 
 import session
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]  # _lock_exclusive checks, then uses msvcrt
+if sys.platform == "win32":
     import msvcrt
+else:
+    import fcntl
 
 __all__ = ["ShelveStore"]
 
@@ -574,10 +574,10 @@ def _lock_exclusive(lock_path: str, path: str) -> int:
     """Open and lock ``lock_path`` for this store's lifetime; refuse if someone holds it."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        if fcntl is not None:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:  # Windows (checkers elsewhere know no msvcrt.locking)
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # pyright: ignore[reportPossiblyUnboundVariable, reportAttributeAccessIssue]
     except OSError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
