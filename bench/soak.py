@@ -179,25 +179,6 @@ def asgi_app():
 
 # ================================================================ the load (client side)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _proc_tree(pid: int) -> list:
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        pids.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return pids
-
-
 def _proc(pids: list) -> dict:
     rss = fds = threads = 0
     for pid in pids:
@@ -305,6 +286,7 @@ def _app_stats(port: int) -> dict:
 
 
 def main() -> None:
+    from deployed import _free_port, _tree  # bench/ is sys.path[0] when this file runs
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--server", choices=["waitress", "gunicorn", "uvicorn"], default="waitress")
     p.add_argument("--store", choices=["memory", "sqlite", "redis", "postgres"], default="memory")
@@ -357,7 +339,7 @@ def main() -> None:
         def sample(phase, load):
             row = {"phase": phase, "t": round(time.time() - t0), "requests": load.requests,
                    "users": load.distinct, "errors": load.errors, "ws": load.ws}
-            row.update(_proc(_proc_tree(server.pid)))
+            row.update(_proc(_tree(server.pid)))
             if redis_client is not None:
                 row["redis_clients"] = len(redis_client.client_list()) - 1
                 row["redis_keys"] = redis_client.dbsize()
