@@ -5,6 +5,8 @@ It is type-checked, not run (nothing calls these functions, and the stores are n
 """
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional, Union
 
@@ -81,6 +83,89 @@ class DictStore(Store):
         return super().merge(sid, change)
 
 
+class TextStore(Store):
+    """docs/stores.md's "A whole store", annotated, with coroutines and both class flags."""
+
+    blocking = False
+    touch_needs_record = False
+
+    def __init__(self, *, ttl: float = 86400) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._data: dict[str, tuple[float, str]] = {}
+
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
+        text = self.get_text(sid)
+        return None if text is None else decode_record(text)
+
+    def get_text(self, sid: str) -> Optional[str]:
+        entry = self._data.get(sid)
+        return entry[1] if entry and entry[0] > time.time() else None
+
+    def set(self, sid: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._data[sid] = (self.expiry_time(record), encode_record(record))
+
+    def merge(self, sid: str, change: Change) -> bool:
+        with self._lock:
+            now = time.time()
+            entry = self._data.get(sid)
+            live = entry if entry and entry[0] > now else None
+            if (live is None) != (change.base is None):
+                return False
+            text: str = change.text
+            expires: Optional[float] = change.expires
+            if live is not None and live[1] != change.base:
+                text, expires = change.apply(live[1])
+            expiry = now + self.ttl if expires is None else expires
+            if live and change.keep_later and change.keeps(live[0]):
+                expiry = live[0]
+            self._data[sid] = (expiry, text)
+            return True
+
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
+        expiry: Optional[float] = expires_at(record)
+        with self._lock:
+            entry = self._data.get(sid)
+            if entry and expiry is not None:
+                self._data[sid] = (expiry, entry[1])
+
+    def destroy(self, sid: str) -> None:
+        with self._lock:
+            self._data.pop(sid, None)
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return {sid: decode_record(text) for sid, (_, text) in list(self._data.items())}
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def prune(self) -> int:
+        return 0
+
+    def describe(self, change: Change) -> str:
+        """What a store that writes fields, not text, reads of a change."""
+        sets, deleted = change.changes()
+        kept: Optional[tuple[Any, Any]] = change.kept_times
+        cookie: dict[str, Any] = change.cookie()
+        return f"set {sorted(sets)}, deleted {deleted}, cookie {cookie}, kept {kept}"
+
+    async def aget_text(self, sid: str) -> Optional[str]:
+        return self.get_text(sid)
+
+    async def aset(self, sid: str, record: dict[str, Any]) -> None:
+        self.set(sid, record)
+
+    async def amerge(self, sid: str, change: Change) -> bool:
+        return self.merge(sid, change)
+
+    async def atouch(self, sid: str, record: dict[str, Any]) -> None:
+        self.touch(sid, record)
+
+    async def adestroy(self, sid: str) -> None:
+        self.destroy(sid)
+
+
 def wsgi_apps() -> list[Any]:
     return [
         SessionMiddleware(wsgi_app, secret="a long random string", cookie={"max_age": 3600}),
@@ -94,6 +179,7 @@ def wsgi_apps() -> list[Any]:
         SessionMiddleware(wsgi_app, secret="s", store=PostgresStore(conninfo="postgresql://")),
         SessionMiddleware(wsgi_app, secret="s", store=MongoStore(url="mongodb://localhost")),
         SessionMiddleware(wsgi_app, secret="s", store=DictStore()),
+        SessionMiddleware(wsgi_app, secret="s", store=TextStore(ttl=60)),
     ]
 
 
