@@ -58,7 +58,7 @@ __version__ = "0.2.0"
 log = logging.getLogger("session")
 
 Secret = Union[str, bytes]
-Scope = MutableMapping[str, Any]  # an ASGI scope, as Starlette types it
+_Scope = MutableMapping[str, Any]  # an ASGI scope, as Starlette types it
 _Message = MutableMapping[str, Any]  # an ASGI event
 _Receive = Callable[[], Awaitable[_Message]]
 _Send = Callable[[_Message], Awaitable[None]]
@@ -2798,8 +2798,8 @@ class ASGISessionMiddleware(_Core):
     def __init__(self, app: Callable[..., Awaitable[None]], *,
                  secret: Union[Secret, Sequence[Secret], None] = None,
                  store: Optional[Store] = None, name: str = "connect.sid",
-                 cookie: Union[Mapping[str, Any], Callable[[Scope], Mapping[str, Any]], None] = None,
-                 genid: Optional[Callable[[Scope], str]] = None, proxy: Optional[bool] = None,
+                 cookie: Union[Mapping[str, Any], Callable[[Any], Mapping[str, Any]], None] = None,
+                 genid: Optional[Callable[[Any], str]] = None, proxy: Optional[bool] = None,
                  resave: bool = False, save_uninitialized: bool = False, rolling: bool = False,
                  unset: str = "keep", scope_key: str = "session") -> None:
         if not callable(app):
@@ -2812,7 +2812,9 @@ class ASGISessionMiddleware(_Core):
         self.app = app
         self.scope_key = scope_key
 
-    async def __call__(self, scope: Scope, receive: _Receive, send: _Send) -> None:
+    # Any: every framework types the three its own way (Starlette's mappings, the TypedDicts
+    # of Litestar, Quart and asgiref), and each must take this middleware as its ASGI app.
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
         key = self.scope_key
         found = scope.get(key)
@@ -2835,7 +2837,7 @@ class ASGISessionMiddleware(_Core):
         else:
             await self._websocket(scope, receive, send, sess)
 
-    async def _http(self, scope: Scope, receive: _Receive, send: _Send, sess: Session) -> None:
+    async def _http(self, scope: _Scope, receive: _Receive, send: _Send, sess: Session) -> None:
         start: Optional[_Message] = None  # http.response.start, held until the body goes out
         started = ended = gone = False
 
@@ -2885,7 +2887,7 @@ class ASGISessionMiddleware(_Core):
         finally:
             sess._req.context = None  # the request is over: drop the scope <-> session cycle
 
-    async def _websocket(self, scope: Scope, receive: _Receive, send: _Send,
+    async def _websocket(self, scope: _Scope, receive: _Receive, send: _Send,
                          sess: Session) -> None:
         ended = gone = denied = False
         denial: Optional[_Message] = None  # websocket.http.response.start: an HTTP response instead
@@ -3052,7 +3054,7 @@ class ASGISessionMiddleware(_Core):
         _add_vary_cookie_bytes(headers)
         return {**start, "headers": headers}
 
-    def _is_secure(self, scope: Scope) -> bool:
+    def _is_secure(self, scope: _Scope) -> bool:
         if scope.get("scheme") in ("https", "wss"):
             return True
         if not self.proxy:
@@ -3225,7 +3227,7 @@ def _add_vary_cookie(headers: _Headers) -> None:
         headers[i] = (name, f"{value}, Cookie" if value.strip() else "Cookie")
 
 
-def _scope_path(scope: Scope, length: int) -> str:
+def _scope_path(scope: _Scope, length: int) -> str:
     """The request's path under the ASGI app's mount point (root_path), as WSGI's
     SCRIPT_NAME + PATH_INFO, percent-encoded again as far as ``length`` characters (see
     _request_path): servers that already put root_path in path are read as such."""
@@ -3235,7 +3237,7 @@ def _scope_path(scope: Scope, length: int) -> str:
     return quote(path[:length], _PATH_SAFE, errors="replace") if path else "/"
 
 
-def _cookie_header(scope: Scope) -> Optional[str]:
+def _cookie_header(scope: _Scope) -> Optional[str]:
     """The request's Cookie header; several (HTTP/2 sends one per cookie) joined with "; "."""
     found = []
     for name, value in scope.get("headers") or ():

@@ -1,16 +1,17 @@
 """Type checkers: the hints users' mypy and pyright (VS Code's Pylance) read are right.
 
-- tests/typed_usage.py, an annotated app using the whole public API (WSGI, Starlette, every
-  store, a Store subclass), passes ``mypy --strict`` and pyright's strict mode: a hint of ours
-  that rejects correct code would fail here.
+- tests/typed_usage.py, an annotated app using the whole public API (WSGI; Starlette, Litestar
+  and Quart, each with its own ASGI types; every store; Store subclasses), passes
+  ``mypy --strict`` and pyright's strict mode: a hint of ours that rejects correct code would
+  fail here.
 - Code that misuses the API (a str for a boolean cookie attribute, an int secret...) is
   reported, line by line: the hints are not so loose that they accept anything.
 - session.py and stores/ pass both checkers with their default settings, as a project that
   vendors them runs the checkers over them; session.py, the file users vendor alone, passes
   ``mypy --strict`` too.
 
-mypy and pyright (the PyPI package, which fetches pyright's npm package on its first run) are
-needed, and Starlette for typed_usage.py; .ci/requirements.txt pins them.
+mypy and pyright (the PyPI package, which bundles pyright and runs it on Node.js) are needed,
+and Starlette, Litestar and Quart for typed_usage.py; .ci/requirements.txt pins them.
 """
 from __future__ import annotations
 
@@ -130,8 +131,8 @@ class TypesCases:
         self.assertEqual(self.checker.errors([pathlib.Path(p) for p in SOURCES]), [])
 
 
-@requires(has_module("mypy") and has_module("starlette"),
-          "install mypy and starlette: pip install mypy starlette")
+@requires(has_module("mypy") and all(map(has_module, ("starlette", "litestar", "quart"))),
+          "install mypy and the frameworks: pip install mypy starlette litestar quart")
 class MypyTest(TypesCases, unittest.TestCase):
     checker = Mypy()
 
@@ -139,8 +140,9 @@ class MypyTest(TypesCases, unittest.TestCase):
         self.assertEqual(self.checker.errors([pathlib.Path("session.py")], strict=True), [])
 
 
-@requires(shutil.which("pyright") is not None and has_module("starlette"),
-          "install pyright and starlette: pip install pyright starlette")
+@requires(shutil.which("pyright") is not None
+          and all(map(has_module, ("starlette", "litestar", "quart"))),
+          "install pyright and the frameworks: pip install pyright starlette litestar quart")
 class PyrightTest(TypesCases, unittest.TestCase):
     checker = Pyright()
 

@@ -10,6 +10,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Optional, Union
 
+from litestar import Litestar, get
+from litestar.middleware import DefineMiddleware
+from quart import Quart
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -211,3 +214,25 @@ def asgi_apps() -> list[ASGIApp]:
     other.add_middleware(ASGISessionMiddleware, secret="s", cookie=lambda scope: {"path": "/"})
     wrapped: ASGIApp = ASGISessionMiddleware(other, secret="s", scope_key="session")
     return [app, wrapped]
+
+
+# ---------------------------------------------------------------- ASGI (Litestar, Quart)
+# Their scopes, receive and send are TypedDicts, not Starlette's mappings.
+
+@get("/")
+async def litestar_home() -> dict[str, str]:
+    return {}
+
+
+def litestar_app() -> Litestar:
+    store = MemoryStore()
+    return Litestar(route_handlers=[litestar_home], middleware=[
+        DefineMiddleware(ASGISessionMiddleware, secret="s", store=store,
+                         cookie=lambda scope: {"max_age": 60}),
+    ])
+
+
+def quart_app() -> Quart:
+    app = Quart(__name__)
+    app.asgi_app = ASGISessionMiddleware(app.asgi_app, secret="s")  # type: ignore[method-assign]
+    return app
