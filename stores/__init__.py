@@ -39,5 +39,5 @@ def __getattr__(name: str) -> Any:
     return store
 
 
-def __dir__() -> list:
+def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)

@@ -71,7 +71,7 @@ __all__ = ["ShelveStore"]
 
 log = logging.getLogger(__name__)
 
-_STORES: weakref.WeakSet = weakref.WeakSet()  # open stores, for the fork handler
+_STORES: weakref.WeakSet[ShelveStore] = weakref.WeakSet()  # open stores, for the fork handler
 _HEAD = b'{"expires":'
 _SESSION = b',"session":'
 _FAR = 253402300799.0  # 9999-12-31: the latest expiry written (a ttl may be infinite)
@@ -103,7 +103,7 @@ class ShelveStore(session.Store):
     sweep_interval = 300.0  # seconds between background sweeps for expired records
     sweep_step = 20         # keys a write checks while a sweep is running
 
-    def __init__(self, path: Union[str, os.PathLike], *, ttl: float = 86400) -> None:
+    def __init__(self, path: Union[str, os.PathLike[str]], *, ttl: float = 86400) -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or not path:
             raise ValueError(f"path must be a file name, not {path!r}")
@@ -124,7 +124,7 @@ class ShelveStore(session.Store):
             os.close(self._lockfile)
             raise
         self._reader = self._reader_for(self._db)
-        self._sweep: list = []
+        self._sweep: list[bytes] = []
         self._next_sweep = time.time() + self.sweep_interval
         self._forked = False
         self._reopen = False  # the file was swapped: _open() opens it (again, if that failed)
@@ -135,7 +135,7 @@ class ShelveStore(session.Store):
 
     # -- one session -------------------------------------------------------
     @_naming_the_file
-    def get(self, sid: str) -> Optional[dict]:
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
         with self._lock:
             raw = self._read(self._open(), sid.encode())
         if raw is None:
@@ -151,7 +151,7 @@ class ShelveStore(session.Store):
             return None
 
     @_naming_the_file
-    def set(self, sid: str, record: dict) -> None:
+    def set(self, sid: str, record: dict[str, Any]) -> None:
         data = session.encode_record(record).encode()
         now = time.time()
         expires = self.expiry_time(record, now)
@@ -224,7 +224,7 @@ class ShelveStore(session.Store):
             return True
 
     @_naming_the_file
-    def touch(self, sid: str, record: dict) -> None:
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
         """Rewrite only the expiry in the value, never earlier unless ``record.keep_later``
         is False; the record's bytes are kept as stored."""
         now = time.time()
@@ -241,7 +241,7 @@ class ShelveStore(session.Store):
                 db[key] = _pack(expires, data)
 
     # -- the whole store (full scans) --------------------------------------
-    def all(self) -> dict:
+    def all(self) -> dict[str, dict[str, Any]]:
         records = {}
         for sid, data in self._live():
             try:
@@ -251,7 +251,7 @@ class ShelveStore(session.Store):
                             self.path, sid, exc)
         return records
 
-    def ids(self) -> list:
+    def ids(self) -> list[str]:
         return [sid for sid, _ in self._live()]
 
     def length(self) -> int:
@@ -332,12 +332,12 @@ class ShelveStore(session.Store):
         """``db.get(key)`` (lock held).  ``dbm.dumb`` opens its data file for every read (11 µs);
         its index gives where the value is, and one descriptor kept open reads it (0.9 µs)."""
         if self._reader is None:
-            return db.get(key)
+            return db.get(key)  # type: ignore[no-any-return]
         at = db._index.get(key)
         return None if at is None else os.pread(self._reader, at[1], at[0])
 
     @_naming_the_file
-    def _live(self) -> list:
+    def _live(self) -> list[tuple[str, bytes]]:
         """(sid, record bytes) of every unexpired record."""
         now, live = time.time(), []
         with self._lock:
@@ -379,7 +379,7 @@ class ShelveStore(session.Store):
         if not self._sweep:
             self._compact_if_sparse()
 
-    def _delete_expired(self, keys: list, save: bool) -> None:
+    def _delete_expired(self, keys: list[bytes], save: bool) -> None:
         """Delete records that have expired (lock held).
 
         ``dbm.dumb`` rewrites its whole index file on every delete, which makes
@@ -590,7 +590,7 @@ def _lock_exclusive(lock_path: str, path: str) -> int:
     return fd
 
 
-_INHERITED: list = []  # a forked child's copies of the parent's dbm objects: never used, never closed
+_INHERITED: list[Any] = []  # a forked child's copies of the parent's dbm objects: never used, never closed
 
 
 def _after_fork_in_child() -> None:

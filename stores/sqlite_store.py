@@ -151,7 +151,8 @@ __all__ = ["SQLiteStore"]
 log = logging.getLogger(__name__)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_STORES: weakref.WeakSet = weakref.WeakSet()  # open stores, for the fork handler at the end
+# Open stores, for the fork handler at the end.
+_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 
 
 class SQLiteStore(session.Store):
@@ -173,7 +174,7 @@ class SQLiteStore(session.Store):
     max_idle = 32           # connections kept open for reuse; more, opened at a peak, close when done
     loop_reads = True       # under ASGI, read on the event loop when that need not wait (module docstring)
 
-    def __init__(self, path: Union[str, os.PathLike], *, table: str = "sessions",
+    def __init__(self, path: Union[str, os.PathLike[str]], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
         path = os.fspath(path)
         if not isinstance(path, str) or not path:
@@ -191,8 +192,8 @@ class SQLiteStore(session.Store):
         # Absolute: connections open lazily, in any thread, after a chdir or a fork too.
         self.path, self.table, self.ttl = path if memory else os.path.abspath(path), table, ttl
         self._closed = False
-        self._idle: list = []         # cursors of pooled connections not in use (pop/append are atomic)
-        self._all: list = []          # every connection opened, to close them all
+        self._idle: list[sqlite3.Cursor] = []      # cursors of pooled connections not in use (pop/append are atomic)
+        self._all: list[sqlite3.Connection] = []  # every connection opened, to close them all
         self._memory_lock = threading.Lock() if memory else None
         self._memory_cursor: Optional[sqlite3.Cursor] = None  # ":memory:": its one connection's
         self._pooling = not memory    # cursors go straight back to _idle (until close())
@@ -244,7 +245,7 @@ class SQLiteStore(session.Store):
         return f"SQLiteStore({self.path!r}, table={self.table!r}, ttl={self.ttl!r})"
 
     # -- one session -------------------------------------------------------
-    def get(self, sid: str) -> Optional[dict]:
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
         return self._record(sid, self._fetch(sid))
 
     def get_text(self, sid: str) -> Optional[str]:
@@ -252,7 +253,7 @@ class SQLiteStore(session.Store):
         logged, if the column holds bytes that are not UTF-8."""
         return self._text(sid, self._fetch(sid))
 
-    def set(self, sid: str, record: dict) -> None:
+    def set(self, sid: str, record: dict[str, Any]) -> None:
         data = session.encode_record(record)
         now = time.time()
         expires = self.expiry_time(record, now)
@@ -275,7 +276,7 @@ class SQLiteStore(session.Store):
         self._seen.pop(sid, None)
         self._write(self._sql_destroy, (sid,))
 
-    def touch(self, sid: str, record: dict) -> None:
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
         """Move only the ``expires`` column, never earlier unless ``record.keep_later`` is
         False (the request set the cookie's lifetime itself); an expired or vanished row
         stays gone.  A touch that would move it less than ``touch_slack`` seconds and less than 1% of
@@ -343,7 +344,7 @@ class SQLiteStore(session.Store):
         return True
 
     # -- the same, from an event loop (ASGI) --------------------------------
-    async def aget(self, sid: str) -> Optional[dict]:
+    async def aget(self, sid: str) -> Optional[dict[str, Any]]:
         """``get`` on the event loop itself unless it would wait (see the module docstring)."""
         value = self._fetch(sid, wait=False) if self.loop_reads else _WAIT
         if value is _WAIT:
@@ -357,14 +358,14 @@ class SQLiteStore(session.Store):
             return await session._in_thread(self.get_text, sid)
         return self._text(sid, value)
 
-    async def atouch(self, sid: str, record: dict) -> None:
+    async def atouch(self, sid: str, record: dict[str, Any]) -> None:
         """``touch``: one it would skip is skipped on the event loop; one it writes runs in
         the loop's thread pool, as every other write does."""
         if not self._skips_touch(sid, record, time.time()):
             await session._in_thread(self.touch, sid, record)
 
     # -- the whole store ---------------------------------------------------
-    def all(self) -> dict:
+    def all(self) -> dict[str, dict[str, Any]]:
         rows = self._read(self._sql_all, (time.time(),))
         records = {}
         for sid, data in rows:
@@ -374,11 +375,12 @@ class SQLiteStore(session.Store):
                 self._bad_record(sid, exc)
         return records
 
-    def ids(self) -> list:
+    def ids(self) -> list[str]:
         return [sid for (sid,) in self._read(self._sql_ids, (time.time(),))]
 
     def length(self) -> int:
-        return self._read(self._sql_length, (time.time(),))[0][0]
+        count: int = self._read(self._sql_length, (time.time(),))[0][0]
+        return count
 
     def clear(self) -> None:
         self._write(self._sql_clear, ())
@@ -469,10 +471,10 @@ class SQLiteStore(session.Store):
             return None
         if type(row[1]) is float or type(row[1]) is int:  # (not text another app wrote there)
             self._seen.remember(sid, row[1])
-        return row[0]
+        return row[0]  # type: ignore[no-any-return]  # data: str, or bytes when not UTF-8
 
     def _run(self, cur: Union[sqlite3.Cursor, sqlite3.Connection], sql: str,
-             params: tuple, wait: bool = True) -> sqlite3.Cursor:
+             params: tuple[Any, ...], wait: bool = True) -> sqlite3.Cursor:
         """``cur.execute(sql, params)``; another process's lock on the file is waited out
         here (unless ``wait`` is False), with sleeps from 0.1 ms doubling to 2 ms, for at
         most ``busy_timeout``."""
@@ -578,7 +580,7 @@ class SQLiteStore(session.Store):
                 pass
             cur.connection.close()
 
-    def _read(self, sql: str, params: tuple) -> list:
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         cur = self._take()
         try:
             return self._run(cur, sql, params).fetchall()
@@ -587,7 +589,7 @@ class SQLiteStore(session.Store):
         finally:
             self._give(cur)
 
-    def _write(self, sql: str, params: tuple) -> None:
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         cur = self._take()
         try:
             with self._write_lock:
@@ -615,7 +617,7 @@ class SQLiteStore(session.Store):
                 log.warning("SQLiteStore %s: pruning expired sessions failed, retried in %g s: %s",
                             self.path, self.prune_interval, exc)
 
-    def _record(self, sid: str, value: Union[str, bytes, None]) -> Optional[dict]:
+    def _record(self, sid: str, value: Union[str, bytes, None]) -> Optional[dict[str, Any]]:
         """A fetched ``data`` decoded; None if missing, or (logged) not a session."""
         if value is None:
             return None
@@ -635,7 +637,7 @@ class SQLiteStore(session.Store):
             self._bad_record(sid, exc)
             return None
 
-    def _skips_touch(self, sid: str, record: dict, now: float) -> bool:
+    def _skips_touch(self, sid: str, record: dict[str, Any], now: float) -> bool:
         """Whether ``touch`` leaves this one unwritten: it may not move the expiry earlier,
         and it would move it less than ``touch_slack`` past what this process last saw."""
         return getattr(record, "keep_later", True) and self._seen.barely_moves(
@@ -705,7 +707,8 @@ class _LockAtFirstUse:
     def __exit__(self, *exc: Any) -> None:
         self._lock.release()
 
-_INHERITED: list = []  # a forked child's copies of its parent's connections: never used, never closed
+# A forked child's copies of its parent's connections: never used, never closed.
+_INHERITED: list[sqlite3.Connection] = []
 
 
 def _after_fork_in_child() -> None:
