@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar
 
 import session
 
@@ -89,14 +89,17 @@ if not value then return false end
 return redis.call('PTTL', KEYS[1]) .. ':' .. value
 """)
 
-def _shielded(write):
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _shielded(write: _F) -> _F:
     """``write`` (a coroutine method) run on to its end even if its request is cancelled: a
     client that goes away cancels the response, and with it the middleware's last write,
     which must still reach Redis whole (see session._Writes and aclose)."""
     @functools.wraps(write)
     async def shielded(self: "RedisStore", *args: Any) -> Any:
         return await self._writes.run(write(self, *args))
-    return shielded
+    return shielded  # type: ignore[return-value]  # with write's signature (positional)
 
 
 # EXPIRE key ttl GT, for servers older than Redis 7 (a key without expiry is never shortened).
@@ -193,9 +196,11 @@ class RedisStore(session.Store):
         self._async_given = client if given_async else None
         self._sync: Any = None if given_async else client
         self._owns_sync = not given_async and self._owns_client
-        self._async_clients: dict = {}  # event loop -> the async client the store made for it
+        # event loop -> the async client the store made for it
+        self._async_clients: dict[asyncio.AbstractEventLoop, Any] = {}
         self._lock = threading.Lock()
-        self._closing: set = set()      # aclose() tasks scheduled by close(), kept alive
+        # aclose() tasks scheduled by close(), kept alive
+        self._closing: set[asyncio.Task[None]] = set()
         self._writes = session._Writes()  # coroutine writes in flight (see aclose)
         self.prefix = prefix
         self.ttl = ttl
@@ -208,7 +213,7 @@ class RedisStore(session.Store):
             self._owns_sync = self._sync is not None
 
     # -- one session -------------------------------------------------------
-    def get(self, sid: str) -> Optional[dict]:
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
         """The record, or None. Redis's own expiry decides; a stale ``cookie.expires``
         inside a live key is kept, because connect-redis's touch moves only the key's TTL."""
         self._seen.pop(sid, None)  # a read that does not tell the expiry: touch sends EXPIRE
@@ -229,7 +234,7 @@ class RedisStore(session.Store):
             return None
         return self._text_and_ttl(sid, reply)
 
-    def set(self, sid: str, record: dict) -> None:
+    def set(self, sid: str, record: dict[str, Any]) -> None:
         """``SET key json EX ttl``; a record that has already expired is deleted instead."""
         self._call(self._sync_client(), self._set_command(sid, record))
 
@@ -247,7 +252,7 @@ class RedisStore(session.Store):
                 return reply == 1  # 1 written, 0 refused
             args = self._merge_again(change, reply)
 
-    def touch(self, sid: str, record: dict) -> None:
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
         """``EXPIRE key ttl`` (``GT`` unless the request set the cookie's lifetime itself, so
         another request's later expiry is kept): the stored JSON is not rewritten.  Not sent
         when it would move the key's expiry less than ``touch_slack`` seconds and less than 1% of the
@@ -272,7 +277,7 @@ class RedisStore(session.Store):
         self._call(self._sync_client(), ("DEL", self.prefix + sid))
 
     # -- the same, awaitable (redis.asyncio) --------------------------------
-    async def aget(self, sid: str) -> Optional[dict]:
+    async def aget(self, sid: str) -> Optional[dict[str, Any]]:
         client = self._async_client()
         if client is None:
             return await session._in_thread(self.get, sid)
@@ -296,7 +301,7 @@ class RedisStore(session.Store):
         return self._text_and_ttl(sid, reply)
 
     @_shielded
-    async def aset(self, sid: str, record: dict) -> None:
+    async def aset(self, sid: str, record: dict[str, Any]) -> None:
         client = self._async_client()
         if client is None:
             return await session._in_thread(self.set, sid, record)
@@ -318,7 +323,7 @@ class RedisStore(session.Store):
             args = self._merge_again(change, reply)
 
     @_shielded
-    async def atouch(self, sid: str, record: dict) -> None:
+    async def atouch(self, sid: str, record: dict[str, Any]) -> None:
         client = self._async_client()
         if client is None:
             return await session._in_thread(self.touch, sid, record)
@@ -346,12 +351,12 @@ class RedisStore(session.Store):
         await self._acall(client, ("DEL", self.prefix + sid))
 
     # -- the whole store (SCAN, never KEYS, so Redis is never blocked) -------
-    def ids(self) -> list:
+    def ids(self) -> list[str]:
         cut = len(self.prefix)
         return [key[cut:] for key in self._keys()]
 
-    def all(self) -> dict:
-        records: dict = {}
+    def all(self) -> dict[str, dict[str, Any]]:
+        records: dict[str, dict[str, Any]] = {}
         cut = len(self.prefix)
         keys = list(self._keys())
         client = self._sync_client()
@@ -403,7 +408,7 @@ class RedisStore(session.Store):
             await client.aclose()
 
     # -- the commands, shared by the sync and async methods ------------------
-    def _set_command(self, sid: str, record: dict) -> tuple:
+    def _set_command(self, sid: str, record: dict[str, Any]) -> tuple[Any, ...]:
         key = self.prefix + sid
         ttl = self._ttl_for(record)
         if ttl <= 0:
@@ -413,13 +418,13 @@ class RedisStore(session.Store):
         return ("SET", key, session.encode_record(record), "EX", ttl)
 
     def _merge_args(self, change: session.Change, base: Any, text: str,
-                    expires: Optional[float]) -> tuple:
+                    expires: Optional[float]) -> tuple[Any, ...]:
         """The merge script's arguments (see _MERGE) to write ``text`` over ``base``."""
         ttl = self._ttl_of(expires)
         return ("new" if base is None else "cas", b"" if base is None else base, text,
                 "" if self.disable_ttl and ttl > 0 else ttl, "1" if change.keep_later else "0")
 
-    def _merge_again(self, change: session.Change, stored: bytes) -> tuple:
+    def _merge_again(self, change: session.Change, stored: bytes) -> tuple[Any, ...]:
         """Someone else wrote since this request loaded: its change merged into what is
         stored now, to compare-and-set against exactly those bytes.  (A value that is not
         UTF-8 is no session: this request's record replaces it, as apply() does for bad JSON.)"""
@@ -435,7 +440,7 @@ class RedisStore(session.Store):
         self._expire_gt = False
         log.info("this Redis has no EXPIRE ... GT (Redis < 7): touch uses a script instead")
 
-    def _ttl_for(self, record: dict) -> int:
+    def _ttl_for(self, record: dict[str, Any]) -> int:
         """connect-redis's rule: whole seconds to ``cookie.expires``, rounded up; else ``ttl``."""
         return self._ttl_of(session.expires_at(record))
 
@@ -447,15 +452,15 @@ class RedisStore(session.Store):
         return -(-ms_left // 1000)
 
     # -- sending them -------------------------------------------------------
-    def _call(self, client: Any, command: tuple) -> Any:
+    def _call(self, client: Any, command: tuple[Any, ...]) -> Any:
         # Replies come as bytes whatever the client's decode_responses: the store decodes.
         return client.execute_command(*command, **{_NEVER_DECODE: []})
 
-    async def _acall(self, client: Any, command: tuple) -> Any:
+    async def _acall(self, client: Any, command: tuple[Any, ...]) -> Any:
         return await client.execute_command(*command, **{_NEVER_DECODE: []})
 
-    def _script(self, client: Any, script: _Script, key: str, args: tuple,
-                send: Optional[Callable] = None) -> Any:
+    def _script(self, client: Any, script: _Script, key: str, args: tuple[Any, ...],
+                send: Optional[Callable[..., Any]] = None) -> object:
         """EVALSHA, or EVAL when the server does not have the script yet (it keeps it); each
         sent by ``send`` (the client's way, ``_call``, unless told)."""
         send = send or self._call
@@ -464,8 +469,8 @@ class RedisStore(session.Store):
         except self._redis.exceptions.NoScriptError:
             return send(client, ("EVAL", script.text, 1, key) + args)
 
-    async def _ascript(self, client: Any, script: _Script, key: str, args: tuple,
-                       send: Optional[Callable] = None) -> Any:
+    async def _ascript(self, client: Any, script: _Script, key: str, args: tuple[Any, ...],
+                       send: Optional[Callable[..., Awaitable[Any]]] = None) -> object:
         send = send or self._acall
         try:
             return await send(client, ("EVALSHA", script.sha, 1, key) + args)
@@ -474,7 +479,7 @@ class RedisStore(session.Store):
 
     # A new session's script, sent once; if that fails, sent again through the client as
     # redis-py would have, as "again" when it may have written (see the class docstring).
-    def _create(self, client: Any, key: str, args: tuple) -> bool:
+    def _create(self, client: Any, key: str, args: tuple[Any, ...]) -> bool:
         try:
             reply = self._script(client, _MERGE, key, args, self._send_once)
         except _Unsent:
@@ -483,7 +488,7 @@ class RedisStore(session.Store):
             reply = self._script(client, _MERGE, key, ("again", *args[1:]))
         return reply == 1
 
-    async def _acreate(self, client: Any, key: str, args: tuple) -> bool:
+    async def _acreate(self, client: Any, key: str, args: tuple[Any, ...]) -> bool:
         try:
             reply = await self._ascript(client, _MERGE, key, args, self._asend_once)
         except _Unsent:
@@ -492,7 +497,7 @@ class RedisStore(session.Store):
             reply = await self._ascript(client, _MERGE, key, ("again", *args[1:]))
         return reply == 1
 
-    def _send_once(self, client: Any, command: tuple) -> Any:
+    def _send_once(self, client: Any, command: tuple[Any, ...]) -> Any:
         """``command`` sent once: a cluster client sends it once when told its node
         (``target_nodes``); a Redis client's retries belong to its pool's connections, for
         every command, so it goes on one of them as execute_command sends it, bar the retry.
@@ -521,7 +526,7 @@ class RedisStore(session.Store):
         finally:
             pool.release(conn)
 
-    async def _asend_once(self, client: Any, command: tuple) -> Any:
+    async def _asend_once(self, client: Any, command: tuple[Any, ...]) -> Any:
         """``_send_once`` on redis.asyncio."""
         if isinstance(client, self._redis.asyncio.RedisCluster):
             try:
@@ -549,14 +554,14 @@ class RedisStore(session.Store):
             await pool.release(conn)
 
     @property
-    def _unsent_on_a_cluster(self) -> tuple:
+    def _unsent_on_a_cluster(self) -> tuple[type[Exception], ...]:
         """A cluster's errors that say the command ran nowhere: the slot has no node (the
         cluster is down or resharding), or no connection to its node could be had."""
         exceptions = self._redis.exceptions
         return (exceptions.ClusterDownError, exceptions.SlotNotCoveredError,
                 exceptions.MaxConnectionsError)
 
-    def _resent_after(self, client: Any) -> tuple:
+    def _resent_after(self, client: Any) -> tuple[type[Exception], ...]:
         """The errors after which redis-py would have resent a command to ``client``: after
         one that may have reached Redis, the store resends a create as "again"."""
         redis = self._redis
@@ -638,7 +643,7 @@ class RedisStore(session.Store):
             log.warning("ignoring unreadable session record %s%.6s...: not UTF-8", self.prefix, sid)
         return text
 
-    def _decode(self, sid: str, raw: Any) -> Optional[dict]:
+    def _decode(self, sid: str, raw: Any) -> Optional[dict[str, Any]]:
         if raw is None:
             return None
         try:
@@ -658,7 +663,7 @@ class _Unsent(Exception):
     """A create's first attempt failed before it reached Redis (see RedisStore._send_once)."""
 
 
-def _own_client_options(redis: Any, retry_class: type) -> dict:
+def _own_client_options(redis: Any, retry_class: type) -> dict[str, Any]:
     """The retry policy of the clients the store makes: a command that meets a connection
     the server closed (a restart) is sent once more, on a new one.  Every command the store
     sends may be sent twice (a create is sent apart: see _send_once); without this, each
@@ -692,7 +697,8 @@ def _unsupported(exc: Exception) -> bool:
                                                "unsupported option"))
 
 
-def _close_on(loop: asyncio.AbstractEventLoop, client: Any, writes: session._Writes, closing: set) -> None:
+def _close_on(loop: asyncio.AbstractEventLoop, client: Any, writes: session._Writes,
+              closing: set[asyncio.Task[None]]) -> None:
     """Close an async client on its own event loop, after the ``writes`` in flight there,
     from any thread, without blocking."""
     if loop.is_closed():
@@ -724,7 +730,7 @@ def _close_sockets(client: Any) -> None:
                        *getattr(pool, "_in_use_connections", ())]
     else:  # a RedisCluster: its nodes' own, and its startup nodes' (where its aclose() looks)
         manager = getattr(client, "nodes_manager", None)
-        nodes: dict = {}
+        nodes: dict[int, Any] = {}
         for known in (getattr(manager, "nodes_cache", None),
                       getattr(manager, "startup_nodes", None)):
             if isinstance(known, dict):
@@ -807,7 +813,8 @@ def _mirror_cluster(redis: Any, client: Any, to_async: bool) -> Any:
                          **options)
 
 
-def _options(redis: Any, kwargs: dict, accepted: set, to_async: bool) -> dict:
+def _options(redis: Any, kwargs: dict[str, Any], accepted: set[str],
+             to_async: bool) -> dict[str, Any]:
     """The plain options in ``kwargs`` that the other kind accepts, and the retry policy
     rebuilt for it (the two kinds' Retry classes differ)."""
     options = {name: value for name, value in kwargs.items()
@@ -823,9 +830,9 @@ def _options(redis: Any, kwargs: dict, accepted: set, to_async: bool) -> dict:
     return options
 
 
-def _parameters(cls: type) -> set:
+def _parameters(cls: type) -> set[str]:
     """The keyword arguments a connection class accepts, through its ``**kwargs`` chain."""
-    names: set = set()
+    names: set[str] = set()
     for klass in cls.__mro__:
         init = vars(klass).get("__init__")
         if init is not None:
