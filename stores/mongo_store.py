@@ -121,13 +121,13 @@ class MongoStore(session.Store):
             self._remover.start()
 
     # -- one session -------------------------------------------------------
-    def get(self, sid: str) -> Optional[dict]:
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
         """The record, unless missing or past its ``expires`` (MongoDB's TTL monitor runs
         only once a minute, so the filter, as connect-mongo's, is what hides expired ones)."""
         doc = self._coll().find_one({"_id": sid, **_live(_now())}, {"session": 1})
         return None if doc is None else self._decode(sid, doc.get("session"))
 
-    def set(self, sid: str, record: dict) -> None:
+    def set(self, sid: str, record: dict[str, Any]) -> None:
         """Upsert ``{_id, session, expires[, lastModified]}``; an already expired record is deleted."""
         now = _now()
         expires = self._expires(record, now)
@@ -150,7 +150,7 @@ class MongoStore(session.Store):
             raise ValueError(f"session {sid[:6]}... has an integer BSON cannot hold (64-bit); "
                              "MongoStore(stringify=True) stores any JSON") from exc
 
-    def touch(self, sid: str, record: dict) -> None:
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
         """Move ``expires``, never earlier unless ``record.keep_later`` is False; skipped within
         ``touch_after`` of the last write, unless the request changed the cookie's lifetime
         (keep_later False: the record must not outlive or die before the cookie sent).  A
@@ -195,7 +195,7 @@ class MongoStore(session.Store):
         self._coll().delete_one({"_id": sid})
 
     # -- the whole store ---------------------------------------------------
-    def all(self) -> dict:
+    def all(self) -> dict[str, dict[str, Any]]:
         records = {}
         for doc in self._coll().find(_live(_now()), {"session": 1}):
             record = self._decode(doc["_id"], doc.get("session"))
@@ -203,19 +203,21 @@ class MongoStore(session.Store):
                 records[doc["_id"]] = record
         return records
 
-    def ids(self) -> list:
+    def ids(self) -> list[str]:
         return [doc["_id"] for doc in self._coll().find(_live(_now()), {"_id": 1})]
 
     def length(self) -> int:
         """Live documents only (connect-mongo counts expired ones not yet removed too)."""
-        return self._coll().count_documents(_live(_now()))
+        count: int = self._coll().count_documents(_live(_now()))
+        return count
 
     def clear(self) -> None:
         # delete_many, not connect-mongo's drop(): dropping would also drop the TTL index.
         self._coll().delete_many({})
 
     def prune(self) -> int:
-        return self._coll().delete_many({"expires": {"$lte": _now()}}).deleted_count
+        count: int = self._coll().delete_many({"expires": {"$lte": _now()}}).deleted_count
+        return count
 
     def close(self) -> None:
         """Stop the interval remover; close the client only if this store created it."""
@@ -330,7 +332,7 @@ class MongoStore(session.Store):
         # is not a document here, or it is gone (False: never resurrected).
         return self._compare_and_set(sid, change)
 
-    def _fields(self, text: str, expires: datetime, now: datetime) -> dict:
+    def _fields(self, text: str, expires: datetime, now: datetime) -> dict[str, Any]:
         """``session`` (in the configured form), ``expires`` and, with touch_after, ``lastModified``."""
         fields = {"session": text if self.stringify else _to_bson(_bson_record(text)),
                   "expires": expires}
@@ -356,7 +358,7 @@ class MongoStore(session.Store):
             return None
 
     # -- helpers -----------------------------------------------------------
-    def _coll(self):
+    def _coll(self) -> Any:
         """The collection, with the TTL index created on first use (not at construction,
         so building a store never blocks on an unreachable server)."""
         if not self._index_ready:
@@ -372,15 +374,15 @@ class MongoStore(session.Store):
                     self._index_ready = True
         return self.collection
 
-    def _expires(self, record: dict, now: datetime) -> datetime:
+    def _expires(self, record: dict[str, Any], now: datetime) -> datetime:
         return datetime.fromtimestamp(self.expiry_time(record, now.timestamp()), timezone.utc)
 
-    def _decode(self, sid: str, value: Any) -> Optional[dict]:
+    def _decode(self, sid: str, value: Any) -> Optional[dict[str, Any]]:
         try:
             if isinstance(value, (str, bytes)):
                 return session.decode_record(value)
             if isinstance(value, dict) and isinstance(value.get("cookie"), dict):
-                return _from_bson(value)
+                return _from_bson(value)  # type: ignore[no-any-return]  # of a dict: a dict
             raise ValueError("session is neither a JSON string nor a document with a cookie")
         except ValueError as exc:
             log.warning("ignoring unreadable session document %.6s...: %s", sid, exc)
@@ -391,7 +393,7 @@ class MongoStore(session.Store):
                 f"auto_remove={self.auto_remove!r}>")
 
 
-def _live(now: datetime) -> dict:
+def _live(now: datetime) -> dict[str, Any]:
     """connect-mongo's filter for documents that have not expired."""
     return {"$or": [{"expires": {"$exists": False}}, {"expires": {"$gt": now}}]}
 
@@ -414,7 +416,7 @@ def _moves_keys(change: session.Change) -> bool:
     return len(added) > 1 or list(mine) != [key for key in base if key in mine] + added
 
 
-def _update(fields: dict, unset: dict) -> dict:
+def _update(fields: dict[str, Any], unset: dict[str, Any]) -> dict[str, Any]:
     """An update document with only the operators that have fields (MongoDB refuses empty ones)."""
     update = {}
     if fields:
@@ -434,7 +436,7 @@ def _now() -> datetime:
 _LONE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _bson_record(text: str) -> dict:
+def _bson_record(text: str) -> dict[str, Any]:
     """The record of ``text`` for a sub-document: a lone surrogate (JSON text another app
     wrote may escape one) becomes U+FFFD, as js-bson writes it."""
     record = session.decode_record(text)
@@ -451,7 +453,7 @@ def _js_strings(value: Any) -> Any:
     return value
 
 
-def _to_bson(record: dict) -> dict:
+def _to_bson(record: dict[str, Any]) -> dict[str, Any]:
     """stringify=False: ``cookie.expires`` becomes a BSON date, as Express stores it."""
     expires = session.expires_at(record)
     if expires is not None:
@@ -506,7 +508,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _import_pymongo():
+def _import_pymongo() -> Any:
     try:
         import pymongo
         import pymongo.errors

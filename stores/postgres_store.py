@@ -141,9 +141,11 @@ ALTER TABLE "session" ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFE
 CREATE INDEX "IDX_session_expire" ON "session" ("expire");
 '''
 
-_STORES: weakref.WeakSet = weakref.WeakSet()  # open stores, for the fork handler at the end
+# Open stores, for the fork handler at the end.
+_STORES: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
 
-Steps = Generator[tuple, tuple, Any]  # an operation's statements: see PostgresStore._get_steps
+# An operation's statements: see PostgresStore._get_steps.
+Steps = Generator[tuple[str, tuple[Any, ...]], tuple[int, Any], Any]
 
 
 class PostgresStore(session.Store):
@@ -211,12 +213,13 @@ class PostgresStore(session.Store):
         self._idle_status = psycopg.pq.TransactionStatus.IDLE
 
         self._closed = False
-        self._idle: list = []          # cursors of open, unused connections (pop/append are atomic)
-        self._all: set = set()         # every connection this store opened and has not closed
+        self._idle: list[Any] = []     # cursors of open, unused connections (pop/append are atomic)
+        self._all: set[Any] = set()    # every connection this store opened and has not closed
         self._opening = threading.Condition()  # guards the two counts below
         self._open_count = 0           # connections open (idle or in use) or being opened
         self._waiting = 0              # threads waiting for a connection to come back
-        self._loops: dict = {}         # event loop -> its _LoopConnections (the coroutines')
+        # event loop -> its _LoopConnections (the coroutines')
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
         self._writes = session._Writes()  # coroutine writes in flight (see aclose)
         self._seen = session._SeenExpiries()  # what this process last read or wrote (see touch)
         self._prune_lock = threading.Lock()
@@ -275,21 +278,21 @@ class PostgresStore(session.Store):
         return f"<PostgresStore table {self.table} in {self._where} ttl={self.ttl}>"
 
     # -- one session -------------------------------------------------------
-    def get(self, sid: str) -> Optional[dict]:
+    def get(self, sid: str) -> Optional[dict[str, Any]]:
         return self._record(sid, self._run(self._get_steps, sid))
 
     def get_text(self, sid: str) -> Optional[str]:
         """The live record's JSON exactly as stored (``sess::text``), or None; never parsed."""
-        return self._run(self._get_steps, sid)
+        return self._run(self._get_steps, sid)  # type: ignore[no-any-return]
 
-    def set(self, sid: str, record: dict) -> None:
+    def set(self, sid: str, record: dict[str, Any]) -> None:
         """One upsert, as connect-pg-simple's; a record already expired is deleted instead."""
         self._run(self._set_steps, sid, record)
 
     def destroy(self, sid: str) -> None:
         self._run(self._destroy_steps, sid)
 
-    def touch(self, sid: str, record: dict) -> None:
+    def touch(self, sid: str, record: dict[str, Any]) -> None:
         """Move only ``expire``, and only of a live row; never earlier than it is unless
         ``record.keep_later`` is False (the request itself set the cookie's lifetime).  A
         touch that would move it less than ``touch_slack`` seconds and less than 1% of the session's
@@ -301,28 +304,28 @@ class PostgresStore(session.Store):
     def merge(self, sid: str, change: session.Change) -> bool:
         """Write one request's changes into the record as stored now; False if nothing was
         written (a new session whose ID is taken, or a loaded one that is gone)."""
-        return self._run(self._merge_steps, sid, change)
+        return self._run(self._merge_steps, sid, change)  # type: ignore[no-any-return]
 
     # -- the same, awaitable ------------------------------------------------
-    async def aget(self, sid: str) -> Optional[dict]:
+    async def aget(self, sid: str) -> Optional[dict[str, Any]]:
         return self._record(sid, await self._arun(self._get_steps, sid))
 
     async def aget_text(self, sid: str) -> Optional[str]:
-        return await self._arun(self._get_steps, sid)
+        return await self._arun(self._get_steps, sid)  # type: ignore[no-any-return]
 
-    async def aset(self, sid: str, record: dict) -> None:
+    async def aset(self, sid: str, record: dict[str, Any]) -> None:
         await self._awrite(self._set_steps, sid, record)
 
     async def adestroy(self, sid: str) -> None:
         await self._awrite(self._destroy_steps, sid)
 
-    async def atouch(self, sid: str, record: dict) -> None:
+    async def atouch(self, sid: str, record: dict[str, Any]) -> None:
         """``touch``; one it would skip is skipped without a connection."""
         if not self._skips_touch(sid, record, time.time()):
             await self._awrite(self._touch_steps, sid, record)
 
     async def amerge(self, sid: str, change: session.Change) -> bool:
-        return await self._awrite(self._merge_steps, sid, change)
+        return await self._awrite(self._merge_steps, sid, change)  # type: ignore[no-any-return]
 
     # -- the statements of each operation ------------------------------------
     # Each is a generator: it yields (sql, params) and is sent back (rowcount, first row or
@@ -338,7 +341,7 @@ class PostgresStore(session.Store):
             self._seen.remember(sid, float(row[1]))
         return row[0]
 
-    def _set_steps(self, sid: str, record: dict, resend: bool = False) -> Steps:
+    def _set_steps(self, sid: str, record: dict[str, Any], resend: bool = False) -> Steps:
         now = time.time()
         expire = self._expire_for(session.expires_at(record), now)
         if expire < _ceil(now):
@@ -349,7 +352,7 @@ class PostgresStore(session.Store):
     def _destroy_steps(self, sid: str, resend: bool = False) -> Steps:
         yield self._sql_destroy, (sid,)
 
-    def _touch_steps(self, sid: str, record: dict, resend: bool = False) -> Steps:
+    def _touch_steps(self, sid: str, record: dict[str, Any], resend: bool = False) -> Steps:
         now = time.time()
         expire = self._expire_for(session.expires_at(record), now)
         if getattr(record, "keep_later", True):
@@ -405,13 +408,13 @@ class PostgresStore(session.Store):
         created, _ = yield sql, (change.text, expire, sid, live)
         return created == 1
 
-    def _skips_touch(self, sid: str, record: dict, now: float) -> bool:
+    def _skips_touch(self, sid: str, record: dict[str, Any], now: float) -> bool:
         """Whether ``touch`` sends nothing: touches are off, or it may not move the expiry
         earlier and would move it less than ``touch_slack`` past what this process last saw."""
         return self.disable_touch or getattr(record, "keep_later", True) and self._seen.barely_moves(
             sid, self._expire_for(session.expires_at(record), now), now, self.touch_slack)
 
-    def _record(self, sid: str, text: Optional[str]) -> Optional[dict]:
+    def _record(self, sid: str, text: Optional[str]) -> Optional[dict[str, Any]]:
         if text is None:
             return None
         try:
@@ -422,7 +425,7 @@ class PostgresStore(session.Store):
             return None
 
     # -- the whole store ---------------------------------------------------
-    def all(self) -> dict:
+    def all(self) -> dict[str, dict[str, Any]]:
         rows = self._call(lambda cur: cur.execute(self._sql_all, (_ceil(time.time()),)).fetchall())
         records = {}
         for sid, text in rows:
@@ -435,13 +438,14 @@ class PostgresStore(session.Store):
                             self.table, sid, exc)
         return records
 
-    def ids(self) -> list:
+    def ids(self) -> list[str]:
         rows = self._call(lambda cur: cur.execute(self._sql_ids, (_ceil(time.time()),)).fetchall())
         return [sid for (sid,) in rows]
 
     def length(self) -> int:
-        return self._call(
+        count: int = self._call(
             lambda cur: cur.execute(self._sql_length, (_ceil(time.time()),)).fetchone()[0])
+        return count
 
     def clear(self) -> None:
         self._call(lambda cur: cur.execute(self._sql_clear))
@@ -450,7 +454,7 @@ class PostgresStore(session.Store):
         """Delete every expired row, ``prune_batch`` per statement; return how many."""
         removed = 0
         while True:
-            count = self._call(self._prune_batch)
+            count: int = self._call(self._prune_batch)
             removed += count
             if count < self.prune_batch or self._closed:
                 return removed
@@ -486,7 +490,8 @@ class PostgresStore(session.Store):
         return _ceil(now + self.ttl if expires is None else expires)
 
     def _prune_batch(self, cur: Any) -> int:
-        return cur.execute(self._sql_prune, (_ceil(time.time()), self.prune_batch)).rowcount
+        count: int = cur.execute(self._sql_prune, (_ceil(time.time()), self.prune_batch)).rowcount
+        return count
 
     def _schedule_prune(self) -> None:
         """Set when the next automatic prune is due: 50-150% of ``prune_interval`` from now."""
@@ -606,8 +611,8 @@ class PostgresStore(session.Store):
             self._give(cur)
             return result
 
-    def _after_error(self, exc: BaseException, cur: Any, attempt: int, give: Callable,
-                     discard: Callable, drop_idle: Callable) -> None:
+    def _after_error(self, exc: BaseException, cur: Any, attempt: int, give: Callable[[Any], None],
+                     discard: Callable[[Any], None], drop_idle: Callable[[], None]) -> None:
         """After ``exc`` on ``cur``'s connection (from the sync pool or a loop's, whose
         give/discard/drop_idle these are): keep the connection if it is sound and idle, and
         raise, the database's errors naming the table and server; return only when the
@@ -760,7 +765,7 @@ class _LoopConnections:
 
     def __init__(self, store: PostgresStore) -> None:
         self.store = store
-        self.idle: list = []
+        self.idle: list[Any] = []
         self.slots = asyncio.Semaphore(store.max_connections)
 
     async def take(self) -> Any:
@@ -865,7 +870,7 @@ def _import_psycopg() -> Any:
     return psycopg
 
 
-_INHERITED: list = []  # a forked child's copies of its parent's connections: never used, never closed
+_INHERITED: list[Any] = []  # a forked child's copies of its parent's connections: never used, never closed
 
 
 def _after_fork_in_child() -> None:
