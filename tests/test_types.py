@@ -7,8 +7,8 @@
 - Code that misuses the API (a str for a boolean cookie attribute, an int secret...) is
   reported, line by line: the hints are not so loose that they accept anything.
 - session.py and stores/ pass both checkers with their default settings, as a project that
-  vendors them runs the checkers over them; session.py, the file users vendor alone, passes
-  ``mypy --strict`` too.
+  vendors them runs the checkers over them, and ``mypy --strict`` too, as a strict project
+  that vendors them (session.py alone, or with stores) runs it.
 
 mypy and pyright (the PyPI package, which bundles pyright and runs it on Node.js) are needed,
 and Starlette, Litestar and Quart for typed_usage.py; .ci/requirements.txt pins them.
@@ -136,8 +136,8 @@ class TypesCases:
 class MypyTest(TypesCases, unittest.TestCase):
     checker = Mypy()
 
-    def test_session_py_passes_strict(self):
-        self.assertEqual(self.checker.errors([pathlib.Path("session.py")], strict=True), [])
+    def test_the_sources_pass_strict(self):
+        self.assertEqual(self.checker.errors([pathlib.Path(p) for p in SOURCES], strict=True), [])
 
 
 @requires(shutil.which("pyright") is not None
