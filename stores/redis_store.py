@@ -97,9 +97,9 @@ def _shielded(write: _F) -> _F:
     client that goes away cancels the response, and with it the middleware's last write,
     which must still reach Redis whole (see session._Writes and aclose)."""
     @functools.wraps(write)
-    async def shielded(self: "RedisStore", *args: Any) -> Any:
-        return await self._writes.run(write(self, *args))
-    return shielded  # type: ignore[return-value]  # with write's signature (positional)
+    async def shielded(self: "RedisStore", *args: Any, **kwargs: Any) -> Any:
+        return await self._writes.run(write(self, *args, **kwargs))
+    return shielded  # type: ignore[return-value]  # with write's signature
 
 
 # EXPIRE key ttl GT, for servers older than Redis 7 (a key without expiry is never shortened).

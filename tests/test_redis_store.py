@@ -980,6 +980,19 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
         self.loop.run_until_complete(store.aset("b", record(time.time() - 1)))
         self.assertEqual(self.raw.exists("sess:a", "sess:b"), 0)
 
+    def test_the_coroutine_writes_take_their_arguments_by_keyword_too(self):
+        # As Store's own do, and their hints say: the shielded writes pass keywords on.
+        store = self.store()
+        run = self.loop.run_until_complete
+        run(store.aset(sid="s", record=record(None, n=1)))
+        change = session.Change(self.raw.get("sess:s").decode(),
+                                session.encode_record(record(None, n=2)), None)
+        self.assertTrue(run(store.amerge(sid="s", change=change)))
+        run(store.atouch(sid="s", record=record(time.time() + 600, n=2)))
+        self.assertEqual(store.get("s"), record(None, n=2))
+        run(store.adestroy(sid="s"))
+        self.assertEqual(self.raw.exists("sess:s"), 0)
+
     def test_one_store_serves_event_loops_one_after_another(self):
         store = self.store()
         store.set("s", record(None, n=1))
