@@ -58,7 +58,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import session
 
@@ -80,7 +80,10 @@ _BLOCK, _MIB = 512, 1 << 20  # dbm.dumb starts every value on a block of _BLOCK 
 _COPY, _SWAPPING = ".shelve-compact", ".shelve-swapping"
 
 
-def _naming_the_file(method: Any) -> Any:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _naming_the_file(method: _F) -> _F:
     """Raise what a file operation of ``method`` raised again naming the store, as
     SQLiteStore names its database: the OSError of a full disk names no file."""
     @functools.wraps(method)
@@ -89,7 +92,7 @@ def _naming_the_file(method: Any) -> Any:
             return method(self, *args, **kwargs)
         except dbm.error as exc:  # (OSError among them)
             raise self._error(exc) from exc
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # with method's signature
 
 
 class ShelveStore(session.Store):
