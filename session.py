@@ -202,8 +202,10 @@ class _Core:
         self.secrets = _check_secrets(secret)
         self._signing_key = _key(self.secrets[0])
         self._verify_keys = [_key(s) for s in self.secrets]
-        self._verified: dict[str, tuple[str, Optional[str]]] = {}  # cookie value -> (ID, value to re-send) that passed _verify
-        self._verified_headers: dict[str, tuple[str, Optional[str]]] = {}  # the same, by the whole Cookie header it came in
+        # cookie value -> (ID, value to re-send) that passed _verify; the same, by the whole
+        # Cookie header it came in
+        self._verified: dict[str, tuple[str, Optional[str]]] = {}
+        self._verified_headers: dict[str, tuple[str, Optional[str]]] = {}
         # Record text -> how _read_text reads it: cookie attributes, originalMaxAge, expires as
         # stored, where the data begins (the same session's next read is then a lookup).
         self._records: dict[str, tuple[Any, ...]] = {}
@@ -710,7 +712,8 @@ class _CookieOptions:
                             None if same_site == "auto" else same_site)
         self.auto = secure == "auto" or same_site == "auto"
         self.scoped = bool(self.path) and self.path != "/"  # else every path has the session
-        self.templates = None if self.auto else _templates(self.fixed_attrs)  # type: ignore[assignment]
+        self.templates = (None if self.auto  # type: ignore[assignment]
+                          else _templates(self.fixed_attrs))
 
     def covers(self, path: str) -> bool:
         """Whether a request for ``path`` is in the cookie's path (else it gets no session)."""
@@ -777,7 +780,8 @@ class Session(dict[str, Any]):
     _base: Optional[str]  # the record's text as loaded or last written: what a merge compares
     _snapshot: Optional[str]  # the data's JSON a change is found against (None: not taken yet)
     _originals: Optional[dict[str, Any]]
-    _saved: Optional[tuple[Optional[str], Optional[str]]]  # (ID, data's JSON; None: as loaded) the store holds: see _is_saved
+    # (ID, data's JSON; None: as loaded) the store holds: see _is_saved
+    _saved: Optional[tuple[Optional[str], Optional[str]]]
     _lifetime: Optional[float]
     _may_differ: bool
     _read: bool
@@ -1815,7 +1819,8 @@ class Change:
     def __init__(self, base: Optional[str], text: str, expires: Optional[float],
                  keep_later: bool = True) -> None:
         self.base, self.text, self.expires, self.keep_later = base, text, expires, keep_later
-        self.kept_times: Optional[tuple[Any, Any]] = None  # (originalMaxAge, expires) apply() last kept
+        # (originalMaxAge, expires) apply() last kept
+        self.kept_times: Optional[tuple[Any, Any]] = None
 
     def changes(self) -> tuple[dict[str, Any], list[str]]:
         """(keys set, with their values; keys deleted): what this request changed at the top
@@ -2346,7 +2351,7 @@ class MemoryStore(Store):
         # sid -> (expiry, record JSON).  Entries are tuples, replaced whole, so a reader
         # always sees a consistent one.
         self._data: dict[str, tuple[float, str]] = {}
-        self._heap: list[tuple[float, str]] = []  # (expiry, sid); stale pairs are skipped when popped
+        self._heap: list[tuple[float, str]] = []  # (expiry, sid): stale ones skipped when popped
 
     def get(self, sid: str) -> Optional[dict[str, Any]]:
         text = self.get_text(sid)
@@ -2741,7 +2746,8 @@ class _Exchange(_Request):
         """The request is over (or failed, and nothing is saved): drop the session, the environ
         <-> session cycle, and the server's callables, which hold its request, whose environ
         holds the session, which holds this; else the cycle collector has to free them all."""
-        self.sess = self.context = self._start_response = self._write = None  # type: ignore[assignment]
+        self.sess = self.context = None  # type: ignore[assignment]
+        self._start_response = self._write = None  # type: ignore[assignment]
 
     def __iter__(self) -> Iterator[bytes]:
         try:

@@ -411,7 +411,8 @@ def _moves_keys(change: session.Change) -> bool:
     its record's: it keeps a key where it is stored (a key deleted and set again goes last),
     and MongoDB 5.0 and later add several new fields in lexicographic order, not the
     record's.  Such a record is written whole."""
-    mine, base = session._decode(change.text), session._decode(change.base)  # type: ignore[arg-type]  # loaded: not None
+    # (base is not None: a loaded session's)
+    mine, base = session._decode(change.text), session._decode(change.base)  # type: ignore[arg-type]
     added = [key for key in mine if key not in base]
     return len(added) > 1 or list(mine) != [key for key in base if key in mine] + added
 

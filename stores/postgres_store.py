@@ -870,7 +870,8 @@ def _import_psycopg() -> Any:
     return psycopg
 
 
-_INHERITED: list[Any] = []  # a forked child's copies of its parent's connections: never used, never closed
+# A forked child's copies of its parent's connections: never used, never closed.
+_INHERITED: list[Any] = []
 
 
 def _after_fork_in_child() -> None:

@@ -474,7 +474,8 @@ class ShelveStore(session.Store):
         try:
             if getattr(exc, "errno", None) is None:  # dbm.error, or an OSError without one
                 return type(exc)(f"{exc} {where}")
-            return type(exc)(exc.errno, f"{exc.strerror} {where}", exc.filename)  # type: ignore[attr-defined]  # an OSError
+            # (an OSError: it has an errno)
+            return type(exc)(exc.errno, f"{exc.strerror} {where}", exc.filename)  # type: ignore[attr-defined]
         except TypeError:  # a subclass made otherwise
             return exc
 
@@ -593,7 +594,8 @@ def _lock_exclusive(lock_path: str, path: str) -> int:
     return fd
 
 
-_INHERITED: list[Any] = []  # a forked child's copies of the parent's dbm objects: never used, never closed
+# A forked child's copies of the parent's dbm objects: never used, never closed.
+_INHERITED: list[Any] = []
 
 
 def _after_fork_in_child() -> None:

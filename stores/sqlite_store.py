@@ -678,7 +678,8 @@ class _Wait(enum.Enum):  # an enum's member, so that type checkers narrow ``valu
     WAIT = 0
 
 
-_WAIT: Final = _Wait.WAIT  # _fetch(wait=False): the read would have to wait, so a thread should do it
+# _fetch(wait=False): the read would have to wait, so a thread should do it.
+_WAIT: Final = _Wait.WAIT
 
 
 class _LockAtFirstUse:
