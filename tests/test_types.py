@@ -9,6 +9,8 @@
 - session.py and stores/ pass both checkers with their default settings, as a project that
   vendors them runs the checkers over them, and ``mypy --strict`` too, as a strict project
   that vendors them (session.py alone, or with stores) runs it.
+- A wheel built from the checkout and installed (``pip install .``) is typed for mypy: stores/
+  through its ``py.typed``, session.py through the one setting the README gives.
 
 mypy and pyright (the PyPI package, which bundles pyright and runs it on Node.js) are needed,
 and Starlette, Litestar and Quart for typed_usage.py; .ci/requirements.txt pins them.
@@ -23,8 +25,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import unittest
+import zipfile
 
 from tests.support import has_module, requires
 
@@ -138,6 +140,58 @@ class MypyTest(TypesCases, unittest.TestCase):
 
     def test_the_sources_pass_strict(self):
         self.assertEqual(self.checker.errors([pathlib.Path(p) for p in SOURCES], strict=True), [])
+
+
+INSTALLED_USE = '''
+from session import Session
+from stores import SQLiteStore
+Session().cookie.secure = "yes"  # error
+SQLiteStore(7)  # error
+'''
+# The README's advice for a pip-installed copy: a single-file module has no py.typed.
+INSTALLED_CONFIG = '''
+[[tool.mypy.overrides]]
+module = ["session"]
+follow_untyped_imports = true
+'''
+
+
+@requires(has_module("mypy") and has_module("setuptools"),
+          "install mypy and setuptools: pip install mypy setuptools")
+class InstalledTest(unittest.TestCase):
+    """``pip install .`` as a user's mypy sees it: stores/ typed through its py.typed, session
+    through the README's one setting."""
+
+    def test_an_installed_copy_is_typed(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = pathlib.Path(tmp)
+            source = tmp_path / "source"  # a copy: no build/ left in the checkout, none reused
+            source.mkdir()
+            for name in ("pyproject.toml", "README.md", "LICENSE", "session.py"):
+                shutil.copy(ROOT / name, source)
+            shutil.copytree(ROOT / "stores", source / "stores",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                          "--quiet", "-w", str(tmp_path / "dist"), str(source)], tmp_path)
+            self.assertEqual(built.returncode, 0, built.stderr)
+            wheel, = (tmp_path / "dist").glob("*.whl")
+            _run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], tmp_path)
+            python = tmp_path / "venv" / "bin" / "python"
+            site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                        tmp_path).stdout.strip()
+            with zipfile.ZipFile(wheel) as archive:  # what pip would put in site-packages
+                archive.extractall(site)
+            self.assertTrue((pathlib.Path(site) / "stores" / "py.typed").exists())
+            (tmp_path / "app").mkdir()
+            (tmp_path / "app" / "use.py").write_text(INSTALLED_USE)
+            (tmp_path / "app" / "pyproject.toml").write_text(INSTALLED_CONFIG)
+            out = _run([sys.executable, "-m", "mypy", "--python-executable", str(python),
+                        "--cache-dir", str(tmp_path / "cache"), "--no-error-summary", "use.py"],
+                       tmp_path / "app")
+        expected = [n for n, line in enumerate(INSTALLED_USE.splitlines(), 1)
+                    if line.endswith("# error")]
+        reported = sorted({int(m[1]) for m in re.finditer(r"^use\.py:(\d+): error", out.stdout, re.M)})
+        self.assertEqual(reported, expected, out.stdout + out.stderr)
 
 
 @requires(shutil.which("pyright") is not None
