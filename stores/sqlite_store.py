@@ -670,7 +670,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite refused because another connection holds the lock it needs."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (sqlite3 names them from 3.11)
     return "locked" in str(exc) or "busy" in str(exc)
 
 

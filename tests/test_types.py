@@ -96,7 +96,7 @@ class Pyright(Checker):
             config = pathlib.Path(config_dir, "pyrightconfig.json")
             config.write_text(json.dumps({
                 "typeCheckingMode": "standard",
-                "pythonVersion": f"{sys.version_info[0]}.{sys.version_info[1]}",
+                "pythonVersion": "3.9",  # the oldest the project supports (mypy goes to 3.10)
                 "strict": [str(cwd / p) for p in paths] if strict else [],
                 "extraPaths": [str(ROOT)],
             }))
