@@ -29,7 +29,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -129,13 +128,18 @@ def _visit(sess, path):
     return {"views": sess.get("views", 0)}
 
 
-def wsgi_app():
-    import session
+def _wrapped(middleware, inner):
+    """``inner`` behind ``middleware`` on this process's store, both kept for /_stats."""
     store = _make_store()
-    mw = session.SessionMiddleware(_wsgi_inner, secret=SECRET, store=store,
-                                   cookie={"max_age": float(os.environ["SOAK_TTL"])})
+    mw = middleware(inner, secret=SECRET, store=store,
+                    cookie={"max_age": float(os.environ["SOAK_TTL"])})
     _STATE.update(mw=mw, store=store)
     return mw
+
+
+def wsgi_app():
+    import session
+    return _wrapped(session.SessionMiddleware, _wsgi_inner)
 
 
 async def _asgi_inner(scope, receive, send):
@@ -170,11 +174,7 @@ async def _asgi_inner(scope, receive, send):
 
 def asgi_app():
     import session
-    store = _make_store()
-    mw = session.ASGISessionMiddleware(_asgi_inner, secret=SECRET, store=store,
-                                       cookie={"max_age": float(os.environ["SOAK_TTL"])})
-    _STATE.update(mw=mw, store=store)
-    return mw
+    return _wrapped(session.ASGISessionMiddleware, _asgi_inner)
 
 
 # ================================================================ the load (client side)
@@ -286,7 +286,7 @@ def _app_stats(port: int) -> dict:
 
 
 def main() -> None:
-    from deployed import _free_port, _tree  # bench/ is sys.path[0] when this file runs
+    from deployed import _free_port, _tree, _wait_port  # bench/ is sys.path[0] when this file runs
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--server", choices=["waitress", "gunicorn", "uvicorn"], default="waitress")
     p.add_argument("--store", choices=["memory", "sqlite", "redis", "postgres"], default="memory")
@@ -321,15 +321,12 @@ def main() -> None:
     else:
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "soak:asgi_app", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", "--ws", "websockets"]
-    server = subprocess.Popen(cmd, env=env, cwd=HERE, start_new_session=True)
+    log = open(os.path.join(tmp, "server.log"), "w+b")
+    server = subprocess.Popen(cmd, env=env, cwd=HERE, start_new_session=True, stdout=log,
+                              stderr=subprocess.STDOUT)
     samples: list = []
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _wait_port(port, server, log, timeout=30)
         time.sleep(1)
         pg = None
         if pg_url:
@@ -398,6 +395,9 @@ def main() -> None:
             server.wait()
         if backend is not None:
             backend.close()
+        log.close()
+    if os.path.getsize(log.name):
+        print(f"the server wrote to {log.name}")
     keys = []
     for row in samples:
         keys += [k for k in row if k not in keys]
