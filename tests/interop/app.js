@@ -13,11 +13,15 @@
 //   SECRETS         JSON list of secrets; the first signs, all verify (express-session's `secret`)
 //   MAX_AGE         cookie.maxAge in milliseconds; unset or empty = browser-session cookie
 //   ROLLING         "1" for rolling: true
-// Prints "listening <port>" on stdout when ready.
-const express = require('express');
+//   EXPRESS         "5" for Express 5 (package.json's alias express5); unset, empty or "4" for Express 4
+// Prints "listening <port> express <version>" on stdout when ready.
+const env = process.env;
+const expressPackage = { '': 'express', 4: 'express', 5: 'express5' }[env.EXPRESS || ''];
+if (!expressPackage) throw new Error('EXPRESS must be 4 or 5');
+const express = require(expressPackage);
+const expressVersion = require(`${expressPackage}/package.json`).version;
 const session = require('express-session');
 
-const env = process.env;
 const port = Number(env.PORT || 3000);
 const mode = env.SESSION_STORE || 'redis';
 const secrets = JSON.parse(env.SECRETS || '["keyboard cat"]');
@@ -115,7 +119,10 @@ async function main() {
     });
   }
 
-  const server = app.listen(port, '127.0.0.1', () => console.log(`listening ${port}`));
+  const server = app.listen(port, '127.0.0.1', (err) => {  // Express 5 passes listen's error here
+    if (err) throw err;
+    console.log(`listening ${port} express ${expressVersion}`);
+  });
   const stop = () => {
     server.close();
     server.closeAllConnections && server.closeAllConnections();
