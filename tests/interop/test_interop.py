@@ -22,7 +22,8 @@ from tests.redis_server import RedisServer, redis_server_available
 from tests.support import free_port, has_module, has_program, requires
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NODE_MODULES = os.path.isdir(os.path.join(HERE, "node_modules", "express-session"))
+NODE_MODULES = all(os.path.isdir(os.path.join(HERE, "node_modules", package))
+                   for package in ("express-session", "express5"))
 NAME = "connect.sid"
 OLD, NEW = "old secret: keyboard cat", "new secret: ключ 🔑"
 HOUR_MS = 3_600_000
@@ -45,14 +46,15 @@ def _quiet_stop(proc: subprocess.Popen) -> None:
 
 
 class NodeApp:
-    """app.js in a node process on a free port, configured through its environment."""
+    """app.js in a node process on a free port, configured through its environment, on Express
+    ``express`` (its major: "4" or "5")."""
 
     def __init__(self, redis_url: str | None, secrets: list, max_age_ms: int | None, rolling: bool,
-                 *, store_env: dict | None = None) -> None:
+                 *, store_env: dict | None = None, express: str = "4") -> None:
         self.port = free_port()
         env = dict(os.environ, PORT=str(self.port), REDIS_URL=redis_url or "", SESSION_STORE="redis",
                    SECRETS=json.dumps(secrets), MAX_AGE="" if max_age_ms is None else str(max_age_ms),
-                   ROLLING="1" if rolling else "0")
+                   ROLLING="1" if rolling else "0", EXPRESS=express)
         env.update(store_env or {})  # e.g. SESSION_STORE=pg and DATABASE_URL
         env.pop("NODE_ENV", None)
         self.proc = subprocess.Popen(["node", "app.js"], cwd=HERE, env=env, stdin=subprocess.DEVNULL,
@@ -68,6 +70,10 @@ class NodeApp:
         if not line.startswith(b"listening"):
             _quiet_stop(self.proc)
             raise RuntimeError(f"node app.js did not start: {line!r} {self.proc.stdout.read()!r}")
+        self.express_version = line.split()[-1].decode()   # "listening <port> express <version>"
+        if self.express_version.split(".")[0] != express:
+            _quiet_stop(self.proc)
+            raise RuntimeError(f"node app.js runs Express {self.express_version}, not Express {express}")
         # Keep reading what node prints, so a full pipe can never stall it.
         self.output: list = []
         self._drainer = threading.Thread(target=self._drain, daemon=True)
@@ -139,7 +145,9 @@ def _ordered(text: bytes | str):
 @requires(redis_server_available(), "install Redis: apt-get install -y redis-server")
 @requires(has_module("redis"), "install redis-py: pip install redis")
 class TestExpressInterop(unittest.TestCase):
-    """Express (express-session 1.19 + connect-redis 9) and SessionMiddleware + RedisStore, one Redis."""
+    """Express 4 (express-session 1.19 + connect-redis 9) and SessionMiddleware + RedisStore, one Redis."""
+
+    EXPRESS = "4"
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -156,7 +164,7 @@ class TestExpressInterop(unittest.TestCase):
         def pair(key, secrets, max_age_ms=HOUR_MS, rolling=False):
             """(node port, python port) for one configuration, started once per class."""
             if key not in cls._apps:
-                node = NodeApp(cls.redis_server.url, secrets, max_age_ms, rolling)
+                node = NodeApp(cls.redis_server.url, secrets, max_age_ms, rolling, express=cls.EXPRESS)
                 cls.addClassCleanup(node.stop)
                 store = RedisStore(url=cls.redis_server.url)
                 cls.addClassCleanup(store.close)
@@ -482,6 +490,14 @@ class TestExpressInterop(unittest.TestCase):
                     self.assertEqual(fetch(port, "/whoami", resp.cookie_value).body["user"], None)
         self.assertEqual(json.loads(self.raw(sid))["user"], "ada")
         self.assertIsNone(self.raw(other_sid))
+
+
+class TestExpress5Interop(TestExpressInterop):
+    """The same against Express 5: the app's routes, express-session and connect-redis as on 4."""
+
+    EXPRESS = "5"
+    # signatures.js runs cookie-signature alone, the same package whichever Express is installed.
+    test_sign_and_unsign_agree_with_cookie_signature = None
 
 
 if __name__ == "__main__":
