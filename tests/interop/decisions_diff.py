@@ -1,10 +1,10 @@
 """Differential test of express-session's per-request decisions against SessionMiddleware's.
 
 Generates random scenarios (options x 2-4 requests x actions: see decisions_py.py), runs them
-through the real express-session 1.19 (decisions_node.js, in one node process) and through ours
-(decisions_py.py, in-process), and normalises each request's outcome: the Set-Cookie sent or
-expired, its lifetime and attributes; the store's get / set / touch / destroy and the record
-written; what the handler saw.  Session IDs become labels by order of appearance, data is
+through the real express-session 1.19 on Express 4 or 5 (decisions_node.js, in one node process)
+and through ours (decisions_py.py, in-process), and normalises each request's outcome: the
+Set-Cookie sent or expired, its lifetime and attributes; the store's get / set / touch / destroy
+and the record written; what the handler saw.  Session IDs become labels by order of appearance, data is
 compared as JavaScript holds it (1.0 is 1, integer-like keys first), times are seconds from the
 request's start and match within TOLERANCE.  Normalised away: the differences README documents
 (destroy() and unset="destroy" expire the cookie here, and what follows from it), express's
@@ -13,7 +13,7 @@ no-op destroy of an ID never stored, and its second write of the record save() w
 test_decisions_vs_express.py runs a fixed set and fails on any difference.  By hand (node, and
 `npm ci` in tests/interop):
 
-    python tests/interop/decisions_diff.py --n 1000 --seed 1 [--known] [--show 2] [--dump diffs.json]
+    python tests/interop/decisions_diff.py --n 1000 --seed 1 [--known] [--show 2] [--dump diffs.json] [--express 5]
     python tests/interop/decisions_diff.py --replay scenario.json   # its outcomes on both sides
 
 --known also generates the differences accepted on purpose, which the test leaves out (see
@@ -161,26 +161,31 @@ def gen_scenarios(n: int, seed: int, *, known: bool = False) -> list:
 
 # ---------------------------------------------------------------- running
 
-def run_node(scenarios: list) -> list:
-    """The outcomes of express-session, from one node process, which never outlives the call
-    (subprocess.run kills it on a timeout or on any exception)."""
+def run_node(scenarios: list, express: str = "4") -> list:
+    """The outcomes of express-session on Express ``express`` (its major), from one node process,
+    which never outlives the call (subprocess.run kills it on a timeout or on any exception)."""
     proc = subprocess.run(["node", os.path.join(HERE, "decisions_node.js")], input=json.dumps(scenarios),
-                          capture_output=True, text=True, timeout=NODE_TIMEOUT)
+                          env=dict(os.environ, EXPRESS=express), capture_output=True, text=True,
+                          timeout=NODE_TIMEOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"node decisions_node.js exited with {proc.returncode}: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout)
+    outcomes = json.loads(proc.stdout)
+    ran = {outcome["express"] for outcome in outcomes}
+    if {version.split(".")[0] for version in ran} - {express}:
+        raise RuntimeError(f"decisions_node.js ran Express {', '.join(sorted(ran))}, not Express {express}")
+    return outcomes
 
 
-def run_both(scenarios: list) -> list:
+def run_both(scenarios: list, express: str = "4") -> list:
     """(express's, ours), normalised, for each scenario."""
-    node = run_node(scenarios)
+    node = run_node(scenarios, express)
     ours = [dict(decisions_py.run_scenario(sc), side="ours") for sc in scenarios]
     return [(normalise(sc, n), normalise(sc, p)) for sc, n, p in zip(scenarios, node, ours)]
 
 
-def differing(scenarios: list) -> list:
+def differing(scenarios: list, express: str = "4") -> list:
     """(scenario, express's, ours) for each scenario whose outcomes differ."""
-    return [(sc, a, b) for sc, (a, b) in zip(scenarios, run_both(scenarios)) if a != b]
+    return [(sc, a, b) for sc, (a, b) in zip(scenarios, run_both(scenarios, express)) if a != b]
 
 
 def size(sc: dict) -> tuple:
@@ -199,12 +204,12 @@ def smaller(sc: dict):
             yield dict(sc, requests=reqs[:i] + [step] + reqs[i + 1:])
 
 
-def shrink(sc: dict, a: dict, b: dict) -> tuple:
+def shrink(sc: dict, a: dict, b: dict, express: str = "4") -> tuple:
     """(scenario, express's, ours): ``sc`` made as small as it goes while the outcomes still
     differ, a request or an action at a time (each round's candidates in one node run).
     Taking out never adds what gen_scenario leaves out."""
     while True:
-        found = differing(list(smaller(sc)))
+        found = differing(list(smaller(sc)), express)
         if not found:
             return sc, a, b
         sc, a, b = found[0]
@@ -428,17 +433,18 @@ def main():
     ap.add_argument("--show", type=int, default=1, help="examples shown per class, shrunk")
     ap.add_argument("--dump", help="write every differing scenario with both outcomes here")
     ap.add_argument("--replay", help="a JSON file with one scenario (or a list): print both outcomes")
+    ap.add_argument("--express", choices=["4", "5"], default="4", help="the Express major to run on")
     args = ap.parse_args()
     if args.replay:
         with open(args.replay) as f:
             scs = json.load(f)
         scs = scs if isinstance(scs, list) else [scs]
-        for sc, (a, b) in zip(scs, run_both(scs)):
+        for sc, (a, b) in zip(scs, run_both(scs, args.express)):
             print(("same" if a == b else "DIFFERENT") + "\n" + describe(sc, a, b))
         return
     scs = gen_scenarios(args.n, args.seed, known=args.known)
     t0 = time.time()
-    found = differing(scs)
+    found = differing(scs, args.express)
     requests = sum(len(s["requests"]) for s in scs)
     print(f"{len(scs)} scenarios, {requests} requests in {time.time() - t0:.1f}s; {len(found)} differ",
           file=sys.stderr)
@@ -448,7 +454,7 @@ def main():
     for key, items in sorted(classes.items(), key=lambda kv: -len(kv[1])):
         print(f"\n=== {len(items)} x {key}")
         for sc, a, b in sorted(items, key=lambda t: size(t[0]))[:args.show]:
-            print(describe(*shrink(sc, a, b)))
+            print(describe(*shrink(sc, a, b, args.express)))
     if args.dump:
         with open(args.dump, "w") as f:
             json.dump([{"scenario": sc, "express": a, "ours": b, "keys": diff_keys(a, b)}

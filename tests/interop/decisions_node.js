@@ -2,15 +2,19 @@
 // Differential harness, express side: reads a JSON list of scenarios on stdin, runs each
 // through a real express + express-session 1.19 app (its own server on 127.0.0.1, a free port)
 // over a recording in-memory store, and prints one JSON outcome per scenario on stdout: per
-// request what decisions_py.py's run_scenario gives for ours, and the store's records at the end.
+// request what decisions_py.py's run_scenario gives for ours, the store's records at the end,
+// and the Express version that ran it. Express 4, or 5 with EXPRESS=5 (as app.js).
 // decisions_diff.py generates the scenarios, runs both sides and compares; by hand:
 //
-//     node tests/interop/decisions_node.js < scenarios.json > express.json
+//     [EXPRESS=5] node tests/interop/decisions_node.js < scenarios.json > express.json
 //
 // (needs `npm ci` in tests/interop).
 const crypto = require('crypto');
 const http = require('http');
-const express = require('express');
+const expressPackage = { '': 'express', 4: 'express', 5: 'express5' }[process.env.EXPRESS || ''];
+if (!expressPackage) throw new Error('EXPRESS must be 4 or 5');
+const express = require(expressPackage);
+const expressVersion = require(`${expressPackage}/package.json`).version;
 const session = require('express-session');
 
 const SECRET = 'keyboard cat';
@@ -179,7 +183,7 @@ async function runScenario(sc) {
     }
     const final = {};
     for (const [sid, text] of store.data) final[sid] = JSON.parse(text);
-    return { requests: results, final, finalAt: Date.now() };
+    return { requests: results, final, finalAt: Date.now(), express: expressVersion };
   } finally {
     await new Promise((resolve) => server.close(resolve));
   }
