@@ -1,9 +1,10 @@
 """Our per-request decisions are express-session's: a fixed set of random scenarios (seeded), run
-through the real express-session 1.19 in node and through SessionMiddleware in-process
-(decisions_node.js, decisions_py.py), must give the same outcome, request by request: cookie
-set or not (and its lifetime, its attributes), store get / set / touch / destroy and the record
-written, what the handler saw.  The generator leaves out the differences accepted on purpose
-(see decisions_diff.gen_scenario), so any difference fails, shown on its smallest scenario.
+through the real express-session 1.19 in node (on Express 4, then on Express 5) and through
+SessionMiddleware in-process (decisions_node.js, decisions_py.py), must give the same outcome,
+request by request: cookie set or not (and its lifetime, its attributes), store get / set /
+touch / destroy and the record written, what the handler saw.  The generator leaves out the
+differences accepted on purpose (see decisions_diff.gen_scenario), so any difference fails,
+shown on its smallest scenario.
 The same scenarios through ASGISessionMiddleware (decisions_asgi.py) must give what
 SessionMiddleware gives: that needs no node.
 
@@ -59,16 +60,19 @@ def coverage_gaps(scenarios: list) -> list:
 @requires(has_program("node"), "install Node.js 18+: apt-get install -y nodejs npm")
 @requires(NODE_MODULES, "install the Express app: run: cd tests/interop && npm ci")
 class TestDecisionsMatchExpress(unittest.TestCase):
-    """COUNT seeded random scenarios: express-session's outcome and ours are the same."""
+    """COUNT seeded random scenarios: express-session's outcome on Express 4 and ours are the same."""
+
+    EXPRESS = "4"
 
     def test_every_scenario_has_the_same_outcome_on_both(self):
         scenarios = decisions_diff.gen_scenarios(COUNT, SEED)
-        found = decisions_diff.differing(scenarios)
+        found = decisions_diff.differing(scenarios, self.EXPRESS)
         if found:
-            smallest = decisions_diff.shrink(*min(found, key=lambda t: decisions_diff.size(t[0])))
-            self.fail(f"express-session and SessionMiddleware differ in {len(found)} of {COUNT} scenarios "
-                      f"(seed {SEED}); the smallest, shrunk:\n{decisions_diff.describe(*smallest)}\n"
-                      f"All of them: python tests/interop/decisions_diff.py --n {COUNT} --seed {SEED}")
+            smallest = decisions_diff.shrink(*min(found, key=lambda t: decisions_diff.size(t[0])), self.EXPRESS)
+            self.fail(f"express-session on Express {self.EXPRESS} and SessionMiddleware differ in {len(found)} "
+                      f"of {COUNT} scenarios (seed {SEED}); the smallest, shrunk:\n"
+                      f"{decisions_diff.describe(*smallest)}\nAll of them: python tests/interop/decisions_diff.py "
+                      f"--n {COUNT} --seed {SEED} --express {self.EXPRESS}")
 
     def test_the_scenarios_use_every_action_key_option_and_cookie(self):
         self.assertEqual(coverage_gaps(decisions_diff.gen_scenarios(COUNT, SEED)), [])
@@ -77,9 +81,17 @@ class TestDecisionsMatchExpress(unittest.TestCase):
         """The comparison sees a difference: each one the generator leaves out is one.  Where
         session.py comes to agree with express on one, this fails: drop its rule (_agrees)."""
         scenarios = [{"options": OPTIONS, "requests": requests} for requests in ACCEPTED.values()]
-        for name, sc, (a, b) in zip(ACCEPTED, scenarios, decisions_diff.run_both(scenarios)):
+        for name, sc, (a, b) in zip(ACCEPTED, scenarios, decisions_diff.run_both(scenarios, self.EXPRESS)):
             with self.subTest(name):
                 self.assertNotEqual(a, b, decisions_diff.describe(sc, a, b))
+
+
+class TestDecisionsMatchExpress5(TestDecisionsMatchExpress):
+    """The same scenarios on Express 5: express-session's outcome there and ours are the same."""
+
+    EXPRESS = "5"
+    # The scenarios alone, generated as above: no Express runs.
+    test_the_scenarios_use_every_action_key_option_and_cookie = None
 
 
 class TestAdaptersAgree(unittest.TestCase):
