@@ -1424,6 +1424,14 @@ class TestScopes(unittest.TestCase):
                     self.assertEqual("secure" in sc.attrs, proxy is True)
                     self.assertEqual(sc.attrs["samesite"], "None" if proxy is True else "Lax")
 
+    def test_proxy_true_without_x_forwarded_proto_is_the_scheme_alone(self):
+        mw = middleware(simple_app(lambda s: s["session"].__setitem__("n", 1)),
+                        cookie={"secure": "auto", "same_site": "auto"}, proxy=True)
+        for https in (False, True):
+            with self.subTest(https=https):
+                resp = call_asgi(mw, make_scope(https=https, headers=[(b"x-forwarded-for", b"10.0.0.1")]))
+                self.assertEqual("secure" in resp.cookie().attrs, https)
+
     def test_a_forwarded_http_does_not_make_an_https_scope_insecure(self):
         mw = middleware(simple_app(lambda s: s["session"].__setitem__("n", 1)), cookie={"secure": True},
                         proxy=True)

@@ -17,6 +17,13 @@ from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expec
 
 # ================================================================ checked at construction
 
+class _ReadOnly:
+    """Not a Store: reads, and nothing else."""
+
+    def get(self, sid):
+        return None
+
+
 class TestConstruction(unittest.TestCase):
     """Bad options fail when the middleware is made, never at the first request."""
 
@@ -38,14 +45,25 @@ class TestConstruction(unittest.TestCase):
             ("cookie", {"cookie": "max_age=3"}),
             ("proxy", {"proxy": 1}), ("proxy", {"proxy": "yes"}),
             ("store", {"store": session.MemoryStore}),   # the class, not a store
+            ("set()", {"store": _ReadOnly()}),           # a store without a method the middleware calls
+            ("secret entries", {"secret": [SECRET, 42]}),
+            ("name", {"name": ""}), ("name", {"name": "a;b"}),
         ]
-        for option, kw in cases:
-            kw = dict(kw)
-            kw.setdefault("secret", SECRET)
-            with self.subTest(option=option, kw=repr(kw)):
-                with self.assertRaises((ValueError, TypeError)) as ctx:
-                    session.SessionMiddleware(app, **kw)
-                self.assertIn(norm(option), norm(str(ctx.exception)), str(ctx.exception))
+        for adapter, key in ((session.SessionMiddleware, "environ_key"),
+                             (session.ASGISessionMiddleware, "scope_key")):
+            for option, kw in cases + [(key, {key: ""}), (key, {key: 3})]:
+                kw = dict(kw)
+                kw.setdefault("secret", SECRET)
+                with self.subTest(adapter=adapter.__name__, option=option, kw=repr(kw)):
+                    with self.assertRaises((ValueError, TypeError)) as ctx:
+                        adapter(app, **kw)
+                    self.assertIn(norm(option), norm(str(ctx.exception)), str(ctx.exception))
+
+    def test_an_app_that_cannot_be_called_raises_naming_the_kind_of_app(self):
+        for adapter, kind in ((session.SessionMiddleware, "WSGI"), (session.ASGISessionMiddleware, "ASGI")):
+            with self.subTest(adapter=adapter.__name__):
+                with self.assertRaisesRegex(TypeError, f"app must be an? {kind}"):
+                    adapter(None, secret=SECRET)
 
     def test_resave_save_uninitialized_and_rolling_take_only_true_or_false(self):
         # rolling="no" would otherwise be truthy, and roll.
