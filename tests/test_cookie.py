@@ -70,17 +70,22 @@ class TestCookie(unittest.TestCase):
         self.assertAlmostEqual(out["max_age"], 120, delta=1)
         self.assertAlmostEqual(out["original"], 120, delta=1)
 
-    def test_max_age_none_is_a_browser_session_cookie(self):
-        def act(c, out):
-            c.max_age = None
-            out.update(max_age=c.max_age, original=c.original_max_age, expires=c.expires)
-        out, resp, h = self.grab(act, cookie={"max_age": HOUR})
-        self.assertEqual(out, {"max_age": None, "original": None, "expires": None})
-        sc = resp.cookie()
-        self.assertNotIn("expires", sc.attrs)
-        cookie = h.store.get(sc.sid)["cookie"]
-        self.assertIsNone(cookie["originalMaxAge"])
-        self.assertIsNone(cookie["expires"])
+    def test_max_age_or_expires_none_is_a_browser_session_cookie(self):
+        for attribute in ("max_age", "expires"):
+            def act(c, out):
+                out["before"] = c.has_expiry
+                setattr(c, attribute, None)
+                out.update(max_age=c.max_age, original=c.original_max_age, expires=c.expires,
+                           has_expiry=c.has_expiry)
+            with self.subTest(attribute=attribute):
+                out, resp, h = self.grab(act, cookie={"max_age": HOUR})
+                self.assertEqual(out, {"before": True, "max_age": None, "original": None,
+                                       "expires": None, "has_expiry": False})
+                sc = resp.cookie()
+                self.assertNotIn("expires", sc.attrs)
+                cookie = h.store.get(sc.sid)["cookie"]
+                self.assertIsNone(cookie["originalMaxAge"])
+                self.assertIsNone(cookie["expires"])
 
     def test_expires_option_is_an_absolute_date(self):
         when = (dt.datetime.now(UTC) + dt.timedelta(days=2)).replace(microsecond=0)

@@ -3,6 +3,7 @@ methods regenerate, destroy, reload, save and touch.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import copy
 import datetime as dt
@@ -13,8 +14,8 @@ import unittest
 import unittest.mock
 
 import session
-from tests.harness import (HOUR, MISSING, NAME, Harness, RecordingStore, make_record,
-                           run_on_loaded_session, sess)
+from tests.harness import (HOUR, MISSING, NAME, Harness, RecordingStore, captured_warnings,
+                           make_record, run_on_loaded_session, sess)
 from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
 
 
@@ -272,6 +273,26 @@ class TestSession(unittest.TestCase):
                 else:
                     self.assertNotEqual(resp.cookie().sid, sid)
 
+    def test_accessed_says_whether_the_app_read_or_changed_the_session(self):
+        actions = {"nothing": lambda s: None, "get": lambda s: s.get("views"),
+                   "in": lambda s: "views" in s, "len": len, "set": lambda s: s.update(views=2),
+                   "id": lambda s: s.id, "is_new": lambda s: s.is_new}
+        for name, act in actions.items():
+            with self.subTest(name):
+                out = {}
+
+                def app(environ):
+                    s = sess(environ)
+                    out["before"] = s.accessed
+                    act(s)
+                    out["after"] = s.accessed
+                h = Harness(app)
+                h.seed({"views": 1})
+                resp = h.request()
+                read = name != "nothing"  # what the ID or is_new says depends on the Cookie header too
+                self.assertEqual(out, {"before": False, "after": read})
+                self.assertEqual("cookie" in resp.vary, read)
+
     def test_reload_restores_stored_data_in_place(self):
         out = {}
 
@@ -313,6 +334,42 @@ class TestSession(unittest.TestCase):
         h.action = act
         h.request()
         self.assertIsInstance(out.get("error"), session.SessionError)
+
+    def test_reload_of_a_record_that_is_not_a_session_warns_and_raises_keeping_the_data(self):
+        out = {}
+        h = Harness(None)
+        sid = h.seed({"views": 1})
+
+        def act(environ):
+            h.store.set(sid, {"views": 7, "cookie": "not an object"})  # another app's write
+            with captured_warnings() as logged:
+                try:
+                    sess(environ).reload()
+                except session.SessionError as exc:
+                    out["error"] = exc
+            out.update(logged=[r.getMessage() for r in logged], views=sess(environ)["views"])
+        h.action = act
+        h.request()
+        self.assertIsInstance(out.get("error"), session.SessionError)
+        self.assertEqual(out["views"], 1)
+        self.assertTrue(any("not a valid session" in m for m in out["logged"]), out["logged"])
+
+    def test_asave_and_areload_under_wsgi_do_what_save_and_reload_do(self):
+        out = {}
+        h = Harness(None)
+        sid = h.seed({"views": 1})
+
+        def act(environ):
+            s = sess(environ)
+            s["views"] = 2
+            asyncio.run(s.asave())
+            out["saved"] = h.store.get(sid)["views"]
+            h.store.set(sid, make_record({"views": 9}))
+            asyncio.run(s.areload())
+            out["reloaded"] = s["views"]
+        h.action = act
+        h.request()
+        self.assertEqual(out, {"saved": 2, "reloaded": 9})
 
     def test_save_writes_now_and_not_again_when_unchanged(self):
         out = {}
