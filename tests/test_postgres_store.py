@@ -8,6 +8,7 @@ Needs ``apt-get install -y postgresql`` and ``pip install "psycopg[binary]" psyc
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -808,6 +809,36 @@ class TestConnections(PostgresCase):
         store.set("s", make_record(user="ada"))
         self.assertEqual(self.backends("from-env"), 1)
         self.assertIn(f"127.0.0.1:{_server.port}", repr(store))
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_a_forked_child_opens_its_own_connections_and_leaves_the_parents_working(self):
+        # A server that forks its workers after loading the app (gunicorn --preload): a child
+        # must neither talk over the parent's sockets nor close them as it ends.
+        store = self.store()
+        store.set("parent", make_record(user="ada"))
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        loop.run_until_complete(store.aget("parent"))  # an async connection too
+        (cur,) = store._idle
+        backend = cur.connection.info.backend_pid
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 2 if store._idle or store._all or store._loops else 0
+                store.set("child", make_record(user="bob"))
+                code = code or (0 if store.get("parent")["user"] == "ada" else 3)
+                store.close()
+                del cur
+                gc.collect()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(store._idle, [cur])
+        self.assertEqual(cur.execute("SELECT pg_backend_pid()").fetchone(), (backend,))
+        self.assertEqual(store.get("child")["user"], "bob")
+        self.assertEqual(loop.run_until_complete(store.aget("child"))["user"], "bob")
 
     def test_key_value_conninfo_and_a_unix_socket_work(self):
         store = self.store(conninfo=f"host={_server.socket_dir} port={_server.port} user=postgres "
