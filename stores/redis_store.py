@@ -17,10 +17,12 @@ import functools
 import hashlib
 import inspect
 import logging
+import os
 import re
 import socket
 import threading
 import time
+import weakref
 from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar
 
 import session
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _SCAN_COUNT = 100  # keys per SCAN step, as connect-redis's scanCount
 _BATCH = 500       # keys per MGET / DEL when reading or clearing the whole store
+_STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()  # for the fork handler
 
 
 class _Script:
@@ -208,6 +211,7 @@ class RedisStore(session.Store):
         self.disable_ttl = bool(disable_ttl)
         self._expire_gt = True  # EXPIRE ... GT works (Redis 7); set False on an older server
         self._seen = session._SeenExpiries()  # the keys' expiries as this process last read them
+        _STORES.add(self)
         if given_async:
             self._sync = _mirror(redis, client, to_async=False)
             self._owns_sync = self._sync is not None
@@ -864,3 +868,22 @@ def _import_redis() -> Any:
         raise ImportError(f"RedisStore needs redis-py 5.0.1 or newer, not {redis.__version__}: "
                           "pip install -U redis")
     return redis
+
+
+# A forked child's copies of its parent's async clients: never used, never closed.
+_INHERITED: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    """Forget the async clients of the parent's event loops: a child that closed one would run
+    its copy of the parent's loop, whose epoll it shares with the parent, and take the parent's
+    sockets out of it.  And a lock a parent's thread held at the fork is held for good here.
+    (redis-py's pools see the fork themselves: the sync client makes new connections.)"""
+    for store in list(_STORES):
+        _INHERITED.extend(store._async_clients.values())
+        store._async_clients, store._closing = {}, set()
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -10,6 +10,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -925,6 +926,19 @@ class TestRedisStoreTouch(AsyncRedisTestCase):
         self.assertEqual(sent, ["EVALSHA"])
 
 
+def _exit_code(pid: int, timeout: float) -> int | None:
+    """A forked child's exit code; None, the child killed, if it has not ended in ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
+
+
 @requires(HAVE_REDIS, REASON)
 class TestRedisStoreAsync(AsyncRedisTestCase):
     """The coroutine methods: the same records through redis.asyncio, clients made as needed."""
@@ -940,6 +954,38 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
         self.assertEqual(self.loop.run_until_complete(store.aget_text("sync")),
                          session.encode_record(rec))
         self.assertEqual(store.get("async"), rec)
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_a_forked_child_uses_its_own_clients_and_leaves_the_parents_working(self):
+        # A server that forks its workers after loading the app (gunicorn --preload): a child
+        # that closes the store as it ends must not close the clients of its parent's loops
+        # (running a copy of the parent's loop to do it would unregister the parent's sockets
+        # from the epoll the two processes share), nor wait for a lock a parent's thread held.
+        store = self.store()
+        store.set("parent", record(user="ada"))
+        self.loop.run_until_complete(store.aget("parent"))  # the parent's loop has its client
+        store._lock.acquire()  # as a parent's thread making a client at the fork would hold it
+        try:
+            pid = os.fork()
+        finally:
+            if pid:
+                store._lock.release()
+        if pid == 0:
+            code = 1
+            try:
+                code = 2 if store._async_clients else 0
+                store.set("child", record(user="bob"))
+                loop = asyncio.new_event_loop()
+                child = loop.run_until_complete(store.aget("child"))
+                code = code or (0 if child and child["user"] == "bob" else 3)
+                store.close()
+                gc.collect()
+            finally:
+                os._exit(code)
+        self.assertEqual(_exit_code(pid, 20), 0)
+        self.assertEqual(store.get("child")["user"], "bob")
+        got = self.loop.run_until_complete(asyncio.wait_for(store.aget("child"), 5))
+        self.assertEqual(got["user"], "bob")
 
     def test_a_cancelled_write_still_reaches_redis_whole(self):
         # A client that goes away cancels the response, and the middleware's last write with it.
