@@ -276,9 +276,9 @@ class _Core:
         self._touch_expiry_only = _touch_reads_expiry_only(store)
         # The deletions regenerate() and destroy() left and the save after them, run as one
         # task (see _work): among the store's own writes when it keeps them (RedisStore,
-        # PostgresStore), so that its aclose() waits for them too.
+        # PostgresStore), else among _IN_FLIGHT, so that its aclose() waits for them too.
         writes = getattr(store, "_writes", None)
-        self._ending = writes if isinstance(writes, _Writes) else _Writes()
+        self._ending = writes if isinstance(writes, _Writes) else _IN_FLIGHT
         if self._merge is None:
             log.warning("%s has no merge(): each save writes the whole record with set(), so "
                         "concurrent requests on one session can lose each other's changes",
@@ -2133,6 +2133,12 @@ class Store:
     def close(self) -> None:
         """Release connections and files the store opened (never a client it was given)."""
 
+    async def aclose(self) -> None:
+        """At an ASGI app's shutdown (its lifespan): wait for the store work the running event
+        loop has in flight, in threads too, which a server that ends the process as soon as
+        its loop is done (uvicorn after a signal) would cut short.  The store stays usable."""
+        await _IN_FLIGHT.wait()
+
     def expiry_time(self, record: Mapping[str, Any], now: Optional[float] = None) -> float:
         """Epoch seconds when ``record`` expires: its cookie's expiry, else ``ttl`` from now."""
         at = expires_at(record)
@@ -2186,7 +2192,7 @@ class Store:
         if (_owner(self, "merge") is not Store or _owner(self, "aset") is Store
                 or not _offers(self, "aset", "set") or not _offers(self, "aget", "get")):
             return await _in_thread(self.merge, sid, change)
-        return await _DEFAULT_MERGES.run(self._amerge_default(sid, change))
+        return await _IN_FLIGHT.run(self._amerge_default(sid, change))
 
     async def _amerge_default(self, sid: str, change: Change) -> bool:
         record = _merged_record(await self.aget(sid), change)
@@ -2218,7 +2224,7 @@ async def _in_thread(function: Callable[..., _R], *args: Any) -> _R:
             result: _R = await trio.to_thread.run_sync(call, limiter=_trio_store_threads(trio))
             return result
     # A cancelled caller leaves the call running: a write is never dropped from the pool's queue.
-    return await _to_its_end(asyncio.get_running_loop().run_in_executor(None, call))
+    return await _to_its_end(_IN_FLIGHT.keep(asyncio.get_running_loop().run_in_executor(None, call)))
 
 
 def _trio_store_threads(trio: Any) -> Any:
@@ -2295,10 +2301,13 @@ class _Writes(set[Any]):
         if trio is not None:  # no task outlives its request under trio: the request waits
             with trio.CancelScope(shield=True):
                 return await write
-        task = asyncio.ensure_future(write)
-        self.add(task)
-        task.add_done_callback(self.discard)
-        return await _to_its_end(task)
+        return await _to_its_end(self.keep(asyncio.ensure_future(write)))
+
+    def keep(self, write: "asyncio.Future[_R]") -> "asyncio.Future[_R]":
+        """``write`` (a task, or a call's future), kept until it ends."""
+        self.add(write)
+        write.add_done_callback(self.discard)
+        return write
 
     async def wait(self) -> None:
         """Until every write started on the running event loop has ended."""
@@ -2311,7 +2320,9 @@ class _Writes(set[Any]):
             await asyncio.wait(mine)
 
 
-_DEFAULT_MERGES = _Writes()  # Store.amerge's own writes in flight
+# Store work in flight that no store keeps: calls in threads, Store.amerge's default, and the
+# ASGI middleware's end-of-response work on stores without writes of their own (see aclose).
+_IN_FLIGHT = _Writes()
 
 
 def _report_orphaned_write(task: Any) -> None:

@@ -476,6 +476,7 @@ class PostgresStore(session.Store):
         running event loop, which the loop would cancel as it ends, then close its
         connections.  The store stays usable; ``close()`` closes everything."""
         await self._writes.wait()
+        await super().aclose()  # and its calls in threads
         if session._running_trio() is not None:
             return  # under trio the store is called in threads: no connections of this loop's
         with self._opening:

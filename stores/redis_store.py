@@ -404,6 +404,7 @@ class RedisStore(session.Store):
         ASGI app's shutdown, or before ``asyncio.run`` returns.  Other loops' clients and the
         sync client are left to ``close()``; the store stays usable either way."""
         await self._writes.wait()
+        await super().aclose()  # and its calls in threads
         if session._running_trio() is not None:
             return  # under trio the store is called in threads: no client of this loop's
         with self._lock:

@@ -79,11 +79,12 @@ def run_with_counted_threads(work):
         pool.shutdown()
 
 
-def cancel_a_write_then_aclose(store: Any, sid: str, change: Any, after: float) -> None:
+def cancel_a_write_then_aclose(store: Any, sid: str, change: Any, after: float) -> Optional[str]:
     """On a fresh loop: ``store.amerge(sid, change)`` cancelled ``after`` seconds in (the
     client went away), then ``await store.aclose()``, as an app's lifespan shutdown does,
-    before the loop ends (which would cancel the write itself)."""
-    async def app_then_shutdown() -> None:
+    before the loop ends (which would cancel the write itself); returns the record's text as
+    stored when aclose() returned (uvicorn ends its process then, in its loop)."""
+    async def app_then_shutdown() -> Optional[str]:
         request = asyncio.ensure_future(store.amerge(sid, change))
         await asyncio.sleep(after)
         request.cancel()
@@ -94,7 +95,8 @@ def cancel_a_write_then_aclose(store: Any, sid: str, change: Any, after: float) 
         else:
             raise AssertionError("the write ended before its request was cancelled")
         await store.aclose()
-    asyncio.run(app_then_shutdown())
+        return store.get_text(sid)
+    return asyncio.run(app_then_shutdown())
 
 
 def _check_header_list(headers: Any) -> list:

@@ -3,7 +3,8 @@
 It uses the protocol's corners directly: HEAD, 204 and 304, a stream that changes the session
 between chunks, ``http.response.pathsend``, early hints, trailers, websocket denial responses.
 ``make_app(store)`` serves it in-process; a server run as a command (granian, daphne) loads
-``tests.server_app:app``, on the SQLiteStore file named by SESSION_TEST_DB.
+``tests.server_app:app``, on the SQLiteStore file named by SESSION_TEST_DB.  Its lifespan
+shutdown awaits ``store.aclose()``, as an app's should.
 """
 from __future__ import annotations
 
@@ -164,13 +165,20 @@ async def websocket_app(scope: dict, receive: Callable, send: Callable) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
 
+async def lifespan(receive: Callable, send: Callable, store=None) -> None:
+    """Startup, then shutdown, which waits for the store's work in flight (store.aclose())."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.shutdown" and store is not None:
+            await store.aclose()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
 async def bare_app(scope: dict, receive: Callable, send: Callable) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await lifespan(receive, send)
     elif scope["type"] == "http":
         await http_app(scope, receive, send)
     else:
@@ -178,7 +186,12 @@ async def bare_app(scope: dict, receive: Callable, send: Callable) -> None:
 
 
 def make_app(store: session.Store) -> Callable:
-    return session.ASGISessionMiddleware(bare_app, secret=SECRET, store=store, cookie={"max_age": HOUR})
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send, store)
+        else:
+            await bare_app(scope, receive, send)
+    return session.ASGISessionMiddleware(app, secret=SECRET, store=store, cookie={"max_age": HOUR})
 
 
 def _from_environment() -> Callable:

@@ -23,7 +23,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -295,6 +297,35 @@ class TestUvicornHttptoolsWsprotoOnSQLite(ServerFlows, unittest.TestCase):
     @classmethod
     def serve(cls, store_path):
         return UvicornServer(make_app(cls.store), http="httptools", ws="wsproto")
+
+
+@requires(has_module("uvicorn"), "pip install uvicorn")
+class TestUvicornShutdown(unittest.TestCase):
+    """uvicorn as a command, stopped with SIGTERM while a response is still streaming."""
+
+    def test_a_stream_cut_at_the_graceful_shutdown_timeout_is_saved_before_the_process_ends(self):
+        # Past --timeout-graceful-shutdown uvicorn cancels the responses still running, runs
+        # the lifespan shutdown, and kills its process with the signal again from inside its
+        # event loop: the cancelled stream's save, which SQLiteStore writes in a thread, must
+        # end within the lifespan's store.aclose().  This process holds the file's write lock
+        # meanwhile, so the save waits until the server would otherwise have ended.
+        store, path = sqlite_store(self)
+        server = CommandServer([sys.executable, "-m", "uvicorn", "--port", "{port}",
+                                "--timeout-graceful-shutdown", "1", "--lifespan", "on",
+                                "tests.server_app:app"], {"SESSION_TEST_DB": path}, cwd=ROOT)
+        self.addCleanup(server.stop)
+        b = Browser(server.port)
+        b.get("/incr")
+        with raw_request(server.port, "/events", b.jar[NAME]) as sock:
+            self.assertTrue(sock.recv(4096).startswith(b"HTTP/1.1 200"))
+            blocker = sqlite3.connect(path, isolation_level=None)
+            self.addCleanup(blocker.close)
+            blocker.execute("BEGIN IMMEDIATE")
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(2)  # the stream is cancelled after 1 s; its save waits for the lock
+            blocker.execute("ROLLBACK")
+            server.proc.wait(10)
+        self.assertGreater(data_of(store, b.sid).get("events", 0), 0, server.log.text())
 
 
 @requires(HAVE_UVICORN, "pip install uvicorn websockets")

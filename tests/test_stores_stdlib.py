@@ -31,7 +31,7 @@ from unittest import mock
 import session
 from stores import ShelveStore, SQLiteStore, shelve_store, sqlite_store
 from tests import support
-from tests.asgi_support import run_with_counted_threads
+from tests.asgi_support import cancel_a_write_then_aclose, run_with_counted_threads
 from tests.harness import SECRET, Client, Harness
 from tests.store_contract import StoreContract, iso_in, make_record
 
@@ -611,6 +611,20 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(indexed, ["expires"])
         sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sessions'").fetchone()[0]
         self.assertTrue(sql.endswith("WITHOUT ROWID"), sql)  # one b-tree search per get
+
+    def test_aclose_at_shutdown_waits_for_a_write_in_a_thread_whose_request_was_cancelled(self):
+        # uvicorn ends its process from inside its event loop once the lifespan shutdown is
+        # done: a write still in the thread pool then would be lost.
+        store = self.store()
+        store.set("s", make_record(user="ada"))
+        change = session.Change(store.get_text("s"), session.encode_record(make_record(user="ada", n=1)),
+                                None)
+        blocker = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.addCleanup(blocker.close)
+        blocker.execute("BEGIN IMMEDIATE")  # the write waits
+        threading.Timer(0.3, blocker.execute, ("ROLLBACK",)).start()
+        stored = cancel_a_write_then_aclose(store, "s", change, after=0.1)
+        self.assertEqual(session.decode_record(stored).get("n"), 1)
 
     def test_a_table_with_rowids_made_by_an_older_version_works_the_same(self):
         conn = self.raw()
