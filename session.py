@@ -35,11 +35,13 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
 import secrets as _secrets
 import sys
 import threading
 import time
+import weakref
 from datetime import datetime, timedelta, timezone
 from collections import abc as _abc
 from typing import (Any, Awaitable, Callable, Generic, Iterable, Iterator, Mapping, MutableMapping,
@@ -2363,6 +2365,7 @@ class MemoryStore(Store):
         # always sees a consistent one.
         self._data: dict[str, tuple[float, str]] = {}
         self._heap: list[tuple[float, str]] = []  # (expiry, sid): stale ones skipped when popped
+        _MEMORY_STORES.add(self)
 
     def get(self, sid: str) -> Optional[dict[str, Any]]:
         text = self.get_text(sid)
@@ -2569,6 +2572,20 @@ def _barely_moves(old: float, new: float, now: float, slack: float) -> bool:
     """The stores' touch rule: whether moving an expiry from ``old`` to ``new`` moves it
     less than ``slack`` seconds and less than 1% of the time left; such a touch is skipped."""
     return new - old < min(slack, (new - now) / 100)
+
+
+_MEMORY_STORES: "weakref.WeakSet[MemoryStore]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (multiprocessing) keeps its copy of the records, and gets new locks: one
+    a parent's thread held at the fork would stay held, no thread here releasing it."""
+    for store in list(_MEMORY_STORES):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---------------------------------------------------------------- the WSGI adapter

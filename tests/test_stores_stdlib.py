@@ -280,6 +280,27 @@ class TestMemoryStore(StoreContract, unittest.TestCase):
         self.assertEqual(self.store.get("a")["cart"], [1])
         self.assertEqual(self.store.get("a")["cookie"]["path"], "/")
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_a_forked_child_writes_though_a_parent_thread_held_the_lock_at_the_fork(self):
+        # multiprocessing's fork from a threaded server: the child keeps a copy of the
+        # records, and would wait for ever for a lock no thread of its own will release.
+        code = """
+            import os, signal
+            import session
+            store = session.MemoryStore()
+            store.set("s", {"cookie": {"originalMaxAge": None}, "n": 1})
+            store._lock.acquire()  # a parent's thread, writing at the fork
+            child = os.fork()
+            if child == 0:
+                signal.alarm(5)
+                store.set("s", {"cookie": {"originalMaxAge": None}, "n": 2})
+                os._exit(0 if store.get("s")["n"] == 2 else 3)
+            store._lock.release()
+            print(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]), store.get("s")["n"])
+        """
+        out, err = run_python(code).communicate(timeout=60)
+        self.assertEqual(out.strip(), "0 1", err)
+
     def test_ttl_may_be_zero_but_not_negative(self):
         self.assertEqual(session.MemoryStore(ttl=0).ttl, 0)
         with self.assertRaisesRegex(ValueError, "ttl"):
