@@ -390,7 +390,8 @@ class RedisStore(session.Store):
         """Close the clients this store made (never the one it was given).  An async client
         is closed on its own event loop once the store's writes in flight there have ended
         (they run on to their end; see aclose): at once if that loop is idle, else as soon
-        as the loop gets to it; one whose loop has been closed has its sockets closed."""
+        as the loop gets to it; one whose loop has been closed has its sockets closed.  The
+        store's next call connects again, as redis-py's clients do."""
         with self._lock:
             clients, self._async_clients = self._async_clients, {}
         for loop, client in clients.items():

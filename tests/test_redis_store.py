@@ -1186,6 +1186,20 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
             self.assertLess(time.monotonic(), deadline, "the store's async connection stayed open")
             time.sleep(0.02)
 
+    def test_a_closed_store_connects_again_and_a_second_close_closes_those_connections(self):
+        store = RedisStore(url=_server.url + "?client_name=reopened")
+        self.addCleanup(store.close)
+        store.set("s", record(None, n=1))
+        store.close()
+        self.assertEqual(store.get("s"), record(None, n=1))
+        self.assertEqual(self.loop.run_until_complete(store.aget("s")), record(None, n=1))
+        self.assertEqual([c["name"] for c in self.raw.client_list()].count("reopened"), 2)
+        store.close()
+        deadline = time.monotonic() + 5
+        while "reopened" in [c["name"] for c in self.raw.client_list()]:
+            self.assertLess(time.monotonic(), deadline, "the store's connections stayed open")
+            time.sleep(0.02)
+
     def test_close_from_another_thread_lets_the_writes_in_flight_on_a_loop_finish(self):
         store = RedisStore(url=_server.url + "?client_name=store-async")
         self.addCleanup(store.close)
