@@ -130,7 +130,8 @@ Why it is built this way:
 - After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
   its own connections: SQLite forbids using a connection across a fork.  It
   gets its own locks too: one a parent's thread held at the fork would never
-  be released in the child.
+  be released in the child.  The fork waits for a write under way (see
+  _before_fork).
 """
 from __future__ import annotations
 
@@ -710,11 +711,28 @@ class _LockAtFirstUse:
 
 # A forked child's copies of its parent's connections: never used, never closed.
 _INHERITED: list[sqlite3.Connection] = []
+_HELD_AT_FORK: list[Any] = []  # the write locks _before_fork took, for the parent to release
+
+
+def _before_fork() -> None:
+    """Let each store's write under way end first (waiting ``busy_timeout`` at most): SQLite
+    keeps the locks its connections hold in the process's memory, and a child forked while a
+    parent's connection held the file's write lock would find it held for good."""
+    for store in list(_STORES):
+        lock = store._write_lock._lock
+        if lock is not None and lock.acquire(timeout=store.busy_timeout):
+            _HELD_AT_FORK.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_AT_FORK:
+        _HELD_AT_FORK.pop().release()
 
 
 def _after_fork_in_child() -> None:
     """Drop inherited connections (closing them could disturb the parent's) and locks (one
     held by a parent thread at the fork would stay held: no thread here will release it)."""
+    _HELD_AT_FORK.clear()
     for store in list(_STORES):
         store._write_lock = _LockAtFirstUse()
         if store._memory_lock is not None:
@@ -725,4 +743,5 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

@@ -1154,6 +1154,40 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(out.strip(), "0", err)
         self.assertEqual(self.store().get("s")["n"], 1)
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_a_child_forked_while_a_parent_thread_held_sqlites_write_lock_can_write(self):
+        # SQLite keeps the locks its connections hold in the process's memory: a child forked
+        # in the middle of a parent's write took the file's write lock as held for good, and
+        # each of its writes failed, "database is locked", after busy_timeout.
+        store = self.store()
+        store.busy_timeout = 0.5
+        held = threading.Event()
+
+        def writer():  # a statement under way, as a set() of a parent's thread
+            cur = store._take()
+            with store._write_lock:
+                cur.execute("BEGIN IMMEDIATE")
+                held.set()
+                time.sleep(0.3)
+                cur.execute("ROLLBACK")
+            store._give(cur)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.assertTrue(held.wait(10))
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)
+                store.set("child", make_record(user="bob"))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(store.get("child")["user"], "bob")
+
     def test_a_prune_that_fails_after_a_write_does_not_fail_the_write(self):
         # The write is committed before the prune batch runs: raising would answer 500 for a
         # saved change, which the client would then repeat.
@@ -1165,6 +1199,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
     @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
     def test_forked_child_writes_though_a_parent_thread_was_writing_at_the_fork(self):
         store = self.store()
+        store.busy_timeout = 0.2  # how long the fork waits for the write to end, here in vain
         held, done = threading.Event(), threading.Event()
 
         def writer():  # inside a write, as while waiting out another process's lock on the file
