@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import threading
 import weakref
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 AUTO_REMOVE = ("native", "interval", "disabled")
 _INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
+
+_STORES: weakref.WeakSet[MongoStore] = weakref.WeakSet()  # for the fork handler
 
 
 class MongoStore(session.Store):
@@ -112,6 +116,7 @@ class MongoStore(session.Store):
         self._driver_error = pymongo.errors.PyMongoError
         self._duplicate_key = pymongo.errors.DuplicateKeyError
         self._index_lock = threading.Lock()
+        _STORES.add(self)
         self._index_ready = auto_remove != "native"
         self._stop = threading.Event()
         self._remover: Optional[threading.Thread] = None
@@ -517,3 +522,15 @@ def _import_pymongo() -> Any:
         raise ImportError("MongoStore needs the pymongo package: pip install pymongo "
                           "(or pip install 'express-session-py[mongo]')") from exc
     return pymongo
+
+
+def _after_fork_in_child() -> None:
+    """A new index lock: one a parent's thread held at the fork (making the TTL index on
+    the first request) would stay held, no thread here releasing it.  (pymongo's clients
+    see the fork themselves.)"""
+    for store in list(_STORES):
+        store._index_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

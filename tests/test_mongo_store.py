@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -207,6 +208,25 @@ class TestMongoStoreRules(unittest.TestCase):
         self.assertEqual(list(doc), ["_id", "session", "expires"])
         self.assertEqual(doc["session"], session.encode_record(record))
         self.assertEqual(utc(doc["expires"]), at(record["cookie"]["expires"]))
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_a_child_forked_while_the_index_is_being_made_makes_it_itself(self):
+        # A parent's thread making the TTL index at the fork (the first request) holds a lock
+        # that no thread of the child would ever release.
+        store = self.store(auto_remove="native")
+        store._index_lock.acquire()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)  # a child that waits for ever is killed: the test fails
+                store.set("child", make_record(user="bob"))
+                code = 0 if store.get("child")["user"] == "bob" else 2
+            finally:
+                os._exit(code)
+        store._index_lock.release()
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
 
     def test_collection_and_database_names(self):
         store = self.store(db_name="app", collection="web_sessions")
