@@ -127,6 +127,8 @@ class TestBadCookies(unittest.TestCase):
 
     def test_value_without_s_prefix_is_ignored(self):
         self.assert_fresh(f"{NAME}={js_encode(ref_sign(self.sid, SECRET))}")
+        # A valid signature after any other two characters (cookie-parser's JSON "j:") too.
+        self.assert_fresh(f"{NAME}={js_encode('j:' + ref_sign(self.sid, SECRET))}")
 
     def test_bad_signatures_and_ids_of_any_shape_give_fresh_session(self):
         good = cookie_value(self.sid)
