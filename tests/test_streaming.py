@@ -82,6 +82,20 @@ class TestStreaming(unittest.TestCase):
         resp = Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}")
         self.assertAlmostEqual(resp.cookie().expires, time.time() + HOUR, delta=5)
 
+    def test_a_session_unset_under_unset_destroy_gets_its_cookie_expired_before_the_body_ends(self):
+        # The headers go out with the second chunk, before the store action deletes the record.
+        def app(environ, start_response):
+            environ["session"] = None
+            start_response("200 OK", [])
+            yield b"a"
+            yield b"b"
+        store = RecordingStore()
+        store.set("sid-1", make_record({"n": 1}))
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store, unset="destroy")
+        resp = Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}")
+        self.assertTrue(resp.cookie() and resp.cookie().clears, resp.headers)
+        self.assertIsNone(store.get("sid-1"))
+
     def test_the_last_bytes_given_to_write_wait_for_the_store_write(self):
         # DESIGN's lifecycle, step 5, for an app that writes its body through write().
         events = []
