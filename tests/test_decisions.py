@@ -233,6 +233,15 @@ class Lifecycle:
                 self.assertIsNone(resp.cookie())
                 self.assertEqual(h.store.count("set"), 0)
 
+    def test_a_record_with_its_cookie_last_only_read_is_touched_and_not_saved(self):
+        h = self.harness(lambda e: sess(e)["n"])
+        record = make_record({"n": 1})
+        record["cookie"] = record.pop("cookie")  # not the layout this middleware writes
+        sid = h.seed(record=record)
+        h.request()
+        self.assertEqual(h.store.count("set"), 0)
+        self.assertEqual(h.store.ids("touch"), [sid])
+
     def test_returning_visitor_cookie_is_resent_when_modified_and_expires_set(self):
         h = self.harness(lambda e: sess(e).__setitem__("n", 2), cookie={"max_age": HOUR})
         sid = h.seed({"n": 1})
