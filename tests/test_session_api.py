@@ -384,6 +384,7 @@ class TestSession(unittest.TestCase):
         h.request()
         self.assertEqual(out["stored"]["a"], 1)
         self.assertEqual(h.store.count("set"), 1)
+        self.assertEqual(h.store.count("touch"), 0)  # a new session is never touched, as in express
 
     def test_save_through_a_store_without_merge_is_not_written_again_when_unchanged(self):
         class SetOnly:  # a third-party store: get, set, touch and destroy, not a session.Store
