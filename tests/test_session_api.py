@@ -412,6 +412,20 @@ class TestSession(unittest.TestCase):
         self.assertEqual(store.inner.get(sc.sid)["a"], 1)
         self.assertEqual(store.inner.count("set"), 1)
 
+    def test_a_session_save_found_gone_from_the_store_is_not_written_again_at_the_end(self):
+        def act(environ):
+            s = sess(environ)
+            s["n"] = 2
+            h.store.destroy(s.id)  # another request's logout, meanwhile
+            s.save()
+        h = Harness(act, cookie={"max_age": HOUR})
+        h.seed({"n": 1})
+        with self.assertLogs("session", "INFO"):
+            resp = h.request()
+        self.assertEqual(h.store.count("set"), 1)
+        self.assertEqual(h.store.all(), {})
+        self.assertIsNone(resp.cookie())
+
     def test_change_after_save_is_saved_at_the_end(self):
         h = Harness(None)
 
