@@ -525,6 +525,27 @@ class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
         self.assertEqual(cookie, mine)
         self.assertAlmostEqual(expiry, session.expires_at({"cookie": mine}), delta=0.001)
 
+    def test_kept_times_tell_what_the_last_apply_kept(self):
+        # A compare-and-set store applies the change again after losing a race: times kept
+        # the first time, from a record overwritten since, must not reach the cookie.
+        loaded, mine = self.hour_cookie(3000), self.hour_cookie(3600)
+        encode = session.encode_record
+        change = session.Change(encode({"cookie": loaded, "u": 1}), encode({"cookie": mine, "u": 1}),
+                                session.expires_at({"cookie": mine}))
+        later = self.hour_cookie(7200)
+        change.apply(encode({"cookie": later, "u": 2}))
+        self.assertEqual(change.kept_times, (later["originalMaxAge"], later["expires"]))
+        change.apply(encode({"cookie": self.hour_cookie(3500), "u": 3}))
+        self.assertIsNone(change.kept_times)
+
+    def test_a_stored_text_that_is_not_a_session_is_replaced_by_this_change(self):
+        mine = {"cookie": self.hour_cookie(3600), "u": 1}
+        change = session.Change(session.encode_record({"cookie": self.COOKIE}),
+                                session.encode_record(mine), session.expires_at(mine))
+        for stored in ("not json", "[]", '{"u":2}'):
+            with self.subTest(stored=stored):
+                self.assertEqual(change.apply(stored), (change.text, change.expires))
+
 
 class TestWholeRecordWritesLoseKeys(unittest.TestCase):
     """The same requests through a store the middleware writes with set() (no merge) lose
