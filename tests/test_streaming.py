@@ -82,6 +82,24 @@ class TestStreaming(unittest.TestCase):
         resp = Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}")
         self.assertAlmostEqual(resp.cookie().expires, time.time() + HOUR, delta=5)
 
+    def test_the_clock_restarted_for_the_cookie_is_not_restarted_again_for_the_store(self):
+        # As express's one touch per request: the record expires when the cookie sent does,
+        # however long the body takes after the head.
+        def app(environ, start_response):
+            environ["session"]["n"]
+            start_response("200 OK", [])
+            yield b"a"
+            yield b"b"  # the head goes out
+            time.sleep(1.1)
+            yield b"c"
+        store = RecordingStore()
+        store.set("sid-1", make_record({"n": 1}, expires_in=100))
+        mw = session.SessionMiddleware(app, secret=SECRET, store=store, rolling=True, cookie={"max_age": HOUR})
+        sent = Client(mw).request(cookie=f"{NAME}={cookie_value('sid-1')}").cookie().expires
+        stored = session.expires_at(store.get("sid-1"))
+        self.assertGreaterEqual(stored - sent, 0)
+        self.assertLess(stored - sent, 1)  # Expires is cut to the second
+
     def test_a_session_unset_under_unset_destroy_gets_its_cookie_expired_before_the_body_ends(self):
         # The headers go out with the second chunk, before the store action deletes the record.
         def app(environ, start_response):
