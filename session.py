@@ -1022,6 +1022,8 @@ class Session(dict[str, Any]):
 
     def _carried_out(self, action: "_Action", result: Any) -> None:
         """Take note of what a store action (see _Core._store_action) came to."""
+        if action[1] != self._id:  # an asave() of the ID regenerate() replaced while it ran
+            return
         kind = action[0]
         if kind == "merge":
             self._merged(action[1], action[2], action[3], result)

@@ -952,6 +952,25 @@ class TestSessionUnderASGI(unittest.TestCase):
         self.assertEqual(counts, {"after asave": 1, "stored": {"n": 2}})
         self.assertEqual(store.count("set"), 1)
 
+    def test_a_login_while_an_asave_is_in_flight_is_saved_under_the_new_id(self):
+        # The old ID's write, ending after regenerate(), says nothing of the new session (as
+        # in express, whose saved hash is the old session's): it is saved and sent all the same.
+        store, sid, cookie = seeded({"n": 0}, store=SlowAsyncStore())
+
+        async def action(scope):
+            sess = scope["session"]
+            sess["n"] = 1
+            write = asyncio.ensure_future(sess.asave())
+            await asyncio.sleep(SlowAsyncStore.delay / 5)  # the merge is in flight
+            sess.regenerate()
+            sess["user"] = "ada"
+            await write
+        resp = call_asgi(middleware(simple_app(action), store), make_scope(cookie=cookie))
+        self.assertIsNotNone(resp.cookie())
+        self.assertNotEqual(resp.cookie().sid, sid)
+        self.assertEqual(data_of(store, resp.cookie().sid), {"user": "ada"})
+        self.assertIsNone(store.get(sid))
+
     def test_areload_sees_another_requests_write(self):
         store, sid, cookie = seeded({"n": 1})
         seen = {}
