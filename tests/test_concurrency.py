@@ -525,6 +525,14 @@ class TestAChangeAppliedOverAnotherWrite(unittest.TestCase):
         self.assertEqual(cookie, mine)
         self.assertAlmostEqual(expiry, session.expires_at({"cookie": mine}), delta=0.001)
 
+    def test_fields_stored_null_for_unset_are_not_taken_for_this_requests_change(self):
+        # connect-mongo (stringify false) stores express's unset fields as null: loaded so,
+        # they must not undo the attributes another request set meanwhile.
+        loaded = self.hour_cookie(3000, domain=None, sameSite=None)
+        theirs = self.hour_cookie(3500, domain="example.com", sameSite="lax")
+        cookie, _ = self.cookie_after(loaded, theirs, self.hour_cookie(3600))
+        self.assertEqual((cookie.get("domain"), cookie.get("sameSite")), ("example.com", "lax"))
+
     def test_kept_times_tell_what_the_last_apply_kept(self):
         # A compare-and-set store applies the change again after losing a race: times kept
         # the first time, from a record overwritten since, must not reach the cookie.
