@@ -93,6 +93,12 @@ class TestSigning(unittest.TestCase):
                 self.assertIsNone(session.unsign(signed, SECRET))
                 self.assertIsNone(session.unsign(signed, [SECRET + "x", SECRET + "y"]))
 
+    def test_unsign_of_what_is_not_a_str_is_a_type_error(self):
+        for signed in (None, ref_sign("abc", SECRET).encode(), 1):
+            with self.subTest(signed=signed):
+                with self.assertRaisesRegex(TypeError, "must be a str"):
+                    session.unsign(signed, SECRET)
+
     @contextlib.contextmanager
     def patched_compare_digest(self, replacement):
         with contextlib.ExitStack() as stack:
