@@ -62,6 +62,14 @@ class TestCookie(unittest.TestCase):
         self.assertAlmostEqual(parse_iso(record["expires"]), time.time() + 60, delta=2)
         self.assertAlmostEqual(resp.cookie().expires, time.time() + 60, delta=2)
 
+    def test_max_age_is_fractional_seconds_and_may_be_set_negative_as_express_allows(self):
+        c = session.Cookie()
+        c.max_age = 90.5
+        self.assertAlmostEqual(c.max_age, 90.5, delta=0.1)
+        c.max_age = -10  # expired: the browser drops it
+        self.assertAlmostEqual(c.max_age, -10, delta=1)
+        self.assertLess(c.expires.timestamp(), time.time())
+
     def test_setting_expires_sets_max_age_and_original_max_age_as_express(self):
         def act(c, out):
             c.expires = dt.datetime.now(UTC) + dt.timedelta(seconds=120)
@@ -133,6 +141,9 @@ class TestCookie(unittest.TestCase):
         self.assertRegex(sc.attrs["expires"], HTTP_DATE)
         self.assertEqual(sc.attrs["expires"], http_date(parse_iso(expires)))
         self.assertNotIn("max-age", sc.attrs)
+
+    def test_an_empty_path_sends_no_path_attribute_as_the_npm_package_cookie_does(self):
+        self.assertEqual(session.Cookie(path="").serialize("a", "b"), "a=b; HttpOnly")
 
     def test_set_cookie_attributes_follow_options(self):
         h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={
