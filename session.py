@@ -847,7 +847,8 @@ class Session(dict[str, Any]):
         if text is None:  # then the data's JSON is given (see _read_record)
             text = self._record_text(data_json)  # type: ignore[arg-type]
         self._base = text
-        self._touched = cookie._original is None  # no clock to restart (see _touch_once)
+        # no clock to restart, nor an expiry for the touch to unset (see _touch_once)
+        self._touched = cookie._original is None and cookie._expires is None
         self._gone = False
 
     # -- identity and cookie
@@ -1466,6 +1467,8 @@ class Cookie:
         """Restart the clock: max_age = original_max_age, as express's resetMaxAge."""
         if self._original is not None:
             self._expires = time.time_ns() // 1_000_000 + int(self._original)
+        else:  # (a record's expires with no originalMaxAge: express's touch unsets it too)
+            self._expires = None
 
     def to_record(self) -> dict[str, Any]:
         """The cookie as express stores it: camelCase, express's key order, unset keys omitted

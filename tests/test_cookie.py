@@ -11,7 +11,7 @@ import unittest
 
 import session
 from tests.harness import (HOUR, HTTP_DATE, ISO_MS, NAME, SECRET, UTC, Harness, cookie_value, http_date,
-                           parse_iso, sess)
+                           iso_ms, make_record, parse_iso, sess)
 from tests.harness import setUpModule, tearDownModule  # noqa: F401 (quiet expected warnings)
 
 
@@ -144,6 +144,14 @@ class TestCookie(unittest.TestCase):
 
     def test_an_empty_path_sends_no_path_attribute_as_the_npm_package_cookie_does(self):
         self.assertEqual(session.Cookie(path="").serialize("a", "b"), "a=b; HttpOnly")
+
+    def test_a_stored_expiry_with_no_original_max_age_is_unset_by_the_touch_as_express_does(self):
+        # express's touch sets maxAge to originalMaxAge, null: a browser-session cookie.
+        h = Harness(None, rolling=True)
+        sid = h.seed(record=make_record(max_age=None, expires=iso_ms(time.time() + HOUR)))
+        sc = h.request().cookie()
+        self.assertNotIn("expires", sc.attrs)
+        self.assertIsNone(h.store.get(sid)["cookie"]["expires"])
 
     def test_set_cookie_attributes_follow_options(self):
         h = Harness(lambda e: sess(e).__setitem__("u", 1), cookie={
