@@ -250,7 +250,8 @@ class TestStoreAndAppErrors(unittest.TestCase):
 
 ATTRIBUTE_INJECTIONS = {
     "domain": ["example.com; Path=/evil", "example.com\r\nX-Injected: yes", "ex\u017fample.com",
-               "exa mple.com", "example.com\x85", "-example.com", "a..b"],
+               "exa mple.com", "example.com\x85", "-example.com", "a..b",
+               "a" * 64 + ".com"],  # a label longer than 63 characters
     "path": ["/; Domain=evil.example; SameSite=None", "/\r\nX-Injected: yes", "/\nSet-Cookie: x=1",
              "/<script>", "/caf\u00e9", "/\x85", "/\x00"],
     "priority": ["high; SameSite=None; Domain=evil.example", "high\r\nX-Injected: 1", "urgent", ""],
@@ -415,6 +416,7 @@ class TestCookieAttributesAreValidatedWherever(unittest.TestCase):
                                 same_site="Lax", secure=True, partitioned=False)
         cookie.same_site = True
         cookie.same_site = False
+        cookie.domain = "a" * 63 + ".example.com"
         cookie.domain = "sub-1.example.com"
         self.assertEqual(
             cookie.serialize(NAME, "v"),
