@@ -76,6 +76,7 @@ _Action = tuple[Any, ...]
 _Templates = tuple[tuple[str, str, str], tuple[str, ...], dict[str, Any], str, tuple[Any, Any], str]
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+_S = TypeVar("_S", bound="Store")
 _NOTHING: Any = object()  # "not given", where None is a meaningful value
 
 
@@ -2137,6 +2138,11 @@ class Store:
         records by itself return 0."""
         return 0
 
+    def __new__(cls: type[_S], *args: Any, **kwargs: Any) -> _S:
+        store = object.__new__(cls)
+        _LIVE_STORES[id(store)] = store  # for the fork handlers (see _after_fork_in_child)
+        return store
+
     def close(self) -> None:
         """Release connections and files the store opened (never a client it was given)."""
 
@@ -2145,6 +2151,17 @@ class Store:
         loop has in flight, in threads too, which a server that ends the process as soon as
         its loop is done (uvicorn after a signal) would cut short.  The store stays usable."""
         await _IN_FLIGHT.wait()
+
+    # Around fork() (gunicorn --preload, multiprocessing), called for every live store.
+    def _before_fork(self) -> None:
+        """In the parent, before the fork: let what the child must not inherit half done end."""
+
+    def _after_fork_in_parent(self) -> None:
+        """In the parent, after the fork: undo ``_before_fork``."""
+
+    def _after_fork_in_child(self) -> None:
+        """In the child: forget the parent's connections (never close them: they are the
+        parent's), and take new locks (one a parent's thread held would stay held here)."""
 
     def expiry_time(self, record: Mapping[str, Any], now: Optional[float] = None) -> float:
         """Epoch seconds when ``record`` expires: its cookie's expiry, else ``ttl`` from now."""
@@ -2215,6 +2232,23 @@ class Store:
     async def adestroy(self, sid: str) -> None:
         """``destroy``, awaitable; this default runs it in a thread."""
         await _in_thread(self.destroy, sid)
+
+
+# Every store made, by id (a store need not be hashable), for the fork handlers.
+_LIVE_STORES: "weakref.WeakValueDictionary[int, Store]" = weakref.WeakValueDictionary()
+
+
+def _each_store(hook: str) -> Callable[[], None]:
+    def run() -> None:
+        for store in list(_LIVE_STORES.values()):
+            getattr(store, hook)()
+    return run
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_each_store("_before_fork"),
+                        after_in_parent=_each_store("_after_fork_in_parent"),
+                        after_in_child=_each_store("_after_fork_in_child"))
 
 
 async def _in_thread(function: Callable[..., _R], *args: Any) -> _R:
@@ -2370,7 +2404,6 @@ class MemoryStore(Store):
         # always sees a consistent one.
         self._data: dict[str, tuple[float, str]] = {}
         self._heap: list[tuple[float, str]] = []  # (expiry, sid): stale ones skipped when popped
-        _MEMORY_STORES.add(self)
 
     def get(self, sid: str) -> Optional[dict[str, Any]]:
         text = self.get_text(sid)
@@ -2455,6 +2488,10 @@ class MemoryStore(Store):
 
     def close(self) -> None:
         self.clear()
+
+    def _after_fork_in_child(self) -> None:
+        """The child keeps its copy of the records, with a lock of its own."""
+        self._lock = threading.Lock()
 
     async def aget(self, sid: str) -> Optional[dict[str, Any]]:
         return self.get(sid)
@@ -2577,20 +2614,6 @@ def _barely_moves(old: float, new: float, now: float, slack: float) -> bool:
     """The stores' touch rule: whether moving an expiry from ``old`` to ``new`` moves it
     less than ``slack`` seconds and less than 1% of the time left; such a touch is skipped."""
     return new - old < min(slack, (new - now) / 100)
-
-
-_MEMORY_STORES: "weakref.WeakSet[MemoryStore]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child (multiprocessing) keeps its copy of the records, and gets new locks: one
-    a parent's thread held at the fork would stay held, no thread here releasing it."""
-    for store in list(_MEMORY_STORES):
-        store._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---------------------------------------------------------------- the WSGI adapter

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 import threading
 import weakref
@@ -54,9 +53,6 @@ log = logging.getLogger(__name__)
 
 AUTO_REMOVE = ("native", "interval", "disabled")
 _INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
-
-
-_STORES: weakref.WeakSet[MongoStore] = weakref.WeakSet()  # for the fork handler
 
 
 class MongoStore(session.Store):
@@ -116,7 +112,6 @@ class MongoStore(session.Store):
         self._driver_error = pymongo.errors.PyMongoError
         self._duplicate_key = pymongo.errors.DuplicateKeyError
         self._index_lock = threading.Lock()
-        _STORES.add(self)
         self._index_ready = auto_remove != "native"
         self._stop = threading.Event()
         self._remover: Optional[threading.Thread] = None
@@ -362,6 +357,11 @@ class MongoStore(session.Store):
             log.warning("ignoring unreadable session document %.6s...: %s", sid, exc)
             return None
 
+    def _after_fork_in_child(self) -> None:
+        """A new index lock: a parent's thread may have held it at the fork, making the TTL
+        index on the first request.  (pymongo's clients see the fork themselves.)"""
+        self._index_lock = threading.Lock()
+
     # -- helpers -----------------------------------------------------------
     def _coll(self) -> Any:
         """The collection, with the TTL index created on first use (not at construction,
@@ -522,15 +522,3 @@ def _import_pymongo() -> Any:
         raise ImportError("MongoStore needs the pymongo package: pip install pymongo "
                           "(or pip install 'express-session-py[mongo]')") from exc
     return pymongo
-
-
-def _after_fork_in_child() -> None:
-    """A new index lock: one a parent's thread held at the fork (making the TTL index on
-    the first request) would stay held, no thread here releasing it.  (pymongo's clients
-    see the fork themselves.)"""
-    for store in list(_STORES):
-        store._index_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

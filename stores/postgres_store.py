@@ -119,7 +119,6 @@ import os
 import random
 import threading
 import time
-import weakref
 from typing import Any, Callable, Generator, Optional, Union
 
 import session
@@ -140,9 +139,6 @@ ALTER TABLE "session" ADD CONSTRAINT "session_pkey" PRIMARY KEY ("sid") NOT DEFE
 
 CREATE INDEX "IDX_session_expire" ON "session" ("expire");
 '''
-
-# Open stores, for the fork handler at the end.
-_STORES: weakref.WeakSet[PostgresStore] = weakref.WeakSet()
 
 # An operation's statements: see PostgresStore._get_steps.
 Steps = Generator[tuple[str, tuple[Any, ...]], tuple[int, Any], Any]
@@ -266,7 +262,6 @@ class PostgresStore(session.Store):
                             "SET sess = excluded.sess, expire = excluded.expire "
                             "WHERE s.expire < to_timestamp(%s)")
         self._sql_create_again = self._sql_create + " OR s.sess::text = excluded.sess::text"
-        _STORES.add(self)
         if create_table_if_missing:
             try:
                 self._call(self._create_table)
@@ -483,6 +478,16 @@ class PostgresStore(session.Store):
             conns = self._loops.pop(asyncio.get_running_loop(), None)
         if conns is not None:
             conns.drop_idle()
+
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's connections (closing them would end the parent's) and locks."""
+        _INHERITED.extend(self._all)
+        self._all, self._idle, self._loops = set(), [], {}
+        self._opening = threading.Condition()
+        self._open_count = self._waiting = 0
+        self._prune_lock = threading.Lock()
+        self._prune_thread = None
+        self._schedule_prune()
 
     # -- private: expiry and pruning -------------------------------------
     def _expire_for(self, expires: Optional[float], now: float) -> float:
@@ -873,19 +878,3 @@ def _import_psycopg() -> Any:
 
 # A forked child's copies of its parent's connections: never used, never closed.
 _INHERITED: list[Any] = []
-
-
-def _after_fork_in_child() -> None:
-    """Forget inherited connections (closing them would end the parent's) and locks."""
-    for store in list(_STORES):
-        _INHERITED.extend(store._all)
-        store._all, store._idle, store._loops = set(), [], {}
-        store._opening = threading.Condition()
-        store._open_count = store._waiting = 0
-        store._prune_lock = threading.Lock()
-        store._prune_thread = None
-        store._schedule_prune()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

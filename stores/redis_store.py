@@ -17,12 +17,10 @@ import functools
 import hashlib
 import inspect
 import logging
-import os
 import re
 import socket
 import threading
 import time
-import weakref
 from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar
 
 import session
@@ -33,7 +31,6 @@ log = logging.getLogger(__name__)
 
 _SCAN_COUNT = 100  # keys per SCAN step, as connect-redis's scanCount
 _BATCH = 500       # keys per MGET / DEL when reading or clearing the whole store
-_STORES: weakref.WeakSet[RedisStore] = weakref.WeakSet()  # for the fork handler
 
 
 class _Script:
@@ -211,7 +208,6 @@ class RedisStore(session.Store):
         self.disable_ttl = bool(disable_ttl)
         self._expire_gt = True  # EXPIRE ... GT works (Redis 7); set False on an older server
         self._seen = session._SeenExpiries()  # the keys' expiries as this process last read them
-        _STORES.add(self)
         if given_async:
             self._sync = _mirror(redis, client, to_async=False)
             self._owns_sync = self._sync is not None
@@ -412,6 +408,14 @@ class RedisStore(session.Store):
             client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
+
+    def _after_fork_in_child(self) -> None:
+        """Forget the async clients of the parent's event loops: a child that closed one would
+        run its copy of the parent's loop, whose epoll it shares with the parent, and take the
+        parent's sockets out of it.  (redis-py's pools see the fork themselves.)"""
+        _INHERITED.extend(self._async_clients.values())
+        self._async_clients, self._closing = {}, set()
+        self._lock = threading.Lock()
 
     # -- the commands, shared by the sync and async methods ------------------
     def _set_command(self, sid: str, record: dict[str, Any]) -> tuple[Any, ...]:
@@ -874,18 +878,3 @@ def _import_redis() -> Any:
 
 # A forked child's copies of its parent's async clients: never used, never closed.
 _INHERITED: list[Any] = []
-
-
-def _after_fork_in_child() -> None:
-    """Forget the async clients of the parent's event loops: a child that closed one would run
-    its copy of the parent's loop, whose epoll it shares with the parent, and take the parent's
-    sockets out of it.  And a lock a parent's thread held at the fork is held for good here.
-    (redis-py's pools see the fork themselves: the sync client makes new connections.)"""
-    for store in list(_STORES):
-        _INHERITED.extend(store._async_clients.values())
-        store._async_clients, store._closing = {}, set()
-        store._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

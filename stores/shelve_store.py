@@ -57,7 +57,6 @@ import os
 import sys
 import threading
 import time
-import weakref
 from typing import Any, Callable, Optional, TypeVar, Union
 
 import session
@@ -71,7 +70,6 @@ __all__ = ["ShelveStore"]
 
 log = logging.getLogger(__name__)
 
-_STORES: weakref.WeakSet[ShelveStore] = weakref.WeakSet()  # open stores, for the fork handler
 _HEAD = b'{"expires":'
 _SESSION = b',"session":'
 _FAR = 253402300799.0  # 9999-12-31: the latest expiry written (a ttl may be infinite)
@@ -131,7 +129,6 @@ class ShelveStore(session.Store):
         self._next_sweep = time.time() + self.sweep_interval
         self._forked = False
         self._reopen = False  # the file was swapped: _open() opens it (again, if that failed)
-        _STORES.add(self)
 
     def __repr__(self) -> str:
         return f"ShelveStore({self.path!r}, ttl={self.ttl!r})"
@@ -300,6 +297,17 @@ class ShelveStore(session.Store):
                 self._db, self._reopen = None, False
                 self._close_reader()
                 os.close(self._lockfile)
+
+    def _after_fork_in_child(self) -> None:
+        """The parent owns the file: a child that wrote to it, or closed it, would corrupt it."""
+        if self._db is not None or self._reopen:
+            if self._db is not None and hasattr(self._db, "_index"):
+                self._db._index = None  # dbm.dumb: its close() and __del__ then write nothing
+            _INHERITED.append(self._db)
+            self._db, self._forked, self._reopen = None, True, False
+            self._close_reader()
+            self._lock = threading.Lock()
+            os.close(self._lockfile)  # the parent's descriptor keeps the lock
 
     # -- private -----------------------------------------------------------
     def _open(self) -> Any:
@@ -596,20 +604,3 @@ def _lock_exclusive(lock_path: str, path: str) -> int:
 
 # A forked child's copies of the parent's dbm objects: never used, never closed.
 _INHERITED: list[Any] = []
-
-
-def _after_fork_in_child() -> None:
-    """The parent owns the file: a child that wrote to it, or closed it, would corrupt it."""
-    for store in list(_STORES):
-        if store._db is not None or store._reopen:
-            if store._db is not None and hasattr(store._db, "_index"):
-                store._db._index = None  # dbm.dumb: its close() and __del__ then write nothing
-            _INHERITED.append(store._db)
-            store._db, store._forked, store._reopen = None, True, False
-            store._close_reader()
-            store._lock = threading.Lock()
-            os.close(store._lockfile)  # the parent's descriptor keeps the lock
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

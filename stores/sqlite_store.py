@@ -142,7 +142,6 @@ import re
 import sqlite3
 import threading
 import time
-import weakref
 from typing import Any, Final, Literal, Optional, Union, overload
 
 import session
@@ -152,8 +151,6 @@ __all__ = ["SQLiteStore"]
 log = logging.getLogger(__name__)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# Open stores, for the fork handler at the end.
-_STORES: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 
 
 class SQLiteStore(session.Store):
@@ -233,7 +230,7 @@ class SQLiteStore(session.Store):
         # optional DELETE ... LIMIT.
         self._sql_prune = (f"DELETE FROM {t} WHERE sid IN "
                            f"(SELECT sid FROM {t} WHERE expires <= ? LIMIT ?)")
-        _STORES.add(self)
+        self._held_at_fork: Any = None  # the write lock _before_fork took
         cur = self._take()
         try:
             self._create_schema(cur)
@@ -418,6 +415,29 @@ class SQLiteStore(session.Store):
             with self._memory_lock:
                 for conn in self._all:
                     conn.close()
+
+    def _before_fork(self) -> None:
+        """Let a write under way end first (waiting ``busy_timeout`` at most): SQLite keeps the
+        locks its connections hold in the process's memory, and a child forked while a
+        parent's connection held the file's write lock would find it held for good."""
+        lock = self._write_lock._lock
+        if lock is not None and lock.acquire(timeout=self.busy_timeout):
+            self._held_at_fork = lock
+
+    def _after_fork_in_parent(self) -> None:
+        lock, self._held_at_fork = self._held_at_fork, None
+        if lock is not None:
+            lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        """Drop inherited connections (closing them could disturb the parent's) and locks."""
+        self._held_at_fork = None
+        self._write_lock = _LockAtFirstUse()
+        if self._memory_lock is not None:
+            self._memory_lock = threading.Lock()  # the child keeps its copy of the database
+        else:
+            _INHERITED.extend(self._all)
+            self._all, self._idle = [], []
 
     # -- private -----------------------------------------------------------
     def _create(self, sid: str, change: session.Change) -> bool:
@@ -694,7 +714,7 @@ class _LockAtFirstUse:
     def __init__(self) -> None:
         self._lock: Any = None
         # Held for an assignment, when no green thread can switch; made anew with the lock at
-        # a fork (see _after_fork_in_child), so a child never inherits it held.
+        # a fork (see SQLiteStore._after_fork_in_child), so a child never inherits it held.
         self._making = threading.Lock()
 
     def __enter__(self) -> None:
@@ -711,37 +731,3 @@ class _LockAtFirstUse:
 
 # A forked child's copies of its parent's connections: never used, never closed.
 _INHERITED: list[sqlite3.Connection] = []
-_HELD_AT_FORK: list[Any] = []  # the write locks _before_fork took, for the parent to release
-
-
-def _before_fork() -> None:
-    """Let each store's write under way end first (waiting ``busy_timeout`` at most): SQLite
-    keeps the locks its connections hold in the process's memory, and a child forked while a
-    parent's connection held the file's write lock would find it held for good."""
-    for store in list(_STORES):
-        lock = store._write_lock._lock
-        if lock is not None and lock.acquire(timeout=store.busy_timeout):
-            _HELD_AT_FORK.append(lock)
-
-
-def _after_fork_in_parent() -> None:
-    while _HELD_AT_FORK:
-        _HELD_AT_FORK.pop().release()
-
-
-def _after_fork_in_child() -> None:
-    """Drop inherited connections (closing them could disturb the parent's) and locks (one
-    held by a parent thread at the fork would stay held: no thread here will release it)."""
-    _HELD_AT_FORK.clear()
-    for store in list(_STORES):
-        store._write_lock = _LockAtFirstUse()
-        if store._memory_lock is not None:
-            store._memory_lock = threading.Lock()  # the child keeps its copy of the database
-        else:
-            _INHERITED.extend(store._all)
-            store._all, store._idle = [], []
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                        after_in_child=_after_fork_in_child)
