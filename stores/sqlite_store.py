@@ -135,20 +135,20 @@ Why it is built this way:
 """
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import re
 import sqlite3
 import threading
 import time
-from typing import Any, Final, Literal, Optional, Union, overload
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import session
 
 __all__ = ["SQLiteStore"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -171,6 +171,8 @@ class SQLiteStore(session.Store):
     prune_pause = 0.002     # seconds prune() leaves the write lock free between batches
     max_idle = 32           # connections kept open for reuse; more, opened at a peak, close when done
     loop_reads = True       # under ASGI, read on the event loop when that need not wait (module docstring)
+    loop_writes = True      # under ASGI, write on the event loop when that need not wait (the same)
+    checkpoint_pages = 1000  # WAL pages (about) written between checkpoints: SQLite's default
 
     def __init__(self, path: Union[str, os.PathLike[str]], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
@@ -196,6 +198,7 @@ class SQLiteStore(session.Store):
         self._memory_cursor: Optional[sqlite3.Cursor] = None  # ":memory:": its one connection's
         self._pooling = not memory    # cursors go straight back to _idle (until close())
         self._next_prune = 0.0
+        self._unchecked = 0  # pages written to the WAL since the last checkpoint (see _wrote)
         # Threads of this process write one at a time, queued here rather than on SQLite's
         # lock: see the module docstring.
         self._write_lock = _LockAtFirstUse()
@@ -243,50 +246,65 @@ class SQLiteStore(session.Store):
         return f"SQLiteStore({self.path!r}, table={self.table!r}, ttl={self.ttl!r})"
 
     # -- one session -------------------------------------------------------
+    # Each takes ``wait``: False when it runs on an event loop, which must not wait (see
+    # _on_loop).  Then it raises _WouldWait before it has written anything, rather than wait.
     def get(self, sid: str) -> Optional[dict[str, Any]]:
-        return self._record(sid, self._fetch(sid))
+        return self._get(sid)
+
+    def _get(self, sid: str, wait: bool = True) -> Optional[dict[str, Any]]:
+        return self._record(sid, self._fetch(sid, wait))
 
     def get_text(self, sid: str) -> Optional[str]:
         """The live record's JSON as stored, not decoded (the middleware checks it); None,
         logged, if the column holds bytes that are not UTF-8."""
-        return self._text(sid, self._fetch(sid))
+        return self._get_text(sid)
+
+    def _get_text(self, sid: str, wait: bool = True) -> Optional[str]:
+        return self._text(sid, self._fetch(sid, wait))
 
     def set(self, sid: str, record: dict[str, Any]) -> None:
+        self._set(sid, record)
+
+    def _set(self, sid: str, record: dict[str, Any], wait: bool = True) -> None:
         data = session.encode_record(record)
         now = time.time()
         expires = self.expiry_time(record, now)
         if expires <= now:
-            self.destroy(sid)
+            self._destroy(sid, wait)
             return
-        cur = self._take()
+        cur = self._writer(wait)
         try:
-            with self._write_lock:
-                self._run(cur, self._sql_set, (sid, expires, data))
-                if now >= self._next_prune:
-                    self._prune_after_write(cur, now)
+            self._run(cur, self._sql_set, (sid, expires, data), wait)
+            self._wrote(cur, now, _pages(data), wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(cur)
+            self._release_writer(cur)
         self._seen.remember(sid, expires)
 
     def destroy(self, sid: str) -> None:
+        self._destroy(sid)
+
+    def _destroy(self, sid: str, wait: bool = True) -> None:
+        self._write(self._sql_destroy, (sid,), wait)
         self._seen.pop(sid, None)
-        self._write(self._sql_destroy, (sid,))
 
     def touch(self, sid: str, record: dict[str, Any]) -> None:
         """Move only the ``expires`` column, never earlier unless ``record.keep_later`` is
         False (the request set the cookie's lifetime itself); an expired or vanished row
         stays gone.  A touch that would move it less than ``touch_slack`` seconds and less than 1% of
         the session's lifetime, past what this process last read or wrote is not written."""
+        self._touch(sid, record)
+
+    def _touch(self, sid: str, record: dict[str, Any], wait: bool = True) -> None:
         now = time.time()
         if self._skips_touch(sid, record, now):
             return
         expires = self.expiry_time(record, now)
         if getattr(record, "keep_later", True):
-            self._write(self._sql_touch_later, (expires, sid, now, expires))
+            self._write(self._sql_touch_later, (expires, sid, now, expires), wait)
         else:
-            self._write(self._sql_touch, (expires, sid, now))
+            self._write(self._sql_touch, (expires, sid, now), wait)
         self._seen.remember(sid, expires)
 
     def merge(self, sid: str, change: session.Change) -> bool:
@@ -294,73 +312,87 @@ class SQLiteStore(session.Store):
         statement when nobody wrote since the request loaded; else the change applied to
         what is stored, compared and set again (see the module docstring).  False, with
         nothing written, for a new session whose ID is live or a loaded one that is gone."""
+        return self._merge(sid, change)
+
+    def _merge(self, sid: str, change: session.Change, wait: bool = True) -> bool:
         if change.base is None:
-            return self._create(sid, change)
+            return self._create(sid, change, wait)
         base, text, expires, keep_later = change.base, change.text, change.expires, change.keep_later
         run = self._run
-        cur = self._take()
+        cur = self._writer(wait)
         try:
-            with self._write_lock:
-                while True:
-                    now = time.time()
-                    expiry: float = now + self.ttl if expires is None else expires
-                    if keep_later:
-                        # The expiry barely moves (see touch): the data alone is written, so
-                        # the expires index is left as it is (a third of an UPDATE's cost),
-                        # unless another process moved it earlier than this one saw (0 rows).
-                        seen, done = self._seen.get(sid), 0
-                        if self._seen.barely_moves(sid, expiry, now, self.touch_slack):
-                            done = run(cur, self._sql_cas_data, (text, sid, base, now, seen)).rowcount
-                        if done:
-                            expiry = seen  # type: ignore[assignment]  # done: expires >= seen held, not None
-                        else:  # max(stored, new): live, whatever the new expiry
-                            done = run(cur, self._sql_cas_later, (text, expiry, sid, base, now)).rowcount
-                    elif expiry > now:
-                        done = run(cur, self._sql_cas, (text, expiry, sid, base, now)).rowcount
-                    else:  # written already expired: deleted, as set() does
-                        done = run(cur, self._sql_cas_delete, (sid, base, now)).rowcount
+            while True:
+                now = time.time()
+                expiry: float = now + self.ttl if expires is None else expires
+                if keep_later:
+                    # The expiry barely moves (see touch): the data alone is written, so
+                    # the expires index is left as it is (a third of an UPDATE's cost),
+                    # unless another process moved it earlier than this one saw (0 rows).
+                    seen, done = self._seen.get(sid), 0
+                    if self._seen.barely_moves(sid, expiry, now, self.touch_slack):
+                        done = run(cur, self._sql_cas_data, (text, sid, base, now, seen), wait).rowcount
                     if done:
-                        break
-                    # Another write came first (or the row is gone): merge into what is there.
-                    row = run(cur, self._sql_get_bytes, (sid, now)).fetchone()
-                    if row is None:
-                        return False  # destroyed, regenerated away or expired: never resurrected
-                    base = row[0]
-                    try:
-                        stored = base.decode("utf-8")
-                    except UnicodeDecodeError:  # not a session: this change replaces it
-                        text, expires = change.text, change.expires
-                    else:
-                        text, expires = change.apply(stored)
-                if now >= self._next_prune:
-                    self._prune_after_write(cur, now)
+                        expiry = seen  # type: ignore[assignment]  # done: expires >= seen held, not None
+                    else:  # max(stored, new): live, whatever the new expiry
+                        done = run(cur, self._sql_cas_later, (text, expiry, sid, base, now),
+                                   wait).rowcount
+                elif expiry > now:
+                    done = run(cur, self._sql_cas, (text, expiry, sid, base, now), wait).rowcount
+                else:  # written already expired: deleted, as set() does
+                    done = run(cur, self._sql_cas_delete, (sid, base, now), wait).rowcount
+                if done:
+                    break
+                # Another write came first (or the row is gone): merge into what is there.
+                row = run(cur, self._sql_get_bytes, (sid, now), wait).fetchone()
+                if row is None:
+                    return False  # destroyed, regenerated away or expired: never resurrected
+                base = row[0]
+                try:
+                    stored = base.decode("utf-8")
+                except UnicodeDecodeError:  # not a session: this change replaces it
+                    text, expires = change.text, change.expires
+                else:
+                    text, expires = change.apply(stored)
+            self._wrote(cur, now, _pages(text), wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(cur)
+            self._release_writer(cur)
         self._seen.remember(sid, expiry)
         return True
 
     # -- the same, from an event loop (ASGI) --------------------------------
+    # Each runs on the event loop itself unless it would wait (see the module docstring).
     async def aget(self, sid: str) -> Optional[dict[str, Any]]:
-        """``get`` on the event loop itself unless it would wait (see the module docstring)."""
-        value = self._fetch(sid, wait=False) if self.loop_reads else _WAIT
-        if value is _WAIT:
-            return await session._in_thread(self.get, sid)
-        return self._record(sid, value)
+        return await self._on_loop(self.loop_reads, self._get, self.get, sid)
 
     async def aget_text(self, sid: str) -> Optional[str]:
-        """``get_text`` on the event loop itself unless it would wait (see the module docstring)."""
-        value = self._fetch(sid, wait=False) if self.loop_reads else _WAIT
-        if value is _WAIT:
-            return await session._in_thread(self.get_text, sid)
-        return self._text(sid, value)
+        return await self._on_loop(self.loop_reads, self._get_text, self.get_text, sid)
+
+    async def aset(self, sid: str, record: dict[str, Any]) -> None:
+        await self._on_loop(self.loop_writes, self._set, self.set, sid, record)
+
+    async def amerge(self, sid: str, change: session.Change) -> bool:
+        return await self._on_loop(self.loop_writes, self._merge, self.merge, sid, change)
 
     async def atouch(self, sid: str, record: dict[str, Any]) -> None:
-        """``touch``: one it would skip is skipped on the event loop; one it writes runs in
-        the loop's thread pool, as every other write does."""
+        """``touch``: one it would skip is skipped on the event loop, whatever ``loop_writes``."""
         if not self._skips_touch(sid, record, time.time()):
-            await session._in_thread(self.touch, sid, record)
+            await self._on_loop(self.loop_writes, self._touch, self.touch, sid, record)
+
+    async def adestroy(self, sid: str) -> None:
+        await self._on_loop(self.loop_writes, self._destroy, self.destroy, sid)
+
+    async def _on_loop(self, allowed: bool, at_once: Callable[..., _T], in_thread: Callable[..., _T],
+                       *args: Any) -> _T:
+        """``at_once(*args, wait=False)`` on the event loop if ``allowed``, unless it would
+        wait: then ``in_thread(*args)`` in the loop's thread pool."""
+        if allowed:
+            try:
+                return at_once(*args, wait=False)
+            except _WouldWait:
+                pass
+        return await session._in_thread(in_thread, *args)
 
     # -- the whole store ---------------------------------------------------
     def all(self) -> dict[str, dict[str, Any]]:
@@ -440,37 +472,30 @@ class SQLiteStore(session.Store):
             self._all, self._idle = [], []
 
     # -- private -----------------------------------------------------------
-    def _create(self, sid: str, change: session.Change) -> bool:
+    def _create(self, sid: str, change: session.Change, wait: bool = True) -> bool:
         """A new session's row: inserted, or over an expired one; False if a live row has the ID."""
         now = time.time()
         expiry = now + self.ttl if change.expires is None else change.expires
-        cur = self._take()
+        cur = self._writer(wait)
         try:
-            with self._write_lock:
-                if expiry <= now:  # nothing to write; the ID must still be free
-                    self._run(cur, self._sql_delete_dead, (sid, now))
-                    return self._run(cur, self._sql_get_bytes, (sid, now)).fetchone() is None
-                if not self._run(cur, self._sql_create, (sid, expiry, change.text, now)).rowcount:
-                    return False
-                if now >= self._next_prune:
-                    self._prune_after_write(cur, now)
+            if expiry <= now:  # nothing to write; the ID must still be free
+                self._run(cur, self._sql_delete_dead, (sid, now), wait)
+                return self._run(cur, self._sql_get_bytes, (sid, now), wait).fetchone() is None
+            if not self._run(cur, self._sql_create, (sid, expiry, change.text, now), wait).rowcount:
+                return False
+            self._wrote(cur, now, _pages(change.text), wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(cur)
+            self._release_writer(cur)
         self._seen.remember(sid, expiry)
         return True
 
-    @overload
-    def _fetch(self, sid: str, wait: Literal[True] = ...) -> Union[str, bytes, None]: ...
-    @overload
-    def _fetch(self, sid: str, wait: bool) -> Union[str, bytes, None, _Wait]: ...
-    def _fetch(self, sid: str, wait: bool = True) -> Union[str, bytes, None, _Wait]:
-        """The live row's ``data`` as stored: str, or bytes if it is not UTF-8 text.  Unless
-        ``wait``: ``_WAIT`` instead of opening a connection or waiting for another's lock."""
+    def _fetch(self, sid: str, wait: bool = True) -> Union[str, bytes, None]:
+        """The live row's ``data`` as stored: str, or bytes if it is not UTF-8 text."""
         cur = self._take() if wait else self._take_free()
         if cur is None:
-            return _WAIT
+            raise _WouldWait
         try:
             try:
                 row = self._run(cur, self._sql_get, (sid, time.time()), wait).fetchone()
@@ -483,8 +508,6 @@ class SQLiteStore(session.Store):
                 rows = self._run(cur, self._sql_get_bytes, (sid, time.time()), wait).fetchall()
                 row = rows[0] + (None,) if rows else None
         except sqlite3.Error as exc:
-            if not wait and isinstance(exc, sqlite3.OperationalError) and _busy(exc):
-                return _WAIT
             raise self._error(exc) from exc
         finally:
             self._give(cur)
@@ -497,13 +520,15 @@ class SQLiteStore(session.Store):
     def _run(self, cur: Union[sqlite3.Cursor, sqlite3.Connection], sql: str,
              params: tuple[Any, ...], wait: bool = True) -> sqlite3.Cursor:
         """``cur.execute(sql, params)``; another process's lock on the file is waited out
-        here (unless ``wait`` is False), with sleeps from 0.1 ms doubling to 2 ms, for at
-        most ``busy_timeout``."""
+        here, with sleeps from 0.1 ms doubling to 2 ms, for at most ``busy_timeout`` (unless
+        ``wait`` is False: then _WouldWait)."""
         try:
             return cur.execute(sql, params)
         except sqlite3.OperationalError as exc:
-            if not wait or not _busy(exc):
+            if not _busy(exc):
                 raise
+            if not wait:
+                raise _WouldWait from exc
         deadline, pause = time.monotonic() + self.busy_timeout, 0.0001
         while True:
             time.sleep(pause)
@@ -525,6 +550,9 @@ class SQLiteStore(session.Store):
             self._run(conn, f"PRAGMA mmap_size = {int(self.mmap_size)}", ())
             if not memory:
                 self._use_wal(conn)
+                # Checkpoints are the store's (see _wrote): SQLite's would run in whichever
+                # connection commits, an event loop's too, and sync the file there.
+                self._run(conn, "PRAGMA wal_autocheckpoint = 0", ())
         except BaseException:
             conn.close()
             raise
@@ -610,15 +638,56 @@ class SQLiteStore(session.Store):
         finally:
             self._give(cur)
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        cur = self._take()
+    def _write(self, sql: str, params: tuple[Any, ...], wait: bool = True) -> None:
+        cur = self._writer(wait)
         try:
-            with self._write_lock:
-                self._run(cur, sql, params)
+            self._run(cur, sql, params, wait)
+            self._wrote(cur, time.time(), _pages(""), wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
-            self._give(cur)
+            self._release_writer(cur)
+
+    def _writer(self, wait: bool = True) -> sqlite3.Cursor:
+        """A pooled connection's cursor, with this process's write lock held until
+        ``_release_writer``.  Unless ``wait``: _WouldWait rather than open a connection, wait
+        for the lock, or take on a checkpoint or prune batch that is due (see _wrote)."""
+        cur = self._take() if wait else self._take_free()
+        if cur is None:
+            raise _WouldWait
+        if self._write_lock.acquire(wait):
+            if wait or not (self._unchecked >= self.checkpoint_pages
+                            or time.time() >= self._next_prune):
+                return cur
+            self._write_lock.release()
+        self._give(cur)
+        raise _WouldWait
+
+    def _release_writer(self, cur: sqlite3.Cursor) -> None:
+        self._write_lock.release()
+        self._give(cur)
+
+    def _wrote(self, cur: sqlite3.Cursor, now: float, pages: int, wait: bool) -> None:
+        """A write committed ``pages`` pages (about) to the WAL: once ``checkpoint_pages``
+        have been, the checkpoint, and the prune batch when it is due.  Unless ``wait`` (on
+        an event loop): not now, they sync the file or scan it; the next write that can wait
+        runs them (_writer sends the next write from the loop to a thread for it)."""
+        self._unchecked += pages
+        if wait:
+            if self._unchecked >= self.checkpoint_pages:
+                self._checkpoint(cur)
+            if now >= self._next_prune:
+                self._prune_after_write(cur, now)
+
+    def _checkpoint(self, cur: sqlite3.Cursor) -> None:
+        """Copy the WAL's pages into the database file (SQLite's automatic checkpoint is off:
+        see _connect); never waits, never raises, as the automatic one."""
+        self._unchecked = 0
+        if self._memory_lock is None:
+            try:
+                self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (), wait=False).fetchall()
+            except (sqlite3.Error, _WouldWait) as exc:
+                log.warning("SQLiteStore %s: checkpoint failed, retried later: %s", self.path, exc)
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:
         """Delete up to ``prune_batch`` expired rows; schedule the next batch."""
@@ -632,11 +701,12 @@ class SQLiteStore(session.Store):
         the caller's write stands (a 500 would have the client repeat it)."""
         try:
             self._prune_batch(cur, now, wait=False)
+        except _WouldWait:  # another process's lock: put off
+            self._next_prune = now + self.prune_interval
         except sqlite3.Error as exc:
             self._next_prune = now + self.prune_interval
-            if not (isinstance(exc, sqlite3.OperationalError) and _busy(exc)):
-                log.warning("SQLiteStore %s: pruning expired sessions failed, retried in %g s: %s",
-                            self.path, self.prune_interval, exc)
+            log.warning("SQLiteStore %s: pruning expired sessions failed, retried in %g s: %s",
+                        self.path, self.prune_interval, exc)
 
     def _record(self, sid: str, value: Union[str, bytes, None]) -> Optional[dict[str, Any]]:
         """A fetched ``data`` decoded; None if missing, or (logged) not a session."""
@@ -695,12 +765,16 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-class _Wait(enum.Enum):  # an enum's member, so that type checkers narrow ``value is _WAIT``
-    WAIT = 0
+def _pages(text: str) -> int:
+    """About how many pages a write of ``text`` appends to the WAL: its row's and the expires
+    index's b-tree pages, and overflow past 1 KB or so (measured: 3 frames a write of a small
+    record, 6 of a 1 to 3 KB one)."""
+    return 3 + len(text) // 1024
 
 
-# _fetch(wait=False): the read would have to wait, so a thread should do it.
-_WAIT: Final = _Wait.WAIT
+class _WouldWait(Exception):
+    """A call made with ``wait=False`` (on an event loop) would have to wait: nothing is
+    written, and a thread should make it (see SQLiteStore._on_loop)."""
 
 
 class _LockAtFirstUse:
@@ -717,14 +791,20 @@ class _LockAtFirstUse:
         # a fork (see SQLiteStore._after_fork_in_child), so a child never inherits it held.
         self._making = threading.Lock()
 
-    def __enter__(self) -> None:
+    def acquire(self, wait: bool = True) -> bool:
         lock = self._lock
         if lock is None:
             with self._making:
                 if self._lock is None:
                     self._lock = threading.Lock()
                 lock = self._lock
-        lock.acquire()
+        return lock.acquire(wait)  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self._lock.release()

@@ -762,29 +762,147 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(self.raw().execute("SELECT expires FROM sessions").fetchone()[0], before)
         self.assertEqual(store.get("s1"), mine)
 
-    def test_under_asgi_a_read_runs_on_the_event_loop_and_a_write_in_a_thread(self):
-        # A trip to the thread pool costs the loop's own thread more than the read itself
-        # (see the module docstring), and a WAL read waits for no writer.
+    def test_under_asgi_reads_and_writes_run_on_the_event_loop(self):
+        # A trip to the thread pool costs more than the read or write itself (see the module
+        # docstring): a WAL read waits for no writer, and a write whose locks are free runs at once.
         store, stored = self.store(), make_record(3600, user="ada")
-        store.set("s1", stored)
+        store.set("s1", stored)  # (the first write runs the first prune batch, here)
         conn = self.raw()
+
+        def expires(sid):
+            return conn.execute("SELECT expires FROM sessions WHERE sid = ?", (sid,)).fetchone()[0]
+        mine = make_record(3600, user="ada", views=1)
 
         async def work():
             text = await store.aget_text("s1")
             record = await store.aget("s1")
             missing = await store.aget_text("nobody"), await store.aget("nobody")
             await store.atouch("s1", make_record(3610, user="ada"))  # barely moves: skipped
-            skipped = conn.execute("SELECT expires FROM sessions").fetchone()[0]
-            await store.atouch("s1", make_record(7200, user="ada"))  # written, in a thread
-            return text, record, missing, skipped
-        (text, record, missing, skipped), calls = run_with_counted_threads(work)
-        self.assertEqual(text, store.get_text("s1"))
+            skipped = expires("s1")
+            await store.atouch("s1", make_record(7200, user="ada"))
+            merged = await store.amerge("s1", session.Change(
+                text, session.encode_record(mine), session.expires_at(mine), keep_later=False))
+            created = await store.amerge("s2", session.Change(
+                None, session.encode_record(mine), session.expires_at(mine)))
+            taken = await store.amerge("s2", session.Change(  # a new session's ID is taken
+                None, session.encode_record(stored), session.expires_at(stored)))
+            await store.aset("s3", stored)
+            await store.adestroy("s2")
+            return text, record, missing, skipped, merged, created, taken
+        (text, record, missing, skipped, *written), calls = run_with_counted_threads(work)
+        self.assertEqual(calls, [])
+        self.assertEqual(text, session.encode_record(stored))
         self.assertEqual(record, stored)
         self.assertEqual(missing, (None, None))
         self.assertAlmostEqual(skipped, time.time() + 3600, delta=5)
-        self.assertAlmostEqual(conn.execute("SELECT expires FROM sessions").fetchone()[0],
-                               time.time() + 7200, delta=5)
-        self.assertEqual(calls, ["touch"])
+        self.assertEqual(written, [True, True, False])
+        self.assertEqual(store.get("s1"), mine)
+        self.assertAlmostEqual(expires("s1"), time.time() + 3600, delta=5)
+        self.assertEqual((store.get("s2"), store.get("s3")), (None, stored))
+
+    def test_under_asgi_loop_writes_false_sends_every_write_to_a_thread(self):
+        class Threaded(SQLiteStore):
+            loop_writes = False
+        store = self.store(Threaded)
+        store.set("s1", make_record(user="ada"))
+        mine = make_record(7200, user="bob")
+
+        async def work():
+            text = await store.aget_text("s1")  # reads stay on the loop
+            await store.amerge("s1", session.Change(text, session.encode_record(mine),
+                                                    session.expires_at(mine)))
+            await store.atouch("s1", make_record(3610, user="bob"))  # skipped, on the loop
+            await store.atouch("s1", make_record(9000, user="bob"))
+            await store.aset("s2", mine)
+            await store.adestroy("s2")
+        _, calls = run_with_counted_threads(work)
+        self.assertEqual(calls, ["merge", "touch", "set", "destroy"])
+        self.assertEqual(store.get("s1"), mine)
+
+    def test_under_asgi_a_write_that_would_wait_runs_in_a_thread_which_waits(self):
+        store = self.store()
+        store.set("s1", make_record(user="ada", views=0))
+        views = [0]
+
+        def merge_views(meanwhile=lambda: None):
+            base = store.get_text("s1")
+            meanwhile()
+            views[0] += 1
+            mine = make_record(user="ada", views=views[0])
+            return run_with_counted_threads(lambda: store.amerge("s1", session.Change(
+                base, session.encode_record(mine), session.expires_at(mine))))
+
+        def release_later(release):
+            timer = threading.Timer(0.2, release)
+            timer.start()
+            self.addCleanup(timer.join)
+        # Another of this process's threads is writing: the write queues on the store's lock.
+        store._write_lock.acquire()
+        release_later(store._write_lock.release)
+        self.assertEqual(merge_views(), (True, ["merge"]))
+        # Another process (here a connection of its own) holds the file's write lock.
+        other = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        release_later(lambda: other.execute("COMMIT"))
+        self.assertEqual(merge_views(), (True, ["merge"]))
+        # Every pooled connection is in use: the loop would have to open one.
+        held = []
+
+        def take_them_all():
+            while store._idle:
+                held.append(store._take())
+        self.assertEqual(merge_views(take_them_all), (True, ["merge"]))
+        for cur in held:
+            store._give(cur)
+        self.assertEqual(store.get("s1")["views"], 3)
+
+    def test_a_checkpoint_never_runs_on_the_event_loop(self):
+        # SQLite's automatic checkpoint would run in whichever connection commits, and sync
+        # the file there: the store counts the pages written and checkpoints in a thread.
+        ran_in = []
+
+        class Often(SQLiteStore):
+            checkpoint_pages = 30
+
+            def _checkpoint(self, cur):
+                ran_in.append(threading.current_thread())
+                super()._checkpoint(cur)
+        store = self.store(Often)
+        store.set("s1", make_record(user="ada", n=0))
+        cur = store._take()
+        self.assertEqual(cur.execute("PRAGMA wal_autocheckpoint").fetchone()[0], 0)
+        store._give(cur)
+
+        async def work():
+            for n in range(1, 41):
+                base = await store.aget_text("s1")
+                mine = make_record(user="ada", n=n)
+                await store.amerge("s1", session.Change(base, session.encode_record(mine),
+                                                        session.expires_at(mine)))
+        _, calls = run_with_counted_threads(work)
+        self.assertEqual(store.get("s1")["n"], 40)
+        self.assertGreaterEqual(len(ran_in), 3)  # about 3 pages a write
+        self.assertNotIn(threading.main_thread(), ran_in)  # the loop's
+        self.assertEqual(calls, ["merge"] * len(ran_in))
+
+    def test_the_wal_is_checkpointed_though_sqlites_automatic_checkpoint_is_off(self):
+        store = self.store()
+        for n in range(3000):
+            store.set(f"s{n % 100}", make_record(user="ada", n=n))
+        # About 3 pages of 4 KB a write: 36 MB without a checkpoint, 4 MB between them.
+        self.assertLess(os.path.getsize(self.path + "-wal"), 8 << 20)
+
+    def test_under_asgi_a_write_with_a_prune_batch_due_runs_in_a_thread(self):
+        store = self.store()
+        self.raw().executemany("INSERT INTO sessions VALUES (?, ?, '{}')",
+                               [(f"old{n}", time.time() - 10) for n in range(5)])
+        store._next_prune = 0.0  # due
+        _, calls = run_with_counted_threads(lambda: store.aset("s1", make_record(user="ada")))
+        self.assertEqual(calls, ["set"])
+        self.assertEqual(self.raw().execute("SELECT sid FROM sessions").fetchall(), [("s1",)])
+        _, calls = run_with_counted_threads(lambda: store.aset("s2", make_record(user="bob")))
+        self.assertEqual(calls, [])  # the next batch is a minute away
 
     def test_under_asgi_loop_reads_false_sends_every_read_to_a_thread(self):
         class Threaded(SQLiteStore):
