@@ -385,13 +385,25 @@ class SQLiteStore(session.Store):
 
     async def _on_loop(self, allowed: bool, at_once: Callable[..., _T], in_thread: Callable[..., _T],
                        *args: Any) -> _T:
-        """``at_once(*args, wait=False)`` on the event loop if ``allowed``, unless it would
-        wait: then ``in_thread(*args)`` in the loop's thread pool."""
+        """``at_once(*args, wait=False)`` on the event loop if ``allowed``; ``in_thread(*args)``
+        in the loop's thread pool if it would wait.  A lock that is taken (this process's write
+        lock, or the file's) is waited for on the loop without blocking it, as _run waits in a
+        thread: tried again after sleeps of 0.1 ms doubling to 2 ms, for ``busy_timeout``."""
         if allowed:
-            try:
-                return at_once(*args, wait=False)
-            except _WouldWait:
-                pass
+            deadline, pause = 0.0, 0.0001
+            while True:
+                try:
+                    return at_once(*args, wait=False)
+                except _Locked:
+                    now = time.monotonic()
+                    deadline = deadline or now + self.busy_timeout
+                    if now >= deadline or session._running_trio() is not None:
+                        break
+                    import asyncio
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.002)
+                except _WouldWait:
+                    break
         return await session._in_thread(in_thread, *args)
 
     # -- the whole store ---------------------------------------------------
@@ -528,7 +540,7 @@ class SQLiteStore(session.Store):
             if not _busy(exc):
                 raise
             if not wait:
-                raise _WouldWait from exc
+                raise _Locked from exc
         deadline, pause = time.monotonic() + self.busy_timeout, 0.0001
         while True:
             time.sleep(pause)
@@ -655,13 +667,13 @@ class SQLiteStore(session.Store):
         cur = self._take() if wait else self._take_free()
         if cur is None:
             raise _WouldWait
-        if self._write_lock.acquire(wait):
-            if wait or not (self._unchecked >= self.checkpoint_pages
-                            or time.time() >= self._next_prune):
-                return cur
-            self._write_lock.release()
-        self._give(cur)
-        raise _WouldWait
+        if not self._write_lock.acquire(wait):
+            self._give(cur)
+            raise _Locked
+        if not wait and (self._unchecked >= self.checkpoint_pages or time.time() >= self._next_prune):
+            self._release_writer(cur)
+            raise _WouldWait
+        return cur
 
     def _release_writer(self, cur: sqlite3.Cursor) -> None:
         self._write_lock.release()
@@ -775,6 +787,10 @@ def _pages(text: str) -> int:
 class _WouldWait(Exception):
     """A call made with ``wait=False`` (on an event loop) would have to wait: nothing is
     written, and a thread should make it (see SQLiteStore._on_loop)."""
+
+
+class _Locked(_WouldWait):
+    """_WouldWait for a lock another thread or process holds: worth trying again shortly."""
 
 
 class _LockAtFirstUse:

@@ -7,6 +7,7 @@ writer, records written by something else, read-only, full or locked files.
 """
 from __future__ import annotations
 
+import asyncio
 import dbm
 import dbm.dumb
 import errno
@@ -819,43 +820,70 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(calls, ["merge", "touch", "set", "destroy"])
         self.assertEqual(store.get("s1"), mine)
 
-    def test_under_asgi_a_write_that_would_wait_runs_in_a_thread_which_waits(self):
+    def test_under_asgi_a_write_waits_for_a_lock_without_blocking_the_loop(self):
         store = self.store()
         store.set("s1", make_record(user="ada", views=0))
         views = [0]
 
         def merge_views(meanwhile=lambda: None):
+            """(the merge's result, the ticks another task counted meanwhile), the calls
+            sent to the thread pool."""
             base = store.get_text("s1")
             meanwhile()
             views[0] += 1
             mine = make_record(user="ada", views=views[0])
-            return run_with_counted_threads(lambda: store.amerge("s1", session.Change(
-                base, session.encode_record(mine), session.expires_at(mine))))
+
+            async def work():
+                ticks = [0]
+
+                async def tick():
+                    while True:
+                        await asyncio.sleep(0.01)
+                        ticks[0] += 1
+                ticker = asyncio.ensure_future(tick())
+                merged = await store.amerge("s1", session.Change(
+                    base, session.encode_record(mine), session.expires_at(mine)))
+                ticker.cancel()
+                return merged, ticks[0]
+            return run_with_counted_threads(work)
 
         def release_later(release):
             timer = threading.Timer(0.2, release)
             timer.start()
             self.addCleanup(timer.join)
-        # Another of this process's threads is writing: the write queues on the store's lock.
+        # Another of this process's threads is writing: the loop waits for the store's lock,
+        # and runs other tasks meanwhile (about 20 ticks of 10 ms).
         store._write_lock.acquire()
         release_later(store._write_lock.release)
-        self.assertEqual(merge_views(), (True, ["merge"]))
+        (merged, ticks), calls = merge_views()
+        self.assertEqual((merged, calls), (True, []))
+        self.assertGreater(ticks, 5)
         # Another process (here a connection of its own) holds the file's write lock.
         other = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.addCleanup(other.close)
         other.execute("BEGIN IMMEDIATE")
         release_later(lambda: other.execute("COMMIT"))
-        self.assertEqual(merge_views(), (True, ["merge"]))
+        (merged, ticks), calls = merge_views()
+        self.assertEqual((merged, calls), (True, []))
+        self.assertGreater(ticks, 5)
+        # Past busy_timeout the write goes to a thread, which waits as a plain call does.
+        store.busy_timeout = 0.05
+        store._write_lock.acquire()
+        release_later(store._write_lock.release)
+        (merged, ticks), calls = merge_views()
+        self.assertEqual((merged, calls), (True, ["merge"]))
+        self.assertGreater(ticks, 5)
         # Every pooled connection is in use: the loop would have to open one.
         held = []
 
         def take_them_all():
             while store._idle:
                 held.append(store._take())
-        self.assertEqual(merge_views(take_them_all), (True, ["merge"]))
+        (merged, _), calls = merge_views(take_them_all)
+        self.assertEqual((merged, calls), (True, ["merge"]))
         for cur in held:
             store._give(cur)
-        self.assertEqual(store.get("s1")["views"], 3)
+        self.assertEqual(store.get("s1")["views"], 4)
 
     def test_a_checkpoint_never_runs_on_the_event_loop(self):
         # SQLite's automatic checkpoint would run in whichever connection commits, and sync
@@ -912,7 +940,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         text, calls = run_with_counted_threads(lambda: store.aget_text("s1"))
         self.assertEqual((json.loads(text)["user"], calls), ("ada", ["get_text"]))
 
-    def test_under_asgi_a_read_that_would_wait_runs_in_a_thread(self):
+    def test_under_asgi_a_read_that_would_wait_runs_in_a_thread_or_tries_again(self):
         store = self.store()
         store.set("s1", make_record(user="ada"))
         held = []
@@ -925,7 +953,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
             store._give(cur)
         # Another process's lock on the file (which a WAL read meets only in rare moments,
         # such as recovery after a crash, and which cannot be staged here): the read is
-        # refused at once, not waited out on the loop, and the thread waits it out.
+        # refused at once, and tried again on the loop after a short sleep (as a write is).
         refused = []
 
         class LockedOnce(sqlite3.Cursor):
@@ -938,7 +966,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         record, calls = run_with_counted_threads(lambda: store.aget("s1"))
         self.assertEqual(record["user"], "ada")
         self.assertEqual(len(refused), 1)
-        self.assertEqual(calls, ["get"])
+        self.assertEqual(calls, [])
 
     def test_four_processes_setting_500_ids_each_lose_none(self):
         start_at = str(time.time() + 1.0)  # all four construct and write at the same moment
