@@ -13,8 +13,10 @@ cookie the response sets, as a browser does.  Rows:
                                        its methods in the loop's thread pool (what a store
                                        without coroutines of its own costs)
     + ours, SQLiteStore                stores/sqlite_store.py, a file in a temporary directory,
-                                       through its coroutines: reads (and touches it skips) on the
-                                       event loop, writes in the loop's thread pool
+                                       through its coroutines: on the event loop unless a call
+                                       would wait (then in the loop's thread pool)
+    + ours, SQLiteStore, writes in a thread   the same with loop_writes = False: reads on the
+                                       loop, writes in the thread pool
     + ours, SQLiteStore through a thread   the same with Store's default coroutines: every call
                                        in a thread
     + ours, RedisStore                 with --redis: a private redis-server (tests/redis_server.py),
@@ -178,6 +180,10 @@ def rows(args, cleanup: list) -> list:
     sqlite = SQLiteStore(os.path.join(tmp, "sessions.db"))
     cleanup.append(sqlite.close)
     out.append(ours("+ ours, SQLiteStore", sqlite))
+    writes_in_threads = type("SQLiteStore", (SQLiteStore,), {"loop_writes": False})(
+        os.path.join(tmp, "writes-in-threads.db"))
+    cleanup.append(writes_in_threads.close)
+    out.append(ours("+ ours, SQLiteStore, writes in a thread", writes_in_threads))
     threaded_sqlite = threaded(SQLiteStore)(os.path.join(tmp, "threaded.db"))
     cleanup.append(threaded_sqlite.close)
     out.append(ours("+ ours, SQLiteStore through a thread", threaded_sqlite))

@@ -23,7 +23,8 @@ server of its own on 127.0.0.1, run interleaved round after round so drift hits 
     uvicorn + starsessions        the same app with starsessions (InMemoryStore, autoload), if installed
     (--stores sqlite,redis,postgres adds SessionMiddleware rows on those stores per WSGI server,
     and with uvicorn two ASGISessionMiddleware rows on SQLiteStore and on PostgresStore: through
-    the store's coroutines, and with every call in the loop's thread pool)
+    the store's coroutines, and with every call in the loop's thread pool; and a third on
+    SQLiteStore with loop_writes = False: reads on the loop, writes in the thread pool)
 
 The WSGI rows run under two WSGI servers, each one process with 4 threads, so an in-memory
 store is shared by every request the way express-session's MemoryStore is in Node's one
@@ -170,9 +171,10 @@ def session_app():
     return session.SessionMiddleware(app, secret=SECRET)
 
 
-def _store(kind: str, through_threads: bool = False):
+def _store(kind: str, through_threads: bool = False, **attributes):
     """The store of a --stores row, on the file or private server main() named in
-    HTTP_LOAD_<KIND>; ``through_threads``: with Store's default coroutines (see threaded)."""
+    HTTP_LOAD_<KIND>; ``through_threads``: with Store's default coroutines (see threaded);
+    ``attributes``: class attributes set in a subclass (SQLiteStore's loop_writes)."""
     if kind == "sqlite":
         from stores.sqlite_store import SQLiteStore as cls
         arg = {"path": os.environ["HTTP_LOAD_SQLITE"]}
@@ -182,6 +184,8 @@ def _store(kind: str, through_threads: bool = False):
     else:
         from stores.postgres_store import PostgresStore as cls
         arg = {"conninfo": os.environ["HTTP_LOAD_POSTGRES"]}
+    if attributes:
+        cls = type(cls.__name__, (cls,), attributes)
     return (threaded(cls) if through_threads else cls)(**arg)
 
 
@@ -297,20 +301,24 @@ def asgi_starsessions():
 
 def asgi_store(kind: str):
     """ASGISessionMiddleware on a --stores store ("sqlite", "postgres"): through its coroutines,
-    or, as "KIND-thread", with every call in the loop's thread pool."""
+    or, as "KIND-thread", with every call in the loop's thread pool ("sqlite-writes-thread":
+    the writes alone, SQLiteStore's loop_writes = False)."""
     import session
     from starlette.middleware import Middleware
-    name, _, thread = kind.partition("-")
-    store = _store(name, through_threads=bool(thread))
+    name, _, how = kind.partition("-")
+    store = (_store(name, loop_writes=False) if how == "writes-thread"
+             else _store(name, through_threads=how == "thread"))
     return starlette_app([Middleware(session.ASGISessionMiddleware, secret=SECRET, store=store)], True)
 
 
 ASGI_APPS = {"bare": asgi_bare, "session": asgi_session, "starlette": asgi_starlette,
              "starsessions": asgi_starsessions,
              **{kind: functools.partial(asgi_store, kind)
-                for kind in ("sqlite", "sqlite-thread", "postgres", "postgres-thread")}}
+                for kind in ("sqlite", "sqlite-writes-thread", "sqlite-thread", "postgres",
+                             "postgres-thread")}}
 ASGI_LABELS = {"bare": "bare", "session": "+ ASGISessionMiddleware", "starlette": "+ Starlette sessions",
                "starsessions": "+ starsessions", "sqlite": "+ ASGISessionMiddleware, SQLiteStore",
+               "sqlite-writes-thread": "+ ASGISessionMiddleware, SQLiteStore, writes in a thread",
                "sqlite-thread": "+ ASGISessionMiddleware, SQLiteStore through a thread",
                "postgres": "+ ASGISessionMiddleware, PostgresStore",
                "postgres-thread": "+ ASGISessionMiddleware, PostgresStore through a thread"}
@@ -632,7 +640,8 @@ def main() -> None:
             PostgresStore(conninfo=backend.url, create_table_if_missing=True).close()
         kinds.append(store)
         if asgi_kinds and store != "redis":
-            asgi_kinds += [store, store + "-thread"]
+            asgi_kinds += [store, *(["sqlite-writes-thread"] if store == "sqlite" else []),
+                           store + "-thread"]
     sqlite_dir = tempfile.mkdtemp(prefix="http-load-") if "sqlite" in kinds else None
 
     specs = []
