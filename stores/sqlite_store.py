@@ -105,26 +105,33 @@ Why it is built this way:
   write before it stands and is not reported as failed.
   ``prune()`` deletes everything expired, batch after batch, pausing between
   batches so other writers get their turn.
-- Under ASGI (the coroutines ``aget``, ``aget_text``, ``atouch``): a read runs on
-  the event loop itself, and only writes go to the loop's thread pool.  A WAL
-  read of the local file waits for no writer and costs the loop's thread a few
-  µs, while a trip to the pool costs that thread about 100 µs of CPU (200 µs the
-  process) on the machine this was measured on: ``python bench/asgi_overhead.py
-  --reads --loop-thread``, a returning visitor who only reads, 24 µs over bare
-  Starlette against 217 µs with every call in a thread.  A read that would have
-  to wait (no free pooled connection, or the file busy, as while another process
-  recovers it) goes to the pool instead, as every write does (a commit may run a
-  checkpoint, which syncs the file, and a save may prune).  A touch that would be
-  skipped is skipped on the loop, so a request that only reads never leaves it.
-  Under load (uvicorn, 16 connections, 200 users: ``python bench/http_load.py
-  --server uvicorn --stores sqlite --users 200 [--reads 0.9] [--no-pin]``, with
-  / bare) it keeps 0.41 of bare against 0.19 through the pool when 90% of
-  requests only read, 0.26 against 0.20 when every request writes, and 0.57
-  against 0.46 with 90% reads on one CPU; but with every request writing on one
-  CPU, 0.44 against 0.48 (0.31 against 0.43 in an earlier run): there a read
-  that gives up the GIL on the loop's thread hands it to a writing thread, and
-  the loop waits for it back.  A process confined to one CPU whose requests
-  mostly write can subclass and set ``loop_reads = False``.
+- Under ASGI (the coroutines ``aget``, ``aget_text``, ``aset``, ``amerge``, ``atouch``,
+  ``adestroy``): each call runs on the event loop itself unless it would wait.  A
+  trip to the loop's thread pool costs more than the call: about 100 µs of the
+  loop thread's CPU (200 µs of the process's) on the machine this was measured on,
+  where a WAL read costs a few µs and a write about 20.  A lock that is taken (another
+  thread's write, or another process's lock on the file, which SQLite reports at
+  once, before anything is written) is waited for on the loop without blocking it:
+  tried again after sleeps of 0.1 ms doubling to 2 ms, as _run waits in a thread,
+  then after ``busy_timeout`` in a thread.  A call goes to the thread pool when no
+  pooled connection is free (the loop would open one) and when a write is due to
+  run a checkpoint or a prune batch, which sync or scan the file.  For that, SQLite's
+  automatic checkpoint is off (``wal_autocheckpoint = 0``: it runs in whichever
+  connection commits, the loop's too): the store checkpoints after about
+  ``checkpoint_pages`` pages written (1,000, SQLite's default), in the write that
+  gets there if it can wait, else in the next one, sent to a thread (one write in
+  about 300).  Each process counts its own, so with several the WAL can reach that
+  many times 4 MB between checkpoints.  Measured (7 December 2026), with / writes
+  in threads (``loop_writes = False``, what this store did before) / every call in
+  a thread: in-process, a returning visitor who increments a counter costs 66 /
+  267 / 417 µs over bare Starlette (``python bench/asgi_overhead.py``; the loop's
+  own thread: 73 / 192 / 249 µs with ``--loop-thread``).  Under uvicorn, 200 users,
+  with / bare (``python bench/http_load.py --server uvicorn --stores sqlite --users
+  200 --rounds 5 [--reads 0.9] [--no-pin]``): every request writing, 0.45 / 0.26 /
+  0.21 on two CPUs and 0.46 / 0.38 / 0.42 with the server on one; 90% only
+  reading, 0.65 / 0.47 / 0.26 and 0.61 / 0.56 / 0.49.  Subclass and set
+  ``loop_writes = False`` or ``loop_reads = False`` to send writes or reads to
+  the pool all the same.
 - ``":memory:"`` is one connection behind a lock: every connection to
   ``:memory:`` would be a separate, empty database.
 - After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
@@ -171,8 +178,8 @@ class SQLiteStore(session.Store):
     prune_pause = 0.002     # seconds prune() leaves the write lock free between batches
     max_idle = 32           # connections kept open for reuse; more, opened at a peak, close when done
     loop_reads = True       # under ASGI, read on the event loop when that need not wait (module docstring)
-    loop_writes = True      # under ASGI, write on the event loop when that need not wait (the same)
-    checkpoint_pages = 1000  # WAL pages (about) written between checkpoints: SQLite's default
+    loop_writes = True      # the same for writes
+    checkpoint_pages = 1000  # WAL pages (about) written between checkpoints (module docstring)
 
     def __init__(self, path: Union[str, os.PathLike[str]], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
