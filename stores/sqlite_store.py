@@ -705,7 +705,9 @@ class SQLiteStore(session.Store):
         if self._memory_lock is None:
             try:
                 self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (), wait=False).fetchall()
-            except (sqlite3.Error, _WouldWait) as exc:
+            except _WouldWait:  # another connection is checkpointing
+                pass
+            except sqlite3.Error as exc:
                 log.warning("SQLiteStore %s: checkpoint failed, retried later: %s", self.path, exc)
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:

@@ -921,6 +921,30 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         # About 3 pages of 4 KB a write: 36 MB without a checkpoint, 4 MB between them.
         self.assertLess(os.path.getsize(self.path + "-wal"), 8 << 20)
 
+    def test_a_checkpoint_that_fails_leaves_the_write_standing(self):
+        # As SQLite's automatic checkpoint: never raised.  Another connection's checkpoint
+        # under way (busy) is not worth a warning; any other failure is logged.
+        class Often(SQLiteStore):
+            checkpoint_pages = 1
+        store = self.store(Often)
+        for error, logged in (("database is locked", False), ("disk I/O error", True)):
+
+            class FailingCheckpoint(sqlite3.Cursor):
+                def execute(self, sql, *args):
+                    if "wal_checkpoint" in sql:
+                        raise sqlite3.OperationalError(error)
+                    return super().execute(sql, *args)
+            with self.subTest(error):
+                store._give(FailingCheckpoint(store._take().connection))
+                with self.assertLogs("stores.sqlite_store", "DEBUG") as logs:
+                    logging.getLogger("stores.sqlite_store").debug("(at least one record)")
+                    store.set("s1", make_record(user=error))
+                self.assertEqual(store.get("s1")["user"], error)
+                warnings = [r for r in logs.records if r.levelno == logging.WARNING]
+                self.assertEqual(len(warnings), int(logged))
+                if logged:
+                    self.assertIn("checkpoint failed", warnings[0].getMessage())
+
     def test_under_asgi_a_write_with_a_prune_batch_due_runs_in_a_thread(self):
         store = self.store()
         self.raw().executemany("INSERT INTO sessions VALUES (?, ?, '{}')",
