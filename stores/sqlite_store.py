@@ -282,7 +282,7 @@ class SQLiteStore(session.Store):
         cur = self._writer(wait)
         try:
             self._run(cur, self._sql_set, (sid, expires, data), wait)
-            self._wrote(cur, now, _pages(data), wait)
+            self._wrote(cur, now, data, wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -360,7 +360,7 @@ class SQLiteStore(session.Store):
                     text, expires = change.text, change.expires
                 else:
                     text, expires = change.apply(stored)
-            self._wrote(cur, now, _pages(text), wait)
+            self._wrote(cur, now, text, wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -502,7 +502,7 @@ class SQLiteStore(session.Store):
                 return self._run(cur, self._sql_get_bytes, (sid, now), wait).fetchone() is None
             if not self._run(cur, self._sql_create, (sid, expiry, change.text, now), wait).rowcount:
                 return False
-            self._wrote(cur, now, _pages(change.text), wait)
+            self._wrote(cur, now, change.text, wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -661,7 +661,7 @@ class SQLiteStore(session.Store):
         cur = self._writer(wait)
         try:
             self._run(cur, sql, params, wait)
-            self._wrote(cur, time.time(), _pages(""), wait)
+            self._wrote(cur, time.time(), "", wait)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         finally:
@@ -686,12 +686,14 @@ class SQLiteStore(session.Store):
         self._write_lock.release()
         self._give(cur)
 
-    def _wrote(self, cur: sqlite3.Cursor, now: float, pages: int, wait: bool) -> None:
-        """A write committed ``pages`` pages (about) to the WAL: once ``checkpoint_pages``
-        have been, the checkpoint, and the prune batch when it is due.  Unless ``wait`` (on
-        an event loop): not now, they sync the file or scan it; the next write that can wait
-        runs them (_writer sends the next write from the loop to a thread for it)."""
-        self._unchecked += pages
+    def _wrote(self, cur: sqlite3.Cursor, now: float, text: str, wait: bool) -> None:
+        """A write of ``text`` committed: once ``checkpoint_pages`` pages have gone to the WAL,
+        the checkpoint, and the prune batch when it is due.  Unless ``wait`` (on an event
+        loop): not now, they sync the file or scan it; the next write that can wait runs them
+        (_writer sends the next write from the loop to a thread for it)."""
+        # About the pages a write adds: its row's and the expires index's, and overflow past 1 KB
+        # or so (measured: 3 WAL frames a write of a small record, 6 of a 1 to 3 KB one).
+        self._unchecked += 3 + len(text) // 1024
         if wait:
             if self._unchecked >= self.checkpoint_pages:
                 self._checkpoint(cur)
@@ -784,13 +786,6 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     if code is not None:
         return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (sqlite3 names them from 3.11)
     return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _pages(text: str) -> int:
-    """About how many pages a write of ``text`` appends to the WAL: its row's and the expires
-    index's b-tree pages, and overflow past 1 KB or so (measured: 3 frames a write of a small
-    record, 6 of a 1 to 3 KB one)."""
-    return 3 + len(text) // 1024
 
 
 class _WouldWait(Exception):
