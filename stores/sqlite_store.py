@@ -394,23 +394,35 @@ class SQLiteStore(session.Store):
                        *args: Any) -> _T:
         """``at_once(*args, wait=False)`` on the event loop if ``allowed``; ``in_thread(*args)``
         in the loop's thread pool if it would wait.  A lock that is taken (this process's write
-        lock, or the file's) is waited for on the loop without blocking it, as _run waits in a
-        thread: tried again after sleeps of 0.1 ms doubling to 2 ms, for ``busy_timeout``."""
+        lock, or the file's) is waited for on the loop without blocking it (see _when_free)."""
         if allowed:
-            deadline, pause = 0.0, 0.0001
-            while True:
-                try:
-                    return at_once(*args, wait=False)
-                except _Locked:
-                    now = time.monotonic()
-                    deadline = deadline or now + self.busy_timeout
-                    if now >= deadline or session._running_trio() is not None:
-                        break
-                    import asyncio
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 0.002)
-                except _WouldWait:
-                    break
+            try:
+                return at_once(*args, wait=False)
+            except _Locked:
+                if session._running_trio() is None:
+                    # Run to its end even if the request is cancelled, and waited for by
+                    # aclose(), as a call in a thread is.
+                    return await session._IN_FLIGHT.run(self._when_free(at_once, in_thread, *args))
+            except _WouldWait:
+                pass
+        return await session._in_thread(in_thread, *args)
+
+    async def _when_free(self, at_once: Callable[..., _T], in_thread: Callable[..., _T],
+                         *args: Any) -> _T:
+        """``at_once(*args, wait=False)`` tried again after sleeps of 0.1 ms doubling to 2 ms, as
+        _run waits in a thread, while a lock is taken; past ``busy_timeout``, or if it would
+        wait for anything else, ``in_thread(*args)`` in a thread."""
+        import asyncio
+        deadline, pause = time.monotonic() + self.busy_timeout, 0.0001
+        while time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.002)
+            try:
+                return at_once(*args, wait=False)
+            except _Locked:
+                continue
+            except _WouldWait:
+                break
         return await session._in_thread(in_thread, *args)
 
     # -- the whole store ---------------------------------------------------

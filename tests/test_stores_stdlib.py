@@ -648,6 +648,21 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         stored = cancel_a_write_then_aclose(store, "s", change, after=0.1)
         self.assertEqual(session.decode_record(stored).get("n"), 1)
 
+    def test_a_write_waiting_on_the_loop_for_this_process_lock_survives_its_cancellation(self):
+        # Another of this process's threads is writing: the write waits for the store's lock
+        # on the event loop; its request cancelled meanwhile, it still lands, and aclose()
+        # waits for it, as it would for a write sent to a thread.
+        store = self.store()
+        store.set("s", make_record(user="ada"))
+        change = session.Change(store.get_text("s"), session.encode_record(make_record(user="ada", n=1)),
+                                None)
+        store._write_lock.acquire()
+        timer = threading.Timer(0.3, store._write_lock.release)
+        timer.start()
+        self.addCleanup(timer.join)
+        stored = cancel_a_write_then_aclose(store, "s", change, after=0.1)
+        self.assertEqual(session.decode_record(stored).get("n"), 1)
+
     def test_a_table_with_rowids_made_by_an_older_version_works_the_same(self):
         conn = self.raw()
         conn.execute("CREATE TABLE sessions (sid TEXT PRIMARY KEY NOT NULL, "
