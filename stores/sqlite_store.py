@@ -718,11 +718,20 @@ class SQLiteStore(session.Store):
         self._unchecked = 0
         if self._memory_lock is None:
             try:
-                self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (), wait=False).fetchall()
+                busy, frames, _ = self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (),
+                                            wait=False).fetchone()
             except _WouldWait:  # another connection is checkpointing
-                pass
+                return
             except sqlite3.Error as exc:
                 log.warning("SQLiteStore %s: checkpoint failed, retried later: %s", self.path, exc)
+                return
+            # ``frames``: the WAL's length, every process's writes since it last started over.
+            # It starts over only at a write that finds it all copied and no reader in it:
+            # while it is still ``checkpoint_pages`` long, the next write that can wait
+            # checkpoints again, as SQLite's automatic checkpoint does at every commit then
+            # (else, with other processes writing, it grew by that much before each try).
+            if not busy and frames >= self.checkpoint_pages:
+                self._unchecked = frames
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:
         """Delete up to ``prune_batch`` expired rows; schedule the next batch."""

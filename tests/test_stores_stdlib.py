@@ -936,6 +936,40 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         # About 3 pages of 4 KB a write: 36 MB without a checkpoint, 4 MB between them.
         self.assertLess(os.path.getsize(self.path + "-wal"), 8 << 20)
 
+    def test_a_checkpoint_that_leaves_the_wal_long_is_tried_again_at_the_next_write(self):
+        # The WAL starts over only at a write that finds it all copied and no reader in it.
+        # Another process's reader (here a connection of its own) is in it as the checkpoint
+        # runs: the write after it cannot start the WAL over.  SQLite's automatic checkpoint
+        # then tried again at every commit while the WAL was still that long; the store must
+        # too, not let it grow by checkpoint_pages more before its next try (with other
+        # processes writing, their tries kept meeting a reader or another's write, and the WAL
+        # grew 5 to 7 times longer: uvicorn --workers 2 and waitress on one file).
+        reader = self.raw()
+        reading = []
+
+        class Often(SQLiteStore):
+            checkpoint_pages = 30
+
+            def _checkpoint(self, cur):
+                if not reading:
+                    reader.execute("BEGIN")
+                    reader.execute("SELECT count(*) FROM sessions").fetchall()
+                    reading.append(True)
+                super()._checkpoint(cur)
+        store = self.store(Often)
+        # Another process wrote a record of 200 KB: the WAL is longer than checkpoint_pages.
+        reader.execute("INSERT INTO sessions VALUES ('other', ?, ?)", (time.time() + 3600, "x" * 200_000))
+        n = 0
+        while not reading:
+            n += 1
+            store.set("s1", make_record(user="ada", n=n))
+        store.set("s1", make_record(user="ada", n=n + 1))  # the reader is in the WAL: no restart
+        reader.execute("COMMIT")
+        for n in range(n + 2, n + 5):
+            store.set("s1", make_record(user="ada", n=n))
+        frames = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        self.assertLess(frames, 30)  # started over: about 3 frames a write since
+
     def test_a_checkpoint_that_fails_leaves_the_write_standing(self):
         # As SQLite's automatic checkpoint: never raised.  Another connection's checkpoint
         # under way (busy) is not worth a warning; any other failure is logged.
