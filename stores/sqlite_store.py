@@ -119,9 +119,12 @@ Why it is built this way:
   automatic checkpoint is off (``wal_autocheckpoint = 0``: it runs in whichever
   connection commits, the loop's too): the store checkpoints after about
   ``checkpoint_pages`` pages written (1,000, SQLite's default), in the write that
-  gets there if it can wait, else in the next one, sent to a thread (one write in
-  about 300).  Each process counts its own, so with several the WAL can reach that
-  many times 4 MB between checkpoints.  Measured (7 December 2026), with / writes
+  gets there if it can wait, else in the next one, sent to a thread; and again at the
+  next while the WAL is still that long (it starts over only at a write that finds it
+  all copied and no reader in it), as SQLite's own tries at every commit: a write or
+  two in about 300.  Each process counts its own pages, so with several the WAL grows
+  longer between checkpoints (10 MB with ``uvicorn --workers 2`` and waitress writing
+  one file, against 6-8 MB with SQLite's).  Measured (7 December 2026), with / writes
   in threads (``loop_writes = False``, what this store did before) / every call in
   a thread: in-process, a returning visitor who increments a counter costs 66 /
   267 / 417 µs over bare Starlette (``python bench/asgi_overhead.py``; the loop's
