@@ -796,6 +796,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
             await store.atouch("s1", make_record(3610, user="ada"))  # barely moves: skipped
             skipped = expires("s1")
             await store.atouch("s1", make_record(7200, user="ada"))
+            touched = expires("s1")
             merged = await store.amerge("s1", session.Change(
                 text, session.encode_record(mine), session.expires_at(mine), keep_later=False))
             created = await store.amerge("s2", session.Change(
@@ -804,13 +805,14 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
                 None, session.encode_record(stored), session.expires_at(stored)))
             await store.aset("s3", stored)
             await store.adestroy("s2")
-            return text, record, missing, skipped, merged, created, taken
-        (text, record, missing, skipped, *written), calls = run_with_counted_threads(work)
+            return text, record, missing, skipped, touched, merged, created, taken
+        (text, record, missing, skipped, touched, *written), calls = run_with_counted_threads(work)
         self.assertEqual(calls, [])
         self.assertEqual(text, session.encode_record(stored))
         self.assertEqual(record, stored)
         self.assertEqual(missing, (None, None))
         self.assertAlmostEqual(skipped, time.time() + 3600, delta=5)
+        self.assertAlmostEqual(touched, time.time() + 7200, delta=5)
         self.assertEqual(written, [True, True, False])
         self.assertEqual(store.get("s1"), mine)
         self.assertAlmostEqual(expires("s1"), time.time() + 3600, delta=5)
