@@ -13,7 +13,9 @@ import os
 import shutil
 import socket
 import threading
+import time
 import unittest
+from typing import Callable, Optional
 
 STRICT = os.environ.get("SESSION_TESTS_STRICT") == "1"
 
@@ -50,6 +52,28 @@ def requires(ok: bool, reason: str):
         failing.__name__ = obj.__name__
         return failing
     return fail_instead
+
+
+def exit_code_of_a_child(child: Callable[[], int], timeout: float = 10) -> Optional[int]:
+    """Fork; the child runs ``child()``, whose result is its exit code (1 if it raises), and
+    ends without running anything of the parent's (``os._exit``).  Returns the child's exit
+    code, or None, the child killed, if it has not ended within ``timeout`` seconds."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = child()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return None
 
 
 def free_port() -> int:

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from unittest import mock
 
 import session
 from tests.store_contract import StoreContract, make_record
-from tests.support import has_module, requires
+from tests.support import exit_code_of_a_child, has_module, requires
 
 HAVE_PYMONGO = has_module("pymongo")
 HAVE_MONGOMOCK = HAVE_PYMONGO and has_module("mongomock")
@@ -215,18 +214,15 @@ class TestMongoStoreRules(unittest.TestCase):
         # that no thread of the child would ever release.
         store = self.store(auto_remove="native")
         store._index_lock.acquire()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.alarm(10)  # a child that waits for ever is killed: the test fails
-                store.set("child", make_record(user="bob"))
-                code = 0 if store.get("child")["user"] == "bob" else 2
-            finally:
-                os._exit(code)
-        store._index_lock.release()
-        _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
+        def child():
+            store.set("child", make_record(user="bob"))
+            return 0 if store.get("child")["user"] == "bob" else 2
+        try:  # a child that waits for ever is killed: the test fails
+            code = exit_code_of_a_child(child)
+        finally:
+            store._index_lock.release()
+        self.assertEqual(code, 0)
 
     def test_collection_and_database_names(self):
         store = self.store(db_name="app", collection="web_sessions")

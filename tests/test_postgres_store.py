@@ -27,7 +27,7 @@ import session
 from tests.postgres_server import INSTALL, PostgresServer, postgres_server_available
 from tests.asgi_support import cancel_a_write_then_aclose, run_with_counted_threads
 from tests.store_contract import StoreContract, make_record, user_data
-from tests.support import LostReply, has_module, requires
+from tests.support import LostReply, exit_code_of_a_child, has_module, requires
 
 HAVE_SERVER = postgres_server_available()
 HAVE_PSYCOPG = has_module("psycopg")
@@ -821,20 +821,17 @@ class TestConnections(PostgresCase):
         loop.run_until_complete(store.aget("parent"))  # an async connection too
         (cur,) = store._idle
         backend = cur.connection.info.backend_pid
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = 2 if store._idle or store._all or store._loops else 0
-                store.set("child", make_record(user="bob"))
-                code = code or (0 if store.get("parent")["user"] == "ada" else 3)
-                store.close()
-                del cur
-                gc.collect()
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
+        def child():
+            nonlocal cur
+            code = 2 if store._idle or store._all or store._loops else 0
+            store.set("child", make_record(user="bob"))
+            code = code or (0 if store.get("parent")["user"] == "ada" else 3)
+            store.close()
+            del cur
+            gc.collect()
+            return code
+        self.assertEqual(exit_code_of_a_child(child), 0)
         self.assertEqual(store._idle, [cur])
         self.assertEqual(cur.execute("SELECT pg_backend_pid()").fetchone(), (backend,))
         self.assertEqual(store.get("child")["user"], "bob")

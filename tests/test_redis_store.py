@@ -27,7 +27,7 @@ from tests.asgi_support import cancel_a_write_then_aclose
 from tests.harness import SECRET, call_wsgi, cookie_value, make_environ
 from tests.redis_server import RedisServer, redis_server_available
 from tests.store_contract import StoreContract
-from tests.support import LostReply, has_module, has_program, requires
+from tests.support import LostReply, exit_code_of_a_child, has_module, has_program, requires
 
 HAVE_REDIS = redis_server_available() and has_module("redis")
 REASON = "needs redis-server and redis-py: apt-get install -y redis-server && pip install redis"
@@ -926,19 +926,6 @@ class TestRedisStoreTouch(AsyncRedisTestCase):
         self.assertEqual(sent, ["EVALSHA"])
 
 
-def _exit_code(pid: int, timeout: float) -> int | None:
-    """A forked child's exit code; None, the child killed, if it has not ended in ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return None
-
-
 @requires(HAVE_REDIS, REASON)
 class TestRedisStoreAsync(AsyncRedisTestCase):
     """The coroutine methods: the same records through redis.asyncio, clients made as needed."""
@@ -964,25 +951,22 @@ class TestRedisStoreAsync(AsyncRedisTestCase):
         store = self.store()
         store.set("parent", record(user="ada"))
         self.loop.run_until_complete(store.aget("parent"))  # the parent's loop has its client
+
+        def child():
+            code = 2 if store._async_clients else 0
+            store.set("child", record(user="bob"))
+            loop = asyncio.new_event_loop()
+            got = loop.run_until_complete(store.aget("child"))
+            code = code or (0 if got and got["user"] == "bob" else 3)
+            store.close()
+            gc.collect()
+            return code
         store._lock.acquire()  # as a parent's thread making a client at the fork would hold it
         try:
-            pid = os.fork()
+            code = exit_code_of_a_child(child, 20)
         finally:
-            if pid:
-                store._lock.release()
-        if pid == 0:
-            code = 1
-            try:
-                code = 2 if store._async_clients else 0
-                store.set("child", record(user="bob"))
-                loop = asyncio.new_event_loop()
-                child = loop.run_until_complete(store.aget("child"))
-                code = code or (0 if child and child["user"] == "bob" else 3)
-                store.close()
-                gc.collect()
-            finally:
-                os._exit(code)
-        self.assertEqual(_exit_code(pid, 20), 0)
+            store._lock.release()
+        self.assertEqual(code, 0)
         self.assertEqual(store.get("child")["user"], "bob")
         got = self.loop.run_until_complete(asyncio.wait_for(store.aget("child"), 5))
         self.assertEqual(got["user"], "bob")

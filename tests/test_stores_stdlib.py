@@ -1246,17 +1246,12 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
     def test_forked_child_uses_its_own_connections(self):
         store = self.store()
         store.set("parent", make_record(user="ada"))
-        pid = os.fork()
-        if pid == 0:  # child: SQLite forbids using the parent's connections
-            code = 1
-            try:
-                code = 2 if store._idle or store._all else 0
-                store.set("child", make_record(user="bob"))
-                code = code or (0 if store.get("parent")["user"] == "ada" else 3)
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
+        def child():  # SQLite forbids using the parent's connections
+            code = 2 if store._idle or store._all else 0
+            store.set("child", make_record(user="bob"))
+            return code or (0 if store.get("parent")["user"] == "ada" else 3)
+        self.assertEqual(support.exit_code_of_a_child(child), 0)
         self.assertEqual(store.get("child")["user"], "bob")
         store.set("after", make_record(user="eve"))
         self.assertEqual(self.raw().execute("PRAGMA integrity_check").fetchall(), [("ok",)])
@@ -1272,15 +1267,8 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.addCleanup(store.close)
         store.set("a", make_record(user="ada"))
         os.chdir(here)
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = 0 if store.get("a")["user"] == "ada" else 2
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(support.exit_code_of_a_child(
+            lambda: 0 if store.get("a")["user"] == "ada" else 2), 0)
         self.assertEqual(store.path, self.path)
 
     def test_connections_past_max_idle_are_closed_when_given_back(self):
@@ -1396,17 +1384,11 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         thread.start()
         self.addCleanup(thread.join)
         self.assertTrue(held.wait(10))
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.alarm(10)
-                store.set("child", make_record(user="bob"))
-                code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+
+        def child():
+            store.set("child", make_record(user="bob"))
+            return 0
+        self.assertEqual(support.exit_code_of_a_child(child), 0)
         self.assertEqual(store.get("child")["user"], "bob")
 
     def test_a_prune_that_fails_after_a_write_does_not_fail_the_write(self):
@@ -1432,26 +1414,14 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.addCleanup(thread.join)
         self.addCleanup(done.set)
         self.assertTrue(held.wait(10))
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                store.set("child", make_record(user="bob"))
-                code = 0
-            finally:
-                os._exit(code)
-        deadline = time.monotonic() + 10
-        while True:
-            ended, status = os.waitpid(pid, os.WNOHANG)
-            if ended:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                self.fail("the child's write still waits for the lock its parent's thread held")
-            time.sleep(0.01)
+
+        def child():
+            store.set("child", make_record(user="bob"))
+            return 0
+        code = support.exit_code_of_a_child(child)
         done.set()
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertIsNotNone(code, "the child's write still waits for the lock its parent's thread held")
+        self.assertEqual(code, 0)
         self.assertEqual(store.get("child")["user"], "bob")
 
     def test_tables_in_one_file_are_independent(self):
