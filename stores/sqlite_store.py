@@ -387,7 +387,7 @@ class SQLiteStore(session.Store):
 
     async def atouch(self, sid: str, record: dict[str, Any]) -> None:
         """``touch``: one it would skip is skipped on the event loop, whatever ``loop_writes``."""
-        if not self._skips_touch(sid, record, time.time()):
+        if self.loop_writes or not self._skips_touch(sid, record, time.time()):
             await self._on_loop(self.loop_writes, self._touch, self.touch, sid, record)
 
     async def adestroy(self, sid: str) -> None:
@@ -851,7 +851,7 @@ class _LockAtFirstUse:
         self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
-        self._lock.release()
+        self.release()
 
 # A forked child's copies of its parent's connections: never used, never closed.
 _INHERITED: list[sqlite3.Connection] = []
