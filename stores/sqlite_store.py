@@ -124,9 +124,15 @@ Why it is built this way:
   all copied and no reader in it), as SQLite's own tries at every commit: a write or
   two in about 300.  Each process counts its own pages, so with several the WAL grows
   longer between checkpoints (10 MB with ``uvicorn --workers 2`` and waitress writing
-  one file, against 6-8 MB with SQLite's).  Measured (7 December 2026), with / writes
-  in threads (``loop_writes = False``, what this store did before) / every call in
-  a thread: in-process, a returning visitor who increments a counter costs 66 /
+  one file, against 6-8 MB with SQLite's).  Processes that read and write without a
+  pause can keep a reader in the WAL at every write that would start it over; it
+  then grew by every page written, and its file stayed that long.  Past
+  ``truncate_pages`` (4,000) a checkpoint also tries to empty it and cut its file,
+  which needs every reader out and never waits for them: three processes writing
+  24,000 records of 2 KB left it at about 16 MB, against 110-190 MB (``python
+  bench/wal_growth.py``).  Measured (7 December 2026), with / writes in threads
+  (``loop_writes = False``, what this store did before) / every call in a thread:
+  in-process, a returning visitor who increments a counter costs 66 /
   267 / 417 µs over bare Starlette (``python bench/asgi_overhead.py``; the loop's
   own thread: 73 / 192 / 249 µs with ``--loop-thread``).  Under uvicorn, 200 users,
   with / bare (``python bench/http_load.py --server uvicorn --stores sqlite --users
@@ -183,6 +189,7 @@ class SQLiteStore(session.Store):
     loop_reads = True       # under ASGI, read on the event loop when that need not wait (module docstring)
     loop_writes = True      # the same for writes
     checkpoint_pages = 1000  # WAL pages (about) written between checkpoints (module docstring)
+    truncate_pages = 4000   # a WAL this long is emptied and its file cut to nothing (see _checkpoint)
 
     def __init__(self, path: Union[str, os.PathLike[str]], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
@@ -717,11 +724,19 @@ class SQLiteStore(session.Store):
 
     def _checkpoint(self, cur: sqlite3.Cursor) -> None:
         """Copy the WAL's pages into the database file (SQLite's automatic checkpoint is off:
-        see _connect); never waits, never raises, as the automatic one."""
+        see _connect); never waits, never raises, as the automatic one.
+
+        Processes that read and write without a pause can keep a reader in the WAL at every
+        write that would start it over: it then grew by every page written (190 MB for
+        24,000 writes by three processes).  Once it is ``truncate_pages`` long the checkpoint
+        also empties it and cuts its file, which needs every reader out: it never waits for
+        them, and fails often, so the next write that can wait tries again (see
+        bench/wal_growth.py)."""
+        mode = "TRUNCATE" if self._unchecked >= self.truncate_pages else "PASSIVE"
         self._unchecked = 0
         if self._memory_lock is None:
             try:
-                busy, frames, _ = self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (),
+                busy, frames, _ = self._run(cur, f"PRAGMA wal_checkpoint({mode})", (),
                                             wait=False).fetchone()
             except _WouldWait:  # another connection is checkpointing
                 return
@@ -733,7 +748,7 @@ class SQLiteStore(session.Store):
             # while it is still ``checkpoint_pages`` long, the next write that can wait
             # checkpoints again, as SQLite's automatic checkpoint does at every commit then
             # (else, with other processes writing, it grew by that much before each try).
-            if not busy and frames >= self.checkpoint_pages:
+            if frames >= self.checkpoint_pages and (not busy or mode == "TRUNCATE"):
                 self._unchecked = frames
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:

@@ -972,6 +972,28 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         frames = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
         self.assertLess(frames, 30)  # started over: about 3 frames a write since
 
+    def test_a_wal_kept_from_starting_over_is_emptied_and_its_file_cut_once_readers_leave(self):
+        # Processes that read and write without a pause keep a reader in the WAL at every
+        # write that could start it over: it grew by every page written, and its file stays
+        # that long.  Here one reader stays in it for the whole run.
+        class Often(SQLiteStore):
+            checkpoint_pages, truncate_pages = 30, 120
+        store = self.store(Often)
+        reader = self.raw()
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sessions").fetchall()
+        for n in range(100):  # about 3 frames a write
+            store.set("s1", make_record(user="ada", n=n))
+        grown = os.path.getsize(self.path + "-wal")
+        self.assertGreater(grown, 200 * 4096)  # nothing could empty it meanwhile
+        reader.execute("COMMIT")
+        store.set("s1", make_record(user="ada", n=100))
+        self.assertEqual(os.path.getsize(self.path + "-wal"), 0)
+        store.set("s1", make_record(user="ada", n=101))
+        self.assertLess(os.path.getsize(self.path + "-wal"), 10 * 4096)
+        self.assertEqual(store.get("s1")["n"], 101)
+        self.assertEqual(self.raw().execute("PRAGMA integrity_check").fetchone()[0], "ok")
+
     def test_a_checkpoint_that_fails_leaves_the_write_standing(self):
         # As SQLite's automatic checkpoint: never raised.  Another connection's checkpoint
         # under way (busy) is not worth a warning; any other failure is logged.
