@@ -731,13 +731,24 @@ class SQLiteStore(session.Store):
         24,000 writes by three processes).  Once it is ``truncate_pages`` long the checkpoint
         also empties it and cuts its file, which needs every reader out: it never waits for
         them, and fails often, so the next write that can wait tries again (see
-        bench/wal_growth.py)."""
-        mode = "TRUNCATE" if self._unchecked >= self.truncate_pages else "PASSIVE"
+        bench/wal_growth.py).  It is tried only after a PASSIVE one that copied every frame:
+        TRUNCATE holds every process's write lock while it copies, and a reader on an old
+        snapshot keeps frames uncopied; tried at every write then, it cut two writing
+        processes' rate to a third."""
         self._unchecked = 0
         if self._memory_lock is None:
+            truncating = False
             try:
-                busy, frames, _ = self._run(cur, f"PRAGMA wal_checkpoint({mode})", (),
-                                            wait=False).fetchone()
+                busy, frames, copied = self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (),
+                                                 wait=False).fetchone()
+                # TRUNCATE holds the write lock of every process while it copies, so it is
+                # tried only once all is copied: then it only needs the readers out (a reader
+                # on an old snapshot, which keeps frames uncopied, would make every write of
+                # every process take that lock for nothing).
+                if not busy and frames >= self.truncate_pages and copied == frames:
+                    truncating = True
+                    busy, frames, _ = self._run(cur, "PRAGMA wal_checkpoint(TRUNCATE)", (),
+                                                wait=False).fetchone()
             except _WouldWait:  # another connection is checkpointing
                 return
             except sqlite3.Error as exc:
@@ -748,7 +759,7 @@ class SQLiteStore(session.Store):
             # while it is still ``checkpoint_pages`` long, the next write that can wait
             # checkpoints again, as SQLite's automatic checkpoint does at every commit then
             # (else, with other processes writing, it grew by that much before each try).
-            if frames >= self.checkpoint_pages and (not busy or mode == "TRUNCATE"):
+            if frames >= self.checkpoint_pages and (not busy or truncating):
                 self._unchecked = frames
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:

@@ -994,6 +994,33 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(store.get("s1")["n"], 101)
         self.assertEqual(self.raw().execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
+    def test_a_reader_on_an_old_snapshot_keeps_writes_from_trying_to_truncate(self):
+        # A TRUNCATE checkpoint holds every process's write lock while it copies; with a
+        # reader on an old snapshot it cannot finish, and tried at every write it only kept
+        # other processes' writes waiting (two writers: a third of their rate, 3-10x their
+        # slowest write).  Until all is copied, the checkpoint stays PASSIVE.
+        ran = []
+
+        class Often(SQLiteStore):
+            checkpoint_pages, truncate_pages = 30, 120
+
+            def _run(self, cur, sql, params, wait=True):
+                ran.append(sql)
+                return super()._run(cur, sql, params, wait)
+        store = self.store(Often)
+        reader = self.raw()
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sessions").fetchall()
+        for n in range(100):  # about 3 frames a write
+            store.set("s1", make_record(user="ada", n=n))
+        self.assertGreater(ran.count("PRAGMA wal_checkpoint(PASSIVE)"), 10)
+        self.assertEqual(ran.count("PRAGMA wal_checkpoint(TRUNCATE)"), 0)
+        reader.execute("COMMIT")
+        store.set("s1", make_record(user="ada", n=100))
+        self.assertEqual(ran.count("PRAGMA wal_checkpoint(TRUNCATE)"), 1)
+        self.assertEqual(os.path.getsize(self.path + "-wal"), 0)
+        self.assertEqual(store.get("s1")["n"], 100)
+
     def test_a_checkpoint_that_fails_leaves_the_write_standing(self):
         # As SQLite's automatic checkpoint: never raised.  Another connection's checkpoint
         # under way (busy) is not worth a warning; any other failure is logged.
