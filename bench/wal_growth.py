@@ -6,12 +6,14 @@
 Each process opens its own SQLiteStore on one file and, over 50 sessions of its own, reads a
 record and writes it back (about 2 KB of JSON), --pause µs of busy CPU after each write (the rest
 of a request).  While they run, the harness samples the WAL file's size every 10 ms.  Rows, one
-round of each in turn: SQLiteStore as it is, and with ``truncate_pages`` out of reach (never
-emptying the WAL, what it did before 7 December 2026).  Columns: the WAL's largest size, its size
+round of each in turn: SQLiteStore as it is, and with ``restart_pages`` out of reach (never
+making the WAL start over, what it did before 7 December 2026).  Columns: the WAL's largest size, its size
 at the end, and writes per second of all processes together (medians over rounds).
 
-A reader that is always in the WAL keeps it from starting over, and the WAL then grows by every
-page written; its file keeps its largest size (SQLiteStore sets no ``journal_size_limit``).
+A write starts the WAL over only if it finds all of it copied and no reader in it; with
+processes that never pause one nearly always is, or another process wrote since the last
+checkpoint, and the WAL then grows by every page written.  Its file keeps its largest size
+(SQLiteStore sets no ``journal_size_limit``).
 """
 from __future__ import annotations
 
@@ -29,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from stores.sqlite_store import SQLiteStore  # noqa: E402
 
 
-class NeverTruncating(SQLiteStore):
-    truncate_pages = 1 << 62
+class NeverRestarting(SQLiteStore):
+    restart_pages = 1 << 62
 
 
-ROWS = {"SQLiteStore": SQLiteStore, "truncate_pages out of reach (before)": NeverTruncating}
+ROWS = {"SQLiteStore": SQLiteStore, "restart_pages out of reach (before)": NeverRestarting}
 
 
 def record(n: int) -> dict:

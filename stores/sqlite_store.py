@@ -125,12 +125,13 @@ Why it is built this way:
   two in about 300.  Each process counts its own pages, so with several the WAL grows
   longer between checkpoints (10 MB with ``uvicorn --workers 2`` and waitress writing
   one file, against 6-8 MB with SQLite's).  Processes that read and write without a
-  pause can keep a reader in the WAL at every write that would start it over; it
-  then grew by every page written, and its file stayed that long.  Past
-  ``truncate_pages`` (4,000) a checkpoint also tries to empty it and cut its file,
-  which needs every reader out and never waits for them: three processes writing
-  24,000 records of 2 KB left it at about 16 MB, against 110-190 MB (``python
-  bench/wal_growth.py``).  Measured (7 December 2026), with / writes in threads
+  pause can keep it from ever starting over (a reader is nearly always in it, or
+  another process wrote since the last checkpoint), and it then grew by every page
+  written.  Past ``restart_pages`` (4,000) the checkpoint makes sure the next write
+  starts it over (a RESTART checkpoint, which does not wait for readers and is tried
+  again while it fails): three processes writing 24,000 records of 2 KB left it at
+  about 16 MB, against 80-190 MB, at much the same rate (-2% to +13% writes/s;
+  ``python bench/wal_growth.py``).  Measured (7 December 2026), with / writes in threads
   (``loop_writes = False``, what this store did before) / every call in a thread:
   in-process, a returning visitor who increments a counter costs 66 /
   267 / 417 µs over bare Starlette (``python bench/asgi_overhead.py``; the loop's
@@ -189,7 +190,7 @@ class SQLiteStore(session.Store):
     loop_reads = True       # under ASGI, read on the event loop when that need not wait (module docstring)
     loop_writes = True      # the same for writes
     checkpoint_pages = 1000  # WAL pages (about) written between checkpoints (module docstring)
-    truncate_pages = 4000   # a WAL this long is emptied and its file cut to nothing (see _checkpoint)
+    restart_pages = 4000    # a WAL this long is made to start over (see _checkpoint)
 
     def __init__(self, path: Union[str, os.PathLike[str]], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
@@ -726,28 +727,26 @@ class SQLiteStore(session.Store):
         """Copy the WAL's pages into the database file (SQLite's automatic checkpoint is off:
         see _connect); never waits, never raises, as the automatic one.
 
-        Processes that read and write without a pause can keep a reader in the WAL at every
-        write that would start it over: it then grew by every page written (190 MB for
-        24,000 writes by three processes).  Once it is ``truncate_pages`` long the checkpoint
-        also empties it and cuts its file, which needs every reader out: it never waits for
-        them, and fails often, so the next write that can wait tries again (see
-        bench/wal_growth.py).  It is tried only after a PASSIVE one that copied every frame:
-        TRUNCATE holds every process's write lock while it copies, and a reader on an old
-        snapshot keeps frames uncopied; tried at every write then, it cut two writing
-        processes' rate to a third."""
+        Processes that read and write without a pause can keep the WAL from starting over:
+        a write starts it over only if it finds all of it copied and no reader in it, and one
+        nearly always is, or another process wrote since the last checkpoint.  It then grew
+        by every page written (190 MB for 24,000 writes by three processes:
+        bench/wal_growth.py).  So once it is ``restart_pages`` long and this checkpoint
+        copied all of it, a RESTART one holds the write lock, copies what came since and
+        checks that no reader is in it, so that the next write starts it over; it does not
+        wait for readers, and the next write that can wait tries again.  Only once all is
+        copied: holding every process's write lock while it copies, it would have every
+        write pay for a reader on an old snapshot (two writing processes ran at a third of
+        their rate)."""
         self._unchecked = 0
         if self._memory_lock is None:
-            truncating = False
+            restarting = False
             try:
                 busy, frames, copied = self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (),
                                                  wait=False).fetchone()
-                # TRUNCATE holds the write lock of every process while it copies, so it is
-                # tried only once all is copied: then it only needs the readers out (a reader
-                # on an old snapshot, which keeps frames uncopied, would make every write of
-                # every process take that lock for nothing).
-                if not busy and frames >= self.truncate_pages and copied == frames:
-                    truncating = True
-                    busy, frames, _ = self._run(cur, "PRAGMA wal_checkpoint(TRUNCATE)", (),
+                if not busy and frames >= self.restart_pages and copied == frames:
+                    restarting = True
+                    busy, frames, _ = self._run(cur, "PRAGMA wal_checkpoint(RESTART)", (),
                                                 wait=False).fetchone()
             except _WouldWait:  # another connection is checkpointing
                 return
@@ -758,8 +757,9 @@ class SQLiteStore(session.Store):
             # It starts over only at a write that finds it all copied and no reader in it:
             # while it is still ``checkpoint_pages`` long, the next write that can wait
             # checkpoints again, as SQLite's automatic checkpoint does at every commit then
-            # (else, with other processes writing, it grew by that much before each try).
-            if frames >= self.checkpoint_pages and (not busy or truncating):
+            # (else, with other processes writing, it grew by that much before each try);
+            # not after a RESTART that did its work, nor while another connection checkpoints.
+            if frames >= self.checkpoint_pages and (busy if restarting else not busy):
                 self._unchecked = frames
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:
