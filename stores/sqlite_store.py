@@ -124,16 +124,9 @@ Why it is built this way:
   all copied and no reader in it), as SQLite's own tries at every commit: a write or
   two in about 300.  Each process counts its own pages, so with several the WAL grows
   longer between checkpoints (10 MB with ``uvicorn --workers 2`` and waitress writing
-  one file, against 6-8 MB with SQLite's).  Processes that read and write without a
-  pause can keep it from ever starting over (a reader is nearly always in it, or
-  another process wrote since the last checkpoint), and it then grew by every page
-  written.  Past ``restart_pages`` (4,000) the checkpoint makes sure the next write
-  starts it over (a RESTART checkpoint, which does not wait for readers and is tried
-  again while it fails): three processes writing 24,000 records of 2 KB left it at
-  about 16 MB, against 80-190 MB, at much the same rate (-2% to +13% writes/s;
-  ``python bench/wal_growth.py``).  Measured (7 December 2026), with / writes in threads
-  (``loop_writes = False``, what this store did before) / every call in a thread:
-  in-process, a returning visitor who increments a counter costs 66 /
+  one file, against 6-8 MB with SQLite's).  Measured (7 December 2026), with / writes
+  in threads (``loop_writes = False``, what this store did before) / every call in
+  a thread: in-process, a returning visitor who increments a counter costs 66 /
   267 / 417 µs over bare Starlette (``python bench/asgi_overhead.py``; the loop's
   own thread: 73 / 192 / 249 µs with ``--loop-thread``).  Under uvicorn, 200 users,
   with / bare (``python bench/http_load.py --server uvicorn --stores sqlite --users
@@ -142,6 +135,14 @@ Why it is built this way:
   reading, 0.65 / 0.47 / 0.26 and 0.61 / 0.56 / 0.49.  Subclass and set
   ``loop_writes = False`` or ``loop_reads = False`` to send writes or reads to
   the pool all the same.
+- The WAL is kept short.  Processes that read and write without a pause can keep it
+  from ever starting over (a reader is nearly always in it, or another process wrote
+  since the last checkpoint), and it then grew by every page written.  Past
+  ``restart_pages`` (4,000) the checkpoint makes sure the next write starts it over
+  (a RESTART checkpoint, which does not wait for readers and is tried again while it
+  fails): three processes writing 24,000 records of 2 KB left it at about 16 MB,
+  against 80-190 MB, at much the same rate (-2% to +13% writes/s; ``python
+  bench/wal_growth.py``).
 - ``":memory:"`` is one connection behind a lock: every connection to
   ``:memory:`` would be a separate, empty database.
 - After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens

@@ -996,7 +996,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
             self.assertEqual(writer.returncode, 0, err)
         # About 1.6 MB (400 pages of 4 KB) with the store's RESTART checkpoints: 2-7 MB measured.
         self.assertLess(os.path.getsize(self.path + "-wal"), 16 << 20)
-        self.assertEqual([self.raw().execute("SELECT count(*) FROM sessions").fetchone()[0]], [60])
+        self.assertEqual(self.raw().execute("SELECT count(*) FROM sessions").fetchone()[0], 60)
         self.assertEqual(self.raw().execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
     def test_a_reader_on_an_old_snapshot_keeps_writes_from_trying_to_restart_the_wal(self):
