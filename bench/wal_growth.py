@@ -7,8 +7,8 @@ Each process opens its own SQLiteStore on one file and, over 50 sessions of its 
 record and writes it back (about 2 KB of JSON), --pause µs of busy CPU after each write (the rest
 of a request).  While they run, the harness samples the WAL file's size every 10 ms.  Rows, one
 round of each in turn: SQLiteStore as it is, and with ``restart_pages`` out of reach (never
-making the WAL start over, what it did before 7 December 2026).  Columns: the WAL's largest size, its size
-at the end, and writes per second of all processes together (medians over rounds).
+making the WAL start over, what it did before 7 December 2026).  Columns: the WAL's largest
+size, its size at the end, and writes per second of all processes together (medians).
 
 A write starts the WAL over only if it finds all of it copied and no reader in it; with
 processes that never pause one nearly always is, or another process wrote since the last
