@@ -726,19 +726,11 @@ class SQLiteStore(session.Store):
 
     def _checkpoint(self, cur: sqlite3.Cursor) -> None:
         """Copy the WAL's pages into the database file (SQLite's automatic checkpoint is off:
-        see _connect); never waits, never raises, as the automatic one.
-
-        Processes that read and write without a pause can keep the WAL from starting over:
-        a write starts it over only if it finds all of it copied and no reader in it, and one
-        nearly always is, or another process wrote since the last checkpoint.  It then grew
-        by every page written (190 MB for 24,000 writes by three processes:
-        bench/wal_growth.py).  So once it is ``restart_pages`` long and this checkpoint
-        copied all of it, a RESTART one holds the write lock, copies what came since and
-        checks that no reader is in it, so that the next write starts it over; it does not
-        wait for readers, and the next write that can wait tries again.  Only once all is
-        copied: holding every process's write lock while it copies, it would have every
-        write pay for a reader on an old snapshot (two writing processes ran at a third of
-        their rate)."""
+        see _connect); never waits, never raises, as the automatic one.  A WAL
+        ``restart_pages`` long is made to start over (see the module docstring) by a RESTART
+        checkpoint, tried only once this one copied all of it: it holds every process's write
+        lock while it copies, which a reader on an old snapshot would have every write pay
+        (two writing processes ran at a third of their rate)."""
         self._unchecked = 0
         if self._memory_lock is None:
             restarting = False
