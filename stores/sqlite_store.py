@@ -192,6 +192,7 @@ class SQLiteStore(session.Store):
     loop_writes = True      # the same for writes
     checkpoint_pages = 1000  # WAL pages (about) written between checkpoints (module docstring)
     restart_pages = 4000    # a WAL this long is made to start over (see _checkpoint)
+    pin_patience = 0.1      # seconds a reader may hold WAL pages uncopied before tries slow down
 
     def __init__(self, path: Union[str, os.PathLike[str]], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
@@ -218,6 +219,7 @@ class SQLiteStore(session.Store):
         self._pooling = not memory    # cursors go straight back to _idle (until close())
         self._next_prune = 0.0
         self._unchecked = 0  # pages written to the WAL since the last checkpoint (see _wrote)
+        self._pinned: Optional[tuple[float, int]] = None  # since when, at which page (_held_back)
         # Threads of this process write one at a time, queued here rather than on SQLite's
         # lock: see the module docstring.
         self._write_lock = _LockAtFirstUse()
@@ -752,8 +754,24 @@ class SQLiteStore(session.Store):
             # checkpoints again, as SQLite's automatic checkpoint does at every commit then
             # (else, with other processes writing, it grew by that much before each try);
             # not after a RESTART that did its work, nor while another connection checkpoints.
-            if frames >= self.checkpoint_pages and (busy if restarting else not busy):
+            if frames >= self.checkpoint_pages and (
+                    busy if restarting else not busy and not self._held_back(copied, frames)):
                 self._unchecked = frames
+
+    def _held_back(self, copied: int, frames: int) -> bool:
+        """Whether a reader on an old snapshot has kept the WAL from being copied past the same
+        page for ``pin_patience`` seconds (a backup, Litestream): the next checkpoint then comes
+        after ``checkpoint_pages`` more pages, not at the next write, which under ASGI would
+        send nearly every write to a thread to retry it.  Short readers, which keep a
+        checkpoint from copying all only now and then, leave the retries as they are."""
+        if copied >= frames:
+            self._pinned = None
+            return False
+        now = time.monotonic()
+        if self._pinned is None or self._pinned[1] != copied:
+            self._pinned = (now, copied)
+            return False
+        return now - self._pinned[0] >= self.pin_patience
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:
         """Delete up to ``prune_batch`` expired rows; schedule the next batch."""
