@@ -1008,6 +1008,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
 
         class Often(SQLiteStore):
             checkpoint_pages, restart_pages = 30, 120
+            pin_patience = 3600.0  # every write retries the PASSIVE one (see the next tests)
 
             def _run(self, cur, sql, params, wait=True):
                 ran.append(sql)
@@ -1027,6 +1028,51 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertLess(reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1], 10)
         self.assertEqual(ran.count("PRAGMA wal_checkpoint(RESTART)"), 1)  # not again once done
         self.assertEqual(store.get("s1")["n"], 101)
+
+    def test_a_reader_holding_the_wal_uncopied_has_checkpoints_come_after_more_pages(self):
+        # While a reader keeps pages uncopied, every write retried the checkpoint, as SQLite's
+        # own does at every commit; under ASGI each try took the write to a thread.  Past
+        # pin_patience at the same page, the next try comes after checkpoint_pages more.
+        class Often(SQLiteStore):
+            checkpoint_pages, restart_pages, pin_patience = 30, 10_000, 0.0
+            checkpoints = 0
+
+            def _checkpoint(self, cur):
+                self.checkpoints += 1
+                super()._checkpoint(cur)
+        store = self.store(Often)
+        reader = self.raw()
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sessions").fetchall()
+        for n in range(100):  # about 3 frames a write: a checkpoint every 10 writes, plus one
+            store.set("s1", make_record(user="ada", n=n))
+        self.assertLessEqual(store.checkpoints, 12)  # 90 when each write retried
+        reader.execute("COMMIT")
+        for n in range(100, 111):  # the next checkpoint copies all
+            store.set("s1", make_record(user="ada", n=n))
+        busy, frames, copied = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.assertLess(frames - copied, 50)
+        self.assertIsNone(store._pinned)
+        self.assertEqual(store.get("s1")["n"], 110)
+
+    def test_readers_that_move_on_keep_every_write_retrying_the_checkpoint(self):
+        # Readers that start over, each on a later snapshot, let each checkpoint copy further:
+        # no reader holds the WAL at one page, so each write retries, whatever pin_patience.
+        class Often(SQLiteStore):
+            checkpoint_pages, restart_pages, pin_patience = 30, 10_000, 0.0
+            checkpoints = 0
+
+            def _checkpoint(self, cur):
+                self.checkpoints += 1
+                super()._checkpoint(cur)
+        store = self.store(Often)
+        reader = self.raw()
+        for n in range(100):
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM sessions").fetchall()
+            store.set("s1", make_record(user="ada", n=n))
+            reader.execute("COMMIT")
+        self.assertGreater(store.checkpoints, 80)  # 10 when readers were taken for one
 
     def test_a_checkpoint_that_fails_leaves_the_write_standing(self):
         # As SQLite's automatic checkpoint: never raised.  Another connection's checkpoint
