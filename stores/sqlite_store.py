@@ -143,6 +143,15 @@ Why it is built this way:
   fails): three processes writing 24,000 records of 2 KB left it at about 16 MB,
   against 80-190 MB, at much the same rate (-2% to +13% writes/s; ``python
   bench/wal_growth.py``).
+- A reader on an old snapshot (a backup, Litestream's standing read) keeps the
+  checkpoint from copying what was written after it.  Each write that can wait
+  retried the checkpoint while it did, as SQLite's own does at every commit: a
+  PASSIVE checkpoint each, and under ASGI a trip to a thread for nearly every
+  write.  Once a reader has held the WAL at one page for ``pin_patience`` (0.1 s),
+  the next try comes after ``checkpoint_pages`` more pages.  Readers that come and
+  go (each checkpoint then copies further) keep each write retrying: that is what
+  keeps the WAL short under several processes.  Beside a reader starting over every
+  second, FIGURES (``python bench/pinned_wal.py``).
 - ``":memory:"`` is one connection behind a lock: every connection to
   ``:memory:`` would be a separate, empty database.
 - After ``fork()`` (gunicorn ``--preload``, multiprocessing) the child opens
@@ -739,6 +748,7 @@ class SQLiteStore(session.Store):
             try:
                 busy, frames, copied = self._run(cur, "PRAGMA wal_checkpoint(PASSIVE)", (),
                                                  wait=False).fetchone()
+                held_back = self._held_back(copied, frames)
                 if not busy and frames >= self.restart_pages and copied == frames:
                     restarting = True
                     busy, frames, _ = self._run(cur, "PRAGMA wal_checkpoint(RESTART)", (),
@@ -752,10 +762,11 @@ class SQLiteStore(session.Store):
             # It starts over only at a write that finds it all copied and no reader in it:
             # while it is still ``checkpoint_pages`` long, the next write that can wait
             # checkpoints again, as SQLite's automatic checkpoint does at every commit then
-            # (else, with other processes writing, it grew by that much before each try);
-            # not after a RESTART that did its work, nor while another connection checkpoints.
+            # (else, with other processes writing, it grew by that much before each try).
+            # Not after a RESTART that did its work, nor while another connection checkpoints,
+            # nor while a reader holds the WAL back (see _held_back).
             if frames >= self.checkpoint_pages and (
-                    busy if restarting else not busy and not self._held_back(copied, frames)):
+                    busy if restarting else not busy and not held_back):
                 self._unchecked = frames
 
     def _held_back(self, copied: int, frames: int) -> bool:
