@@ -228,7 +228,7 @@ class SQLiteStore(session.Store):
         self._pooling = not memory    # cursors go straight back to _idle (until close())
         self._next_prune = 0.0
         self._unchecked = 0  # pages written to the WAL since the last checkpoint (see _wrote)
-        self._pinned: Optional[tuple[float, int]] = None  # since when, at which page (_held_back)
+        self._pinned: Optional[tuple[float, int, float]] = None  # since, page, last seen (_held_back)
         # Threads of this process write one at a time, queued here rather than on SQLite's
         # lock: see the module docstring.
         self._write_lock = _LockAtFirstUse()
@@ -778,11 +778,16 @@ class SQLiteStore(session.Store):
         if copied >= frames:
             self._pinned = None
             return False
-        now = time.monotonic()
-        if self._pinned is None or self._pinned[1] != copied:
-            self._pinned = (now, copied)
+        now, pinned = time.monotonic(), self._pinned
+        # The same page after a longer gap may be another reader's: the WAL may have started
+        # over meanwhile, counting its pages from 0 again.  So a reader is taken for one
+        # holding it only when seen without a gap of ``pin_patience``, and a wrong guess puts
+        # a try off by less than that.
+        if pinned is None or pinned[1] != copied or now - pinned[2] > self.pin_patience:
+            self._pinned = (now, copied, now)
             return False
-        return now - self._pinned[0] >= self.pin_patience
+        self._pinned = (pinned[0], copied, now)
+        return now - pinned[0] >= self.pin_patience
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:
         """Delete up to ``prune_batch`` expired rows; schedule the next batch."""

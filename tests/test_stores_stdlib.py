@@ -1029,50 +1029,98 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertEqual(ran.count("PRAGMA wal_checkpoint(RESTART)"), 1)  # not again once done
         self.assertEqual(store.get("s1")["n"], 101)
 
-    def test_a_reader_holding_the_wal_uncopied_has_checkpoints_come_after_more_pages(self):
-        # While a reader keeps pages uncopied, every write retried the checkpoint, as SQLite's
-        # own does at every commit; under ASGI each try took the write to a thread.  Past
-        # pin_patience at the same page, the next try comes after checkpoint_pages more.
-        class Often(SQLiteStore):
-            checkpoint_pages, restart_pages, pin_patience = 30, 10_000, 0.0
-            checkpoints = 0
+    def pinned(self):
+        """A store that checkpoints every 10 writes or so, whose clock (for _held_back) moves
+        ``clock.step`` seconds a write, and the answers of _held_back it gives."""
+        looks = []
+        clock = mock.Mock(wraps=time, step=0.001, now=1000.0)
+        clock.monotonic = lambda: clock.now
 
-            def _checkpoint(self, cur):
-                self.checkpoints += 1
-                super()._checkpoint(cur)
-        store = self.store(Often)
+        class Often(SQLiteStore):
+            checkpoint_pages, restart_pages = 30, 10_000  # about 3 frames a write
+
+            def set(self, sid, record):
+                clock.now += clock.step
+                super().set(sid, record)
+
+            def _held_back(self, copied, frames):
+                looks.append(super()._held_back(copied, frames))
+                return looks[-1]
+        patch = mock.patch("stores.sqlite_store.time", clock)
+        patch.start()
+        self.addCleanup(patch.stop)
+        return self.store(Often), clock, looks
+
+    def reader(self, fully_copied=False):
+        """A connection reading in a transaction it keeps open: its snapshot holds the WAL."""
         reader = self.raw()
+        if fully_copied:  # it then reads the database file alone, which no page can be copied to
+            reader.execute("PRAGMA wal_checkpoint(PASSIVE)")
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM sessions").fetchall()
-        for n in range(100):  # about 3 frames a write: a checkpoint every 10 writes, plus one
-            store.set("s1", make_record(user="ada", n=n))
-        self.assertLessEqual(store.checkpoints, 12)  # 90 when each write retried
+        return reader
+
+    def test_a_reader_holding_the_wal_uncopied_has_checkpoints_come_after_more_pages(self):
+        # While a reader keeps pages uncopied, every write retried the checkpoint, as SQLite's
+        # own does at every commit; under ASGI each try took the write to a thread.  Once it
+        # has held the same page for pin_patience, the next try comes after checkpoint_pages.
+        store, clock, looks = self.pinned()
+        reader = self.reader()
+        clock.step = 0.02
+        for n in range(40):  # every write tries, from the first held one until 0.1 s later
+            store.set("s1", make_record(n=n))
+            if looks[-1:] == [True]:
+                break
+        self.assertEqual(looks[-1:], [True])
+        self.assertGreaterEqual(looks.count(False), 5)  # a try at each write for 0.1 s
+        clock.step, looks[:] = 0.001, []
+        for n in range(100):
+            store.set("s1", make_record(n=n))
+        self.assertLessEqual(len(looks), 11)  # 100 when each write retried
+        self.assertTrue(all(looks))
         reader.execute("COMMIT")
-        for n in range(100, 111):  # the next checkpoint copies all
-            store.set("s1", make_record(user="ada", n=n))
-        busy, frames, copied = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        for n in range(100, 111):  # the next try copies all, and the reader is forgotten
+            store.set("s1", make_record(n=n))
+        busy, frames, copied = self.raw().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.assertLess(frames - copied, 50)
         self.assertIsNone(store._pinned)
         self.assertEqual(store.get("s1")["n"], 110)
 
     def test_readers_that_move_on_keep_every_write_retrying_the_checkpoint(self):
         # Readers that start over, each on a later snapshot, let each checkpoint copy further:
-        # no reader holds the WAL at one page, so each write retries, whatever pin_patience.
-        class Often(SQLiteStore):
-            checkpoint_pages, restart_pages, pin_patience = 30, 10_000, 0.0
-            checkpoints = 0
-
-            def _checkpoint(self, cur):
-                self.checkpoints += 1
-                super()._checkpoint(cur)
-        store = self.store(Often)
-        reader = self.raw()
+        # none holds the WAL at one page, so each write retries however long it lasts.
+        store, clock, looks = self.pinned()
+        clock.step = 0.02
         for n in range(100):
-            reader.execute("BEGIN")
-            reader.execute("SELECT count(*) FROM sessions").fetchall()
-            store.set("s1", make_record(user="ada", n=n))
+            reader = self.reader()
+            store.set("s1", make_record(n=n))
             reader.execute("COMMIT")
-        self.assertGreater(store.checkpoints, 80)  # 10 when readers were taken for one
+        self.assertGreater(len(looks), 50)
+        self.assertFalse(any(looks))
+
+    def test_the_same_page_seen_after_a_gap_may_be_another_readers(self):
+        # Two readers that begin on a WAL copied to its end both hold it at page 0: a write
+        # between them can start the WAL over.  Seen again only after a gap longer than
+        # pin_patience, the page is taken for a new reader's, and retried.
+        store, clock, looks = self.pinned()
+        clock.step = 0.02
+        for n in range(12):
+            store.set("s1", make_record(n=n))
+        first = self.reader(fully_copied=True)
+        for n in range(40):
+            store.set("s1", make_record(n=n))
+            if looks[-1:] == [True]:
+                break
+        self.assertEqual(looks[-1:], [True])
+        clock.step = 0.001
+        first.execute("COMMIT")
+        second = self.reader(fully_copied=True)
+        clock.now += 0.2  # the gap
+        looks[:] = []
+        while not looks:
+            store.set("s1", make_record(n=0))
+        self.assertEqual(looks, [False])
+        second.execute("COMMIT")
 
     def test_a_checkpoint_that_fails_leaves_the_write_standing(self):
         # As SQLite's automatic checkpoint: never raised.  Another connection's checkpoint
