@@ -163,6 +163,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -201,7 +202,7 @@ class SQLiteStore(session.Store):
     loop_writes = True      # the same for writes
     checkpoint_pages = 1000  # WAL pages (about) written between checkpoints (module docstring)
     restart_pages = 4000    # a WAL this long is made to start over (see _checkpoint)
-    pin_patience = 0.1      # seconds a reader may hold WAL pages uncopied before tries slow down
+    pin_patience = 0.1      # seconds a reader may hold the WAL at one page before tries slow down
 
     def __init__(self, path: Union[str, os.PathLike[str]], *, table: str = "sessions",
                  ttl: float = 86400) -> None:
@@ -228,7 +229,8 @@ class SQLiteStore(session.Store):
         self._pooling = not memory    # cursors go straight back to _idle (until close())
         self._next_prune = 0.0
         self._unchecked = 0  # pages written to the WAL since the last checkpoint (see _wrote)
-        self._pinned: Optional[tuple[float, int, float]] = None  # since, page, last seen (_held_back)
+        self._pinned: Optional[tuple[float, int, float]] = None  # see _held_back
+        self._next_try = math.inf  # time.monotonic() of a checkpoint held back (see _held_back)
         # Threads of this process write one at a time, queued here rather than on SQLite's
         # lock: see the module docstring.
         self._write_lock = _LockAtFirstUse()
@@ -712,7 +714,8 @@ class SQLiteStore(session.Store):
         if not self._write_lock.acquire(wait):
             self._give(cur)
             raise _Locked
-        if not wait and (self._unchecked >= self.checkpoint_pages or time.time() >= self._next_prune):
+        if not wait and (self._unchecked >= self.checkpoint_pages or time.time() >= self._next_prune
+                         or time.monotonic() >= self._next_try):
             self._release_writer(cur)
             raise _WouldWait
         return cur
@@ -730,7 +733,7 @@ class SQLiteStore(session.Store):
         # or so (measured: 3 WAL frames a write of a small record, 6 of a 1 to 3 KB one).
         self._unchecked += 3 + len(text) // 1024
         if wait:
-            if self._unchecked >= self.checkpoint_pages:
+            if self._unchecked >= self.checkpoint_pages or time.monotonic() >= self._next_try:
                 self._checkpoint(cur)
             if now >= self._next_prune:
                 self._prune_after_write(cur, now)
@@ -742,7 +745,7 @@ class SQLiteStore(session.Store):
         checkpoint, tried only once this one copied all of it: it holds every process's write
         lock while it copies, which a reader on an old snapshot would have every write pay
         (two writing processes ran at a third of their rate)."""
-        self._unchecked = 0
+        self._unchecked, self._next_try = 0, math.inf
         if self._memory_lock is None:
             restarting = False
             try:
@@ -763,31 +766,34 @@ class SQLiteStore(session.Store):
             # while it is still ``checkpoint_pages`` long, the next write that can wait
             # checkpoints again, as SQLite's automatic checkpoint does at every commit then
             # (else, with other processes writing, it grew by that much before each try).
-            # Not after a RESTART that did its work, nor while another connection checkpoints,
-            # nor while a reader holds the WAL back (see _held_back).
-            if frames >= self.checkpoint_pages and (
-                    busy if restarting else not busy and not held_back):
-                self._unchecked = frames
+            # Not after a RESTART that did its work, nor while another connection checkpoints;
+            # while a reader holds the WAL back, only every pin_patience (see _held_back).
+            if frames >= self.checkpoint_pages and (busy if restarting else not busy):
+                if held_back:
+                    self._next_try = time.monotonic() + self.pin_patience
+                else:
+                    self._unchecked = frames
 
     def _held_back(self, copied: int, frames: int) -> bool:
-        """Whether a reader on an old snapshot has kept the WAL from being copied past the same
-        page for ``pin_patience`` seconds (a backup, Litestream): the next checkpoint then comes
-        after ``checkpoint_pages`` more pages, not at the next write, which under ASGI would
-        send nearly every write to a thread to retry it.  Short readers, which keep a
-        checkpoint from copying all only now and then, leave the retries as they are."""
+        """Whether a reader on an old snapshot (a backup, Litestream) has kept the WAL from
+        being copied past the same page for ``pin_patience`` seconds: the checkpoint is then
+        tried every ``pin_patience`` seconds (or ``checkpoint_pages`` pages), not at every
+        write, which under ASGI would send nearly every write to a thread to try it.  Short
+        readers, which keep a checkpoint from copying all only now and then, leave the tries
+        as they are."""
         if copied >= frames:
             self._pinned = None
             return False
         now, pinned = time.monotonic(), self._pinned
-        # The same page after a longer gap may be another reader's: the WAL may have started
-        # over meanwhile, counting its pages from 0 again.  So a reader is taken for one
-        # holding it only when seen without a gap of ``pin_patience``, and a wrong guess puts
-        # a try off by less than that.
-        if pinned is None or pinned[1] != copied or now - pinned[2] > self.pin_patience:
+        # (since, page, when this look was due).  A look much later than it was due may find
+        # another reader at the same page (the WAL may have started over meanwhile, counting
+        # from 0 again): a new one.  Where the guess is wrong, a try comes pin_patience late.
+        if pinned is None or pinned[1] != copied or now > pinned[2] + self.pin_patience:
             self._pinned = (now, copied, now)
             return False
-        self._pinned = (pinned[0], copied, now)
-        return now - pinned[0] >= self.pin_patience
+        held = now - pinned[0] >= self.pin_patience
+        self._pinned = (pinned[0], copied, now + self.pin_patience if held else now)
+        return held
 
     def _prune_batch(self, cur: sqlite3.Cursor, now: float, wait: bool = True) -> int:
         """Delete up to ``prune_batch`` expired rows; schedule the next batch."""
