@@ -8,9 +8,9 @@ process writes through the store, under ASGI (``amerge`` on an event loop) and f
 code (``merge``), over 100 sessions of about 600 bytes, beside a reader (another connection,
 in a thread) that holds a transaction open for --hold seconds, then starts another at once.
 Rows, one round of each in turn: SQLiteStore as it is, and with ``pin_patience`` out of reach
-(every write retrying the checkpoint while pages are left uncopied, what it did before 8
-December 2026).  Columns (medians): checkpoints and, under ASGI, writes sent to the event
-loop's thread pool, per 1,000 writes; µs per write; the WAL's largest size.
+(every write retrying the checkpoint while pages are left uncopied, as it did before).
+Columns (medians): checkpoints and, under ASGI, writes sent to the event loop's thread pool,
+per 1,000 writes; µs per write; the WAL's largest size.
 """
 from __future__ import annotations
 
