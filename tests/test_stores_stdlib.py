@@ -1062,18 +1062,22 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         reader.execute("SELECT count(*) FROM sessions").fetchall()
         return reader
 
+    def hold(self, store, clock, looks, fully_copied=False):
+        """A reader holding the WAL, and writes 0.02 s apart until the store holds back."""
+        reader = self.reader(fully_copied)
+        clock.step = 0.02
+        for n in range(40):  # every write tries, from the first held one until 0.1 s later
+            store.set("s1", make_record(n=n))
+            if looks[-1:] == [True]:
+                return reader
+        self.fail(f"the checkpoint was never held back: {looks}")
+
     def test_a_reader_holding_the_wal_uncopied_has_checkpoints_come_after_more_pages(self):
         # While a reader keeps pages uncopied, every write retried the checkpoint, as SQLite's
         # own does at every commit; under ASGI each try took the write to a thread.  Once it
         # has held the same page for pin_patience, the next try comes after checkpoint_pages.
         store, clock, looks = self.pinned()
-        reader = self.reader()
-        clock.step = 0.02
-        for n in range(40):  # every write tries, from the first held one until 0.1 s later
-            store.set("s1", make_record(n=n))
-            if looks[-1:] == [True]:
-                break
-        self.assertEqual(looks[-1:], [True])
+        reader = self.hold(store, clock, looks)
         self.assertIn(looks.count(False), range(5, 8))  # a try at each write for 0.1 s
         clock.step, looks[:] = 0.001, []
         for n in range(100):
@@ -1092,13 +1096,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         # However few pages were written since: a process writing little would otherwise
         # let the WAL grow through every moment the reader left it free.
         store, clock, looks = self.pinned()
-        reader = self.reader()
-        clock.step = 0.02
-        for n in range(40):
-            store.set("s1", make_record(n=n))
-            if looks[-1:] == [True]:
-                break
-        self.assertEqual(looks[-1:], [True])
+        reader = self.hold(store, clock, looks)
         looks[:] = []
         clock.now += 0.15
         with self.assertRaises(sqlite_store._WouldWait):  # on an event loop: to a thread
@@ -1118,12 +1116,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         # A PASSIVE checkpoint that meets another connection's returns (1, -1, -1): nothing
         # is known of the reader then, and the tries stay as they were, every pin_patience.
         store, clock, looks = self.pinned()
-        reader = self.reader()
-        clock.step = 0.02
-        for n in range(40):
-            store.set("s1", make_record(n=n))
-            if looks[-1:] == [True]:
-                break
+        reader = self.hold(store, clock, looks)
         pinned, run = store._pinned, store._run
 
         def busy(cur, sql, params, wait=True):
@@ -1161,12 +1154,7 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         clock.step = 0.02
         for n in range(12):
             store.set("s1", make_record(n=n))
-        first = self.reader(fully_copied=True)
-        for n in range(40):
-            store.set("s1", make_record(n=n))
-            if looks[-1:] == [True]:
-                break
-        self.assertEqual(looks[-1:], [True])
+        first = self.hold(store, clock, looks, fully_copied=True)
         clock.step = 0.001
         first.execute("COMMIT")
         second = self.reader(fully_copied=True)
