@@ -122,10 +122,11 @@ Why it is built this way:
   gets there if it can wait, else in the next one, sent to a thread; and again at the
   next while the WAL is still that long (it starts over only at a write that finds it
   all copied and no reader in it), as SQLite's own tries at every commit: a write or
-  two in about 300 (less often while a reader holds it: see below).  Each process counts its own pages, so with several the WAL grows
-  longer between checkpoints (10 MB with ``uvicorn --workers 2`` and waitress writing
-  one file, against 6-8 MB with SQLite's).  Measured (7 December 2026), with / writes
-  in threads (``loop_writes = False``, what this store did before) / every call in
+  two in about 300 (a reader on an old snapshot changes that: see below).  Each
+  process counts its own pages, so with several the WAL grows longer between
+  checkpoints (10 MB with ``uvicorn --workers 2`` and waitress writing one file,
+  against 6-8 MB with SQLite's).  Measured (7 December 2026), with / writes in
+  threads (``loop_writes = False``, what this store did before) / every call in
   a thread: in-process, a returning visitor who increments a counter costs 66 /
   267 / 417 µs over bare Starlette (``python bench/asgi_overhead.py``; the loop's
   own thread: 73 / 192 / 249 µs with ``--loop-thread``).  Under uvicorn, 200 users,
@@ -231,7 +232,7 @@ class SQLiteStore(session.Store):
         self._next_prune = 0.0
         self._unchecked = 0  # pages written to the WAL since the last checkpoint (see _wrote)
         self._pinned: Optional[tuple[float, int, float]] = None  # see _held_back
-        self._next_try = math.inf  # time.monotonic() of a checkpoint held back (see _held_back)
+        self._next_try = math.inf  # when a checkpoint held back is tried (see _held_back)
         # Threads of this process write one at a time, queued here rather than on SQLite's
         # lock: see the module docstring.
         self._write_lock = _LockAtFirstUse()
