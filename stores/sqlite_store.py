@@ -113,11 +113,12 @@ Why it is built this way:
   thread's write, or another process's lock on the file, which SQLite reports at
   once, before anything is written) is waited for on the loop without blocking it:
   tried again after sleeps of 0.1 ms doubling to 2 ms, as _run waits in a thread,
-  then after ``busy_timeout`` in a thread.  A call goes to the thread pool when no
-  pooled connection is free (the loop would open one) and when a write is due to
-  run a checkpoint or a prune batch, which sync or scan the file.  For that, SQLite's
-  automatic checkpoint is off (``wal_autocheckpoint = 0``: it runs in whichever
-  connection commits, the loop's too): the store checkpoints after about
+  for up to ``busy_timeout``; past it, another process's lock fails the call, as in
+  a thread, and this process's own is waited for in a thread.  A call goes to the
+  thread pool when no pooled connection is free (the loop would open one) and when a
+  write is due to run a checkpoint or a prune batch, which sync or scan the file.
+  For that, SQLite's automatic checkpoint is off (``wal_autocheckpoint = 0``: it
+  runs in whichever connection commits, the loop's too): the store checkpoints after about
   ``checkpoint_pages`` pages written (1,000, SQLite's default), in the write that
   gets there if it can wait, else in the next one, sent to a thread; and again at the
   next while the WAL is still that long (it starts over only at a write that finds it
@@ -437,19 +438,25 @@ class SQLiteStore(session.Store):
     async def _when_free(self, at_once: Callable[..., _T], in_thread: Callable[..., _T],
                          *args: Any) -> _T:
         """``at_once(*args, wait=False)`` tried again after sleeps of 0.1 ms doubling to 2 ms, as
-        _run waits in a thread, while a lock is taken; past ``busy_timeout``, or if it would
-        wait for anything else, ``in_thread(*args)`` in a thread."""
+        _run waits in a thread, while a lock is taken.  Past ``busy_timeout``, another
+        process's lock on the file fails the call, as it does in a thread (waiting there
+        would double the wait); this process's own lock, or anything else it would wait for,
+        sends it to a thread: ``in_thread(*args)``."""
         import asyncio
         deadline, pause = time.monotonic() + self.busy_timeout, 0.0001
+        refused: Optional[BaseException] = None  # SQLite's error, when the file's lock refused
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.002)
             try:
                 return at_once(*args, wait=False)
-            except _Locked:
-                continue
+            except _Locked as exc:
+                refused = exc.__cause__  # (None for this process's lock: see _writer)
             except _WouldWait:
                 break
+        else:
+            if isinstance(refused, sqlite3.Error):
+                raise self._error(refused) from refused
         return await session._in_thread(in_thread, *args)
 
     # -- the whole store ---------------------------------------------------

@@ -903,6 +903,29 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
             store._give(cur)
         self.assertEqual(store.get("s1")["views"], 4)
 
+    def test_under_asgi_another_process_lock_past_busy_timeout_fails_the_write(self):
+        # As in a thread, where _run waits busy_timeout for it and raises: the loop waited as
+        # long, then sent the write to a thread, which waited as long again.
+        store = self.store()
+        store.set("s1", make_record(user="ada", views=0))
+        base, mine = store.get_text("s1"), make_record(user="ada", views=1)
+        store.busy_timeout = 0.05
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+
+        async def work():
+            try:
+                await store.amerge("s1", session.Change(
+                    base, session.encode_record(mine), session.expires_at(mine)))
+            except sqlite3.OperationalError as exc:
+                return exc
+        error, calls = run_with_counted_threads(work)
+        self.assertRegex(str(error), "locked.*SQLiteStore")
+        self.assertEqual(calls, [])
+        other.execute("COMMIT")
+        self.assertEqual(store.get("s1")["views"], 0)
+
     def test_a_checkpoint_never_runs_on_the_event_loop(self):
         # SQLite's automatic checkpoint would run in whichever connection commits, and sync
         # the file there: the store counts the pages written and checkpoints in a thread.
