@@ -723,8 +723,7 @@ class SQLiteStore(session.Store):
         if not self._write_lock.acquire(wait):
             self._give(cur)
             raise _Locked
-        if not wait and (self._unchecked >= self.checkpoint_pages or time.time() >= self._next_prune
-                         or time.monotonic() >= self._next_try):
+        if not wait and (self._checkpoint_due() or time.time() >= self._next_prune):
             self._release_writer(cur)
             raise _WouldWait
         return cur
@@ -742,10 +741,14 @@ class SQLiteStore(session.Store):
         # or so (measured: 3 WAL frames a write of a small record, 6 of a 1 to 3 KB one).
         self._unchecked += 3 + len(text) // 1024
         if wait:
-            if self._unchecked >= self.checkpoint_pages or time.monotonic() >= self._next_try:
+            if self._checkpoint_due():
                 self._checkpoint(cur)
             if now >= self._next_prune:
                 self._prune_after_write(cur, now)
+
+    def _checkpoint_due(self) -> bool:
+        """After ``checkpoint_pages`` pages, or at the time a checkpoint held back is due."""
+        return self._unchecked >= self.checkpoint_pages or time.monotonic() >= self._next_try
 
     def _checkpoint(self, cur: sqlite3.Cursor) -> None:
         """Copy the WAL's pages into the database file (SQLite's automatic checkpoint is off:
