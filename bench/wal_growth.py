@@ -13,7 +13,7 @@ size, its size at the end, and writes per second of all processes together (medi
 A write starts the WAL over only if it finds all of it copied and no reader in it; with
 processes that never pause one nearly always is, or another process wrote since the last
 checkpoint, and the WAL then grows by every page written.  Its file keeps its largest size
-(SQLiteStore sets no ``journal_size_limit``).
+up to SQLiteStore's ``journal_size_limit`` (32 MB), and is cut back to that as it starts over.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import re
 import logging
 import math
 import os
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -1459,6 +1460,43 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         store.set("live", make_record(user="ada"))
         self.assertEqual(store.prune(), 85)
         self.assertEqual(store.ids(), ["live"])
+
+    def plant(self, count: int, expires: float) -> None:
+        """``count`` rows of about 600 bytes under random IDs, as sessions lie in the table,
+        written by another connection; the WAL then starts empty."""
+        conn = self.raw()
+        data = json.dumps(make_record(note="x" * 500))
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO sessions VALUES (?, ?, ?)",
+                         [(secrets.token_urlsafe(24), expires, data) for _ in range(count)])
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def test_prune_of_many_expired_rows_keeps_the_wal_short(self):
+        # SQLite's automatic checkpoint is off (see _connect): the rows prune() deletes must
+        # count toward the store's own, as a write's pages do, or the WAL holds all of them.
+        store = self.store()
+        self.plant(10_000, time.time() - 10)
+        self.assertEqual(store.prune(), 10_000)
+        # About 2 pages of 4 KB a row deleted: 70 MB without a checkpoint, 4 MB between them.
+        self.assertLess(os.path.getsize(self.path + "-wal"), 8 << 20)
+
+    def test_a_wal_that_grew_long_is_cut_back_as_it_starts_over(self):
+        # One transaction's pages all go to the WAL (a clear() of a big table, or everything
+        # written while a reader on an old snapshot held it): they count toward the next
+        # checkpoint, and the file is cut back to journal_size_limit once the WAL starts over.
+        class Limited(SQLiteStore):
+            journal_size_limit = 1 << 20
+
+        store = self.store(Limited)
+        self.plant(5_000, time.time() + 3600)
+        store.clear()
+        self.assertGreater(os.path.getsize(self.path + "-wal"), 2 << 20)  # the clear's pages
+        for n in range(3):
+            store.set("s1", make_record(user="ada", n=n))
+        self.assertLessEqual(os.path.getsize(self.path + "-wal"), 1 << 20)
+        self.assertEqual(store.get("s1")["n"], 2)
+        self.assertEqual(store.ids(), ["s1"])
 
     @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
     def test_forked_child_uses_its_own_connections(self):
