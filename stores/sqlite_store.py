@@ -144,12 +144,13 @@ Why it is built this way:
   (a RESTART checkpoint, which does not wait for readers and is tried again while it
   fails): three processes writing 24,000 records of 2 KB left it at about 16 MB,
   against 80-190 MB, at much the same rate (-2% to +13% writes/s; ``python
-  bench/wal_growth.py``).  The rows ``prune()`` and ``clear()`` delete count toward
-  the checkpoint too, about 2 pages a row (``prune()`` of 10,000 expired sessions
-  left a WAL of 62 MB, now 4.5 MB), and a WAL file that grew longer all the same (one
-  big transaction, a reader on an old snapshot) is cut back to ``journal_size_limit``
-  (32 MB) as it starts over, instead of keeping its largest size for good.  A shorter
-  one is reused, not cut: cutting it at every start over cost 2-8% of writes per second.
+  bench/wal_growth.py``).  The rows deleted by prune batches (automatic or
+  ``prune()``) and by ``clear()`` count toward the checkpoint too, about 2 pages a row
+  (``prune()`` of 10,000 expired sessions left a WAL of 62 MB, now 4.5 MB), and a WAL
+  file that grew longer all the same (one big transaction, a reader on an old
+  snapshot) is cut back to ``journal_size_limit`` (32 MB) as it starts over, instead
+  of keeping its largest size for good.  A shorter one is reused, not cut: cutting it
+  at every start over cost 2-8% of writes per second.
 - A reader on an old snapshot (a backup, Litestream's standing read) keeps the
   checkpoint from copying what was written after it.  Each write that can wait
   retried the checkpoint while it did, as SQLite's own does at every commit: under
@@ -205,7 +206,7 @@ class SQLiteStore(session.Store):
     touch_slack = 60.0      # seconds: a touch moving the expiry less than this is skipped (below)
     touch_needs_record = False  # touch reads only the record's expiry (see session.Store)
     mmap_size = 1 << 30     # bytes of the file read through mmap; see the module docstring
-    journal_size_limit = 32 << 20  # bytes a longer WAL file is cut back to as it starts over
+    journal_size_limit = 32 << 20  # bytes: a longer WAL is cut back as it restarts (-1: never)
     prune_batch = 200       # expired rows deleted per transaction
     prune_interval = 60.0   # seconds between automatic prune batches once none are left
     prune_pause = 0.002     # seconds prune() leaves the write lock free between batches
