@@ -188,8 +188,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# WAL pages a deleted row adds, about (measured: 1.0 to 2.5, records of 100 bytes to 3 KB
-# among 30,000 others): counted toward the next checkpoint, as a write's are (see _wrote).
+# WAL pages a deleted row adds, about (measured: 1.0 to 2.5, records of 100 bytes to 3 KB,
+# with no or 30,000 live rows beside them): counted toward the next checkpoint, as a write's
+# pages are (see _wrote).
 _PAGES_PER_DELETE = 2
 
 

@@ -1485,9 +1485,10 @@ class TestSQLiteStoreFile(FileStoreCase, unittest.TestCase):
         self.assertLess(os.path.getsize(self.path + "-wal"), 8 << 20)
 
     def test_a_wal_that_grew_long_is_cut_back_as_it_starts_over(self):
-        # One transaction's pages all go to the WAL (a clear() of a big table, or everything
-        # written while a reader on an old snapshot held it): they count toward the next
-        # checkpoint, and the file is cut back to journal_size_limit once the WAL starts over.
+        # All of one transaction's pages go to the WAL (a clear() of a big table), as does all
+        # that is written while a reader on an old snapshot holds it: a clear() counts its rows
+        # toward the next checkpoint, and the file is cut back to journal_size_limit once the
+        # WAL starts over.
         class Limited(SQLiteStore):
             journal_size_limit = 1 << 20
 
