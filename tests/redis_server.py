@@ -33,8 +33,9 @@ class RedisServer(PrivateServer):
     """One redis-server process on 127.0.0.1:<port>; stopped on exit, on ``stop()`` and at interpreter exit."""
 
     def __init__(self, port: int | None = None, *, args: tuple = (),
-                 startup_timeout: float = 10.0) -> None:
+                 startup_timeout: float = 10.0, program: str = "redis-server") -> None:
         self.port = port or free_port()
+        self.program = program  # another build: tests/test_redis6.py runs a Redis 6
         self.args = tuple(args)  # extra redis-server options, e.g. ("--rename-command", "KEYS", "")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.startup_timeout = startup_timeout
@@ -47,11 +48,11 @@ class RedisServer(PrivateServer):
         """Start (or restart, on the same port) and wait until it answers PING."""
         if self.running:
             return self
-        if not redis_server_available():
-            raise RuntimeError("redis-server not found: apt-get install -y redis-server")
+        if not has_program(self.program):
+            raise RuntimeError(f"{self.program} not found: apt-get install -y redis-server")
         os.makedirs(self._dir, exist_ok=True)
         cmd = [
-            "redis-server",
+            self.program,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
