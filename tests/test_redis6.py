@@ -61,6 +61,11 @@ class TestExpiryOnRedis6(on_redis.TestRedisStoreExpiry):
 
 
 @requires(HAVE_REDIS6, REASON)
+class TestWholeStoreOnRedis6(on_redis.TestRedisStoreWholeStore):
+    pass
+
+
+@requires(HAVE_REDIS6, REASON)
 class TestGetTextOnRedis6(on_redis.TestRedisStoreGetText):
     pass
 
